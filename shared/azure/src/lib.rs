@@ -1,0 +1,1 @@
+//! milink-azure: not built yet (work in progress in this session).

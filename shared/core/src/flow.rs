@@ -1,0 +1,554 @@
+//! The migration flow as one pure function: `decide(state, event, now) -> (state, commands)`.
+//!
+//! Every rule of the flow lives here and nowhere else: which event moves which phase, what a cutover
+//! requires, what happens when a step fails, when a stall starts and ends, what gets notified. Handlers
+//! load the state, do the I/O an incoming command asks for, turn the result into an [`Event`], call
+//! [`decide`], and save the new state together with the commands it returned (the outbox).
+//!
+//! Two properties make at-least-once delivery safe:
+//! - an event that does not fit the current phase (a duplicate, a late answer to an earlier attempt,
+//!   an observation older than the one we have) changes nothing and emits nothing;
+//! - commands carry the cutover attempt they belong to, so a handler can tell (with [`is_current`])
+//!   whether a command it received is still wanted before it touches a server.
+//!
+//! The cutover is safe by construction: it starts only from Ready for cutover with the confirmation that
+//! traffic is stopped; Completed is reachable only through Drained (target confirmed the fence
+//! position) and a clean verification; any failure before Switching unfences the source.
+use crate::error::EngineError;
+use crate::migration::{
+    CutoverRecord, CutoverStep, Migration, Observation, Phase, Position, Stall, Status, Verification,
+};
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+/// How long a stalled command-driven step waits before it is tried again.
+pub const STALL_RETRY_SECONDS: i64 = 30;
+
+/// Something that happened to a migration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "camelCase")]
+pub enum Event {
+    /// Prerequisites checked; blockers among the findings fail the migration.
+    Validated {
+        /// Findings of the validation.
+        findings: Vec<crate::assessment::Finding>,
+    },
+    /// The link exists (publication and subscription, AG and DAG, ...).
+    LinkCreated,
+    /// The poll timer looked at the link.
+    Observed {
+        /// What it saw.
+        observation: Observation,
+    },
+    /// The poll timer could not look at the link.
+    ObserveFailed {
+        /// Why.
+        error: EngineError,
+    },
+    /// The user asked to cut over.
+    CutoverRequested {
+        /// The user confirmed application traffic is stopped.
+        confirm_traffic_stopped: bool,
+    },
+    /// The source is fenced; `position` is the source's position right after the fence.
+    Fenced {
+        /// Cutover attempt.
+        attempt: u32,
+        /// Source position after the fence.
+        position: Position,
+    },
+    /// The target confirmed everything up to the fence position.
+    Drained {
+        /// Cutover attempt.
+        attempt: u32,
+        /// Target position that proved it.
+        position: Position,
+    },
+    /// The target did not confirm the fence position before the deadline.
+    DrainTimedOut {
+        /// Cutover attempt.
+        attempt: u32,
+        /// Where the target got to.
+        reached: Option<Position>,
+    },
+    /// Sequences set and counts compared.
+    Finalized {
+        /// Cutover attempt.
+        attempt: u32,
+        /// What was verified.
+        verification: Verification,
+    },
+    /// The target is primary; the link is broken or reversed.
+    Switched {
+        /// Cutover attempt.
+        attempt: u32,
+    },
+    /// The source has its writes back.
+    Unfenced {
+        /// Cutover attempt.
+        attempt: u32,
+    },
+    /// The user asked to cancel.
+    CancelRequested,
+    /// Everything the link created is removed.
+    LinkDropped,
+    /// A step failed in a way retrying cannot fix.
+    StepFailed {
+        /// The command that failed.
+        command: Command,
+        /// Why.
+        error: EngineError,
+    },
+    /// A step kept failing transiently and its retries are used up.
+    StepExhausted {
+        /// The command that failed.
+        command: Command,
+        /// The last error.
+        error: EngineError,
+    },
+    /// The timer's periodic nudge: retries stalled steps when their time comes.
+    Tick,
+}
+
+/// Work the flow asks for. Each becomes a message to a stage handler.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "camelCase")]
+pub enum Command {
+    /// Check prerequisites and test connections.
+    Validate,
+    /// Create the link.
+    CreateLink,
+    /// Fence the source and record its position.
+    Fence {
+        /// Cutover attempt.
+        attempt: u32,
+    },
+    /// Wait until the target confirms `position`, until `deadline`.
+    Drain {
+        /// Cutover attempt.
+        attempt: u32,
+        /// Position to reach.
+        position: Position,
+        /// When to give up.
+        deadline: DateTime<Utc>,
+    },
+    /// Sequences and verification.
+    Finalize {
+        /// Cutover attempt.
+        attempt: u32,
+    },
+    /// Make the target primary.
+    Switch {
+        /// Cutover attempt.
+        attempt: u32,
+        /// Keep a reverse link for failback.
+        keep_reverse_link: bool,
+    },
+    /// Give the source its writes back.
+    Unfence {
+        /// Cutover attempt.
+        attempt: u32,
+    },
+    /// Remove everything the link created (cancel).
+    DropLink {
+        /// Unfence the source first (a cutover was in progress).
+        unfence: bool,
+        /// Drop the target database too.
+        drop_target: bool,
+    },
+    /// Tell someone.
+    Notify {
+        /// Status after the change.
+        status: String,
+        /// What happened.
+        message: String,
+    },
+}
+
+impl Command {
+    /// The stage (queue) that handles this command.
+    pub fn stage(&self) -> &'static str {
+        match self {
+            Command::Validate => "validate",
+            Command::CreateLink => "create-link",
+            Command::Fence { .. }
+            | Command::Drain { .. }
+            | Command::Finalize { .. }
+            | Command::Switch { .. }
+            | Command::Unfence { .. } => "cutover",
+            Command::DropLink { .. } => "cancel",
+            Command::Notify { .. } => "notify",
+        }
+    }
+
+    /// A short name for ids and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Validate => "validate",
+            Command::CreateLink => "create-link",
+            Command::Fence { .. } => "fence",
+            Command::Drain { .. } => "drain",
+            Command::Finalize { .. } => "finalize",
+            Command::Switch { .. } => "switch",
+            Command::Unfence { .. } => "unfence",
+            Command::DropLink { .. } => "drop-link",
+            Command::Notify { .. } => "notify",
+        }
+    }
+}
+
+/// Why a user's request was refused (the API turns these into 400/409).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// Cutover without `confirmTrafficStopped: true`.
+    #[error("cutover needs the confirmation that application traffic to the source is stopped (confirmTrafficStopped: true)")]
+    ConfirmationRequired,
+    /// Cutover when the link is not ready.
+    #[error("migration is {status}, not ReadyForCutover: wait until it is (milink migrate watch) and try again")]
+    NotReadyForCutover {
+        /// The current status.
+        status: String,
+    },
+    /// Cancel after the point of no return or of a finished migration.
+    #[error("migration is {status} and can no longer be cancelled")]
+    CannotCancel {
+        /// The current status.
+        status: String,
+    },
+}
+
+/// The result of [`decide`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    /// The new state (the same as the old one when nothing changed).
+    pub migration: Migration,
+    /// Commands to emit, in order.
+    pub commands: Vec<Command>,
+    /// False when the event changed nothing (a duplicate or stale event): nothing to save.
+    pub changed: bool,
+}
+
+/// Starts a migration: the initial state and its first command.
+pub fn start(migration: Migration) -> Transition {
+    Transition { migration, commands: vec![Command::Validate], changed: true }
+}
+
+/// Applies `event` to `state` at `now`.
+pub fn decide(state: &Migration, event: &Event, now: DateTime<Utc>) -> Result<Transition, Rejection> {
+    let mut next = state.clone();
+    let mut commands = Vec::new();
+    apply(&mut next, event, now, &mut commands)?;
+    if next == *state {
+        return Ok(Transition { migration: next, commands: Vec::new(), changed: false });
+    }
+    let (before, after) = (state.status(), next.status());
+    if before != after {
+        next.record(now, status_message(&next));
+        if let Some(notification) = notification(&next, &after) {
+            commands.push(notification);
+        }
+    }
+    next.updated_at = now;
+    Ok(Transition { migration: next, commands, changed: true })
+}
+
+fn apply(m: &mut Migration, event: &Event, now: DateTime<Utc>, out: &mut Vec<Command>) -> Result<(), Rejection> {
+    match event {
+        Event::Validated { findings } => on_validated(m, findings, now, out),
+        Event::LinkCreated if m.phase == Phase::Deploying => {
+            m.phase = Phase::Syncing;
+            m.stall = None;
+            m.record(now, "link created");
+        }
+        Event::Observed { observation } => on_observed(m, observation, now),
+        Event::ObserveFailed { error } if m.phase == Phase::Syncing => {
+            let since = m.stall.as_ref().map_or(now, |s| s.since);
+            m.stall = Some(Stall { reason: error.message.clone(), remediation: error.remediation.clone(), since, retry_at: None });
+        }
+        Event::CutoverRequested { confirm_traffic_stopped } => on_cutover_requested(m, *confirm_traffic_stopped, now, out)?,
+        Event::Fenced { attempt, position } if at_step(m, *attempt, CutoverStep::Fencing) => {
+            let deadline = now + Duration::seconds(m.settings.drain_timeout_seconds as i64);
+            m.cutover.fenced_at = Some(now);
+            m.cutover.fence_position = Some(*position);
+            m.cutover.drain_deadline = Some(deadline);
+            m.phase = Phase::CuttingOver { step: CutoverStep::Draining };
+            m.record(now, format!("source fenced at position {}", position.0));
+            out.push(Command::Drain { attempt: *attempt, position: *position, deadline });
+        }
+        Event::Drained { attempt, position } if at_step(m, *attempt, CutoverStep::Draining) => {
+            m.cutover.drained_position = Some(*position);
+            m.phase = Phase::CuttingOver { step: CutoverStep::Finalizing };
+            m.record(now, format!("target confirmed every change up to position {}", position.0));
+            out.push(Command::Finalize { attempt: *attempt });
+        }
+        Event::DrainTimedOut { attempt, reached } if at_step(m, *attempt, CutoverStep::Draining) => {
+            let reached = reached.map_or("unknown".to_owned(), |p| p.0.to_string());
+            let reason = format!(
+                "the target did not confirm every change within {} s (reached {reached}); the source is given its writes back",
+                m.settings.drain_timeout_seconds
+            );
+            abandon(m, *attempt, reason, None, now, out);
+        }
+        Event::Finalized { attempt, verification } if at_step(m, *attempt, CutoverStep::Finalizing) => {
+            on_finalized(m, *attempt, verification, now, out)
+        }
+        Event::Switched { attempt } if at_step(m, *attempt, CutoverStep::Switching) => {
+            m.cutover.switched_at = Some(now);
+            m.phase = Phase::Completed;
+            m.stall = None;
+            let downtime = m.cutover.write_downtime_ms().unwrap_or_default();
+            m.record(now, format!("target is primary; write downtime (fence to switch) {downtime} ms"));
+        }
+        Event::Unfenced { attempt } if at_step(m, *attempt, CutoverStep::Unfencing) => {
+            m.stall = None;
+            if m.failure.is_some() {
+                m.phase = Phase::Failed;
+                m.record(now, "source unfenced; migration failed");
+            } else {
+                m.phase = Phase::Syncing;
+                m.record(now, "source unfenced; cutover abandoned, link still syncing");
+            }
+        }
+        Event::CancelRequested => on_cancel_requested(m, now, out)?,
+        Event::LinkDropped if m.phase == Phase::Cancelling => {
+            m.phase = Phase::Cancelled;
+            m.stall = None;
+        }
+        Event::StepFailed { command, error } if is_current(m, command) => on_step_failed(m, command, error, now, out),
+        Event::StepExhausted { command, error } if is_current(m, command) => {
+            on_step_exhausted(m, command, error, now, out)
+        }
+        Event::Tick => on_tick(m, now, out),
+        _ => {}
+    }
+    Ok(())
+}
+
+fn at_step(m: &Migration, attempt: u32, step: CutoverStep) -> bool {
+    m.phase == (Phase::CuttingOver { step }) && m.cutover.attempt == attempt
+}
+
+fn on_validated(m: &mut Migration, findings: &[crate::assessment::Finding], now: DateTime<Utc>, out: &mut Vec<Command>) {
+    if m.phase != Phase::Validating {
+        return;
+    }
+    m.stall = None;
+    let blockers: Vec<_> = findings.iter().filter(|f| f.severity == crate::assessment::Severity::Blocker).collect();
+    if blockers.is_empty() {
+        m.phase = Phase::Deploying;
+        let warnings = findings.iter().filter(|f| f.severity == crate::assessment::Severity::Warning).count();
+        m.record(now, format!("validation passed ({warnings} warnings)"));
+        out.push(Command::CreateLink);
+    } else {
+        let message = blockers.iter().map(|f| f.message.as_str()).collect::<Vec<_>>().join("; ");
+        let remediation = blockers.iter().map(|f| f.remediation.as_str()).collect::<Vec<_>>().join("; ");
+        m.failure = Some(EngineError::definite("validation_failed", message, remediation));
+        m.phase = Phase::Failed;
+    }
+}
+
+fn on_observed(m: &mut Migration, observation: &Observation, now: DateTime<Utc>) {
+    if m.phase.is_terminal() || m.phase == Phase::Validating || m.phase == Phase::Deploying {
+        return;
+    }
+    if m.observation.as_ref().is_some_and(|o| o.at >= observation.at) {
+        return; // stale or duplicate
+    }
+    let moved = match (&m.observation, observation.progress_marker) {
+        (Some(previous), Some(marker)) => previous.progress_marker != Some(marker),
+        _ => true,
+    };
+    if moved || m.last_progress_at.is_none() {
+        m.last_progress_at = Some(observation.at);
+    }
+    m.observation = Some(observation.clone());
+    if m.phase != Phase::Syncing {
+        return; // during cutover and cancel the observation is informative only
+    }
+    m.stall = None;
+    let waiting = matches!(m.status(), Status::Seeding | Status::CatchingUp);
+    let idle_for = m.last_progress_at.map_or(0, |at| (now - at).num_seconds());
+    if waiting && idle_for > m.settings.stall_after_seconds as i64 {
+        let since = m.last_progress_at.unwrap_or(now);
+        m.stall = Some(Stall {
+            reason: format!("no replication progress for {idle_for} s"),
+            remediation: "check that the subscription's apply worker runs and that the target can reach the source".into(),
+            since,
+            retry_at: None,
+        });
+    }
+}
+
+fn on_cutover_requested(m: &mut Migration, confirmed: bool, now: DateTime<Utc>, out: &mut Vec<Command>) -> Result<(), Rejection> {
+    if !confirmed {
+        return Err(Rejection::ConfirmationRequired);
+    }
+    if matches!(m.phase, Phase::CuttingOver { .. }) {
+        return Ok(()); // a second click: the cutover already runs
+    }
+    let status = m.status();
+    if status != Status::ReadyForCutover {
+        return Err(Rejection::NotReadyForCutover { status: status.as_str().to_owned() });
+    }
+    let attempt = m.cutover.attempt + 1;
+    m.cutover = CutoverRecord { attempt, requested_at: Some(now), ..CutoverRecord::default() };
+    m.phase = Phase::CuttingOver { step: CutoverStep::Fencing };
+    out.push(Command::Fence { attempt });
+    Ok(())
+}
+
+fn on_finalized(m: &mut Migration, attempt: u32, verification: &Verification, now: DateTime<Utc>, out: &mut Vec<Command>) {
+    m.cutover.verification = Some(verification.clone());
+    let mismatches = verification.mismatches();
+    if mismatches.is_empty() {
+        m.phase = Phase::CuttingOver { step: CutoverStep::Switching };
+        m.record(
+            now,
+            format!("verified {} tables, set {} sequences", verification.tables.len(), verification.sequences_set),
+        );
+        out.push(Command::Switch { attempt, keep_reverse_link: m.settings.keep_reverse_link });
+    } else {
+        let detail = mismatches
+            .iter()
+            .map(|t| format!("{} (source {}, target {})", t.table, t.source_rows, t.target_rows))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let error = EngineError::definite(
+            "verification_failed",
+            format!("row counts differ after catch-up: {detail}"),
+            "something wrote to the source after the fence or to the target during sync; inspect those tables, then cancel and start again",
+        );
+        abandon(m, attempt, error.message.clone(), Some(error), now, out);
+    }
+}
+
+/// Gives up the current cutover attempt: unfence, then back to syncing (or to Failed when `failure`).
+fn abandon(m: &mut Migration, attempt: u32, reason: String, failure: Option<EngineError>, now: DateTime<Utc>, out: &mut Vec<Command>) {
+    m.cutover.abandoned_reason = Some(reason.clone());
+    m.failure = failure;
+    m.phase = Phase::CuttingOver { step: CutoverStep::Unfencing };
+    m.record(now, format!("cutover abandoned: {reason}"));
+    out.push(Command::Unfence { attempt });
+}
+
+fn on_cancel_requested(m: &mut Migration, now: DateTime<Utc>, out: &mut Vec<Command>) -> Result<(), Rejection> {
+    match m.phase {
+        Phase::Cancelling => return Ok(()),
+        Phase::Completed | Phase::Cancelled | Phase::CuttingOver { step: CutoverStep::Switching } => {
+            return Err(Rejection::CannotCancel { status: m.status().as_str().to_owned() })
+        }
+        _ => {}
+    }
+    let unfence = m.source_may_be_fenced();
+    m.phase = Phase::Cancelling;
+    m.stall = None;
+    m.record(now, "cancel requested");
+    out.push(Command::DropLink { unfence, drop_target: m.settings.drop_target_on_cancel });
+    Ok(())
+}
+
+fn on_step_failed(m: &mut Migration, command: &Command, error: &EngineError, now: DateTime<Utc>, out: &mut Vec<Command>) {
+    match command {
+        Command::Fence { attempt } | Command::Drain { attempt, .. } | Command::Finalize { attempt } => {
+            abandon(m, *attempt, error.message.clone(), Some(error.clone()), now, out);
+        }
+        _ => {
+            m.failure = Some(error.clone());
+            m.stall = None;
+            m.phase = Phase::Failed;
+            m.record(now, format!("{} failed: {}", command.name(), error.message));
+        }
+    }
+}
+
+fn on_step_exhausted(m: &mut Migration, command: &Command, error: &EngineError, now: DateTime<Utc>, out: &mut Vec<Command>) {
+    match command {
+        Command::Fence { attempt } | Command::Drain { attempt, .. } | Command::Finalize { attempt } => {
+            abandon(m, *attempt, error.message.clone(), None, now, out);
+        }
+        _ => {
+            let since = m.stall.as_ref().map_or(now, |s| s.since);
+            m.stall = Some(Stall {
+                reason: format!("{} keeps failing: {}", command.name(), error.message),
+                remediation: error.remediation.clone(),
+                since,
+                retry_at: Some(now + Duration::seconds(STALL_RETRY_SECONDS)),
+            });
+        }
+    }
+}
+
+fn on_tick(m: &mut Migration, now: DateTime<Utc>, out: &mut Vec<Command>) {
+    let Some(stall) = m.stall.as_mut() else { return };
+    let Some(retry_at) = stall.retry_at else { return };
+    if retry_at > now {
+        return;
+    }
+    if let Some(command) = pending_command(m) {
+        if let Some(stall) = m.stall.as_mut() {
+            stall.retry_at = Some(now + Duration::seconds(STALL_RETRY_SECONDS));
+        }
+        out.push(command);
+    }
+}
+
+/// The command a command-driven phase is waiting on (what to resend when it stalled).
+pub fn pending_command(m: &Migration) -> Option<Command> {
+    let attempt = m.cutover.attempt;
+    match m.phase {
+        Phase::Validating => Some(Command::Validate),
+        Phase::Deploying => Some(Command::CreateLink),
+        Phase::CuttingOver { step: CutoverStep::Fencing } => Some(Command::Fence { attempt }),
+        Phase::CuttingOver { step: CutoverStep::Draining } => Some(Command::Drain {
+            attempt,
+            position: m.cutover.fence_position?,
+            deadline: m.cutover.drain_deadline?,
+        }),
+        Phase::CuttingOver { step: CutoverStep::Finalizing } => Some(Command::Finalize { attempt }),
+        Phase::CuttingOver { step: CutoverStep::Switching } => {
+            Some(Command::Switch { attempt, keep_reverse_link: m.settings.keep_reverse_link })
+        }
+        Phase::CuttingOver { step: CutoverStep::Unfencing } => Some(Command::Unfence { attempt }),
+        Phase::Cancelling => Some(Command::DropLink { unfence: true, drop_target: m.settings.drop_target_on_cancel }),
+        Phase::Syncing | Phase::Completed | Phase::Failed | Phase::Cancelled => None,
+    }
+}
+
+/// Is `command` still wanted by `m`? Handlers ask before touching a server, so a duplicate or late
+/// message (a Fence from an abandoned attempt, an Unfence after completion) does nothing.
+pub fn is_current(m: &Migration, command: &Command) -> bool {
+    match (command, pending_command(m)) {
+        (Command::Notify { .. }, _) => true,
+        (Command::DropLink { .. }, Some(Command::DropLink { .. })) => true,
+        (Command::Drain { attempt, .. }, Some(Command::Drain { attempt: current, .. })) => attempt == &current,
+        (command, Some(pending)) => *command == pending,
+        (_, None) => false,
+    }
+}
+
+fn status_message(m: &Migration) -> String {
+    match m.reason() {
+        Some(reason) => format!("status {}: {reason}", m.status().as_str()),
+        None => format!("status {}", m.status().as_str()),
+    }
+}
+
+fn notification(m: &Migration, status: &Status) -> Option<Command> {
+    let message = match status {
+        Status::ReadyForCutover => format!("{} is ready for cutover", m.database),
+        Status::Stalled => format!("{} is stalled: {}", m.database, m.reason().unwrap_or_default()),
+        Status::Completed => format!(
+            "{} cutover completed; write downtime {} ms",
+            m.database,
+            m.cutover.write_downtime_ms().unwrap_or_default()
+        ),
+        Status::Failed => format!("{} failed: {}", m.database, m.reason().unwrap_or_default()),
+        Status::Cancelled => format!("{} migration cancelled", m.database),
+        _ => return None,
+    };
+    Some(Command::Notify { status: status.as_str().to_owned(), message })
+}
+
+#[cfg(test)]
+#[path = "flow_tests.rs"]
+mod tests;

@@ -1,0 +1,417 @@
+//! A migration: one database moving over one link, and everything the flow remembers about it.
+//!
+//! The stored state is small and explicit: the [`Phase`] the flow is in, the last [`Observation`] of the
+//! link, an optional stall, the cutover record, and a history. The status users see ([`Status`]) is
+//! *derived* from those, never stored separately, so it cannot disagree with them: "Seeding 40 %" is
+//! phase Syncing plus an observation that says seeding at 40 %.
+use crate::error::EngineError;
+use crate::names::{ConnectionName, DatabaseName, MigrationId};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Settings of one migration, chosen at start (all have defaults).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct Settings {
+    /// Lag (bytes) at or below which a fully seeded link counts as ready for cutover.
+    pub ready_lag_bytes: u64,
+    /// How long cutover waits for the target to confirm every change before it unfences and gives up.
+    pub drain_timeout_seconds: u64,
+    /// How long the link's positions must stay equal before draining counts as done (the MI link rule;
+    /// zero for engines whose confirmation is already final).
+    pub drain_stable_seconds: u64,
+    /// Keep a reverse link after cutover (failback), where the engine supports it.
+    pub keep_reverse_link: bool,
+    /// On cancel, also drop the database milink created on the target.
+    pub drop_target_on_cancel: bool,
+    /// Roles (logins) to fence at cutover in addition to every session on the database. Engines that
+    /// fence by login (SQL Server) need them; PostgreSQL fences every session on the database anyway.
+    pub fence_roles: Vec<String>,
+    /// Seconds without any progress, while not caught up, after which the link is reported Stalled.
+    pub stall_after_seconds: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            ready_lag_bytes: 64 * 1024,
+            drain_timeout_seconds: 30,
+            drain_stable_seconds: 0,
+            keep_reverse_link: false,
+            drop_target_on_cancel: false,
+            fence_roles: Vec::new(),
+            stall_after_seconds: 300,
+        }
+    }
+}
+
+/// A replication position, comparable within one engine (PostgreSQL LSN, SQL Server log block LSN).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Position(pub u64);
+
+/// Where the link is, as the engine sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LinkPhase {
+    /// Objects are being created; nothing copied yet.
+    Deploying,
+    /// Initial copy in progress.
+    Seeding,
+    /// Copy done, streaming changes.
+    Streaming,
+}
+
+/// A problem the link reports about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkProblem {
+    /// What is wrong.
+    pub reason: String,
+    /// What to do.
+    pub remediation: String,
+}
+
+/// One look at a link.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Observation {
+    /// When it was taken (by the injected clock).
+    pub at: DateTime<Utc>,
+    /// Deploying, Seeding or Streaming.
+    pub phase: LinkPhase,
+    /// Seeding progress, 0–100.
+    pub progress_percent: f64,
+    /// Bytes of change the target has not confirmed.
+    pub lag_bytes: Option<u64>,
+    /// Seconds behind, when the engine can tell.
+    pub lag_seconds: Option<f64>,
+    /// A position that moves whenever the link makes progress (used to detect stalls).
+    pub progress_marker: Option<Position>,
+    /// What is wrong with the link, if anything.
+    pub problem: Option<LinkProblem>,
+}
+
+/// The steps of a cutover, in order (Unfencing only when a cutover is abandoned).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CutoverStep {
+    /// Stopping writes on the source.
+    Fencing,
+    /// Waiting until the target holds every change committed before the fence.
+    Draining,
+    /// Sequences, verification.
+    Finalizing,
+    /// Making the target primary; breaking or reversing the link. The point of no return.
+    Switching,
+    /// Giving the source its writes back after an abandoned cutover.
+    Unfencing,
+}
+
+/// Where the flow is. The user-facing [`Status`] is derived from this plus the last observation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "camelCase")]
+pub enum Phase {
+    /// Prerequisites and connection test.
+    Validating,
+    /// Creating the link.
+    Deploying,
+    /// Link exists: seeding, catching up or ready, per the observation.
+    Syncing,
+    /// Cutover in progress.
+    CuttingOver {
+        /// The current step.
+        step: CutoverStep,
+    },
+    /// Cancel requested; removing the link.
+    Cancelling,
+    /// Done: the target is primary.
+    Completed,
+    /// Stopped on a definite error.
+    Failed,
+    /// Cancelled by the user; the link is removed.
+    Cancelled,
+}
+
+impl Phase {
+    /// No further transitions.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, Phase::Completed | Phase::Failed | Phase::Cancelled)
+    }
+}
+
+/// A stall: the flow cannot make progress for a reason that may go away by itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stall {
+    /// Why.
+    pub reason: String,
+    /// What the user can do.
+    pub remediation: String,
+    /// Since when.
+    pub since: DateTime<Utc>,
+    /// When the stalled step is tried again (steps driven by commands only).
+    pub retry_at: Option<DateTime<Utc>>,
+}
+
+/// The outcome of a cutover's finalize step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Verification {
+    /// Per table: name, rows on the source, rows on the target.
+    pub tables: Vec<TableCount>,
+    /// Sequences set on the target.
+    pub sequences_set: u32,
+}
+
+/// Row counts of one table on both sides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TableCount {
+    /// Qualified table name.
+    pub table: String,
+    /// Rows on the source.
+    pub source_rows: u64,
+    /// Rows on the target.
+    pub target_rows: u64,
+}
+
+impl Verification {
+    /// Tables whose counts differ.
+    pub fn mismatches(&self) -> Vec<&TableCount> {
+        self.tables.iter().filter(|t| t.source_rows != t.target_rows).collect()
+    }
+}
+
+/// What the flow remembers of the current (or last) cutover.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CutoverRecord {
+    /// 1 for the first cutover request, +1 for each retry after an abandoned one.
+    pub attempt: u32,
+    /// When the user asked.
+    pub requested_at: Option<DateTime<Utc>>,
+    /// When the source was fenced.
+    pub fenced_at: Option<DateTime<Utc>>,
+    /// The source position right after the fence: the target must reach it.
+    pub fence_position: Option<Position>,
+    /// When draining must give up.
+    pub drain_deadline: Option<DateTime<Utc>>,
+    /// The target position that proved catch-up.
+    pub drained_position: Option<Position>,
+    /// Finalize's verification.
+    pub verification: Option<Verification>,
+    /// When the target became primary.
+    pub switched_at: Option<DateTime<Utc>>,
+    /// Why the last attempt was abandoned, if it was.
+    pub abandoned_reason: Option<String>,
+}
+
+impl CutoverRecord {
+    /// Write downtime: from fence to switch.
+    pub fn write_downtime_ms(&self) -> Option<i64> {
+        Some((self.switched_at? - self.fenced_at?).num_milliseconds())
+    }
+}
+
+/// One line of a migration's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The status after the change (API string).
+    pub status: String,
+    /// What happened.
+    pub message: String,
+}
+
+/// A migration's whole state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Migration {
+    /// Id.
+    pub id: MigrationId,
+    /// Source connection.
+    pub source: ConnectionName,
+    /// Target connection.
+    pub target: ConnectionName,
+    /// Database being migrated.
+    pub database: DatabaseName,
+    /// Settings chosen at start.
+    pub settings: Settings,
+    /// Where the flow is.
+    pub phase: Phase,
+    /// The last observation of the link.
+    pub observation: Option<Observation>,
+    /// When the link's progress marker last moved (stall detection).
+    pub last_progress_at: Option<DateTime<Utc>>,
+    /// Set while the flow cannot make progress.
+    pub stall: Option<Stall>,
+    /// Set when the migration failed.
+    pub failure: Option<EngineError>,
+    /// The current or last cutover.
+    pub cutover: CutoverRecord,
+    /// What happened, oldest first.
+    pub history: Vec<HistoryEntry>,
+    /// Optimistic concurrency: +1 on every save.
+    pub version: u64,
+    /// When it was started.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The status users see, derived from the state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Status {
+    /// Prerequisites and connection test.
+    Validating,
+    /// Creating the link.
+    Deploying,
+    /// Initial copy.
+    Seeding,
+    /// Streaming, lag above the threshold.
+    CatchingUp,
+    /// Streaming, lag at or below the threshold, healthy.
+    ReadyForCutover,
+    /// Not progressing; see the reason.
+    Stalled,
+    /// Cutover in progress; see the step.
+    CuttingOver,
+    /// Cancel requested; removing the link.
+    Cancelling,
+    /// Done.
+    Completed,
+    /// Failed; see the error and remediation.
+    Failed,
+    /// Cancelled.
+    Cancelled,
+}
+
+impl Status {
+    /// The API string.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Status::Validating => "Validating",
+            Status::Deploying => "Deploying",
+            Status::Seeding => "Seeding",
+            Status::CatchingUp => "CatchingUp",
+            Status::ReadyForCutover => "ReadyForCutover",
+            Status::Stalled => "Stalled",
+            Status::CuttingOver => "CuttingOver",
+            Status::Cancelling => "Cancelling",
+            Status::Completed => "Completed",
+            Status::Failed => "Failed",
+            Status::Cancelled => "Cancelled",
+        }
+    }
+}
+
+impl Migration {
+    /// A new migration in Validating.
+    pub fn new(
+        id: MigrationId,
+        source: ConnectionName,
+        target: ConnectionName,
+        database: DatabaseName,
+        settings: Settings,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let mut migration = Self {
+            id,
+            source,
+            target,
+            database,
+            settings,
+            phase: Phase::Validating,
+            observation: None,
+            last_progress_at: None,
+            stall: None,
+            failure: None,
+            cutover: CutoverRecord::default(),
+            history: Vec::new(),
+            version: 0,
+            created_at: now,
+            updated_at: now,
+        };
+        migration.record(now, "migration started");
+        migration
+    }
+
+    /// The status users see.
+    pub fn status(&self) -> Status {
+        match &self.phase {
+            Phase::Validating if self.stall.is_some() => Status::Stalled,
+            Phase::Validating => Status::Validating,
+            Phase::Deploying if self.stall.is_some() => Status::Stalled,
+            Phase::Deploying => Status::Deploying,
+            Phase::Syncing => self.sync_status(),
+            Phase::CuttingOver { .. } => Status::CuttingOver,
+            Phase::Cancelling => Status::Cancelling,
+            Phase::Completed => Status::Completed,
+            Phase::Failed => Status::Failed,
+            Phase::Cancelled => Status::Cancelled,
+        }
+    }
+
+    fn sync_status(&self) -> Status {
+        if self.stall.is_some() {
+            return Status::Stalled;
+        }
+        match &self.observation {
+            None => Status::Deploying,
+            Some(o) if o.problem.is_some() => Status::Stalled,
+            Some(o) => match o.phase {
+                LinkPhase::Deploying => Status::Deploying,
+                LinkPhase::Seeding => Status::Seeding,
+                LinkPhase::Streaming if self.within_ready_lag(o) => Status::ReadyForCutover,
+                LinkPhase::Streaming => Status::CatchingUp,
+            },
+        }
+    }
+
+    fn within_ready_lag(&self, observation: &Observation) -> bool {
+        observation.lag_bytes.is_some_and(|lag| lag <= self.settings.ready_lag_bytes)
+    }
+
+    /// The cutover step, when cutting over (or `Cancelling` while cancelling).
+    pub fn step(&self) -> Option<String> {
+        match &self.phase {
+            Phase::CuttingOver { step } => Some(format!("{step:?}")),
+            _ => None,
+        }
+    }
+
+    /// Why the migration is stalled or failed, in words.
+    pub fn reason(&self) -> Option<String> {
+        if let Some(failure) = &self.failure {
+            return Some(failure.message.clone());
+        }
+        if let Some(stall) = &self.stall {
+            return Some(stall.reason.clone());
+        }
+        self.observation.as_ref().and_then(|o| o.problem.as_ref()).map(|p| p.reason.clone())
+    }
+
+    /// What the user can do about the reason.
+    pub fn remediation(&self) -> Option<String> {
+        if let Some(failure) = &self.failure {
+            return Some(failure.remediation.clone());
+        }
+        if let Some(stall) = &self.stall {
+            return Some(stall.remediation.clone());
+        }
+        self.observation.as_ref().and_then(|o| o.problem.as_ref()).map(|p| p.remediation.clone())
+    }
+
+    /// May the source be fenced right now? True from the moment a fence is requested until the source
+    /// is given its writes back; cancel unfences when this holds.
+    pub fn source_may_be_fenced(&self) -> bool {
+        matches!(self.phase, Phase::CuttingOver { .. })
+    }
+
+    /// Appends a history line stamped with the current status.
+    pub fn record(&mut self, at: DateTime<Utc>, message: impl Into<String>) {
+        let status = self.status().as_str().to_owned();
+        self.history.push(HistoryEntry { at, status, message: message.into() });
+    }
+}

@@ -1,0 +1,1 @@
+//! milink-postgres: not built yet (work in progress in this session).

@@ -1,0 +1,1 @@
+//! milink-sqlite: not built yet (work in progress in this session).

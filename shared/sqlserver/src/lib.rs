@@ -1,0 +1,1 @@
+//! milink-sqlserver: not built yet (work in progress in this session).
