@@ -1,1 +1,66 @@
-fn main() {}
+//! The `milink` binary: `milink up` runs the embedded host; every other command is a client of a
+//! running host's HTTP API (`--server`), so scripts and people see exactly what the API says.
+//!
+//! Exit codes scripts can rely on: 0 done; 1 unexpected error; 2 bad usage; 3 server unreachable;
+//! 4 request refused (the message says why); 5 the migration ended Failed or Cancelled while waiting;
+//! 6 timed out waiting.
+mod client;
+mod commands;
+mod output;
+mod up;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "milink", version, about = "Migrate live databases to a managed instance with a cutover of seconds.")]
+struct Cli {
+    /// Address of a running `milink up`.
+    #[arg(long, global = true, env = "MILINK_SERVER", default_value = "http://127.0.0.1:7878")]
+    server: String,
+    /// Output format of read commands.
+    #[arg(short = 'o', long, global = true, value_enum, default_value = "table")]
+    output: output::Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the embedded host: API, queue, handlers and timers in one process, state in one SQLite file.
+    Up(up::UpArgs),
+    /// Assess a source connection: instance findings, per-database readiness, a size recommendation.
+    Assess(commands::AssessArgs),
+    /// Start, watch, cut over and cancel migrations.
+    #[command(subcommand)]
+    Migrate(commands::Migrate),
+    /// Messages that ran out of retries.
+    DeadLetters,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Up(args) => up::run(args).await,
+            Command::Assess(args) => commands::assess(&client::Client::new(&cli.server), cli.output, args).await,
+            Command::Migrate(command) => commands::migrate(&client::Client::new(&cli.server), cli.output, command).await,
+            Command::DeadLetters => commands::dead_letters(&client::Client::new(&cli.server), cli.output).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let code = error.downcast_ref::<client::CliError>().map_or(1, client::CliError::exit_code);
+            eprintln!("error: {error:#}");
+            ExitCode::from(code)
+        }
+    }
+}

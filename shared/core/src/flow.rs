@@ -54,6 +54,8 @@ pub enum Event {
     Fenced {
         /// Cutover attempt.
         attempt: u32,
+        /// When fencing began: write downtime is counted from here.
+        started_at: DateTime<Utc>,
         /// Source position after the fence.
         position: Position,
     },
@@ -266,9 +268,9 @@ fn apply(m: &mut Migration, event: &Event, now: DateTime<Utc>, out: &mut Vec<Com
             m.stall = Some(Stall { reason: error.message.clone(), remediation: error.remediation.clone(), since, retry_at: None });
         }
         Event::CutoverRequested { confirm_traffic_stopped } => on_cutover_requested(m, *confirm_traffic_stopped, now, out)?,
-        Event::Fenced { attempt, position } if at_step(m, *attempt, CutoverStep::Fencing) => {
+        Event::Fenced { attempt, started_at, position } if at_step(m, *attempt, CutoverStep::Fencing) => {
             let deadline = now + Duration::seconds(m.settings.drain_timeout_seconds as i64);
-            m.cutover.fenced_at = Some(now);
+            m.cutover.fenced_at = Some(*started_at);
             m.cutover.fence_position = Some(*position);
             m.cutover.drain_deadline = Some(deadline);
             m.phase = Phase::CuttingOver { step: CutoverStep::Draining };
@@ -314,6 +316,7 @@ fn apply(m: &mut Migration, event: &Event, now: DateTime<Utc>, out: &mut Vec<Com
             m.phase = Phase::Cancelled;
             m.stall = None;
         }
+        Event::StepFailed { command: Command::Notify { .. }, .. } | Event::StepExhausted { command: Command::Notify { .. }, .. } => {}
         Event::StepFailed { command, error } if is_current(m, command) => on_step_failed(m, command, error, now, out),
         Event::StepExhausted { command, error } if is_current(m, command) => {
             on_step_exhausted(m, command, error, now, out)

@@ -57,10 +57,16 @@ pub struct Envelope {
 impl Envelope {
     /// The envelope for a migration command emitted by the transition that produced `version`.
     pub fn for_command(migration_id: &MigrationId, version: u64, index: usize, command: Command) -> Self {
+        // Notifications get their own ordering key: a webhook that is down must not hold up the
+        // migration's own steps behind its retries.
+        let ordering_key = match command {
+            Command::Notify { .. } => format!("{migration_id}:notify"),
+            _ => migration_id.to_string(),
+        };
         Self {
             envelope_id: format!("{}:{}:{}:{}", migration_id, command.name(), version, index),
             stage: command.stage().to_owned(),
-            ordering_key: migration_id.to_string(),
+            ordering_key,
             payload: Payload::Migration { migration_id: migration_id.clone(), command },
             trace_parent: None,
         }

@@ -1,0 +1,73 @@
+//! The HTTP API, built by one function ([`app`]) so the embedded host, the Azure Functions adapter and
+//! the tests all serve the same routes and bodies. JSON, camelCase; errors are
+//! `{"error":{"code","message"}}` with stable codes ([`error::ApiError`]).
+pub mod assessments;
+pub mod error;
+pub mod migrations;
+pub mod view;
+
+use crate::context::Context;
+use async_trait::async_trait;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use error::ApiError;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// The OpenAPI document of these routes.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Where dead letters can be read (the host's queue).
+#[async_trait]
+pub trait DeadLetterSource: Send + Sync {
+    /// Dead letters, newest first, as JSON.
+    async fn dead_letters(&self) -> Result<Vec<Value>, milink_core::ports::StoreError>;
+}
+
+/// What the routes share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// Handlers' context.
+    pub ctx: Context,
+    /// The host's dead letters, when it has a queue of its own.
+    pub dead_letters: Option<Arc<dyn DeadLetterSource>>,
+}
+
+/// Builds the router.
+pub fn app(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/health", get(health))
+        .route("/api/openapi.json", get(openapi))
+        .route("/api/assessments", post(assessments::create))
+        .route("/api/assessments/{id}", get(assessments::get))
+        .route("/api/migrations", post(migrations::start).get(migrations::list))
+        .route("/api/migrations/{id}", get(migrations::show))
+        .route("/api/migrations/{id}/cutover", post(migrations::cutover))
+        .route("/api/migrations/{id}/cancel", post(migrations::cancel))
+        .route("/api/deadletters", get(dead_letters))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+async fn dead_letters(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let letters = match &state.dead_letters {
+        Some(source) => source.dead_letters().await?,
+        None => Vec::new(),
+    };
+    Ok(Json(json!({ "deadLetters": letters })))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see GET /api/openapi.json")
+}

@@ -1,0 +1,64 @@
+//! The embedded host (`milink up`): one process, SQLite state and queue, the axum API, a dispatcher
+//! with bounded concurrency and retries, the sync-polling timer, graceful shutdown.
+//!
+//! On start it releases the leases a killed predecessor left behind, so every in-flight step runs again
+//! at once; steps are idempotent, so that resumes each migration where it was.
+pub mod dispatcher;
+
+use crate::api::{self, ApiState, DeadLetterSource};
+use crate::context::Context;
+use crate::handlers::poll_sync;
+use async_trait::async_trait;
+use milink_core::ports::StoreError;
+use milink_sqlite::SqliteStore;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[async_trait]
+impl DeadLetterSource for SqliteStore {
+    async fn dead_letters(&self) -> Result<Vec<Value>, StoreError> {
+        let letters = SqliteStore::dead_letters(self).await?;
+        Ok(letters.into_iter().map(|l| serde_json::to_value(l).unwrap_or(Value::Null)).collect())
+    }
+}
+
+/// Runs the embedded host until `shutdown` is cancelled, then drains in-flight steps.
+pub async fn run(
+    ctx: Context,
+    store: Arc<SqliteStore>,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let released = store.release_leases().await.map_err(std::io::Error::other)?;
+    if released > 0 {
+        tracing::info!(released, "resuming steps that were in flight when milink last stopped");
+    }
+    let server = ctx.config.server.clone();
+    let router = api::app(ApiState { ctx: ctx.clone(), dead_letters: Some(store.clone()) });
+    let dispatcher = tokio::spawn(dispatcher::run(ctx.clone(), store.clone(), shutdown.clone()));
+    let poller = tokio::spawn(poll_loop(ctx, Duration::from_millis(server.poll_interval_ms.max(10)), server.max_concurrency, shutdown.clone()));
+    let api_shutdown = shutdown.clone();
+    axum::serve(listener, router).with_graceful_shutdown(async move { api_shutdown.cancelled().await }).await?;
+    let _ = poller.await;
+    let _ = dispatcher.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Polls every link each `interval`; a tick never starts before the previous one ended.
+async fn poll_loop(ctx: Context, interval: Duration, concurrency: usize, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let summary = poll_sync::tick(&ctx, concurrency * 2).await;
+        if summary.observed + summary.failed + summary.nudged > 0 {
+            tracing::trace!(?summary, "poll tick");
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! Which engine serves which pair of connections, and how a migration becomes a [`LinkPlan`].
+use milink_core::config::{Config, Endpoint};
+use milink_core::migration::Migration;
+use milink_core::names::ConnectionName;
+use milink_core::ports::{Engine, LinkPlan};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The engines this build has, by the source connection's `engine` value.
+#[derive(Clone)]
+pub struct Engines {
+    by_source_kind: HashMap<&'static str, (Arc<dyn Engine>, &'static str)>,
+}
+
+impl Default for Engines {
+    fn default() -> Self {
+        let mut engines = Self { by_source_kind: HashMap::new() };
+        // TEMP engines.register("postgres", "postgres", Arc::new(milink_postgres::PostgresEngine::new()));
+        engines
+    }
+}
+
+impl Engines {
+    /// Registers `engine` for sources of kind `source_kind` going to targets of kind `target_kind`.
+    pub fn register(&mut self, source_kind: &'static str, target_kind: &'static str, engine: Arc<dyn Engine>) {
+        self.by_source_kind.insert(source_kind, (engine, target_kind));
+    }
+
+    /// The engine for a source endpoint (assessment).
+    pub fn for_source(&self, source: &Endpoint) -> Result<Arc<dyn Engine>, String> {
+        self.by_source_kind.get(source.engine.as_str()).map(|(engine, _)| engine.clone()).ok_or_else(|| {
+            format!(
+                "connection {} has engine {:?}, which this build cannot migrate from (known: {})",
+                source.name,
+                source.engine,
+                self.known()
+            )
+        })
+    }
+
+    /// The engine for a source → target pair, refusing pairs no engine supports.
+    pub fn for_pair(&self, source: &Endpoint, target: &Endpoint) -> Result<Arc<dyn Engine>, String> {
+        let (engine, target_kind) = self.by_source_kind.get(source.engine.as_str()).ok_or_else(|| {
+            format!("connection {} has engine {:?}, which this build cannot migrate from (known: {})", source.name, source.engine, self.known())
+        })?;
+        if target.engine != *target_kind {
+            return Err(format!(
+                "a {} source migrates to a {target_kind} target, but connection {} is {}",
+                source.engine, target.name, target.engine
+            ));
+        }
+        Ok(engine.clone())
+    }
+
+    fn known(&self) -> String {
+        let mut kinds: Vec<_> = self.by_source_kind.keys().copied().collect();
+        kinds.sort_unstable();
+        kinds.join(", ")
+    }
+}
+
+/// Builds the plan for a migration from the config (secrets stay in memory).
+pub fn plan(config: &Config, migration: &Migration) -> Result<LinkPlan, String> {
+    let endpoint = |name: &ConnectionName| config.endpoint(name).cloned();
+    Ok(LinkPlan {
+        migration_id: migration.id.clone(),
+        source: endpoint(&migration.source)?,
+        target: endpoint(&migration.target)?,
+        database: migration.database.clone(),
+        settings: migration.settings.clone(),
+    })
+}

@@ -1,0 +1,83 @@
+//! Cutover: fence → drain → finalize → switch, one command per step (and unfence when abandoned).
+//!
+//! Each step is its own message so a crash resumes at the step it was in. Drain is the only step that
+//! waits: it compares the target's confirmed position with the fence position until it reaches it (and,
+//! for engines that ask for it, stays equal for `drain_stable_seconds`), or until the deadline stored in the
+//! migration, so a redelivered drain after a restart keeps the original deadline.
+use super::Step;
+use milink_core::error::EngineError;
+use milink_core::flow::{Command, Event};
+use milink_core::migration::Position;
+use std::time::Duration;
+
+/// How often drain compares positions.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
+
+/// Runs one cutover step.
+pub async fn run(step: &Step<'_>) -> Result<Event, EngineError> {
+    let (engine, plan) = (&step.engine, step.plan);
+    match step.command {
+        Command::Fence { attempt } => {
+            let started_at = step.ctx.clock.now();
+            let position = engine.fence(plan).await?;
+            tracing::info!(position = position.0, "source fenced");
+            Ok(Event::Fenced { attempt: *attempt, started_at, position })
+        }
+        Command::Drain { attempt, position, deadline } => drain(step, *attempt, *position, *deadline).await,
+        Command::Finalize { attempt } => {
+            let verification = engine.finalize(plan).await?;
+            Ok(Event::Finalized { attempt: *attempt, verification })
+        }
+        Command::Switch { attempt, keep_reverse_link } => {
+            engine.switch(plan, *keep_reverse_link).await?;
+            tracing::info!("target is primary");
+            Ok(Event::Switched { attempt: *attempt })
+        }
+        Command::Unfence { attempt } => {
+            engine.unfence(plan).await?;
+            tracing::info!("source unfenced");
+            Ok(Event::Unfenced { attempt: *attempt })
+        }
+        other => Err(EngineError::definite(
+            "internal",
+            format!("cutover handler got a {} command", other.name()),
+            "report this as a bug",
+        )),
+    }
+}
+
+async fn drain(
+    step: &Step<'_>,
+    attempt: u32,
+    target: Position,
+    deadline: chrono::DateTime<chrono::Utc>,
+) -> Result<Event, EngineError> {
+    let clock = &step.ctx.clock;
+    let stable_for = chrono::Duration::seconds(step.plan.settings.drain_stable_seconds as i64);
+    let mut reached = None;
+    let mut caught_up_since: Option<(Position, chrono::DateTime<chrono::Utc>)> = None;
+    loop {
+        match step.engine.positions(step.plan).await {
+            Ok(positions) => {
+                reached = Some(positions.target);
+                if positions.target >= target {
+                    let now = clock.now();
+                    let since = match caught_up_since {
+                        Some((at, since)) if at == positions.target => since,
+                        _ => now,
+                    };
+                    caught_up_since = Some((positions.target, since));
+                    if now - since >= stable_for {
+                        return Ok(Event::Drained { attempt, position: positions.target });
+                    }
+                }
+            }
+            Err(error) if error.is_transient() => tracing::warn!(error = %error.message, "drain: positions unavailable"),
+            Err(error) => return Err(error),
+        }
+        if clock.now() >= deadline {
+            return Ok(Event::DrainTimedOut { attempt, reached });
+        }
+        tokio::time::sleep(DRAIN_POLL).await;
+    }
+}

@@ -1,0 +1,167 @@
+//! The stage handlers, one file each, and what they share: how an event is applied to a migration.
+//!
+//! [`handle`] routes an envelope to its stage. A handler returns `Err` only for *transient* failures;
+//! the host retries those with backoff and, when attempts run out, calls [`exhausted`], which lets the
+//! flow decide (Stalled, or abandon a cutover). Definite failures become `StepFailed` events inside the
+//! handler, so the message is consumed and the migration shows the error and its remediation.
+pub mod assess;
+pub mod cancel;
+pub mod create_link;
+pub mod cutover;
+pub mod notify;
+pub mod poll_sync;
+pub mod validate;
+
+use crate::context::Context;
+use milink_core::error::EngineError;
+use milink_core::flow::{self, Command, Event, Rejection};
+use milink_core::message::{Envelope, Payload};
+use milink_core::migration::Migration;
+use milink_core::names::MigrationId;
+use milink_core::ports::{LinkPlan, StoreError};
+use std::sync::Arc;
+use tracing::Instrument;
+
+/// A failure worth retrying.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Retry(pub EngineError);
+
+impl From<StoreError> for Retry {
+    fn from(error: StoreError) -> Self {
+        Retry(EngineError::transient("store_unavailable", error.to_string(), "check the state store; milink retries"))
+    }
+}
+
+/// Why applying an event did not produce a saved state.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// No such migration.
+    #[error("migration {0} not found")]
+    NotFound(MigrationId),
+    /// The flow refused (user requests only).
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<ApplyError> for Retry {
+    fn from(error: ApplyError) -> Self {
+        match error {
+            ApplyError::Store(e) => e.into(),
+            other => Retry(EngineError::transient("apply_failed", other.to_string(), "milink retries")),
+        }
+    }
+}
+
+/// Loads the migration, decides, and saves state with its messages; on a version conflict re-reads and
+/// re-decides (the other writer may have made this event stale).
+pub async fn apply(ctx: &Context, id: &MigrationId, event: &Event) -> Result<Migration, ApplyError> {
+    let mut conflicts = 0;
+    loop {
+        let current = ctx.migrations.load(id).await?.ok_or_else(|| ApplyError::NotFound(id.clone()))?;
+        let transition = flow::decide(&current, event, ctx.clock.now())?;
+        if !transition.changed {
+            return Ok(current);
+        }
+        let outbox = Envelope::for_commands(id, current.version + 1, transition.commands)
+            .into_iter()
+            .map(|e| e.with_trace_parent(None))
+            .collect::<Vec<_>>();
+        match ctx.migrations.save(&transition.migration, &outbox).await {
+            Ok(saved) => return Ok(saved),
+            Err(StoreError::Conflict(_)) if conflicts < 20 => conflicts += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Routes one message to its stage.
+pub async fn handle(ctx: &Context, envelope: &Envelope) -> Result<(), Retry> {
+    match &envelope.payload {
+        Payload::Assess { assessment_id, connection } => assess::run(ctx, assessment_id, connection).await,
+        Payload::AssessmentCompleted { assessment_id, message } => {
+            notify::assessment_completed(ctx, assessment_id, message).await
+        }
+        Payload::Migration { migration_id, command } => {
+            let span = tracing::info_span!("step", migration = %migration_id, step = command.name());
+            run_command(ctx, migration_id, command).instrument(span).await
+        }
+    }
+}
+
+async fn run_command(ctx: &Context, id: &MigrationId, command: &Command) -> Result<(), Retry> {
+    let Some(migration) = ctx.migrations.load(id).await? else {
+        tracing::warn!("message for unknown migration dropped");
+        return Ok(());
+    };
+    if !flow::is_current(&migration, command) {
+        tracing::debug!(phase = ?migration.phase, "stale or duplicate message ignored");
+        return Ok(());
+    }
+    if let Command::Notify { status, message } = command {
+        return notify::migration(ctx, &migration, status, message).await;
+    }
+    let plan = match crate::engines::plan(&ctx.config, &migration) {
+        Ok(plan) => plan,
+        Err(message) => return fail(ctx, id, command, config_error(message)).await,
+    };
+    let engine = match ctx.engines.for_pair(&plan.source, &plan.target) {
+        Ok(engine) => engine,
+        Err(message) => return fail(ctx, id, command, config_error(message)).await,
+    };
+    let step = Step { ctx, id, command, plan: &plan, engine };
+    let event = match command {
+        Command::Validate => validate::run(&step).await,
+        Command::CreateLink => create_link::run(&step).await,
+        Command::DropLink { unfence, drop_target } => cancel::run(&step, *unfence, *drop_target).await,
+        _ => cutover::run(&step).await,
+    };
+    match event {
+        Ok(event) => apply(ctx, id, &event).await.map(drop).map_err(Retry::from),
+        Err(error) if error.is_transient() => Err(Retry(error)),
+        Err(error) => fail(ctx, id, command, error).await,
+    }
+}
+
+/// One command being handled, with what the stage needs.
+pub struct Step<'a> {
+    /// The context.
+    pub ctx: &'a Context,
+    /// The migration.
+    pub id: &'a MigrationId,
+    /// The command.
+    pub command: &'a Command,
+    /// The link plan (secrets in memory).
+    pub plan: &'a LinkPlan,
+    /// The engine for the pair.
+    pub engine: Arc<dyn milink_core::ports::Engine>,
+}
+
+fn config_error(message: String) -> EngineError {
+    EngineError::definite("configuration", message, "fix milink.toml and restart milink, then start the migration again")
+}
+
+async fn fail(ctx: &Context, id: &MigrationId, command: &Command, error: EngineError) -> Result<(), Retry> {
+    tracing::warn!(code = %error.code, error = %error.message, "step failed");
+    let event = Event::StepFailed { command: command.clone(), error };
+    apply(ctx, id, &event).await.map(drop).map_err(Retry::from)
+}
+
+/// Called by the host when a message's retries are used up.
+pub async fn exhausted(ctx: &Context, envelope: &Envelope, error: EngineError) -> Result<(), Retry> {
+    match &envelope.payload {
+        Payload::Migration { migration_id, command } => {
+            tracing::warn!(migration = %migration_id, step = command.name(), error = %error.message, "retries exhausted");
+            let event = Event::StepExhausted { command: command.clone(), error };
+            match apply(ctx, migration_id, &event).await {
+                Ok(_) | Err(ApplyError::NotFound(_)) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        }
+        Payload::Assess { assessment_id, .. } => assess::give_up(ctx, assessment_id, error).await,
+        Payload::AssessmentCompleted { .. } => Ok(()),
+    }
+}

@@ -1,0 +1,227 @@
+//! The durable message queue: outbox, delivery with leases, retries, dead letters.
+//!
+//! Messages that share an ordering key (a migration id) are delivered one at a time, oldest first, like
+//! Service Bus sessions: a migration's steps never run concurrently, so a cancel can never race the
+//! create-link it follows. A delivery holds a lease; if the process dies, the lease is released when the
+//! host starts again ([`SqliteStore::release_leases`]), so a restart resumes every in-flight step at once.
+use crate::{backend, from_json, to_json, SqliteStore};
+use chrono::{DateTime, Utc};
+use milink_core::message::Envelope;
+use milink_core::ports::StoreError;
+use rusqlite::{params, OptionalExtension, Transaction};
+use serde::Serialize;
+
+/// A message handed to a handler.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The message.
+    pub envelope: Envelope,
+    /// How many times it has been delivered, this time included (1 on the first try).
+    pub delivery_count: u32,
+}
+
+/// A message that ran out of attempts.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    /// Message id.
+    pub id: String,
+    /// Stage it was for.
+    pub stage: String,
+    /// The message.
+    pub envelope: serde_json::Value,
+    /// Deliveries made.
+    pub deliveries: u32,
+    /// The last error.
+    pub last_error: Option<String>,
+    /// When it was given up.
+    pub dead_at: String,
+}
+
+/// Appends messages (ignoring ids already queued) inside the caller's transaction.
+pub(crate) fn enqueue(tx: &Transaction<'_>, outbox: &[Envelope]) -> Result<(), StoreError> {
+    let mut statement = tx
+        .prepare_cached("INSERT OR IGNORE INTO queue (id, stage, ordering_key, body) VALUES (?1, ?2, ?3, ?4)")
+        .map_err(backend)?;
+    for envelope in outbox {
+        statement
+            .execute(params![envelope.envelope_id, envelope.stage, envelope.ordering_key, to_json(envelope)?])
+            .map_err(backend)?;
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Enqueues messages outside any state change (the API's assess requests).
+    pub async fn enqueue(&self, outbox: &[Envelope]) -> Result<(), StoreError> {
+        let outbox = outbox.to_vec();
+        self.with(move |connection| {
+            let tx = connection.transaction().map_err(backend)?;
+            enqueue(&tx, &outbox)?;
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    /// Takes the next deliverable message and leases it until `now + lease`.
+    pub async fn claim(&self, now: DateTime<Utc>, lease_ms: i64) -> Result<Option<Delivery>, StoreError> {
+        let now_ms = now.timestamp_millis();
+        self.with(move |connection| {
+            let tx = connection.transaction().map_err(backend)?;
+            let row: Option<(i64, String, u32)> = tx
+                .query_row(
+                    "SELECT q.seq, q.body, q.deliveries FROM queue q \
+                     WHERE q.not_before_ms <= ?1 AND q.leased_until_ms <= ?1 \
+                       AND q.seq = (SELECT MIN(h.seq) FROM queue h WHERE h.ordering_key = q.ordering_key) \
+                     ORDER BY q.not_before_ms, q.seq LIMIT 1",
+                    params![now_ms],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )
+                .optional()
+                .map_err(backend)?;
+            let Some((seq, body, deliveries)) = row else { return Ok(None) };
+            tx.execute(
+                "UPDATE queue SET deliveries = deliveries + 1, leased_until_ms = ?1 WHERE seq = ?2",
+                params![now_ms + lease_ms, seq],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(Some(Delivery { envelope: from_json(&body)?, delivery_count: deliveries + 1 }))
+        })
+        .await
+    }
+
+    /// Removes a handled message.
+    pub async fn complete(&self, id: &str) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.with(move |connection| {
+            connection.execute("DELETE FROM queue WHERE id = ?1", params![id]).map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Releases a message for another try at `not_before`, remembering the error.
+    pub async fn retry(&self, id: &str, not_before: DateTime<Utc>, error: &str) -> Result<(), StoreError> {
+        let (id, error) = (id.to_owned(), error.to_owned());
+        self.with(move |connection| {
+            connection
+                .execute(
+                    "UPDATE queue SET not_before_ms = ?1, leased_until_ms = 0, last_error = ?2 WHERE id = ?3",
+                    params![not_before.timestamp_millis(), error, id],
+                )
+                .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Moves a message to the dead letters.
+    pub async fn dead_letter(&self, id: &str, error: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let (id, error) = (id.to_owned(), error.to_owned());
+        self.with(move |connection| {
+            let tx = connection.transaction().map_err(backend)?;
+            tx.execute(
+                "INSERT OR REPLACE INTO dead_letters (id, stage, ordering_key, body, deliveries, last_error, dead_at) \
+                 SELECT id, stage, ordering_key, body, deliveries, ?1, ?2 FROM queue WHERE id = ?3",
+                params![error, now.to_rfc3339(), id],
+            )
+            .map_err(backend)?;
+            tx.execute("DELETE FROM queue WHERE id = ?1", params![id]).map_err(backend)?;
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    /// Dead letters, newest first.
+    pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        self.with(|connection| {
+            let mut statement = connection
+                .prepare("SELECT id, stage, body, deliveries, last_error, dead_at FROM dead_letters ORDER BY dead_at DESC")
+                .map_err(backend)?;
+            let rows = statement
+                .query_map([], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get(1)?, row.get::<_, String>(2)?, row.get(3)?, row.get(4)?, row.get(5)?))
+                })
+                .map_err(backend)?;
+            rows.map(|row| {
+                let (id, stage, body, deliveries, last_error, dead_at) = row.map_err(backend)?;
+                Ok(DeadLetter { id, stage, envelope: from_json(&body)?, deliveries, last_error, dead_at })
+            })
+            .collect()
+        })
+        .await
+    }
+
+    /// Releases every lease: called once at start, when no handler of this store can be running.
+    pub async fn release_leases(&self) -> Result<usize, StoreError> {
+        self.with(|connection| {
+            connection.execute("UPDATE queue SET leased_until_ms = 0 WHERE leased_until_ms > 0", []).map_err(backend)
+        })
+        .await
+    }
+
+    /// Messages waiting or in flight.
+    pub async fn depth(&self) -> Result<u64, StoreError> {
+        self.with(|connection| {
+            connection.query_row("SELECT COUNT(*) FROM queue", [], |row| row.get::<_, i64>(0)).map(|n| n as u64).map_err(backend)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use milink_core::flow::Command;
+    use milink_core::names::MigrationId;
+
+    fn envelope(migration: &str, version: u64, command: Command) -> Envelope {
+        Envelope::for_command(&MigrationId(migration.into()), version, 0, command)
+    }
+
+    #[tokio::test]
+    async fn one_message_per_ordering_key_at_a_time_in_order() {
+        let store = SqliteStore::in_memory().unwrap();
+        let now = Utc::now();
+        store.enqueue(&[envelope("a", 1, Command::Validate), envelope("a", 2, Command::CreateLink)]).await.unwrap();
+        store.enqueue(&[envelope("b", 1, Command::Validate)]).await.unwrap();
+        let first = store.claim(now, 60_000).await.unwrap().unwrap();
+        let second = store.claim(now, 60_000).await.unwrap().unwrap();
+        assert_eq!(first.envelope.ordering_key, "a");
+        assert_eq!(second.envelope.ordering_key, "b", "a's second message must wait for its first");
+        assert!(store.claim(now, 60_000).await.unwrap().is_none());
+        store.complete(&first.envelope.envelope_id).await.unwrap();
+        let third = store.claim(now, 60_000).await.unwrap().unwrap();
+        assert_eq!(third.envelope.payload, envelope("a", 2, Command::CreateLink).payload);
+    }
+
+    #[tokio::test]
+    async fn duplicates_are_dropped_and_retries_wait_and_count() {
+        let store = SqliteStore::in_memory().unwrap();
+        let now = Utc::now();
+        let message = envelope("a", 1, Command::Validate);
+        store.enqueue(&[message.clone(), message.clone()]).await.unwrap();
+        assert_eq!(store.depth().await.unwrap(), 1);
+        let delivery = store.claim(now, 60_000).await.unwrap().unwrap();
+        assert_eq!(delivery.delivery_count, 1);
+        store.retry(&message.envelope_id, now + chrono::Duration::seconds(5), "boom").await.unwrap();
+        assert!(store.claim(now, 60_000).await.unwrap().is_none(), "not before its retry time");
+        let again = store.claim(now + chrono::Duration::seconds(6), 60_000).await.unwrap().unwrap();
+        assert_eq!(again.delivery_count, 2);
+        store.dead_letter(&message.envelope_id, "gave up", now).await.unwrap();
+        assert_eq!(store.depth().await.unwrap(), 0);
+        assert_eq!(store.dead_letters().await.unwrap()[0].last_error.as_deref(), Some("gave up"));
+    }
+
+    #[tokio::test]
+    async fn leases_of_a_dead_process_are_released_at_start() {
+        let store = SqliteStore::in_memory().unwrap();
+        let now = Utc::now();
+        store.enqueue(&[envelope("a", 1, Command::Validate)]).await.unwrap();
+        store.claim(now, 600_000).await.unwrap().unwrap();
+        assert!(store.claim(now, 600_000).await.unwrap().is_none());
+        assert_eq!(store.release_leases().await.unwrap(), 1);
+        assert!(store.claim(now, 600_000).await.unwrap().is_some());
+    }
+}
