@@ -1,0 +1,312 @@
+//! Tests of the flow: every transition, then property tests of its invariants over random event streams.
+use super::*;
+use crate::assessment::{Finding, Severity};
+use crate::migration::{LinkPhase, LinkProblem, Settings, TableCount};
+use crate::names::{ConnectionName, DatabaseName, MigrationId};
+use chrono::TimeZone;
+use proptest::prelude::*;
+
+fn t(seconds: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_800_000_000 + seconds, 0).unwrap()
+}
+
+fn new_migration() -> Migration {
+    Migration::new(
+        MigrationId("m-1".into()),
+        ConnectionName::parse("src").unwrap(),
+        ConnectionName::parse("dst").unwrap(),
+        DatabaseName::parse("ToyStore").unwrap(),
+        Settings::default(),
+        t(0),
+    )
+}
+
+fn observation(at: i64, phase: LinkPhase, lag: u64) -> Observation {
+    Observation {
+        at: t(at),
+        phase,
+        progress_percent: if phase == LinkPhase::Seeding { 40.0 } else { 100.0 },
+        lag_bytes: Some(lag),
+        lag_seconds: None,
+        progress_marker: Some(Position(at as u64)),
+        problem: None,
+    }
+}
+
+fn step(m: &Migration, event: Event, at: i64) -> Transition {
+    decide(m, &event, t(at)).expect("accepted")
+}
+
+/// A migration driven to Ready for cutover.
+fn ready() -> Migration {
+    let m = start(new_migration()).migration;
+    let m = step(&m, Event::Validated { findings: vec![] }, 1).migration;
+    let m = step(&m, Event::LinkCreated, 2).migration;
+    step(&m, Event::Observed { observation: observation(3, LinkPhase::Streaming, 0) }, 3).migration
+}
+
+fn ok_verification() -> Verification {
+    Verification { tables: vec![TableCount { table: "public.orders".into(), source_rows: 5, target_rows: 5 }], sequences_set: 1 }
+}
+
+#[test]
+fn the_happy_path_reaches_completed_with_downtime_recorded() {
+    let m = ready();
+    assert_eq!(m.status(), Status::ReadyForCutover);
+    let tr = step(&m, Event::CutoverRequested { confirm_traffic_stopped: true }, 10);
+    assert_eq!(tr.commands, vec![Command::Fence { attempt: 1 }]);
+    let tr = step(&tr.migration, Event::Fenced { attempt: 1, started_at: t(10), position: Position(100) }, 11);
+    assert!(matches!(tr.commands[0], Command::Drain { attempt: 1, position: Position(100), .. }));
+    let tr = step(&tr.migration, Event::Drained { attempt: 1, position: Position(100) }, 12);
+    assert_eq!(tr.commands, vec![Command::Finalize { attempt: 1 }]);
+    let tr = step(&tr.migration, Event::Finalized { attempt: 1, verification: ok_verification() }, 13);
+    assert_eq!(tr.commands, vec![Command::Switch { attempt: 1, keep_reverse_link: false }]);
+    let tr = step(&tr.migration, Event::Switched { attempt: 1 }, 14);
+    assert_eq!(tr.migration.status(), Status::Completed);
+    assert_eq!(tr.migration.cutover.write_downtime_ms(), Some(4000));
+    assert!(matches!(&tr.commands[..], [Command::Notify { status, .. }] if status == "Completed"));
+    assert!(tr.migration.history.iter().any(|h| h.message.contains("write downtime")));
+}
+
+#[test]
+fn cutover_needs_the_confirmation_and_a_ready_link() {
+    let m = ready();
+    assert_eq!(decide(&m, &Event::CutoverRequested { confirm_traffic_stopped: false }, t(5)), Err(Rejection::ConfirmationRequired));
+    let seeding = step(&m, Event::Observed { observation: observation(4, LinkPhase::Seeding, 0) }, 4).migration;
+    assert!(matches!(
+        decide(&seeding, &Event::CutoverRequested { confirm_traffic_stopped: true }, t(5)),
+        Err(Rejection::NotReadyForCutover { .. })
+    ));
+    let lagging = step(&m, Event::Observed { observation: observation(4, LinkPhase::Streaming, 10_000_000) }, 4).migration;
+    assert_eq!(lagging.status(), Status::CatchingUp);
+    assert!(decide(&lagging, &Event::CutoverRequested { confirm_traffic_stopped: true }, t(5)).is_err());
+}
+
+#[test]
+fn a_drain_timeout_unfences_and_returns_to_ready() {
+    let m = ready();
+    let m = step(&m, Event::CutoverRequested { confirm_traffic_stopped: true }, 10).migration;
+    let m = step(&m, Event::Fenced { attempt: 1, started_at: t(10), position: Position(100) }, 11).migration;
+    let tr = step(&m, Event::DrainTimedOut { attempt: 1, reached: Some(Position(90)) }, 41);
+    assert_eq!(tr.commands, vec![Command::Unfence { attempt: 1 }]);
+    assert_eq!(tr.migration.step().as_deref(), Some("Unfencing"));
+    let tr = step(&tr.migration, Event::Unfenced { attempt: 1 }, 42);
+    assert_eq!(tr.migration.status(), Status::ReadyForCutover);
+    assert!(tr.migration.cutover.abandoned_reason.as_deref().unwrap().contains("did not confirm"));
+    // A late answer from the abandoned attempt changes nothing.
+    let late = step(&tr.migration, Event::Drained { attempt: 1, position: Position(100) }, 43);
+    assert!(!late.changed);
+    // A second attempt is numbered 2.
+    let again = step(&tr.migration, Event::CutoverRequested { confirm_traffic_stopped: true }, 50);
+    assert_eq!(again.commands, vec![Command::Fence { attempt: 2 }]);
+}
+
+#[test]
+fn a_verification_mismatch_unfences_then_fails() {
+    let m = ready();
+    let m = step(&m, Event::CutoverRequested { confirm_traffic_stopped: true }, 10).migration;
+    let m = step(&m, Event::Fenced { attempt: 1, started_at: t(10), position: Position(100) }, 11).migration;
+    let m = step(&m, Event::Drained { attempt: 1, position: Position(100) }, 12).migration;
+    let bad = Verification { tables: vec![TableCount { table: "t".into(), source_rows: 5, target_rows: 4 }], sequences_set: 0 };
+    let tr = step(&m, Event::Finalized { attempt: 1, verification: bad }, 13);
+    assert_eq!(tr.commands, vec![Command::Unfence { attempt: 1 }]);
+    let tr = step(&tr.migration, Event::Unfenced { attempt: 1 }, 14);
+    assert_eq!(tr.migration.status(), Status::Failed);
+    assert_eq!(tr.migration.failure.as_ref().unwrap().code, "verification_failed");
+}
+
+#[test]
+fn blockers_fail_validation_with_every_reason() {
+    let m = start(new_migration()).migration;
+    let findings = vec![
+        Finding::new("a", Severity::Blocker, "no key on t1", "add a key"),
+        Finding::new("b", Severity::Blocker, "wal_level", "set logical"),
+        Finding::new("c", Severity::Warning, "w", "x"),
+    ];
+    let tr = step(&m, Event::Validated { findings }, 1);
+    assert_eq!(tr.migration.status(), Status::Failed);
+    let reason = tr.migration.reason().unwrap();
+    assert!(reason.contains("no key on t1") && reason.contains("wal_level"), "{reason}");
+    assert!(tr.migration.remediation().unwrap().contains("add a key"));
+}
+
+#[test]
+fn exhausted_steps_stall_and_are_retried_by_the_timer_then_recover() {
+    let m = start(new_migration()).migration;
+    let m = step(&m, Event::Validated { findings: vec![] }, 1).migration;
+    let error = EngineError::transient("unreachable", "cannot reach target:5432", "start the target");
+    let tr = step(&m, Event::StepExhausted { command: Command::CreateLink, error }, 2);
+    assert_eq!(tr.migration.status(), Status::Stalled);
+    assert!(tr.migration.reason().unwrap().contains("cannot reach"));
+    let early = step(&tr.migration, Event::Tick, 3);
+    assert!(early.commands.is_empty(), "not before the retry time");
+    let due = step(&tr.migration, Event::Tick, 2 + STALL_RETRY_SECONDS);
+    assert_eq!(due.commands, vec![Command::CreateLink]);
+    let recovered = step(&due.migration, Event::LinkCreated, 40);
+    assert_eq!(recovered.migration.status(), Status::Deploying);
+    assert!(recovered.migration.stall.is_none());
+}
+
+#[test]
+fn a_link_problem_stalls_and_clears_by_itself() {
+    let m = ready();
+    let mut broken = observation(10, LinkPhase::Streaming, 0);
+    broken.problem = Some(LinkProblem { reason: "apply worker not running".into(), remediation: "enable".into() });
+    let m = step(&m, Event::Observed { observation: broken }, 10).migration;
+    assert_eq!(m.status(), Status::Stalled);
+    let m = step(&m, Event::Observed { observation: observation(11, LinkPhase::Streaming, 0) }, 11).migration;
+    assert_eq!(m.status(), Status::ReadyForCutover);
+}
+
+#[test]
+fn no_progress_for_too_long_is_a_stall() {
+    let m = ready();
+    let mut stuck = observation(20, LinkPhase::Streaming, 10_000_000);
+    stuck.progress_marker = Some(Position(7));
+    let m = step(&m, Event::Observed { observation: stuck.clone() }, 20).migration;
+    assert_eq!(m.status(), Status::CatchingUp);
+    stuck.at = t(20 + 301);
+    let m = step(&m, Event::Observed { observation: stuck.clone() }, 20 + 301).migration;
+    assert_eq!(m.status(), Status::Stalled);
+    assert!(m.reason().unwrap().contains("no replication progress"));
+}
+
+#[test]
+fn stale_observations_are_ignored() {
+    let m = ready();
+    let newer = step(&m, Event::Observed { observation: observation(20, LinkPhase::Streaming, 5) }, 20).migration;
+    let stale = step(&newer, Event::Observed { observation: observation(15, LinkPhase::Seeding, 0) }, 21);
+    assert!(!stale.changed);
+}
+
+#[test]
+fn cancel_unfences_during_a_cutover_and_is_refused_past_the_point_of_no_return() {
+    let m = ready();
+    let m = step(&m, Event::CutoverRequested { confirm_traffic_stopped: true }, 10).migration;
+    let m = step(&m, Event::Fenced { attempt: 1, started_at: t(10), position: Position(100) }, 11).migration;
+    let tr = step(&m, Event::CancelRequested, 12);
+    assert_eq!(tr.commands, vec![Command::DropLink { unfence: true, drop_target: false }]);
+    let done = step(&tr.migration, Event::LinkDropped, 13);
+    assert_eq!(done.migration.status(), Status::Cancelled);
+
+    let m = step(&m, Event::Drained { attempt: 1, position: Position(100) }, 12).migration;
+    let m = step(&m, Event::Finalized { attempt: 1, verification: ok_verification() }, 13).migration;
+    assert!(matches!(decide(&m, &Event::CancelRequested, t(14)), Err(Rejection::CannotCancel { .. })));
+}
+
+#[test]
+fn handlers_can_tell_stale_commands() {
+    let m = ready();
+    let m = step(&m, Event::CutoverRequested { confirm_traffic_stopped: true }, 10).migration;
+    assert!(is_current(&m, &Command::Fence { attempt: 1 }));
+    assert!(!is_current(&m, &Command::Fence { attempt: 0 }));
+    assert!(!is_current(&m, &Command::Unfence { attempt: 1 }), "never unfence a source the flow did not abandon");
+    assert!(!is_current(&m, &Command::CreateLink));
+}
+
+// ---- properties over random event streams ----
+
+fn any_event() -> impl Strategy<Value = Event> {
+    let position = (0u64..5).prop_map(|p| Position(p * 50));
+    let attempt = 0u32..3;
+    prop_oneof![
+        Just(Event::Validated { findings: vec![] }),
+        Just(Event::Validated { findings: vec![Finding::new("r", Severity::Blocker, "b", "f")] }),
+        Just(Event::LinkCreated),
+        (0i64..200, prop_oneof![Just(LinkPhase::Seeding), Just(LinkPhase::Streaming)], 0u64..200_000)
+            .prop_map(|(at, phase, lag)| Event::Observed { observation: observation(at, phase, lag) }),
+        any::<bool>().prop_map(|confirm| Event::CutoverRequested { confirm_traffic_stopped: confirm }),
+        (attempt.clone(), position.clone()).prop_map(|(attempt, position)| Event::Fenced { attempt, started_at: t(0), position }),
+        (attempt.clone(), position).prop_map(|(attempt, position)| Event::Drained { attempt, position }),
+        attempt.clone().prop_map(|attempt| Event::DrainTimedOut { attempt, reached: None }),
+        attempt.clone().prop_map(|attempt| Event::Finalized { attempt, verification: ok_verification() }),
+        attempt.clone().prop_map(|attempt| Event::Switched { attempt }),
+        attempt.prop_map(|attempt| Event::Unfenced { attempt }),
+        Just(Event::CancelRequested),
+        Just(Event::LinkDropped),
+        Just(Event::StepExhausted {
+            command: Command::CreateLink,
+            error: EngineError::transient("x", "y", "z")
+        }),
+        Just(Event::Tick),
+    ]
+}
+
+/// Runs events through decide (rejections leave the state as it was), checking invariants on the way.
+fn run(events: &[Event]) -> Migration {
+    let mut m = start(new_migration()).migration;
+    for (i, event) in events.iter().enumerate() {
+        let now = t(1000 + i as i64);
+        let before = m.clone();
+        let Ok(tr) = decide(&m, event, now) else { continue };
+        // Invariant: Completed only via Switched, from Switching, after a drain proved catch-up.
+        if tr.migration.phase == Phase::Completed && before.phase != Phase::Completed {
+            assert!(matches!(event, Event::Switched { .. }));
+            let c = &tr.migration.cutover;
+            assert!(c.drained_position.is_some() && c.drained_position >= c.fence_position, "{c:?}");
+            assert!(c.verification.as_ref().is_some_and(|v| v.mismatches().is_empty()));
+            assert!(c.requested_at.is_some());
+        }
+        // Invariant: a terminal migration never changes.
+        if before.phase.is_terminal() && !(before.phase == Phase::Failed && matches!(event, Event::CancelRequested)) {
+            assert!(!tr.changed, "terminal {:?} changed on {event:?}", before.phase);
+        }
+        // Invariant: decide is deterministic, and applying the same event again right away changes
+        // nothing it has not already changed (duplicates are harmless).
+        assert_eq!(decide(&m, event, now).unwrap(), tr);
+        if let Ok(again) = decide(&tr.migration, event, now) {
+            assert!(
+                !again.changed || matches!(event, Event::Tick | Event::StepExhausted { .. }),
+                "duplicate {event:?} changed the state again"
+            );
+            assert!(again.commands.iter().all(|c| matches!(c, Command::Notify { .. })) || matches!(event, Event::Tick),
+                "duplicate {event:?} emitted {:?}", again.commands);
+        }
+        m = tr.migration;
+    }
+    m
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, .. ProptestConfig::default() })]
+
+    #[test]
+    fn invariants_hold_for_any_event_stream(events in proptest::collection::vec(any_event(), 0..40)) {
+        run(&events);
+    }
+
+    #[test]
+    fn every_live_state_can_be_cancelled_or_is_past_the_point_of_no_return(events in proptest::collection::vec(any_event(), 0..40)) {
+        let m = run(&events);
+        match decide(&m, &Event::CancelRequested, t(5000)) {
+            Ok(tr) => {
+                if m.phase != Phase::Cancelling {
+                    let drops = tr.commands.iter().any(|c| matches!(c, Command::DropLink { .. }));
+                    prop_assert!(drops);
+                }
+                let done = decide(&tr.migration, &Event::LinkDropped, t(5001)).unwrap();
+                prop_assert_eq!(done.migration.status(), Status::Cancelled);
+            }
+            Err(Rejection::CannotCancel { .. }) => {
+                let final_or_switching = matches!(
+                    m.phase,
+                    Phase::Completed | Phase::Cancelled | Phase::CuttingOver { step: CutoverStep::Switching }
+                );
+                prop_assert!(final_or_switching);
+            }
+            Err(other) => prop_assert!(false, "unexpected rejection {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_cancel_during_a_cutover_always_unfences(events in proptest::collection::vec(any_event(), 0..40)) {
+        let m = run(&events);
+        if let Phase::CuttingOver { step } = m.phase {
+            if step != CutoverStep::Switching {
+                let tr = decide(&m, &Event::CancelRequested, t(5000)).unwrap();
+                let unfences = matches!(tr.commands.first(), Some(Command::DropLink { unfence: true, .. }));
+                prop_assert!(unfences);
+            }
+        }
+    }
+}
