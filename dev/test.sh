@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The test command (README.md): starts what the tests need, builds the binary, runs every test.
+#
+# Real things only: two local PostgreSQL clusters (dev/pg.sh installs PostgreSQL with apt-get when it is
+# missing and we are root), a third one with wal_level=replica for the error test, Azurite for Table
+# Storage when dev/azurite.sh exists, and the real `milink` binary.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bash dev/pg.sh up
+bash dev/pg.sh replica
+if [[ -f dev/azurite.sh ]]; then
+    bash dev/azurite.sh up
+    eval "$(bash dev/azurite.sh env)"
+fi
+eval "$(bash dev/pg.sh env)"
+
+cargo build --locked -p milink
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --locked --workspace --no-fail-fast "$@"
+else
+    echo "test.sh: cargo-nextest not found, using cargo test (install it with: cargo install cargo-nextest --locked)"
+    cargo test --locked --workspace --no-fail-fast "$@"
+fi
