@@ -16,6 +16,7 @@ pub fn summary(m: &Migration) -> Value {
         "lagBytes": observation.and_then(|o| o.lag_bytes),
         "lagSeconds": observation.and_then(|o| o.lag_seconds),
         "reason": m.reason(),
+        "errorCode": m.failure.as_ref().map(|f| f.code.clone()),
         "remediation": m.remediation(),
         "createdAt": m.created_at,
         "updatedAt": m.updated_at,
