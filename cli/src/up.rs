@@ -29,7 +29,7 @@ pub(crate) struct UpArgs {
 
 /// Runs the host until Ctrl-C or SIGTERM, then drains in-flight steps.
 pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
-    init_tracing();
+    let _telemetry = milink_functions::telemetry::init("milink");
     let mut config = Config::load(&args.config)
         .with_context(|| format!("loading {} (see README.md for an example config)", args.config.display()))?;
     if let Some(listen) = args.listen {
@@ -69,10 +69,4 @@ async fn stop_on_signal(shutdown: CancellationToken) {
     let _ = interrupt.await;
     tracing::info!("shutting down: finishing in-flight steps");
     shutdown.cancel();
-}
-
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("MILINK_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }

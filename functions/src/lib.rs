@@ -13,3 +13,4 @@ pub mod context;
 pub mod embedded;
 pub mod engines;
 pub mod handlers;
+pub mod telemetry;

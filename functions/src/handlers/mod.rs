@@ -68,7 +68,7 @@ pub async fn apply(ctx: &Context, id: &MigrationId, event: &Event) -> Result<Mig
         }
         let outbox = Envelope::for_commands(id, current.version + 1, transition.commands)
             .into_iter()
-            .map(|e| e.with_trace_parent(None))
+            .map(|e| e.with_trace_parent(crate::telemetry::current_trace_parent()))
             .collect::<Vec<_>>();
         match ctx.migrations.save(&transition.migration, &outbox).await {
             Ok(saved) => return Ok(saved),
@@ -87,6 +87,7 @@ pub async fn handle(ctx: &Context, envelope: &Envelope) -> Result<(), Retry> {
         }
         Payload::Migration { migration_id, command } => {
             let span = tracing::info_span!("step", migration = %migration_id, step = command.name());
+            crate::telemetry::continue_trace(&span, envelope.trace_parent.as_deref());
             run_command(ctx, migration_id, command).instrument(span).await
         }
     }
