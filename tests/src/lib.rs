@@ -6,6 +6,7 @@
 
 pub mod milink;
 pub mod pg;
+pub mod webhook;
 pub mod writer;
 
 /// The workspace root (tests read `dev/` scripts and the built binary from there).

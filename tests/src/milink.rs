@@ -32,11 +32,20 @@ pub struct Milink {
 impl Milink {
     /// Writes a config with connections `src` and `dst` (the local servers) plus `extra` TOML, and starts.
     pub async fn start(extra: &str) -> Result<Self> {
+        Self::start_configured(extra, 200).await
+    }
+
+    /// Like [`Milink::start`] with the poll interval of a default install (for benchmarks).
+    pub async fn start_with_poll(poll_interval_ms: u64) -> Result<Self> {
+        Self::start_configured("", poll_interval_ms).await
+    }
+
+    async fn start_configured(extra: &str, poll_interval_ms: u64) -> Result<Self> {
         let servers = crate::pg::servers();
         let dir = tempfile::tempdir()?;
         let port = free_port()?;
         let config = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nstate = \"state.db\"\npoll_interval_ms = 200\nmax_attempts = 5\nretry_base_ms = 100\nretry_max_ms = 2000\n\n\
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nstate = \"state.db\"\npoll_interval_ms = {poll_interval_ms}\nmax_attempts = 5\nretry_base_ms = 100\nretry_max_ms = 2000\n\n\
              [connections.src]\nengine = \"postgres\"\nurl = \"{}\"\npassword_file = \"{}\"\n\n\
              [connections.dst]\nengine = \"postgres\"\nurl = \"{}\"\npassword_file = \"{}\"\n\n{extra}\n",
             servers.source_url, servers.password_file, servers.target_url, servers.password_file

@@ -19,7 +19,8 @@ async fn tailspin_assess_link_sync_and_cut_over_under_live_writes() -> anyhow::R
     let customer360 = unique("Customer360");
     pg::load_sample(&toystore, "toystore.sql").await?;
     pg::load_sample(&customer360, "customer360.sql").await?;
-    let milink = Milink::start("").await?;
+    let webhook = milink_e2e::webhook::Webhook::start().await?;
+    let milink = Milink::start(&format!("[notify]\nwebhook_url = \"{}\"\n", webhook.url)).await?;
 
     // Assess: ToyStore is ready, Customer360 is not, and says why.
     let report = milink.assess("src").await?;
@@ -73,6 +74,13 @@ async fn tailspin_assess_link_sync_and_cut_over_under_live_writes() -> anyhow::R
     // Cutover of a completed migration is refused.
     let (status, _) = milink.post(&format!("/api/migrations/{id}/cutover"), &json!({ "confirmTrafficStopped": true })).await?;
     assert_eq!(status, 409);
+
+    // Notifications reached the webhook: assessment done, ready for cutover, completed.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let received = webhook.received();
+    let statuses: Vec<&str> = received.iter().filter(|n| n["migrationId"] == id.as_str()).filter_map(|n| n["status"].as_str()).collect();
+    assert!(statuses.contains(&"ReadyForCutover") && statuses.contains(&"Completed"), "{received:#?}");
+    assert!(received.iter().any(|n| n["kind"] == "assessment"), "{received:#?}");
 
     pg::drop_everywhere(&toystore).await;
     pg::drop_everywhere(&customer360).await;

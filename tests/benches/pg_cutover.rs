@@ -1,0 +1,182 @@
+//! Benchmark: seeding time, ready-detection latency and cutover write downtime on real PostgreSQL.
+//!
+//! Run: `cargo bench -p milink-e2e --bench pg_cutover -- [--scale N] [--rounds K] [--poll-ms MS]`
+//! (defaults: scale 10, 3 rounds, milink's default 1000 ms poll).
+//!
+//! Method, per round: a fresh database is filled by `pgbench -i -s N` (pgbench_history gets a primary key,
+//! as milink refuses tables without one); `pgbench -c 4 -j 2` then runs the TPC-B-like write load against it
+//! for the whole round. milink (the real binary, `milink up`) links it to the target:
+//! - seeding time: from the start request until milink first reports the link past Seeding;
+//! - ready-detection latency: the bench polls the source itself every 10 ms (every table `r` on the target
+//!   and slot lag ≤ readyLagBytes); the figure is the time from the first such sample to the first API
+//!   answer that says ReadyForCutover;
+//! - write downtime: cutover is requested while the writers run; milink records fence → switch in the
+//!   migration (`writeDowntimeMs`); the bench also prints request → Completed as seen from the API.
+//! Medians are over the rounds. Figures depend on the machine: print them with its description.
+use milink_e2e::milink::Milink;
+use milink_e2e::pg::{self, Side};
+use milink_e2e::unique;
+use serde_json::json;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Round {
+    rows: i64,
+    size_mb: f64,
+    seeding: Duration,
+    ready_detection: Option<Duration>,
+    downtime_ms: i64,
+    request_to_completed: Duration,
+    transactions: u64,
+}
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn pg_bin(tool: &str) -> String {
+    let newest = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()
+        .and_then(|dirs| dirs.filter_map(|d| d.ok()?.file_name().to_str()?.parse::<u32>().ok()).max());
+    match newest {
+        Some(major) => format!("/usr/lib/postgresql/{major}/bin/{tool}"),
+        None => tool.to_owned(),
+    }
+}
+
+fn source_port() -> String {
+    let url = &pg::servers().source_url;
+    url.rsplit(':').next().and_then(|rest| rest.split('/').next()).unwrap_or("54311").to_owned()
+}
+
+fn pgbench(database: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(pg_bin("pgbench"));
+    command
+        .args(args)
+        .args(["-h", "127.0.0.1", "-p", &source_port(), "-U", "milink", database])
+        .env("PGPASSWORD", &pg::servers().password)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+async fn lag_ok(database: &str, threshold: i64) -> bool {
+    let Ok(target) = pg::connect(Side::Target, database).await else { return false };
+    let Ok(source) = pg::connect(Side::Source, database).await else { return false };
+    let not_ready: i64 = match target
+        .query_one("SELECT count(*) FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid WHERE r.srsubstate <> 'r'", &[])
+        .await
+    {
+        Ok(row) => row.get(0),
+        Err(_) => return false,
+    };
+    let any: i64 = target.query_one("SELECT count(*) FROM pg_subscription_rel", &[]).await.map(|r| r.get(0)).unwrap_or(0);
+    let lag: Option<i64> = source
+        .query_one(
+            "SELECT max(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn))::bigint FROM pg_replication_slots \
+             WHERE database = current_database() AND slot_name LIKE 'milink%'",
+            &[],
+        )
+        .await
+        .ok()
+        .and_then(|r| r.get(0));
+    any > 0 && not_ready == 0 && lag.is_some_and(|l| l <= threshold)
+}
+
+async fn round(milink: &Milink, scale: u64) -> anyhow::Result<Round> {
+    let database = unique("bench");
+    pg::drop_everywhere(&database).await;
+    pg::connect(Side::Source, "postgres").await?.batch_execute(&format!("CREATE DATABASE {}", pg::ident(&database))).await?;
+    let init = pgbench(&database, &["-i", "-q", "-s", &scale.to_string()]).output()?;
+    anyhow::ensure!(init.status.success(), "pgbench -i: {}", String::from_utf8_lossy(&init.stderr));
+    let source = pg::connect(Side::Source, &database).await?;
+    source.batch_execute("ALTER TABLE pgbench_history ADD COLUMN id bigserial PRIMARY KEY").await?;
+    let rows: i64 = source.query_one("SELECT count(*) FROM pgbench_accounts", &[]).await?.get(0);
+    let bytes: i64 = source.query_one("SELECT pg_database_size(current_database())", &[]).await?.get(0);
+
+    let writers = pgbench(&database, &["-n", "-c", "4", "-j", "2", "-T", "3600"]).spawn()?;
+    let started = Instant::now();
+    let id = milink.start_migration(&database, json!({})).await?;
+    let mut seeding = None;
+    let mut lag_seen = None;
+    let ready_at = loop {
+        let m = milink.get(&format!("/api/migrations/{id}")).await?;
+        let status = m["status"].as_str().unwrap_or_default().to_owned();
+        if seeding.is_none() && matches!(status.as_str(), "CatchingUp" | "ReadyForCutover") {
+            seeding = Some(started.elapsed());
+        }
+        if lag_seen.is_none() && lag_ok(&database, 65536).await {
+            lag_seen = Some(Instant::now());
+        }
+        if status == "ReadyForCutover" {
+            break Instant::now();
+        }
+        anyhow::ensure!(!matches!(status.as_str(), "Failed" | "Cancelled" | "Stalled"), "migration {status}: {m}");
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(1800), "not ready after 30 min");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let requested = Instant::now();
+    let (status, body) = milink.post(&format!("/api/migrations/{id}/cutover"), &json!({ "confirmTrafficStopped": true })).await?;
+    anyhow::ensure!(status == 202, "cutover: {body}");
+    let done = milink.wait_status(&id, "Completed", Duration::from_secs(300)).await?;
+    let request_to_completed = requested.elapsed();
+    let output = writers.wait_with_output()?;
+    let text = String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr);
+    let transactions = text
+        .lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+        .and_then(|v| v.split('/').next()?.trim().parse().ok())
+        .unwrap_or(0);
+    pg::assert_target_matches_source(&database).await?;
+    pg::drop_everywhere(&database).await;
+    Ok(Round {
+        rows,
+        size_mb: bytes as f64 / 1048576.0,
+        seeding: seeding.unwrap_or_default(),
+        ready_detection: lag_seen.map(|seen| ready_at.saturating_duration_since(seen)),
+        downtime_ms: done["cutover"]["writeDowntimeMs"].as_i64().unwrap_or(-1),
+        request_to_completed,
+        transactions,
+    })
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    if values.is_empty() { return f64::NAN; }
+    let mid = values.len() / 2;
+    if values.len() % 2 == 0 { (values[mid - 1] + values[mid]) / 2.0 } else { values[mid] }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let scale = arg("--scale", 10);
+    let rounds = arg("--rounds", 3);
+    let poll = arg("--poll-ms", 1000);
+    let milink = Milink::start_with_poll(poll).await?;
+    println!("pg_cutover: pgbench scale {scale}, 4 writer clients, {rounds} rounds, poll every {poll} ms, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!("{:>5} {:>10} {:>9} {:>11} {:>15} {:>13} {:>14} {:>9}", "round", "accounts", "size MiB", "seeding s", "ready-detect ms", "downtime ms", "req→done ms", "writes");
+    let mut results = Vec::new();
+    for n in 1..=rounds {
+        let r = round(&milink, scale).await?;
+        println!(
+            "{n:>5} {:>10} {:>9.1} {:>11.2} {:>15} {:>13} {:>14} {:>9}",
+            r.rows,
+            r.size_mb,
+            r.seeding.as_secs_f64(),
+            r.ready_detection.map_or("-".into(), |d| d.as_millis().to_string()),
+            r.downtime_ms,
+            r.request_to_completed.as_millis(),
+            r.transactions
+        );
+        results.push(r);
+    }
+    println!(
+        "median: seeding {:.2} s, ready-detection {:.0} ms, write downtime {:.0} ms, request→completed {:.0} ms",
+        median(results.iter().map(|r| r.seeding.as_secs_f64()).collect()),
+        median(results.iter().filter_map(|r| r.ready_detection).map(|d| d.as_millis() as f64).collect()),
+        median(results.iter().map(|r| r.downtime_ms as f64).collect()),
+        median(results.iter().map(|r| r.request_to_completed.as_millis() as f64).collect()),
+    );
+    Ok(())
+}
