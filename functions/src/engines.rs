@@ -21,6 +21,11 @@ impl Default for Engines {
 }
 
 impl Engines {
+    /// No engines (tests register their own).
+    pub fn empty() -> Self {
+        Self { by_source_kind: HashMap::new() }
+    }
+
     /// Registers `engine` for sources of kind `source_kind` going to targets of kind `target_kind`.
     pub fn register(&mut self, source_kind: &'static str, target_kind: &'static str, engine: Arc<dyn Engine>) {
         self.by_source_kind.insert(source_kind, (engine, target_kind));
