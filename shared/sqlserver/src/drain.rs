@@ -1,0 +1,103 @@
+//! The cutover decision: has the managed instance hardened everything SQL Server hardened?
+//!
+//! The documented rule (mi-link.md §3.3) is that `last_hardened_lsn` on SQL Server and on the MI "match,
+//! and remain matched and unchanged for some time". [`DrainJudge`] applies it to a sequence of samples: it
+//! says caught up only when both positions are present, equal, and have stayed equal *and unchanged* for
+//! `stable_for`; any difference or movement restarts the clock. It is pure (time comes in with each sample),
+//! so the rule is tested with constructed timelines, and the engine's `switch` uses it as a last guard.
+use chrono::{DateTime, Duration, Utc};
+use milink_core::migration::Position;
+
+/// What the samples so far say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DrainDecision {
+    /// Equal and stable: safe to switch at this position.
+    CaughtUp(Position),
+    /// Not yet, and why.
+    Wait(String),
+}
+
+/// Applies the equal-and-stable rule to successive samples.
+#[derive(Debug, Clone)]
+pub struct DrainJudge {
+    stable_for: Duration,
+    equal_since: Option<(DateTime<Utc>, Position)>,
+}
+
+impl DrainJudge {
+    /// A judge requiring `stable_seconds` of equal, unchanged positions (0 = equal once is enough).
+    pub fn new(stable_seconds: u64) -> Self {
+        Self { stable_for: Duration::seconds(i64::try_from(stable_seconds).unwrap_or(i64::MAX / 1000)), equal_since: None }
+    }
+
+    /// Feeds one sample (SQL Server's and the MI's `last_hardened_lsn` as positions).
+    pub fn observe(&mut self, source: Option<Position>, target: Option<Position>, at: DateTime<Utc>) -> DrainDecision {
+        let (Some(source), Some(target)) = (source, target) else {
+            self.equal_since = None;
+            return DrainDecision::Wait(format!(
+                "last_hardened_lsn is not reported on {} yet (the link must be in synchronous commit)",
+                if source.is_none() { "SQL Server" } else { "the managed instance" }
+            ));
+        };
+        if source != target {
+            self.equal_since = None;
+            return DrainDecision::Wait(format!("last_hardened_lsn differs: SQL Server {} / managed instance {}", source.0, target.0));
+        }
+        let since = match self.equal_since {
+            Some((since, position)) if position == source => since,
+            _ => {
+                self.equal_since = Some((at, source));
+                at
+            }
+        };
+        let stable = at - since;
+        if stable >= self.stable_for {
+            DrainDecision::CaughtUp(source)
+        } else {
+            DrainDecision::Wait(format!(
+                "last_hardened_lsn equal for {}s of the {}s required",
+                stable.num_seconds(),
+                self.stable_for.num_seconds()
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(seconds: i64) -> DateTime<Utc> {
+        DateTime::<Utc>::from_timestamp(1_700_000_000 + seconds, 0).unwrap()
+    }
+
+    #[test]
+    fn equal_and_unchanged_for_the_window_is_caught_up() {
+        let mut judge = DrainJudge::new(10);
+        let p = Some(Position(42));
+        assert!(matches!(judge.observe(p, p, t(0)), DrainDecision::Wait(_)));
+        assert!(matches!(judge.observe(p, p, t(9)), DrainDecision::Wait(_)));
+        assert_eq!(judge.observe(p, p, t(10)), DrainDecision::CaughtUp(Position(42)));
+    }
+
+    #[test]
+    fn movement_or_difference_restarts_the_clock() {
+        let mut judge = DrainJudge::new(10);
+        judge.observe(Some(Position(1)), Some(Position(1)), t(0));
+        // both moved to 2: equal, but changed → the window restarts
+        assert!(matches!(judge.observe(Some(Position(2)), Some(Position(2)), t(8)), DrainDecision::Wait(_)));
+        assert!(matches!(judge.observe(Some(Position(2)), Some(Position(2)), t(12)), DrainDecision::Wait(_)));
+        // a difference in between restarts it too
+        assert!(matches!(judge.observe(Some(Position(3)), Some(Position(2)), t(13)), DrainDecision::Wait(_)));
+        assert!(matches!(judge.observe(Some(Position(3)), Some(Position(3)), t(14)), DrainDecision::Wait(_)));
+        assert_eq!(judge.observe(Some(Position(3)), Some(Position(3)), t(24)), DrainDecision::CaughtUp(Position(3)));
+    }
+
+    #[test]
+    fn a_missing_side_never_counts() {
+        let mut judge = DrainJudge::new(0);
+        assert!(matches!(judge.observe(None, Some(Position(1)), t(0)), DrainDecision::Wait(_)));
+        assert!(matches!(judge.observe(Some(Position(1)), None, t(0)), DrainDecision::Wait(_)));
+        assert_eq!(judge.observe(Some(Position(1)), Some(Position(1)), t(0)), DrainDecision::CaughtUp(Position(1)));
+    }
+}
