@@ -126,8 +126,15 @@ struct ValueRow<T> {
     value: Option<T>,
 }
 
-/// Reads the whole inventory.
+/// Reads the whole inventory, workload samples included.
 pub async fn collect(session: &mut dyn SqlSession, pause: &dyn Pause, sample: Duration) -> Result<Inventory, EngineError> {
+    let mut inventory = collect_facts(session).await?;
+    inventory.workload = workload(session, pause, sample).await?;
+    Ok(inventory)
+}
+
+/// Reads everything but the workload samples (validation needs no sizing).
+pub async fn collect_facts(session: &mut dyn SqlSession) -> Result<Inventory, EngineError> {
     let version: Vec<VersionRow> = rows_as(session.query(&probe::product_version()).await?, "version")?;
     let build = version.first().and_then(|v| v.product_version.as_deref()).and_then(Build::parse).unwrap_or(Build(0, 0, 0, 0));
     let mut inventory = Inventory::default();
@@ -145,8 +152,14 @@ pub async fn collect(session: &mut dyn SqlSession, pause: &dyn Pause, sample: Du
     inventory.mirroring_endpoint = mirroring_endpoint(session).await?;
     inventory.certificates = rows_as(session.query(&probe::certificates()).await?, "certificates")?;
     inventory.availability_groups = availability_groups(session).await?;
-    inventory.workload = workload(session, pause, sample).await?;
     Ok(inventory)
+}
+
+/// Reads the version, then the instance facts and whether a master key exists.
+pub async fn instance_facts(session: &mut dyn SqlSession) -> Result<(InstanceFacts, bool), EngineError> {
+    let version: Vec<VersionRow> = rows_as(session.query(&probe::product_version()).await?, "version")?;
+    let major = version.first().and_then(|v| v.product_version.as_deref()).and_then(Build::parse).map_or(0, |b| b.major());
+    instance(session, major).await
 }
 
 async fn instance(session: &mut dyn SqlSession, major: u32) -> Result<(InstanceFacts, bool), EngineError> {

@@ -13,15 +13,24 @@
 pub mod arm;
 pub mod collector;
 pub mod connections;
+pub mod cutover;
 pub mod drain;
+pub mod engine;
 pub mod errors;
 pub mod inventory;
+pub mod link;
 pub mod lsn;
 pub mod names;
+pub mod network;
 pub mod observe;
 pub mod options;
+pub mod plan;
+pub mod roots;
 pub mod rules;
 pub mod sizing;
 pub mod tds;
 pub mod tsql;
+pub mod validate;
 pub mod versions;
+
+pub use engine::SqlServerEngine;

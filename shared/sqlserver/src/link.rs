@@ -1,0 +1,276 @@
+//! Creating and cancelling a link: the ordered steps of mi-link.md §2.1, each *check, then act*.
+//!
+//! Every step first reads what exists (a catalog query on SQL Server or a GET on ARM) and acts only when
+//! something is missing or wrong, so `create_link` after a crash — or twice — resumes and never duplicates.
+//! [`create`] returns which steps acted, which the tests use to prove a second run changes nothing. Cancel
+//! ([`cancel`]) undoes the link in reverse order; objects the link shares with other links on the same
+//! instance (endpoint, certificates) are removed only when no availability group is left and milink made
+//! them; the master key and the trusted roots are always left (see docs/sqlserver.md, "Cancel").
+use crate::collector;
+use crate::errors;
+use crate::plan::Link;
+use crate::roots::{dns_wildcard, trusted_roots};
+use crate::tds::{rows_as, SqlSession};
+use crate::tsql::{link as sql, normalize_hex_blob, probe};
+use crate::versions::{failback, Build, UpdatePolicy};
+use crate::arm::models::LinkResourceSpec;
+use chrono::{DateTime, Months, Utc};
+use milink_core::config::Secret;
+use milink_core::error::EngineError;
+use serde::Deserialize;
+
+/// One step and whether it changed anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepOutcome {
+    /// Step name.
+    pub step: &'static str,
+    /// It acted (false: what it makes already existed).
+    pub acted: bool,
+}
+
+#[derive(Deserialize)]
+struct PublicKeyRow {
+    public_key: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct MemberRow {
+    name: String,
+    database_name: Option<String>,
+}
+
+/// A certificate's public key as upper-case hex, `None` when it does not exist.
+pub async fn public_key(session: &mut dyn SqlSession, name: &str) -> Result<Option<String>, EngineError> {
+    let rows: Vec<PublicKeyRow> = rows_as(session.query(&sql::certificate_public_key(name)).await?, "certificate")?;
+    Ok(rows.into_iter().next().and_then(|r| r.public_key).and_then(|k| normalize_hex_blob(&k)))
+}
+
+fn expiry(now: DateTime<Utc>) -> String {
+    now.checked_add_months(Months::new(60)).unwrap_or(now).format("%Y%m%d").to_string()
+}
+
+/// The MI's short name (first DNS label of its FQDN).
+pub fn instance_short_name(fqdn: &str) -> &str {
+    fqdn.split('.').next().unwrap_or(fqdn)
+}
+
+fn is_fqdn(text: &str) -> bool {
+    !text.is_empty() && text.len() <= 253 && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+}
+
+/// Creates the link; returns what each step did.
+pub async fn create(link: &Link, session: &mut dyn SqlSession, now: DateTime<Utc>, master_key_password: &(dyn Fn() -> Secret + Sync)) -> Result<Vec<StepOutcome>, EngineError> {
+    let mut done = Vec::new();
+    let (instance, has_master_key) = collector::instance_facts(session).await?;
+    let build = Build::parse(&instance.product_version).unwrap_or(Build(0, 0, 0, 0));
+    let mi = link.target.api.instance().await?;
+    let fqdn = mi.properties.fully_qualified_domain_name.clone().filter(|f| is_fqdn(f)).ok_or_else(|| {
+        EngineError::transient("mi_fqdn_unknown", "the managed instance does not report its fully qualified domain name yet", "none: milink retries")
+    })?;
+
+    // Step 2: database master key.
+    if !has_master_key {
+        session.execute(&sql::create_master_key(master_key_password())).await?;
+    }
+    done.push(StepOutcome { step: "master_key", acted: !has_master_key });
+
+    // Step 3: the endpoint's certificate (an existing certificate-authenticated endpoint keeps its own).
+    let endpoint = collector::mirroring_endpoint(session).await?;
+    let certificate = endpoint.as_ref().and_then(|e| e.certificate_name.clone()).unwrap_or_else(|| link.source.options.endpoint_certificate.clone());
+    let existing_key = public_key(session, &certificate).await?;
+    let created_certificate = existing_key.is_none();
+    let key = match existing_key {
+        Some(key) => key,
+        None => {
+            session.execute(&sql::create_endpoint_certificate(&certificate, &expiry(now))).await?;
+            public_key(session, &certificate)
+                .await?
+                .ok_or_else(|| EngineError::transient("certificate_missing", format!("certificate {certificate} has no public key yet"), "none: milink retries"))?
+        }
+    };
+    done.push(StepOutcome { step: "endpoint_certificate", acted: created_certificate });
+
+    // Step 5: SQL Server's public key on the MI.
+    let trust_name = link.trust_certificate_name(&instance.server_name, &certificate);
+    let existing = link.target.api.server_trust_certificate(&trust_name).await?;
+    let uploaded = existing.as_ref().and_then(|c| c.properties.public_blob.as_deref()).and_then(normalize_hex_blob);
+    let upload = uploaded.as_deref() != Some(key.as_str());
+    if upload {
+        if existing.is_some() {
+            link.target.api.delete_server_trust_certificate(&trust_name).await?;
+        }
+        link.target.api.put_server_trust_certificate(&trust_name, &key).await?;
+    }
+    done.push(StepOutcome { step: "server_trust_certificate", acted: upload });
+
+    // Steps 6–7: the MI's certificate on SQL Server, named exactly as its FQDN (re-imported after rotation).
+    let mi_blob = link.target.api.endpoint_certificate().await?.properties.public_blob.as_deref().and_then(normalize_hex_blob).ok_or_else(|| {
+        EngineError::transient("mi_certificate_invalid", "the managed instance's endpoint certificate has no usable public key", "none: milink retries")
+    })?;
+    let on_sql = public_key(session, &fqdn).await?;
+    let import = on_sql.as_deref() != Some(mi_blob.as_str());
+    if import {
+        if on_sql.is_some() {
+            session.execute(&sql::drop_certificate(&fqdn)).await?;
+        }
+        session.execute(&sql::import_certificate(&fqdn, &mi_blob).expect("normalized hex")).await?;
+    }
+    done.push(StepOutcome { step: "instance_certificate", acted: import });
+
+    // Step 8: trusted roots for the MI's DNS zone.
+    let mut imported_root = false;
+    for root in trusted_roots() {
+        if public_key(session, root.name).await?.is_none() {
+            session.execute(&sql::import_certificate(root.name, &root.hex).expect("shipped hex")).await?;
+            imported_root = true;
+        }
+        session.execute(&sql::add_trusted_issuer(root.name, &dns_wildcard(&fqdn))).await?;
+    }
+    done.push(StepOutcome { step: "trusted_roots", acted: imported_root });
+
+    // Step 9: the mirroring endpoint.
+    let port = endpoint.as_ref().map(|e| e.port).or(link.source.replication_port).unwrap_or(link.source.options.endpoint_port);
+    let endpoint_acted = match &endpoint {
+        None => {
+            session.execute(&sql::create_endpoint(&link.source.options.endpoint_name, port, &certificate)).await?;
+            true
+        }
+        Some(existing) if !existing.is_link_ready() => {
+            session.execute(&sql::alter_endpoint(&existing.name, port, &certificate)).await?;
+            true
+        }
+        Some(_) => false,
+    };
+    done.push(StepOutcome { step: "mirroring_endpoint", acted: endpoint_acted });
+
+    // Steps 10–11: the local AG and the distributed AG.
+    let endpoint_url = format!("TCP://{}:{port}", link.source.replication_host);
+    let members: Vec<MemberRow> = rows_as(session.query(&probe::availability_group_members(&[&link.names.local_ag, &link.names.distributed_ag])).await?, "availability groups")?;
+    let local: Vec<&MemberRow> = members.iter().filter(|m| m.name == link.names.local_ag).collect();
+    if local.is_empty() {
+        let spec = sql::LocalAgSpec { name: &link.names.local_ag, database: &link.database, server_name: &instance.server_name, endpoint_url: &endpoint_url, major_version: build.major() };
+        session.execute(&sql::create_local_ag(&spec)).await?;
+    } else if !local.iter().any(|m| m.database_name.as_deref() == Some(link.database.as_str())) {
+        return Err(errors::config(
+            "availability_group_conflict",
+            format!("availability group {} exists and does not hold database {}", link.names.local_ag, link.database),
+            "drop that availability group or set options.availability_group to another name",
+        ));
+    }
+    done.push(StepOutcome { step: "availability_group", acted: local.is_empty() });
+    let has_dag = members.iter().any(|m| m.name == link.names.distributed_ag);
+    if !has_dag {
+        let spec = sql::DistributedAgSpec {
+            name: &link.names.distributed_ag,
+            local_ag: &link.names.local_ag,
+            local_listener_url: &endpoint_url,
+            instance_ag: &link.names.instance_ag,
+            instance_fqdn: &fqdn,
+            instance_name: instance_short_name(&fqdn),
+        };
+        session.execute(&sql::create_distributed_ag(&spec)).await?;
+    }
+    done.push(StepOutcome { step: "distributed_availability_group", acted: !has_dag });
+
+    // Step 12: the MI joins.
+    let policy = mi.properties.database_format.as_deref().and_then(UpdatePolicy::from_database_format);
+    let spec = LinkResourceSpec {
+        partner_availability_group: link.names.local_ag.clone(),
+        partner_endpoint: endpoint_url,
+        instance_availability_group: link.names.instance_ag.clone(),
+        database: link.database.clone(),
+        failover_manual: failback(build, policy).possible,
+    };
+    let joined = match link.target.api.link(&link.names.distributed_ag).await? {
+        None => {
+            link.target.api.create_link(&link.names.distributed_ag, &spec).await?;
+            true
+        }
+        Some(existing) if existing.properties.partner_availability_group_name.as_deref().is_some_and(|p| p != spec.partner_availability_group) => {
+            return Err(errors::config(
+                "link_name_conflict",
+                format!("a link named {} already exists on the managed instance for another availability group", link.names.distributed_ag),
+                "set options.link_name to another name, or delete that link",
+            ));
+        }
+        Some(_) => false,
+    };
+    done.push(StepOutcome { step: "managed_instance_link", acted: joined });
+    Ok(done)
+}
+
+
+/// What a cancel removed and what it deliberately left.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CancelReport {
+    /// Objects removed, in order.
+    pub removed: Vec<String>,
+    /// Objects left in place, with why.
+    pub left: Vec<String>,
+}
+
+/// Removes what [`create`] made, in reverse order. Safe to repeat: every removal checks existence first.
+pub async fn cancel(link: &Link, session: &mut dyn SqlSession, drop_target: bool) -> Result<CancelReport, EngineError> {
+    let mut report = CancelReport::default();
+    let api = &link.target.api;
+    let (instance, _) = collector::instance_facts(session).await?;
+    let endpoint = collector::mirroring_endpoint(session).await?;
+    let certificate = endpoint.as_ref().and_then(|e| e.certificate_name.clone()).unwrap_or_else(|| link.source.options.endpoint_certificate.clone());
+
+    api.delete_link(&link.names.distributed_ag).await?;
+    report.removed.push(format!("link {} on the managed instance", link.names.distributed_ag));
+    for group in [&link.names.distributed_ag, &link.names.local_ag] {
+        session.execute(&sql::drop_availability_group(group)).await?;
+        report.removed.push(format!("availability group {group} on SQL Server"));
+    }
+    if api.database_exists(&link.database).await? {
+        if drop_target {
+            api.delete_database(&link.database).await?;
+            report.removed.push(format!("database {} on the managed instance", link.database));
+        } else {
+            report.left.push(format!(
+                "database {} on the managed instance: an independent read/write copy as of the cancel; delete it before linking this database again, or seeding fails (RemoteDatabaseExists)",
+                link.database
+            ));
+        }
+    }
+
+    let remaining = collector::availability_groups(session).await?;
+    if !remaining.is_empty() {
+        report.left.push(format!(
+            "the mirroring endpoint and the certificates: {} other availability group(s) on SQL Server may use them",
+            remaining.len()
+        ));
+    } else {
+        let mut endpoint_dropped = endpoint.is_none();
+        match &endpoint {
+            Some(e) if e.name == link.source.options.endpoint_name => {
+                session.execute(&sql::drop_endpoint(&e.name)).await?;
+                report.removed.push(format!("mirroring endpoint {}", e.name));
+                endpoint_dropped = true;
+            }
+            Some(e) => report.left.push(format!("mirroring endpoint {}: it existed before milink (milink only altered it)", e.name)),
+            None => {}
+        }
+        if let Some(fqdn) = api.instance().await?.properties.fully_qualified_domain_name.filter(|f| is_fqdn(f)) {
+            session.execute(&sql::drop_certificate(&fqdn)).await?;
+            report.removed.push(format!("certificate {fqdn} on SQL Server"));
+        }
+        let partner_still_linked = api.links().await?.iter().any(|l| {
+            l.properties.partner_endpoint.as_deref().is_some_and(|p| p.to_ascii_lowercase().contains(&link.source.replication_host.to_ascii_lowercase()))
+        });
+        let trust_name = link.trust_certificate_name(&instance.server_name, &certificate);
+        if partner_still_linked {
+            report.left.push(format!("certificate {trust_name} on the managed instance: other links from this SQL Server use it"));
+        } else {
+            api.delete_server_trust_certificate(&trust_name).await?;
+            report.removed.push(format!("certificate {trust_name} on the managed instance"));
+        }
+        if endpoint_dropped && certificate == link.source.options.endpoint_certificate {
+            session.execute(&sql::drop_certificate(&certificate)).await?;
+            report.removed.push(format!("certificate {certificate} on SQL Server"));
+        }
+    }
+    report.left.push("the database master key and the MicrosoftPKI / DigiCertPKI trusted roots in master: other features may rely on them".into());
+    Ok(report)
+}
