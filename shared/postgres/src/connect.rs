@@ -1,0 +1,252 @@
+//! Reaching a server: parsing a connection's url, connecting, and running statements with errors
+//! classified on the spot.
+//!
+//! A url names host, port, user and a maintenance database; the password never is in it (the config
+//! refuses that) and is set on the driver's `Config` programmatically. The database being migrated is
+//! chosen per connection, so one [`Server`] opens sessions on `postgres` (to create or drop databases,
+//! fence, look at slots) and on the migrated database alike. Every statement goes through a [`Session`]
+//! method that names what milink was doing, so an error reads "target 'tgt' (host:5432): creating the
+//! subscription: ..." instead of a bare driver message, and is classified once, here.
+//!
+//! The same facts build the libpq connection strings handed to the target (CREATE SUBSCRIPTION) and to
+//! pg_dump/psql, quoted by [`ConnInfo`]; those strings are the only place a password is ever written out.
+use crate::errors::{classify, Place};
+use crate::sql::ConnInfo;
+use milink_core::config::{Endpoint, Secret};
+use milink_core::EngineError;
+use std::time::Duration;
+use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Config, NoTls, Row};
+
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One server, as milink reaches it.
+#[derive(Clone)]
+pub(crate) struct Server {
+    place: Place,
+    host: Host,
+    port: u16,
+    user: String,
+    maintenance_database: String,
+    ssl_mode: Option<&'static str>,
+    connect_timeout: Duration,
+    password: Option<Secret>,
+}
+
+impl Server {
+    /// The server behind an endpoint (`role` is `source` or `target`, for messages).
+    pub(crate) fn new(role: &'static str, endpoint: &Endpoint) -> Result<Self, EngineError> {
+        Self::from_url(role, endpoint.name.as_str(), &endpoint.url, endpoint.password.clone())
+    }
+
+    /// The source as the *target* reaches it: its `replication_url` when set, else its url.
+    pub(crate) fn as_seen_by_target(endpoint: &Endpoint) -> Result<Self, EngineError> {
+        let url = endpoint.replication_url.as_deref().unwrap_or(&endpoint.url);
+        Self::from_url("source", endpoint.name.as_str(), url, endpoint.password.clone())
+    }
+
+    fn from_url(role: &'static str, connection: &str, url: &str, password: Option<Secret>) -> Result<Self, EngineError> {
+        let invalid = |why: &str| {
+            EngineError::definite(
+                "invalid_url",
+                format!("connection '{connection}': the url is not usable: {why}"),
+                format!(
+                    "Write the url of connection '{connection}' as postgresql://user@host:port/database \
+                     (no password in it; set password_env or password_file)."
+                ),
+            )
+        };
+        // The driver's parser understands both URLs and key=value strings; its error text is not echoed
+        // because a malformed url could hold anything.
+        let parsed: Config = url.parse().map_err(|_| invalid("it does not parse as a PostgreSQL url"))?;
+        let host = parsed.get_hosts().first().cloned().ok_or_else(|| invalid("it names no host"))?;
+        let port = parsed.get_ports().first().copied().unwrap_or(5432);
+        let user = parsed.get_user().ok_or_else(|| invalid("it names no user"))?.to_owned();
+        let ssl_mode = match parsed.get_ssl_mode() {
+            SslMode::Disable => Some("disable"),
+            SslMode::Require => Some("require"),
+            _ => None,
+        };
+        let address = match &host {
+            Host::Tcp(name) if name.contains(':') => format!("[{name}]:{port}"),
+            Host::Tcp(name) => format!("{name}:{port}"),
+            #[cfg(unix)]
+            Host::Unix(path) => format!("{}/.s.PGSQL.{port}", path.display()),
+        };
+        Ok(Self {
+            place: Place { role, connection: connection.to_owned(), address, user: user.clone() },
+            host,
+            port,
+            user,
+            maintenance_database: parsed.get_dbname().unwrap_or("postgres").to_owned(),
+            ssl_mode,
+            connect_timeout: parsed.get_connect_timeout().copied().unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            password,
+        })
+    }
+
+    pub(crate) fn place(&self) -> &Place {
+        &self.place
+    }
+
+    pub(crate) fn password(&self) -> Option<&Secret> {
+        self.password.as_ref()
+    }
+
+    /// Opens a session on `database`, or on the maintenance database.
+    pub(crate) async fn connect(&self, database: Option<&str>) -> Result<Session, EngineError> {
+        let database = database.unwrap_or(&self.maintenance_database);
+        let mut config = Config::new();
+        match &self.host {
+            Host::Tcp(name) => config.host(name),
+            #[cfg(unix)]
+            Host::Unix(path) => config.host_path(path),
+        };
+        config
+            .port(self.port)
+            .user(&self.user)
+            .dbname(database)
+            .application_name("milink")
+            .connect_timeout(self.connect_timeout)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30))
+            // DDL that waits behind an application's lock gives up and is retried instead of hanging.
+            .options("-c lock_timeout=30s");
+        config.ssl_mode(match self.ssl_mode {
+            Some("disable") => SslMode::Disable,
+            Some("require") => SslMode::Require,
+            _ => SslMode::Prefer,
+        });
+        if let Some(password) = &self.password {
+            config.password(password.expose());
+        }
+        let (client, connection) = config.connect(NoTls).await.map_err(|e| classify(&e, &self.place, "connecting"))?;
+        tokio::spawn(async move {
+            // Errors surface on the client's next call; nothing to do with them here.
+            let _ = connection.await;
+        });
+        Ok(Session { client, place: self.place.clone(), database: database.to_owned() })
+    }
+
+    /// A libpq connection string for `database`, with the password when there is one: for CREATE
+    /// SUBSCRIPTION, whose connection string the target stores and uses.
+    pub(crate) fn conninfo(&self, database: &str) -> String {
+        self.conninfo_without_password(database).with_opt("password", self.password.as_ref().map(Secret::expose)).build()
+    }
+
+    /// The same without the password, for child processes that get it through `PGPASSWORD`.
+    pub(crate) fn conninfo_for_tools(&self, database: &str) -> String {
+        self.conninfo_without_password(database).build()
+    }
+
+    fn conninfo_without_password(&self, database: &str) -> ConnInfo {
+        let host = match &self.host {
+            Host::Tcp(name) => name.clone(),
+            #[cfg(unix)]
+            Host::Unix(path) => path.display().to_string(),
+        };
+        ConnInfo::default()
+            .with("host", &host)
+            .with("port", &self.port.to_string())
+            .with("user", &self.user)
+            .with("dbname", database)
+            .with_opt("sslmode", self.ssl_mode)
+            .with("connect_timeout", &self.connect_timeout.as_secs().max(2).to_string())
+            .with("application_name", "milink")
+    }
+}
+
+/// An open connection to one database, whose methods classify errors with where and what.
+pub(crate) struct Session {
+    client: Client,
+    place: Place,
+    database: String,
+}
+
+type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+impl Session {
+    pub(crate) fn place(&self) -> &Place {
+        &self.place
+    }
+
+    /// The database this session is on.
+    pub(crate) fn database(&self) -> &str {
+        &self.database
+    }
+
+    pub(crate) async fn rows(&self, doing: &str, sql: &str, params: Params<'_>) -> Result<Vec<Row>, EngineError> {
+        self.client.query(sql, params).await.map_err(|e| classify(&e, &self.place, doing))
+    }
+
+    pub(crate) async fn row(&self, doing: &str, sql: &str, params: Params<'_>) -> Result<Row, EngineError> {
+        self.client.query_one(sql, params).await.map_err(|e| classify(&e, &self.place, doing))
+    }
+
+    pub(crate) async fn maybe_row(&self, doing: &str, sql: &str, params: Params<'_>) -> Result<Option<Row>, EngineError> {
+        self.client.query_opt(sql, params).await.map_err(|e| classify(&e, &self.place, doing))
+    }
+
+    /// Runs statements that take no parameters (DDL with quoted names), outside any transaction block:
+    /// CREATE DATABASE and CREATE/DROP SUBSCRIPTION refuse to run inside one.
+    pub(crate) async fn run(&self, doing: &str, sql: &str) -> Result<(), EngineError> {
+        self.client.batch_execute(sql).await.map_err(|e| classify(&e, &self.place, doing))
+    }
+
+    /// The raw driver result, for the callers that must look at the SQLSTATE themselves.
+    pub(crate) async fn try_run(&self, sql: &str) -> Result<(), tokio_postgres::Error> {
+        self.client.batch_execute(sql).await
+    }
+
+    /// `server_version_num`, e.g. 150004.
+    pub(crate) async fn version_num(&self) -> Result<i32, EngineError> {
+        let row = self
+            .row("reading the server version", "SELECT current_setting('server_version_num')::int", &[])
+            .await?;
+        Ok(row.get(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use milink_core::ConnectionName;
+
+    fn endpoint(url: &str, password: Option<&str>) -> Endpoint {
+        Endpoint {
+            name: ConnectionName::parse("src").unwrap(),
+            engine: "postgres".into(),
+            url: url.into(),
+            password: password.map(Secret::new),
+            replication_url: None,
+            options: Default::default(),
+        }
+    }
+
+    #[test]
+    fn urls_give_host_port_user_and_maintenance_database() {
+        let server = Server::new("source", &endpoint("postgresql://milink@127.0.0.1:54311/postgres", None)).unwrap();
+        assert_eq!(server.place().address, "127.0.0.1:54311");
+        assert_eq!(server.place().user, "milink");
+        assert_eq!(server.maintenance_database, "postgres");
+        let server = Server::new("source", &endpoint("postgresql://u@db.example", None)).unwrap();
+        assert_eq!(server.place().address, "db.example:5432");
+    }
+
+    #[test]
+    fn a_url_without_user_or_host_is_a_definite_error() {
+        let error = Server::new("source", &endpoint("postgresql://db.example/x", None)).err().unwrap();
+        assert_eq!(error.code, "invalid_url");
+        assert!(Server::new("source", &endpoint("not a url at all ===", None)).is_err());
+    }
+
+    #[test]
+    fn conninfo_quotes_the_database_and_the_password() {
+        let server = Server::new("source", &endpoint("postgresql://milink@127.0.0.1:54311/postgres", Some("p'w\\d"))).unwrap();
+        let info = server.conninfo("Tøy'商店");
+        assert!(info.contains(r"dbname='Tøy\'商店'"), "{info}");
+        assert!(info.contains(r"password='p\'w\\d'"));
+        assert!(!server.conninfo_for_tools("x").contains("password"));
+    }
+}

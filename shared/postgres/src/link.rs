@@ -1,0 +1,344 @@
+//! Creating, switching and dropping the link: database, schema, publication, subscription, slot.
+//!
+//! Every step checks before it acts, so a crash between any two steps and a re-run converge on the same
+//! end state: the target database is created only when missing; the schema is copied only into a target
+//! without tables (and a differing target is refused); the publication is created, or its table list
+//! corrected; the subscription is created only when missing. The one step PostgreSQL cannot make atomic is
+//! CREATE SUBSCRIPTION, which creates the slot on the source and then commits on the target: a crash in
+//! between leaves a slot nobody uses, so before creating the subscription an inactive slot of ours is
+//! dropped. Dropping is the same list backwards, each object only if present, and tolerant of a source
+//! that can no longer be reached (the subscription is detached from its slot first).
+//!
+//! The statements that carry a password (CREATE SUBSCRIPTION) run with statement logging turned off for
+//! the session, so a failure does not copy the password into the target's server log.
+use crate::connect::{Server, Session};
+use crate::errors::{classify_publisher_connect, is_missing_object};
+use crate::rules::{self, Table};
+use crate::schema;
+use crate::sql::{quote_ident, quote_literal};
+use milink_core::ports::LinkPlan;
+use milink_core::EngineError;
+use std::time::Duration;
+
+pub(crate) async fn create(plan: &LinkPlan) -> Result<(), EngineError> {
+    let source = Server::new("source", &plan.source)?;
+    let target = Server::new("target", &plan.target)?;
+    let database = plan.database.as_str();
+    let name = plan.link_name();
+
+    let src = source.connect(Some(database)).await?;
+    let tables = rules::tables(&src).await?;
+    refuse_tables_without_identity(&tables, &source)?;
+    let published: Vec<&Table> = tables.iter().filter(|t| t.is_published()).collect();
+
+    let target_admin = target.connect(None).await?;
+    ensure_database(&target_admin, &src, database).await?;
+    let tgt = target.connect(Some(database)).await?;
+    ensure_schema(&source, &target, &src, &tgt, database).await?;
+
+    let publication_changed = ensure_publication(&src, &name, &published).await?;
+    ensure_subscription(plan, &source, &tgt, &name, publication_changed).await?;
+    tracing::info!(link = %name, tables = published.len(), "link created");
+    Ok(())
+}
+
+/// No table whose UPDATEs and DELETEs cannot be replicated is ever published (validate reports them
+/// first; this is the guard for a table that lost its key since).
+fn refuse_tables_without_identity(tables: &[Table], source: &Server) -> Result<(), EngineError> {
+    let findings = rules::table_findings(tables, &[], true);
+    match findings.into_iter().find(|f| f.rule == "table_without_replica_identity") {
+        None => Ok(()),
+        Some(finding) => Err(EngineError::definite(
+            &finding.rule,
+            format!("{}: {}: {}", source.place().label(), finding.message, finding.objects.join(", ")),
+            finding.remediation,
+        )),
+    }
+}
+
+async fn ensure_database(target_admin: &Session, src: &Session, database: &str) -> Result<(), EngineError> {
+    let exists = target_admin
+        .maybe_row("looking for the target database", "SELECT 1 FROM pg_database WHERE datname = $1", &[&database])
+        .await?
+        .is_some();
+    if exists {
+        return Ok(());
+    }
+    // Same encoding as the source, so every row fits; same locale when the target has it.
+    let row = src
+        .row(
+            "reading the source database's encoding",
+            "SELECT pg_encoding_to_char(encoding), datcollate::text, datctype::text
+             FROM pg_database WHERE datname = current_database()",
+            &[],
+        )
+        .await?;
+    let (encoding, collate, ctype): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+    let base = format!("CREATE DATABASE {} TEMPLATE template0 ENCODING {}", quote_ident(database), quote_literal(&encoding));
+    let with_locale = format!("{base} LC_COLLATE {} LC_CTYPE {}", quote_literal(&collate), quote_literal(&ctype));
+    match target_admin.try_run(&with_locale).await {
+        Ok(()) => {}
+        // The source's locale is not installed on the target: its default locale will do.
+        Err(e) if e.code().map(|c| c.code()) == Some("22023") => {
+            target_admin.run("creating the target database", &base).await?;
+        }
+        Err(e) => return Err(crate::errors::classify(&e, target_admin.place(), "creating the target database")),
+    }
+    tracing::info!(database, "target database created");
+    Ok(())
+}
+
+async fn ensure_schema(
+    source: &Server,
+    target: &Server,
+    src: &Session,
+    tgt: &Session,
+    database: &str,
+) -> Result<(), EngineError> {
+    let target_shapes = schema::shapes(tgt).await?;
+    if target_shapes.is_empty() {
+        let source_major = src.version_num().await? / 10_000;
+        let target_major = tgt.version_num().await? / 10_000;
+        return schema::copy(source, target, database, source_major, target_major).await;
+    }
+    let differences = schema::differences(&schema::shapes(src).await?, &target_shapes);
+    if differences.is_empty() {
+        return Ok(());
+    }
+    Err(EngineError::definite(
+        "target_schema_differs",
+        format!(
+            "{}: database {database} already has tables that differ from the source: {}",
+            target.place().label(),
+            differences.iter().take(5).cloned().collect::<Vec<_>>().join("; ")
+        ),
+        "Drop the target database (or its tables) so milink can copy the schema, or make it match the source.",
+    ))
+}
+
+/// Creates the publication, or sets its table list to `tables`. True when the list changed.
+async fn ensure_publication(src: &Session, name: &str, tables: &[&Table]) -> Result<bool, EngineError> {
+    let wanted: Vec<String> = tables.iter().map(|t| t.display_name()).collect();
+    let list = tables.iter().map(|t| t.sql_name()).collect::<Vec<_>>().join(", ");
+    let current = src
+        .maybe_row("looking for the publication", "SELECT oid FROM pg_publication WHERE pubname = $1", &[&name])
+        .await?;
+    let Some(current) = current else {
+        let sql = match tables.is_empty() {
+            true => format!("CREATE PUBLICATION {}", quote_ident(name)),
+            false => format!("CREATE PUBLICATION {} FOR TABLE {list}", quote_ident(name)),
+        };
+        writable(src).await?;
+        src.run("creating the publication", &sql).await?;
+        return Ok(true);
+    };
+    let oid: u32 = current.get(0);
+    let mut have: Vec<String> = src
+        .rows(
+            "reading the publication's tables",
+            "SELECT n.nspname || '.' || c.relname FROM pg_publication_rel pr
+             JOIN pg_class c ON c.oid = pr.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE pr.prpubid = $1",
+            &[&oid],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let mut sorted = wanted.clone();
+    have.sort();
+    sorted.sort();
+    if have == sorted {
+        return Ok(false);
+    }
+    writable(src).await?;
+    if tables.is_empty() {
+        src.run("emptying the publication", &format!("DROP PUBLICATION {0}; CREATE PUBLICATION {0}", quote_ident(name)))
+            .await?;
+    } else {
+        src.run("updating the publication's tables", &format!("ALTER PUBLICATION {} SET TABLE {list}", quote_ident(name)))
+            .await?;
+    }
+    Ok(true)
+}
+
+/// Sessions on a fenced source database are read-only by default; milink's own DDL must still run.
+pub(crate) async fn writable(session: &Session) -> Result<(), EngineError> {
+    session.run("opening the session for writes", "SET default_transaction_read_only = off").await
+}
+
+/// Keeps a statement that carries a password out of the server's log should it fail (best effort: these
+/// settings need superuser, which CREATE SUBSCRIPTION needs on PostgreSQL ≤ 15 anyway).
+pub(crate) async fn quiet_logging(session: &Session) {
+    for setting in ["SET log_min_error_statement = panic", "SET log_statement = 'none'"] {
+        let _ = session.try_run(setting).await;
+    }
+}
+
+/// The subscription's row on the target: its oid, when it exists in this database.
+pub(crate) async fn subscription_oid(tgt: &Session, name: &str) -> Result<Option<u32>, EngineError> {
+    Ok(tgt
+        .maybe_row(
+            "looking for the subscription",
+            "SELECT s.oid FROM pg_subscription s
+             WHERE s.subname = $1 AND s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[&name],
+        )
+        .await?
+        .map(|row| row.get(0)))
+}
+
+async fn ensure_subscription(
+    plan: &LinkPlan,
+    source: &Server,
+    tgt: &Session,
+    name: &str,
+    publication_changed: bool,
+) -> Result<(), EngineError> {
+    if subscription_oid(tgt, name).await?.is_some() {
+        if publication_changed {
+            let sql = format!("ALTER SUBSCRIPTION {} REFRESH PUBLICATION WITH (copy_data = true)", quote_ident(name));
+            return tgt.run("refreshing the subscription's tables", &sql).await;
+        }
+        return Ok(());
+    }
+    // A slot left by a CREATE SUBSCRIPTION that crashed before committing on the target.
+    drop_slot(source, name).await?;
+    let link = Server::as_seen_by_target(&plan.source)?;
+    let sql = format!(
+        "CREATE SUBSCRIPTION {sub} CONNECTION {conninfo} PUBLICATION {sub}
+         WITH (copy_data = true, create_slot = true, slot_name = {slot}, enabled = true)",
+        sub = quote_ident(name),
+        conninfo = quote_literal(&link.conninfo(plan.database.as_str())),
+        slot = quote_literal(name),
+    );
+    quiet_logging(tgt).await;
+    let doing = "the target creating the subscription (connecting to the source)";
+    tgt.try_run(&sql).await.map_err(|e| match e.as_db_error() {
+        Some(db) if db.code().code().starts_with("08") => classify_publisher_connect(db.message(), link.place(), doing),
+        _ => crate::errors::classify(&e, tgt.place(), "creating the subscription"),
+    })
+}
+
+pub(crate) async fn switch(plan: &LinkPlan, keep_reverse_link: bool) -> Result<(), EngineError> {
+    if keep_reverse_link {
+        // Refused before anything is touched: switching is the point of no return.
+        return Err(reverse_link_not_built());
+    }
+    remove_link(plan).await
+}
+
+pub(crate) fn reverse_link_not_built() -> EngineError {
+    EngineError::definite(
+        "reverse_link_not_supported",
+        "keeping a reverse link (failback) is not built for PostgreSQL yet",
+        "Start the migration with keepReverseLink = false; for failback, migrate back with a new migration.",
+    )
+}
+
+pub(crate) async fn drop_link(plan: &LinkPlan, drop_target: bool) -> Result<(), EngineError> {
+    remove_link(plan).await?;
+    let target = Server::new("target", &plan.target)?;
+    let admin = target.connect(None).await?;
+    crate::validate::drop_probe(&admin, &plan.link_name()).await?;
+    if drop_target {
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(plan.database.as_str()));
+        admin.run("dropping the target database", &sql).await?;
+    }
+    Ok(())
+}
+
+/// Subscription, slot (and table-sync slots), publication: each removed if present.
+async fn remove_link(plan: &LinkPlan) -> Result<(), EngineError> {
+    let source = Server::new("source", &plan.source)?;
+    let target = Server::new("target", &plan.target)?;
+    let name = plan.link_name();
+    let database = plan.database.as_str();
+
+    let subscription = match target.connect(Some(database)).await {
+        Ok(tgt) => drop_subscription(&tgt, &name).await?,
+        Err(error) if error.code == "database_not_found" => None,
+        Err(error) => return Err(error),
+    };
+    drop_slot(&source, &name).await?;
+    if let Some(oid) = subscription {
+        drop_sync_slots(&source, oid).await?;
+    }
+    match source.connect(Some(database)).await {
+        Ok(src) => {
+            writable(&src).await?;
+            src.run("dropping the publication", &format!("DROP PUBLICATION IF EXISTS {}", quote_ident(&name))).await?;
+        }
+        Err(error) if error.code == "database_not_found" => {}
+        Err(error) => return Err(error),
+    }
+    tracing::info!(link = %name, "link removed");
+    Ok(())
+}
+
+/// Drops the subscription without needing the source: detached from its slot first, so DROP never
+/// connects to a source that may be down or already fenced. Returns its oid when it existed.
+async fn drop_subscription(tgt: &Session, name: &str) -> Result<Option<u32>, EngineError> {
+    let Some(oid) = subscription_oid(tgt, name).await? else { return Ok(None) };
+    let sub = quote_ident(name);
+    tgt.run("disabling the subscription", &format!("ALTER SUBSCRIPTION {sub} DISABLE")).await?;
+    tgt.run("detaching the subscription from its slot", &format!("ALTER SUBSCRIPTION {sub} SET (slot_name = NONE)"))
+        .await?;
+    match tgt.try_run(&format!("DROP SUBSCRIPTION IF EXISTS {sub}")).await {
+        Ok(()) => Ok(Some(oid)),
+        Err(e) if is_missing_object(&e) => Ok(Some(oid)),
+        Err(e) => Err(crate::errors::classify(&e, tgt.place(), "dropping the subscription")),
+    }
+}
+
+/// Drops a replication slot on the source if it exists, ending the walsender still holding it.
+async fn drop_slot(source: &Server, slot: &str) -> Result<(), EngineError> {
+    let admin = source.connect(None).await?;
+    writable(&admin).await?;
+    for _ in 0..50 {
+        let Some(row) = admin
+            .maybe_row("looking for the replication slot", "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
+            .await?
+        else {
+            return Ok(());
+        };
+        match row.get::<_, Option<i32>>(0) {
+            Some(pid) => {
+                // The subscription is gone; its walsender lingers until it notices.
+                admin.rows("ending the slot's walsender", "SELECT pg_terminate_backend($1)", &[&pid]).await?;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            None => {
+                let dropped = admin.rows("dropping the replication slot", "SELECT pg_drop_replication_slot($1)", &[&slot]).await;
+                match dropped {
+                    Ok(_) => return Ok(()),
+                    // Someone (a late walsender, a concurrent drop) got there between our look and the drop.
+                    Err(error) if error.code == "conflict" || error.code == "sql_error" => {
+                        tokio::time::sleep(Duration::from_millis(100)).await
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+        }
+    }
+    Err(EngineError::transient(
+        "slot_busy",
+        format!("{}: replication slot {slot} stays in use", source.place().label()),
+        "milink retries; if it persists, look for another subscriber using this slot.",
+    ))
+}
+
+/// Table-sync slots (`pg_<subscription oid>_sync_<relid>_<system id>`) left by a subscription dropped
+/// while it was still seeding.
+async fn drop_sync_slots(source: &Server, subscription_oid: u32) -> Result<(), EngineError> {
+    let admin = source.connect(None).await?;
+    let pattern = format!("pg\\_{subscription_oid}\\_sync\\_%");
+    let rows = admin
+        .rows("listing table-sync slots", "SELECT slot_name::text FROM pg_replication_slots WHERE slot_name LIKE $1", &[&pattern])
+        .await?;
+    drop(admin);
+    for row in rows {
+        drop_slot(source, &row.get::<_, String>(0)).await?;
+    }
+    Ok(())
+}

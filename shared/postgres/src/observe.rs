@@ -1,0 +1,315 @@
+//! `observe(plan)`: one look at the link from both ends, turned into phase, progress, lag and problems.
+//!
+//! - Phase and progress come from the target's `pg_subscription_rel`: every table `r` (ready) means
+//!   Streaming; otherwise Seeding, with progress weighted by each table's size on the source (a table
+//!   being copied counts by how much of it has arrived), so one huge table is not "1 of 40 done".
+//! - Lag is measured where it is true: on the source, `pg_current_wal_lsn()` minus the slot's
+//!   `confirmed_flush_lsn`. That counts WAL the walsender has not even sent yet, which sent-vs-flushed
+//!   (pg_easy_replicate's measure) misses. The slot's `confirmed_flush_lsn` is also the progress marker.
+//! - Lag in seconds is the source's `flush_lag` for the subscription's walsender while it reports one;
+//!   otherwise, when bytes are behind, the time since the target last confirmed a position
+//!   (`pg_stat_subscription.latest_end_time`), an upper bound; zero when nothing is behind.
+//! - Problems: a missing subscription or slot, a lost slot, a disabled subscription, apply or table-sync
+//!   errors that increased recently, and an apply worker or slot that has been missing or inactive for
+//!   longer than a short grace (workers restart by themselves within seconds, so a single look proves
+//!   nothing). The engine remembers, per link, the counters and since when something is missing.
+use crate::connect::{Server, Session};
+use crate::link::subscription_oid;
+use crate::sql::quote_ident;
+use chrono::{DateTime, Duration, Utc};
+use milink_core::migration::{LinkPhase, LinkProblem, Observation, Position};
+use milink_core::ports::LinkPlan;
+use milink_core::EngineError;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use tokio_postgres::types::PgLsn;
+
+/// How long an apply worker may be missing, or a slot inactive, before it is a problem.
+const GRACE_SECONDS: i64 = 15;
+/// How long an increase of the error counters stays a problem (apply retries every few seconds).
+const ERROR_MEMORY_SECONDS: i64 = 60;
+
+/// What the engine remembers between observations, per link.
+#[derive(Default)]
+pub(crate) struct Watches(Mutex<HashMap<String, Watch>>);
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Watch {
+    errors: Option<(i64, i64)>,
+    errors_increased_at: Option<DateTime<Utc>>,
+    worker_missing_since: Option<DateTime<Utc>>,
+    slot_inactive_since: Option<DateTime<Utc>>,
+}
+
+/// The target's side of the link.
+#[derive(Debug, Default)]
+pub(crate) struct TargetView {
+    subscription: bool,
+    enabled: bool,
+    apply_worker: bool,
+    /// (`schema.table`, state letter, bytes on the target).
+    tables: Vec<(String, String, i64)>,
+    /// (apply_error_count, sync_error_count), PostgreSQL 15+.
+    errors: Option<(i64, i64)>,
+    seconds_since_confirmed: Option<f64>,
+}
+
+/// The source's side: the slot.
+#[derive(Debug, Default)]
+pub(crate) struct SlotView {
+    active: bool,
+    wal_status: Option<String>,
+    confirmed_flush: Option<u64>,
+    current: u64,
+    flush_lag_seconds: Option<f64>,
+}
+
+pub(crate) async fn observe(plan: &LinkPlan, now: DateTime<Utc>, watches: &Watches) -> Result<Observation, EngineError> {
+    let source = Server::new("source", &plan.source)?;
+    let target = Server::new("target", &plan.target)?;
+    let name = plan.link_name();
+    let (target_view, slot) = tokio::try_join!(look_at_target(&target, plan, &name), look_at_slot(&source, &name))?;
+    let seeding = target_view.tables.iter().any(|(_, state, _)| state != "r");
+    let source_bytes = match seeding {
+        true => source_sizes(&source, plan, &target_view.tables).await?,
+        false => HashMap::new(),
+    };
+    let mut all = watches.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let watch = all.entry(name.clone()).or_default();
+    Ok(assemble(&name, now, &target_view, slot.as_ref(), &source_bytes, watch))
+}
+
+async fn look_at_target(target: &Server, plan: &LinkPlan, name: &str) -> Result<TargetView, EngineError> {
+    let tgt = match target.connect(Some(plan.database.as_str())).await {
+        Ok(session) => session,
+        Err(error) if error.code == "database_not_found" => return Ok(TargetView::default()),
+        Err(error) => return Err(error),
+    };
+    let Some(oid) = subscription_oid(&tgt, name).await? else { return Ok(TargetView::default()) };
+    let row = tgt
+        .row(
+            "reading the subscription's state",
+            "SELECT s.subenabled,
+                    EXISTS (SELECT 1 FROM pg_stat_subscription w WHERE w.subid = s.oid AND w.relid IS NULL
+                            AND w.pid IS NOT NULL),
+                    (SELECT extract(epoch FROM now() - max(w.latest_end_time))::float8 FROM pg_stat_subscription w
+                     WHERE w.subid = s.oid AND w.relid IS NULL)
+             FROM pg_subscription s WHERE s.oid = $1",
+            &[&oid],
+        )
+        .await?;
+    let tables = tgt
+        .rows(
+            "reading the subscription's tables",
+            "SELECT n.nspname || '.' || c.relname, sr.srsubstate::text, pg_table_size(c.oid)
+             FROM pg_subscription_rel sr JOIN pg_class c ON c.oid = sr.srrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE sr.srsubid = $1",
+            &[&oid],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let errors = match tgt.version_num().await? >= 150_000 {
+        true => error_counts(&tgt, oid).await?,
+        false => None,
+    };
+    Ok(TargetView {
+        subscription: true,
+        enabled: row.get(0),
+        apply_worker: row.get(1),
+        tables,
+        errors,
+        seconds_since_confirmed: row.get(2),
+    })
+}
+
+async fn error_counts(tgt: &Session, oid: u32) -> Result<Option<(i64, i64)>, EngineError> {
+    let row = tgt
+        .maybe_row(
+            "reading the subscription's error counters",
+            "SELECT apply_error_count, sync_error_count FROM pg_stat_subscription_stats WHERE subid = $1",
+            &[&oid],
+        )
+        .await?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
+async fn look_at_slot(source: &Server, name: &str) -> Result<Option<SlotView>, EngineError> {
+    let admin = source.connect(None).await?;
+    let row = admin
+        .maybe_row(
+            "reading the replication slot",
+            "SELECT s.active, s.wal_status, s.confirmed_flush_lsn, pg_current_wal_lsn(),
+                    (SELECT extract(epoch FROM r.flush_lag)::float8 FROM pg_stat_replication r
+                     WHERE r.application_name = s.slot_name LIMIT 1)
+             FROM pg_replication_slots s WHERE s.slot_name = $1",
+            &[&name],
+        )
+        .await?;
+    Ok(row.map(|r| SlotView {
+        active: r.get(0),
+        wal_status: r.get(1),
+        confirmed_flush: r.get::<_, Option<PgLsn>>(2).map(u64::from),
+        current: u64::from(r.get::<_, PgLsn>(3)),
+        flush_lag_seconds: r.get(4),
+    }))
+}
+
+/// Bytes of each subscribed table on the source, the weights of seeding progress.
+async fn source_sizes(
+    source: &Server,
+    plan: &LinkPlan,
+    tables: &[(String, String, i64)],
+) -> Result<HashMap<String, i64>, EngineError> {
+    let src = source.connect(Some(plan.database.as_str())).await?;
+    let names: Vec<&str> = tables.iter().map(|(name, _, _)| name.as_str()).collect();
+    let rows = src
+        .rows(
+            "reading table sizes on the source",
+            "SELECT n.nspname || '.' || c.relname, pg_table_size(c.oid)
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname || '.' || c.relname = ANY($1)",
+            &[&names],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Seeding progress, 0–100: finished tables count fully, the one being copied by how much has arrived.
+pub(crate) fn seeding_progress(tables: &[(String, String, i64)], source_bytes: &HashMap<String, i64>) -> f64 {
+    if tables.is_empty() {
+        return 100.0;
+    }
+    let (mut done, mut total) = (0.0, 0.0);
+    for (name, state, target_bytes) in tables {
+        // Empty tables still weigh a page, so a database of empty tables still shows progress.
+        let weight = source_bytes.get(name).copied().unwrap_or(0).max(8192) as f64;
+        let fraction = match state.as_str() {
+            "r" | "s" | "f" => 1.0,
+            "d" => (*target_bytes as f64 / weight).min(0.99),
+            _ => 0.0,
+        };
+        done += weight * fraction;
+        total += weight;
+    }
+    (done / total * 100.0).clamp(0.0, 100.0)
+}
+
+fn problem(reason: String, remediation: String) -> Option<LinkProblem> {
+    Some(LinkProblem { reason, remediation })
+}
+
+/// Everything observe decides, without I/O.
+pub(crate) fn assemble(
+    name: &str,
+    now: DateTime<Utc>,
+    target: &TargetView,
+    slot: Option<&SlotView>,
+    source_bytes: &HashMap<String, i64>,
+    watch: &mut Watch,
+) -> Observation {
+    let grace = Duration::seconds(GRACE_SECONDS);
+    let since = |mark: &mut Option<DateTime<Utc>>, missing: bool| -> bool {
+        match (missing, *mark) {
+            (false, _) => {
+                *mark = None;
+                false
+            }
+            (true, None) => {
+                *mark = Some(now);
+                false
+            }
+            (true, Some(start)) => now - start >= grace,
+        }
+    };
+    let worker_gone = since(&mut watch.worker_missing_since, target.subscription && target.enabled && !target.apply_worker);
+    let slot_idle = since(&mut watch.slot_inactive_since, slot.is_some_and(|s| !s.active) && target.enabled);
+    if let Some(counts) = target.errors {
+        if watch.errors.is_some_and(|before| counts.0 > before.0 || counts.1 > before.1) {
+            watch.errors_increased_at = Some(now);
+        }
+        watch.errors = Some(counts);
+    }
+    let recent_errors = watch.errors_increased_at.is_some_and(|at| now - at < Duration::seconds(ERROR_MEMORY_SECONDS));
+
+    let lag_bytes = slot.and_then(|s| s.confirmed_flush.map(|confirmed| s.current.saturating_sub(confirmed)));
+    let lag_seconds = match (lag_bytes, slot.and_then(|s| s.flush_lag_seconds)) {
+        (Some(0), _) => Some(0.0),
+        (_, Some(seconds)) => Some(seconds),
+        (Some(_), None) => target.seconds_since_confirmed,
+        (None, None) => None,
+    };
+    let phase = match (target.subscription, target.tables.iter().all(|(_, state, _)| state == "r")) {
+        (false, _) => LinkPhase::Deploying,
+        (true, true) => LinkPhase::Streaming,
+        (true, false) => LinkPhase::Seeding,
+    };
+    let sub = quote_ident(name);
+    let problem = if !target.subscription {
+        problem(
+            format!("subscription {name} does not exist in the target database"),
+            "Start the link again (create link is safe to repeat), or cancel the migration.".into(),
+        )
+    } else if slot.is_none() {
+        problem(
+            format!("replication slot {name} does not exist on the source"),
+            "The link cannot resume without its slot: cancel the migration and start it again.".into(),
+        )
+    } else if slot.and_then(|s| s.wal_status.as_deref()) == Some("lost") {
+        problem(
+            format!("replication slot {name} lost WAL it still needed (max_slot_wal_keep_size)"),
+            "The link cannot resume: cancel and start again, with a larger max_slot_wal_keep_size on the source."
+                .into(),
+        )
+    } else if !target.enabled {
+        problem(
+            format!("subscription {name} is disabled on the target"),
+            format!("On the target database run: ALTER SUBSCRIPTION {sub} ENABLE;"),
+        )
+    } else if recent_errors {
+        let (apply, sync) = watch.errors.unwrap_or_default();
+        problem(
+            format!("the target keeps failing to apply changes ({apply} apply errors, {sync} table copy errors so far)"),
+            "Read the target server's log for the failing statement: usually a schema difference or rows that \
+             already exist on the target. Fix it; the subscription retries by itself."
+                .into(),
+        )
+    } else if worker_gone {
+        problem(
+            format!("no apply worker has been running for subscription {name} for {GRACE_SECONDS}s or more"),
+            "Check the target's log, and that max_logical_replication_workers and max_worker_processes leave room."
+                .into(),
+        )
+    } else if slot_idle {
+        problem(
+            format!("nothing has used replication slot {name} on the source for {GRACE_SECONDS}s or more"),
+            "Check that the target can still reach the source (network, pg_hba.conf, password) and the target's log."
+                .into(),
+        )
+    } else if slot.and_then(|s| s.wal_status.as_deref()) == Some("unreserved") {
+        problem(
+            format!("replication slot {name} is about to lose WAL it needs (wal_status unreserved)"),
+            "Raise max_slot_wal_keep_size on the source, or let the target catch up first.".into(),
+        )
+    } else {
+        None
+    };
+    Observation {
+        at: now,
+        phase,
+        progress_percent: match phase {
+            LinkPhase::Deploying => 0.0,
+            LinkPhase::Seeding => seeding_progress(&target.tables, source_bytes),
+            LinkPhase::Streaming => 100.0,
+        },
+        lag_bytes,
+        lag_seconds,
+        progress_marker: slot.and_then(|s| s.confirmed_flush).map(Position),
+        problem,
+    }
+}
+
+#[cfg(test)]
+#[path = "observe_tests.rs"]
+mod tests;
