@@ -129,14 +129,15 @@ pub async fn create(link: &Link, session: &mut dyn SqlSession, now: DateTime<Utc
     done.push(StepOutcome { step: "trusted_roots", acted: imported_root });
 
     // Step 9: the mirroring endpoint.
-    let port = endpoint.as_ref().map(|e| e.port).or(link.source.replication_port).unwrap_or(link.source.options.endpoint_port);
+    // It listens where it already listens; the URLs the MI uses follow replication_url (NAT may map ports).
+    let listen_port = endpoint.as_ref().map(|e| e.port).or(link.source.replication_port).unwrap_or(link.source.options.endpoint_port);
     let endpoint_acted = match &endpoint {
         None => {
-            session.execute(&sql::create_endpoint(&link.source.options.endpoint_name, port, &certificate)).await?;
+            session.execute(&sql::create_endpoint(&link.source.options.endpoint_name, listen_port, &certificate)).await?;
             true
         }
         Some(existing) if !existing.is_link_ready() => {
-            session.execute(&sql::alter_endpoint(&existing.name, port, &certificate)).await?;
+            session.execute(&sql::alter_endpoint(&existing.name, listen_port, &certificate)).await?;
             true
         }
         Some(_) => false,
@@ -144,7 +145,7 @@ pub async fn create(link: &Link, session: &mut dyn SqlSession, now: DateTime<Utc
     done.push(StepOutcome { step: "mirroring_endpoint", acted: endpoint_acted });
 
     // Steps 10–11: the local AG and the distributed AG.
-    let endpoint_url = format!("TCP://{}:{port}", link.source.replication_host);
+    let endpoint_url = format!("TCP://{}:{}", link.source.replication_host, link.source.replication_port.unwrap_or(listen_port));
     let members: Vec<MemberRow> = rows_as(session.query(&probe::availability_group_members(&[&link.names.local_ag, &link.names.distributed_ag])).await?, "availability groups")?;
     let local: Vec<&MemberRow> = members.iter().filter(|m| m.name == link.names.local_ag).collect();
     if local.is_empty() {

@@ -111,7 +111,8 @@ async fn network_findings(
     let Some(fqdn) = fqdn else {
         return vec![network::not_run("network_test_not_run", "the managed instance reports no FQDN yet", "Test-NetConnection <mi fqdn> -Port 5022 from the SQL Server host")];
     };
-    let port = inventory.mirroring_endpoint.as_ref().map(|e| e.port).or(link.source.replication_port).unwrap_or(link.source.options.endpoint_port);
+    let listen_port = inventory.mirroring_endpoint.as_ref().map(|e| e.port).or(link.source.replication_port).unwrap_or(link.source.options.endpoint_port);
+    let port = link.source.replication_port.unwrap_or(listen_port);
     let manual_sql = format!("Test-NetConnection {fqdn} -Port 5022 on the SQL Server host (and a port in 11000-11999 of the MI's node)");
     let manual_mi = format!("from a VM in the MI subnet: Test-NetConnection {} -Port {port}", link.source.replication_host);
     if inventory.instance.host_platform.eq_ignore_ascii_case("Linux") {
@@ -134,7 +135,7 @@ async fn network_findings(
     findings.extend(run(session, "milink_network_test", &probes, pause).await);
     // MI → SQL Server: something must listen on SQL Server's port; a temporary endpoint when none does.
     let expiry = now.checked_add_months(Months::new(1)).unwrap_or(now).format("%Y%m%d").to_string();
-    let (create, drop) = network::test_endpoint(port, &expiry);
+    let (create, drop) = network::test_endpoint(listen_port, &expiry);
     let needs_test_endpoint = inventory.mirroring_endpoint.is_none();
     if needs_test_endpoint {
         for statement in &create {

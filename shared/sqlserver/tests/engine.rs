@@ -1,0 +1,256 @@
+//! The whole engine through the core's `Engine` trait: a FAKE SQL Server (no real one is reachable) and the
+//! real ARM client against the contract server. Proves step order, check-then-act idempotency, resume after
+//! a partial run, the cutover paths and cancel; SQL Server's own behaviour is the live suite's job.
+mod support;
+
+use milink_core::error::ErrorKind;
+use milink_core::migration::{LinkPhase, Settings};
+use milink_core::ports::Engine;
+use milink_sqlserver::lsn::position_of;
+use milink_sqlserver::SqlServerEngine;
+use serde_json::json;
+use std::sync::Arc;
+use support::contract::{ContractServer, FQDN};
+use support::fake_sql::{FakeEndpoint, FakeSqlServer};
+use support::{plan, ClockPause, ManualClock, TestConnections};
+
+const DB: &str = "Toy]Store";
+const DAG: &str = "milink_0f1e2d3c4b5a";
+
+struct Rig {
+    server: ContractServer,
+    sql: FakeSqlServer,
+    instance_sql: Option<FakeSqlServer>,
+    engine: SqlServerEngine,
+}
+
+async fn rig_with(instance_sql: Option<FakeSqlServer>) -> Rig {
+    let server = ContractServer::start().await;
+    let sql = FakeSqlServer::sql2022(&[DB, "Customer360"]);
+    let clock = ManualClock::new();
+    let connections = TestConnections { sql: sql.clone(), base_url: server.base_url.clone(), instance_sql: instance_sql.clone() };
+    let engine = SqlServerEngine::with_parts(Arc::new(connections), Arc::new(clock.clone()), Arc::new(ClockPause(clock)), Arc::new(|_: &str| None));
+    Rig { server, sql, instance_sql, engine }
+}
+
+async fn rig() -> Rig {
+    rig_with(None).await
+}
+
+fn settings() -> Settings {
+    Settings { fence_roles: vec!["toystore_app".into()], drain_stable_seconds: 10, drain_timeout_seconds: 60, ..Settings::default() }
+}
+
+/// SQL Server and ARM both report the link streaming with these hardened LSNs.
+fn streaming(rig: &Rig, source_lsn: &str, target_lsn: &str) {
+    rig.sql.state.lock().unwrap().replicas = vec![
+        json!({ "is_local": 1, "role_desc": "PRIMARY", "connected_state_desc": "CONNECTED", "synchronization_state_desc": "SYNCHRONIZED", "last_hardened_lsn": source_lsn, "end_of_log_lsn": source_lsn }),
+        json!({ "is_local": 0, "role_desc": "SECONDARY", "connected_state_desc": "CONNECTED", "synchronization_state_desc": "SYNCHRONIZED", "synchronization_health_desc": "HEALTHY",
+                "log_send_queue_kb": 0, "redo_queue_kb": 0, "secondary_lag_seconds": 0, "last_hardened_lsn": target_lsn }),
+    ];
+    rig.server.state().link_database_overrides = json!({ "replicaState": "Catchup", "lastHardenedLsn": target_lsn, "seedingProgress": null });
+}
+
+#[tokio::test]
+async fn create_link_makes_every_object_once_and_a_repeat_changes_nothing() {
+    let rig = rig().await;
+    let plan = plan(&rig.server.base_url, DB, settings());
+    rig.engine.create_link(&plan).await.unwrap();
+    {
+        let s = rig.sql.state.lock().unwrap();
+        assert!(s.master_key);
+        assert!(s.certificates.contains_key("milink_endpoint_cert"));
+        assert_eq!(s.certificates.get(FQDN).map(String::as_str), Some("308203B23082021AA003020102021034C597BA"), "the MI's certificate, named exactly as its FQDN");
+        assert!(s.certificates.contains_key("MicrosoftPKI") && s.certificates.contains_key("DigiCertPKI"));
+        assert!(s.issuers.contains(&("DigiCertPKI".into(), "*.database.windows.net".into())));
+        assert_eq!(s.endpoint, Some(FakeEndpoint { name: "milink_mirroring_endpoint".into(), auth: "CERTIFICATE".into(), algorithm: "AES".into(), certificate: Some("milink_endpoint_cert".into()), port: 5022 }));
+        assert_eq!(s.groups["milink_0f1e2d3c4b5a_ag"].database.as_deref(), Some(DB));
+        assert!(s.groups[DAG].distributed);
+    }
+    {
+        let state = rig.server.state();
+        let key = rig.sql.state.lock().unwrap().certificates["milink_endpoint_cert"].clone();
+        assert_eq!(state.trust_certificates.get("SQL01_milink_endpoint_cert"), Some(&key), "SQL Server's public key uploaded to the MI");
+        let link = &state.dags[DAG];
+        assert_eq!(link["partnerEndpoint"], "TCP://10.0.0.4:5022");
+        assert_eq!(link["partnerAvailabilityGroupName"], "milink_0f1e2d3c4b5a_ag");
+        assert_eq!(link["instanceAvailabilityGroupName"], "milink_0f1e2d3c4b5a_mi");
+        assert_eq!(link["failoverMode"], "Manual", "SQL Server 2022 CU13+ with the 2022 update policy can fail back");
+        assert!(state.invalid_bodies.is_empty(), "{:?}", state.invalid_bodies);
+    }
+    let executed_once = rig.sql.executed();
+    let puts_once = rig.server.state().requests.iter().filter(|r| r.method == "PUT").count();
+    rig.engine.create_link(&plan).await.unwrap();
+    let repeated: Vec<String> = rig.sql.executed()[executed_once.len()..].to_vec();
+    assert!(repeated.iter().all(|sql| sql.contains("sp_certificate_add_issuer")), "only the server-side idempotent issuer call repeats: {repeated:#?}");
+    assert_eq!(rig.server.state().requests.iter().filter(|r| r.method == "PUT").count(), puts_once, "no second PUT");
+}
+
+#[tokio::test]
+async fn create_link_resumes_and_reuses_an_existing_endpoint() {
+    let rig = rig().await;
+    {
+        let mut s = rig.sql.state.lock().unwrap();
+        s.master_key = true;
+        s.endpoint = Some(FakeEndpoint { name: "Hadr_endpoint".into(), auth: "NEGOTIATE".into(), algorithm: "RC4".into(), certificate: None, port: 5023 });
+    }
+    let plan = plan(&rig.server.base_url, DB, settings());
+    rig.engine.create_link(&plan).await.unwrap();
+    let executed = rig.sql.executed();
+    assert!(!executed.iter().any(|s| s.contains("CREATE MASTER KEY")), "an existing master key is kept");
+    assert!(executed.iter().any(|s| s.starts_with("ALTER ENDPOINT [Hadr_endpoint]") && s.contains("LISTENER_PORT = 5023") && s.contains("WINDOWS NEGOTIATE CERTIFICATE [milink_endpoint_cert]")));
+    assert!(!executed.iter().any(|s| s.starts_with("CREATE ENDPOINT")));
+    assert_eq!(rig.server.state().dags[DAG]["partnerEndpoint"], "TCP://10.0.0.4:5022", "the configured replication_url wins for the partner endpoint");
+}
+
+#[tokio::test]
+async fn observe_follows_the_link_from_deploying_to_streaming() {
+    let rig = rig().await;
+    let plan = plan(&rig.server.base_url, DB, settings());
+    assert_eq!(rig.engine.observe(&plan, chrono::Utc::now()).await.unwrap().phase, LinkPhase::Deploying);
+    rig.engine.create_link(&plan).await.unwrap();
+    rig.sql.state.lock().unwrap().replicas = vec![json!({ "is_local": 1, "synchronization_state_desc": "SYNCHRONIZING" }), json!({ "is_local": 0, "connected_state_desc": "CONNECTED", "synchronization_state_desc": "NOT SYNCHRONIZING" })];
+    let seeding = rig.engine.observe(&plan, chrono::Utc::now()).await.unwrap();
+    assert_eq!((seeding.phase, seeding.progress_percent), (LinkPhase::Seeding, 80.0));
+    streaming(&rig, "71000009408200001", "71000009408200001");
+    let streaming = rig.engine.observe(&plan, chrono::Utc::now()).await.unwrap();
+    assert_eq!((streaming.phase, streaming.lag_bytes, streaming.problem), (LinkPhase::Streaming, Some(0), None));
+}
+
+#[tokio::test]
+async fn cutover_fences_waits_for_stable_equal_lsns_and_breaks_the_link() {
+    let rig = rig().await;
+    let plan = plan(&rig.server.base_url, DB, settings());
+    rig.engine.create_link(&plan).await.unwrap();
+    streaming(&rig, "71000009408200001", "71000009408200001");
+
+    let fenced_at = rig.engine.fence(&plan).await.unwrap();
+    assert_eq!(Some(fenced_at), position_of("71000009408200001"));
+    {
+        let s = rig.sql.state.lock().unwrap();
+        assert!(s.logins["toystore_app"], "the application login is disabled");
+        assert_eq!(s.sessions, vec![(61, "dba".to_owned())], "its sessions are ended, others kept");
+        assert!(s.groups[DAG].synchronous);
+    }
+    assert_eq!(rig.server.state().dags[DAG]["replicationMode"], "Sync");
+    let positions = rig.engine.positions(&plan).await.unwrap();
+    assert_eq!(positions.source, positions.target);
+
+    rig.engine.switch(&plan, false).await.unwrap();
+    assert!(rig.server.state().dags.is_empty(), "link deleted on the MI");
+    assert!(rig.sql.state.lock().unwrap().groups.is_empty(), "distributed AG and AG dropped on SQL Server");
+    let waits = rig.sql.state.lock().unwrap().queries.iter().filter(|q| q.sql.contains("ars.is_local")).count();
+    assert!(waits >= 6, "LSNs were sampled until equal and unchanged for 10 s ({waits} samples)");
+    rig.engine.switch(&plan, false).await.unwrap();
+}
+
+#[tokio::test]
+async fn cutover_is_refused_while_the_lsns_differ() {
+    let rig = rig().await;
+    let plan = plan(&rig.server.base_url, DB, settings());
+    rig.engine.create_link(&plan).await.unwrap();
+    streaming(&rig, "71000009408300001", "71000009408200001");
+    let error = rig.engine.switch(&plan, false).await.unwrap_err();
+    assert_eq!((error.kind, error.code.as_str()), (ErrorKind::Transient, "not_caught_up"));
+    assert!(error.message.contains("differs"), "{}", error.message);
+    assert_eq!(rig.server.state().dags.len(), 1, "nothing was broken");
+}
+
+#[tokio::test]
+async fn cutover_keeps_a_reverse_link_when_the_versions_allow_and_fails_back() {
+    let rig = rig().await;
+    let plan = plan(&rig.server.base_url, DB, Settings { keep_reverse_link: true, ..settings() });
+    rig.engine.create_link(&plan).await.unwrap();
+    streaming(&rig, "71000009408200001", "71000009408200001");
+    rig.engine.fence(&plan).await.unwrap();
+    rig.engine.switch(&plan, true).await.unwrap();
+    assert_eq!(rig.sql.state.lock().unwrap().failovers, vec![DAG.to_owned()], "ALTER AVAILABILITY GROUP … FAILOVER on SQL Server");
+    assert_eq!(rig.server.state().dags[DAG]["replicationMode"], "Async", "the reverse link goes back to asynchronous commit");
+
+    rig.server.state().dags.get_mut(DAG).unwrap()["instanceLinkRole"] = json!("Primary");
+    rig.engine.failback(&plan).await.unwrap();
+    assert!(!rig.sql.state.lock().unwrap().logins["toystore_app"], "failback gives SQL Server its application login back");
+    assert!(rig.server.state().requests.iter().any(|r| r.path.ends_with("/failover") && r.body == Some(json!({ "failoverType": "Planned" }))));
+}
+
+#[tokio::test]
+async fn a_reverse_link_is_refused_when_the_update_policy_does_not_match() {
+    let rig = rig().await;
+    rig.server.state().database_format = "AlwaysUpToDate".into();
+    let plan = plan(&rig.server.base_url, DB, settings());
+    rig.engine.create_link(&plan).await.unwrap();
+    assert_eq!(rig.server.state().dags[DAG]["failoverMode"], "None", "one-way link");
+    streaming(&rig, "71000009408200001", "71000009408200001");
+    let error = rig.engine.switch(&plan, true).await.unwrap_err();
+    assert_eq!((error.kind, error.code.as_str()), (ErrorKind::Definite, "failback_impossible"));
+    assert!(rig.sql.state.lock().unwrap().failovers.is_empty());
+}
+
+#[tokio::test]
+async fn unfence_gives_the_logins_back_and_returns_to_asynchronous_commit() {
+    let rig = rig().await;
+    let plan = plan(&rig.server.base_url, DB, settings());
+    rig.engine.create_link(&plan).await.unwrap();
+    streaming(&rig, "71000009408200001", "71000009408200001");
+    rig.engine.fence(&plan).await.unwrap();
+    rig.engine.unfence(&plan).await.unwrap();
+    let s = rig.sql.state.lock().unwrap();
+    assert!(!s.logins["toystore_app"]);
+    assert!(!s.groups[DAG].synchronous);
+    assert_eq!(rig.server.state().dags[DAG]["replicationMode"], "Async");
+}
+
+#[tokio::test]
+async fn cancel_removes_what_create_made_and_says_what_it_left() {
+    let rig = rig().await;
+    let plan = plan(&rig.server.base_url, DB, settings());
+    rig.engine.create_link(&plan).await.unwrap();
+    let report = rig.engine.cancel(&plan, false).await.unwrap();
+    assert!(rig.server.state().dags.is_empty() && rig.server.state().trust_certificates.is_empty());
+    {
+        let s = rig.sql.state.lock().unwrap();
+        assert!(s.groups.is_empty() && s.endpoint.is_none());
+        assert!(!s.certificates.contains_key(FQDN) && !s.certificates.contains_key("milink_endpoint_cert"));
+        assert!(s.master_key && s.certificates.contains_key("MicrosoftPKI"), "master key and trusted roots are left");
+    }
+    assert!(report.left.iter().any(|l| l.contains("database Toy]Store on the managed instance") && l.contains("RemoteDatabaseExists")), "{:#?}", report.left);
+    assert!(rig.server.state().databases.contains(DB), "the MI keeps the copy unless drop_target");
+    rig.engine.drop_link(&plan, true).await.unwrap();
+    assert!(!rig.server.state().databases.contains(DB), "drop_target deletes it; the repeat is harmless");
+}
+
+#[tokio::test]
+async fn validate_reports_prerequisites_fence_logins_and_both_network_directions() {
+    let instance = FakeSqlServer::sql2022(&[]);
+    instance.state.lock().unwrap().job_output = vec!["Executed as user: x. milink-tnc:False:10.0.0.4 Process Exit Code 0.".into()];
+    let rig = rig_with(Some(instance)).await;
+    rig.sql.state.lock().unwrap().job_output = vec!["milink-tnc:True:10.1.0.5".into(), "milink-tnc:False:".into()];
+    rig.server.state().databases.insert(DB.into());
+    let mut settings = settings();
+    settings.fence_roles.push("reporting".into());
+    let findings = rig.engine.validate(&plan(&rig.server.base_url, DB, settings)).await.unwrap();
+    let find = |rule: &str| findings.iter().find(|f| f.rule == rule).unwrap_or_else(|| panic!("{rule}: {findings:#?}"));
+    use milink_core::assessment::Severity::*;
+    assert_eq!(find("remote_database_exists").severity, Blocker);
+    assert_eq!(find("fence_login_missing").severity, Blocker);
+    assert_eq!(find("network_sql_to_mi").severity, Info);
+    let redirect = find("network_sql_to_mi_redirect");
+    assert_eq!(redirect.severity, Blocker);
+    assert!(redirect.remediation.contains("11000–11999"));
+    let back = find("network_mi_to_sql");
+    assert_eq!(back.severity, Blocker);
+    assert!(back.remediation.contains("inbound TCP 5022"), "{}", back.remediation);
+    assert!(rig.sql.state.lock().unwrap().endpoint.is_none(), "the temporary test endpoint is removed");
+    assert!(rig.sql.state.lock().unwrap().jobs.is_empty() && rig.instance_sql.as_ref().unwrap().state.lock().unwrap().jobs.is_empty(), "test jobs are deleted");
+    assert!(!findings.iter().any(|f| f.rule == "filestream"), "findings are for the plan's database only");
+}
+
+#[tokio::test]
+async fn assess_returns_readiness_and_a_priced_recommendation() {
+    let rig = rig().await;
+    let assessment = rig.engine.assess(&support::source_endpoint()).await.unwrap();
+    assert_eq!(assessment.databases.len(), 2);
+    let recommendation = assessment.recommendation.expect("a size");
+    assert!(recommendation.monthly_cost_usd.unwrap() > 0.0);
+    assert!(recommendation.reasons.iter().any(|r| r.contains("ESTIMATES")));
+}

@@ -1,0 +1,280 @@
+//! A FAKE SQL Server for orchestration tests — no real server is reachable here.
+//!
+//! It keeps the state the link steps touch (master key, certificates, endpoint, availability groups, logins,
+//! sessions, Agent jobs), answers the engine's read-only queries from that state, and applies the DDL the
+//! engine sends by reading the statement the way SQL Server would (identifiers and literals through the
+//! test lexer, values through the bound parameters). Any statement it does not recognise panics, so a test
+//! fails on SQL nobody reviewed. It proves order, idempotency and resumability of the steps; it proves
+//! nothing about SQL Server's own behaviour (that is the live suite's job).
+use super::lexer::{idents, literals};
+use async_trait::async_trait;
+use milink_core::error::EngineError;
+use milink_sqlserver::tds::{Row, SqlConnector, SqlSession};
+use milink_sqlserver::tsql::{SqlParam, Statement};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+/// The mirroring endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeEndpoint {
+    /// Name.
+    pub name: String,
+    /// `CERTIFICATE`, `NEGOTIATE`, `NEGOTIATE, CERTIFICATE`.
+    pub auth: String,
+    /// Algorithm.
+    pub algorithm: String,
+    /// Certificate.
+    pub certificate: Option<String>,
+    /// Port.
+    pub port: u16,
+}
+
+/// An availability group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeGroup {
+    /// Distributed.
+    pub distributed: bool,
+    /// The database of a local AG.
+    pub database: Option<String>,
+    /// Synchronous commit.
+    pub synchronous: bool,
+}
+
+/// The fake's state.
+#[derive(Debug, Default)]
+pub struct FakeState {
+    /// `SERVERPROPERTY('ProductVersion')`.
+    pub version: String,
+    /// Server name.
+    pub server_name: String,
+    /// Host platform.
+    pub host_platform: String,
+    /// Master key exists.
+    pub master_key: bool,
+    /// Certificates: name → hex.
+    pub certificates: BTreeMap<String, String>,
+    /// Trusted issuers (certificate, dns).
+    pub issuers: BTreeSet<(String, String)>,
+    /// The endpoint.
+    pub endpoint: Option<FakeEndpoint>,
+    /// Availability groups.
+    pub groups: BTreeMap<String, FakeGroup>,
+    /// Rows of the databases query.
+    pub databases: Vec<Value>,
+    /// Logins: name → disabled.
+    pub logins: BTreeMap<String, bool>,
+    /// Sessions: (id, login).
+    pub sessions: Vec<(i64, String)>,
+    /// Rows of the link replicas query (when the DAG exists).
+    pub replicas: Vec<Value>,
+    /// Rows of the seeding query.
+    pub seeding: Vec<Value>,
+    /// Global trace flags.
+    pub trace_flags: Vec<i32>,
+    /// Agent job step messages a started job writes to its history.
+    pub job_output: Vec<String>,
+    /// Started jobs: name → history messages.
+    pub jobs: BTreeMap<String, Vec<String>>,
+    /// Failovers run (distributed AG names).
+    pub failovers: Vec<String>,
+    /// Every statement executed.
+    pub executed: Vec<Statement>,
+    /// Every query run.
+    pub queries: Vec<Statement>,
+}
+
+/// The fake server: a connector handing out sessions on shared state.
+#[derive(Clone, Default)]
+pub struct FakeSqlServer {
+    /// Shared state.
+    pub state: Arc<Mutex<FakeState>>,
+}
+
+impl FakeSqlServer {
+    /// A SQL Server 2022 CU13+ Enterprise on Windows, HADR on, with the given user databases.
+    pub fn sql2022(databases: &[&str]) -> Self {
+        let state = FakeState {
+            version: "16.0.4135.4".into(),
+            server_name: "SQL01".into(),
+            host_platform: "Windows".into(),
+            databases: databases.iter().map(|name| json!({
+                "name": name, "state_desc": "ONLINE", "recovery_model_desc": "FULL", "compatibility_level": 160,
+                "is_encrypted": 0, "is_broker_enabled": 0, "is_replicated": 0, "is_cdc_enabled": 0,
+                "is_accelerated_database_recovery_on": 0, "full_backups": 3, "log_chain_established": 1,
+                "log_files": 1, "data_files": 1, "data_size_mb": 2048.0, "log_size_mb": 512.0,
+                "availability_group": null, "tde_certificate": null
+            })).collect(),
+            logins: [("toystore_app".to_owned(), false)].into_iter().collect(),
+            sessions: vec![(57, "toystore_app".into()), (58, "toystore_app".into()), (61, "dba".into())],
+            trace_flags: vec![1800, 9567],
+            ..FakeState::default()
+        };
+        Self { state: Arc::new(Mutex::new(state)) }
+    }
+
+    /// Statements executed so far, as text.
+    pub fn executed(&self) -> Vec<String> {
+        self.state.lock().unwrap().executed.iter().map(|s| s.sql.clone()).collect()
+    }
+}
+
+#[async_trait]
+impl SqlConnector for FakeSqlServer {
+    async fn connect(&self) -> Result<Box<dyn SqlSession>, EngineError> {
+        Ok(Box::new(FakeSession { state: self.state.clone() }))
+    }
+}
+
+struct FakeSession {
+    state: Arc<Mutex<FakeState>>,
+}
+
+fn param(statement: &Statement, index: usize) -> String {
+    match statement.params.get(index) {
+        Some(SqlParam::Text(text)) => text.clone(),
+        Some(SqlParam::Int(value)) => value.to_string(),
+        Some(SqlParam::Secret(secret)) => secret.expose().to_owned(),
+        None => panic!("statement has no parameter {}: {}", index + 1, statement.sql),
+    }
+}
+
+fn rows(values: Vec<Value>) -> Vec<Row> {
+    values.into_iter().map(|v| v.as_object().cloned().expect("object row")).collect()
+}
+
+fn fake_key(name: &str) -> String {
+    let mut hex = String::from("3082");
+    for byte in name.bytes().take(16) {
+        hex.push_str(&format!("{byte:02X}"));
+    }
+    hex
+}
+
+#[async_trait]
+impl SqlSession for FakeSession {
+    async fn query(&mut self, statement: &Statement) -> Result<Vec<Row>, EngineError> {
+        let mut s = self.state.lock().unwrap();
+        s.queries.push(statement.clone());
+        let sql = statement.sql.as_str();
+        let result = if sql.starts_with("SELECT CAST(SERVERPROPERTY('ProductVersion')") {
+            vec![json!({ "product_version": s.version })]
+        } else if sql.starts_with("SELECT CAST(@@SERVERNAME") {
+            vec![json!({
+                "server_name": s.server_name, "product_version": s.version, "edition": "Enterprise Edition (64-bit)",
+                "is_hadr_enabled": 1, "is_clustered": 0, "collation": "SQL_Latin1_General_CP1_CI_AS",
+                "host_platform": s.host_platform, "host_distribution": "Windows Server 2022 Datacenter",
+                "cpu_count": 8, "physical_memory_mb": 65536, "master_keys": i64::from(s.master_key), "agent_running": 1
+            })]
+        } else if sql.contains("FROM sys.databases AS d") {
+            s.databases.clone()
+        } else if sql.contains(".sys.filegroups WHERE type = 'FD'") {
+            vec![json!({ "filestream_filegroups": 0, "filetables": 0, "memory_optimized_filegroups": 0, "memory_optimized_containers": 0, "memory_optimized_tables": 0 })]
+        } else if sql.contains("AS kind, a.name AS object_name") || sql.contains("msdb.dbo.sysjobsteps") || sql.contains("FROM sys.servers WHERE is_linked") || sql.contains("FROM sys.server_audits") || sql.contains("type IN ('U', 'G') AND is_disabled = 0") {
+            vec![]
+        } else if sql.starts_with("DBCC TRACESTATUS") {
+            s.trace_flags.iter().map(|f| json!({ "TraceFlag": f, "Status": 1, "Global": 1, "Session": 0 })).collect()
+        } else if sql.contains("FROM sys.database_mirroring_endpoints") {
+            s.endpoint.iter().map(|e| json!({
+                "name": e.name, "state_desc": "STARTED", "role_desc": "ALL", "connection_auth_desc": e.auth,
+                "is_encryption_enabled": 1, "encryption_algorithm_desc": e.algorithm, "certificate_name": e.certificate, "port": e.port
+            })).collect()
+        } else if sql.contains("expiry_date FROM master.sys.certificates") {
+            s.certificates.keys().map(|name| json!({ "name": name, "expiry_date": "2031-01-01T00:00:00" })).collect()
+        } else if sql.contains("AS database_count\nFROM sys.availability_groups") {
+            s.groups.iter().map(|(name, g)| json!({ "name": name, "is_distributed": i64::from(g.distributed), "database_count": i64::from(g.database.is_some()) })).collect()
+        } else if sql.contains("CERTENCODED(CERT_ID(@P1))") {
+            vec![json!({ "public_key": s.certificates.get(&param(statement, 0)) })]
+        } else if sql.contains("adc.database_name\nFROM sys.availability_groups") {
+            let names: Vec<String> = (0..statement.params.len()).map(|i| param(statement, i)).collect();
+            s.groups.iter().filter(|(name, _)| names.contains(name)).map(|(name, g)| json!({ "name": name, "is_distributed": i64::from(g.distributed), "database_name": g.database })).collect()
+        } else if sql.contains("ars.is_local") {
+            if s.groups.get(&param(statement, 0)).is_some_and(|g| g.distributed) { s.replicas.clone() } else { vec![] }
+        } else if sql.contains("sys.dm_hadr_automatic_seeding") {
+            s.seeding.clone()
+        } else if sql.contains("FROM sys.server_principals WHERE name IN") {
+            let names: Vec<String> = (0..statement.params.len()).map(|i| param(statement, i)).collect();
+            s.logins.iter().filter(|(name, _)| names.contains(name)).map(|(name, disabled)| json!({ "name": name, "is_disabled": i64::from(*disabled) })).collect()
+        } else if sql.contains("FROM sys.dm_exec_sessions") {
+            let login = param(statement, 0);
+            s.sessions.iter().filter(|(_, l)| *l == login).map(|(id, _)| json!({ "session_id": id })).collect()
+        } else if sql.contains("RING_BUFFER_SCHEDULER_MONITOR") {
+            (0..200).map(|i| json!({ "cpu_percent": f64::from(i % 40) })).collect()
+        } else if sql.contains("dm_io_virtual_file_stats") {
+            vec![json!({ "io_count": 3_600_000.0, "log_bytes_written": 3_774_873_600.0, "uptime_seconds": 3600.0, "memory_in_use_mb": 12288.0 })]
+        } else if sql.contains("AS size_mb FROM sys.master_files") {
+            vec![json!({ "size_mb": 2048.0 }), json!({ "size_mb": 512.0 })]
+        } else if sql.contains("msdb.dbo.sysjobhistory") {
+            s.jobs.get(&param(statement, 0)).map(|messages| {
+                messages.iter().enumerate().map(|(i, m)| json!({ "step_id": i as i64 + 1, "message": m })).collect()
+            }).unwrap_or_default()
+        } else if sql.contains("sys.dm_hadr_fabric") {
+            vec![json!({ "node": "DB8C2.tr123.westus1-a.worker.database.windows.net", "hadr_port": 11002 })]
+        } else {
+            panic!("the fake SQL Server does not know this query:\n{sql}");
+        };
+        Ok(rows(result))
+    }
+
+    async fn execute(&mut self, statement: &Statement) -> Result<(), EngineError> {
+        let mut s = self.state.lock().unwrap();
+        s.executed.push(statement.clone());
+        let sql = statement.sql.as_str();
+        let names = idents(sql);
+        if sql.contains("CREATE MASTER KEY") {
+            s.master_key = true;
+        } else if sql.starts_with("CREATE CERTIFICATE") && sql.contains("FROM BINARY = 0x") {
+            let hex = sql.rsplit("0x").next().unwrap().to_owned();
+            s.certificates.insert(names[0].clone(), hex);
+        } else if sql.starts_with("CREATE CERTIFICATE") || sql.starts_with("IF CERT_ID(@P1) IS NULL CREATE CERTIFICATE") {
+            let name = names[0].clone();
+            s.certificates.entry(name.clone()).or_insert_with(|| fake_key(&name));
+        } else if sql.contains("DROP CERTIFICATE") {
+            s.certificates.remove(&param(statement, 0));
+        } else if sql.contains("sp_certificate_add_issuer") {
+            let issuer = (param(statement, 0), param(statement, 1));
+            s.issuers.insert(issuer);
+        } else if sql.starts_with("CREATE ENDPOINT") {
+            if s.endpoint.is_some() {
+                return Err(milink_sqlserver::errors::sql_error(7862, "An endpoint of the requested type already exists."));
+            }
+            let port = sql.split("LISTENER_PORT = ").nth(1).and_then(|r| r.split(',').next()).and_then(|p| p.parse().ok()).unwrap();
+            s.endpoint = Some(FakeEndpoint { name: names[0].clone(), auth: "CERTIFICATE".into(), algorithm: "AES".into(), certificate: Some(names[1].clone()), port });
+        } else if sql.starts_with("ALTER ENDPOINT") {
+            let endpoint = s.endpoint.as_mut().expect("ALTER ENDPOINT on an existing endpoint");
+            endpoint.auth = "NEGOTIATE, CERTIFICATE".into();
+            endpoint.algorithm = "AES".into();
+            endpoint.certificate = Some(names[1].clone());
+        } else if sql.contains("DROP ENDPOINT") {
+            s.endpoint = None;
+        } else if sql.starts_with("CREATE AVAILABILITY GROUP") {
+            let distributed = sql.contains("WITH (DISTRIBUTED)");
+            let database = if distributed { None } else { Some(names[1].clone()) };
+            assert!(!distributed || literals(sql).len() == 4, "a distributed AG names two members and two URLs");
+            s.groups.insert(names[0].clone(), FakeGroup { distributed, database, synchronous: !distributed });
+        } else if sql.contains("DROP AVAILABILITY GROUP") {
+            s.groups.remove(&param(statement, 0));
+        } else if sql.contains("ALTER LOGIN") {
+            let disabled = sql.ends_with("DISABLE");
+            s.logins.insert(param(statement, 0), disabled);
+        } else if let Some(id) = sql.strip_prefix("KILL ") {
+            let id: i64 = id.parse().unwrap();
+            s.sessions.retain(|(session, _)| *session != id);
+        } else if sql.contains("MODIFY AVAILABILITY GROUP ON") {
+            let synchronous = !sql.contains("ASYNCHRONOUS_COMMIT");
+            s.groups.get_mut(&names[0]).expect("the distributed AG exists").synchronous = synchronous;
+        } else if sql.ends_with(" FAILOVER") {
+            s.failovers.push(names[0].clone());
+        } else if sql.contains("sp_start_job") {
+            let output = s.job_output.clone();
+            s.jobs.insert(param(statement, 0), output);
+        } else if sql.contains("sp_delete_job") {
+            s.jobs.remove(&param(statement, 0));
+        } else if sql.contains("sp_add_job") {
+            // job definition: nothing to model beyond start/delete
+        } else {
+            panic!("the fake SQL Server does not know this statement:\n{sql}");
+        }
+        Ok(())
+    }
+}
