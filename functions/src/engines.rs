@@ -15,7 +15,7 @@ pub struct Engines {
 impl Default for Engines {
     fn default() -> Self {
         let mut engines = Self { by_source_kind: HashMap::new() };
-        // TEMP engines.register("postgres", "postgres", Arc::new(milink_postgres::PostgresEngine::new()));
+        engines.register("postgres", "postgres", Arc::new(milink_postgres::PostgresEngine::new()));
         engines
     }
 }

@@ -62,7 +62,7 @@ async fn write_until_stopped(database: &str, stop: &AtomicBool) -> Written {
             let row = tx
                 .query_one(
                     "INSERT INTO orders (customer_id, status, ordered_at) \
-                     VALUES ((SELECT min(customer_id) FROM customers) + $1 % 100, 'placed', now()) RETURNING order_id",
+                     VALUES ((SELECT min(customer_id) FROM customers) + $1::bigint % 100, 'placed', now()) RETURNING order_id",
                     &[&n],
                 )
                 .await?;
@@ -82,13 +82,13 @@ async fn write_until_stopped(database: &str, stop: &AtomicBool) -> Written {
             Err(error) => {
                 // A terminated session or a read-only transaction: the fence. Try once more on a fresh
                 // connection to prove new sessions cannot write either.
-                let first = error.to_string();
+                let first = describe(&error);
                 match connect(Side::Source, database).await {
                     Ok(fresh) => {
                         let again = fresh.execute("UPDATE products SET stock = stock WHERE product_id = 1", &[]).await;
                         match again {
                             Err(e) => {
-                                written.stopped_by = Some(format!("{first}; fresh session: {e}"));
+                                written.stopped_by = Some(format!("{first}; fresh session: {}", describe(&e)));
                                 return written;
                             }
                             Ok(_) => client = fresh, // a transient error before the fence: keep going
@@ -104,6 +104,13 @@ async fn write_until_stopped(database: &str, stop: &AtomicBool) -> Written {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     written
+}
+
+fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => error.to_string(),
+    }
 }
 
 /// Checks that everything the writer was told succeeded is on the target.
