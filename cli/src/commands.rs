@@ -240,7 +240,8 @@ fn status_line(m: &Value) -> String {
             line.push_str(&format!(" {p:.0} %"));
         }
     }
-    if !m["lagBytes"].is_null() && m["status"] != "Seeding" {
+    let live = matches!(m["status"].as_str(), Some("CatchingUp" | "ReadyForCutover" | "Stalled"));
+    if live && !m["lagBytes"].is_null() {
         line.push_str(&format!(", lag {}", bytes(&m["lagBytes"])));
     }
     if let Some(reason) = m["reason"].as_str() {
