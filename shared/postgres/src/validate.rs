@@ -62,6 +62,10 @@ pub(crate) async fn validate(plan: &LinkPlan) -> Result<Vec<Finding>, EngineErro
     }
     if let Some(admin) = &target_admin {
         findings.extend(target_findings(plan, &target, admin, &extensions, source_shapes.as_ref()).await?);
+    }
+    // When milink itself cannot log in to the source, the target (same credentials) cannot either: one
+    // finding says it, a second would only repeat it.
+    if let (Some(admin), Some(_)) = (&target_admin, &source_admin) {
         if let Err(error) = probe(plan, admin).await {
             if error.kind == ErrorKind::Transient && error.code != "unreachable" {
                 return Err(error);

@@ -1,0 +1,78 @@
+//! Assessment of the Tailspin sample on a real server: ToyStore is ready, Customer360 is not, and says why.
+mod support;
+
+use milink_core::assessment::{Readiness, Severity};
+use milink_core::ports::Engine;
+use milink_postgres::PostgresEngine;
+use support::*;
+
+#[tokio::test]
+async fn tailspin_toystore_is_ready_and_customer360_names_the_table_without_a_key() {
+    let toystore = unique("ToyStore_");
+    let customer360 = unique("Customer360_");
+    create_source_database(&toystore, &sample("toystore.sql")).await;
+    create_source_database(&customer360, &sample("customer360.sql")).await;
+    let engine = PostgresEngine::new();
+
+    let assessment = engine.assess(&source()).await.expect("assess");
+
+    assert!(assessment.server_version.starts_with(char::is_numeric), "{}", assessment.server_version);
+    assert!(
+        assessment.instance_findings.iter().all(|f| f.severity != Severity::Blocker),
+        "the dev source has wal_level=logical and a superuser: {:?}",
+        assessment.instance_findings
+    );
+    let toy = assessment.databases.iter().find(|d| d.name == toystore).expect("ToyStore assessed");
+    assert_eq!(toy.readiness, Readiness::Ready, "{:?}", toy.findings);
+    assert!(toy.size_bytes.unwrap() > 0);
+    assert!(toy.findings.iter().any(|f| f.rule == "sequences" && f.severity == Severity::Info));
+
+    let c360 = assessment.databases.iter().find(|d| d.name == customer360).expect("Customer360 assessed");
+    assert_eq!(c360.readiness, Readiness::NotReady);
+    let blocker = c360.findings.iter().find(|f| f.severity == Severity::Blocker).expect("a blocker");
+    assert_eq!(blocker.rule, "table_without_replica_identity");
+    assert_eq!(blocker.objects, vec!["public.interaction_events".to_owned()]);
+    assert!(blocker.remediation.contains("PRIMARY KEY"));
+    for rule in ["large_objects", "unlogged_table", "materialized_view"] {
+        let finding = c360.findings.iter().find(|f| f.rule == rule).unwrap_or_else(|| panic!("{rule}: {:?}", c360.findings));
+        assert_eq!(finding.severity, Severity::Warning, "{rule}");
+        assert!(!finding.objects.is_empty(), "{rule} names its objects");
+    }
+
+    let recommendation = assessment.recommendation.expect("a size recommendation");
+    assert!(recommendation.vcores >= 2 && recommendation.storage_gib >= 32);
+    assert_eq!(recommendation.monthly_cost_usd, None);
+    assert!(!recommendation.reasons.is_empty());
+
+    let admin = connect(&servers().source_url, "postgres").await;
+    for db in [&toystore, &customer360] {
+        admin.batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", quote(db))).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn validate_refuses_customer360_and_accepts_toystore() {
+    let toystore = unique("ToyStore_");
+    let customer360 = unique("Customer360_");
+    create_source_database(&toystore, &sample("toystore.sql")).await;
+    create_source_database(&customer360, &sample("customer360.sql")).await;
+    let engine = PostgresEngine::new();
+
+    let ready = engine.validate(&plan(&toystore)).await.expect("validate ToyStore");
+    assert!(ready.iter().all(|f| f.severity != Severity::Blocker), "{ready:?}");
+
+    let not_ready = engine.validate(&plan(&customer360)).await.expect("validate Customer360");
+    let blocker = not_ready.iter().find(|f| f.severity == Severity::Blocker).expect("a blocker");
+    assert_eq!(blocker.objects, vec!["public.interaction_events".to_owned()]);
+
+    // create_link refuses it too, without publishing anything.
+    let plan = plan(&customer360);
+    let error = engine.create_link(&plan).await.unwrap_err();
+    assert_eq!(error.code, "table_without_replica_identity");
+    assert!(error.message.contains("public.interaction_events"));
+
+    let admin = connect(&servers().source_url, "postgres").await;
+    for db in [&toystore, &customer360] {
+        admin.batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", quote(db))).await.unwrap();
+    }
+}
