@@ -159,11 +159,14 @@ impl TokenSource for AzureTokens {
         }
         let token = self.credential.get_token(&[self.scope.as_str()], None).await.map_err(|e| {
             // azure_core errors describe the flow and the HTTP status, never the secret or the token.
-            EngineError::transient(
-                "token_unavailable",
-                format!("could not get an Entra token for {}: {e}", self.scope),
-                "check the credential option: managed identity assigned, workload identity env vars, `az login`, or the client secret and tenant",
-            )
+            let message = format!("could not get an Entra token for {}: {e}", self.scope);
+            let remediation = "check the credential option: managed identity assigned, workload identity env vars, `az login`, or the client secret and tenant";
+            match e.kind() {
+                azure_core::error::ErrorKind::HttpResponse { status, .. } if matches!(u16::from(*status), 400 | 401 | 403) => {
+                    EngineError::definite("token_refused", message, remediation)
+                }
+                _ => EngineError::transient("token_unavailable", message, remediation),
+            }
         })?;
         let secret = Secret::new(token.token.secret().to_owned());
         *cached = Some((secret.clone(), token.expires_on.unix_timestamp()));
