@@ -50,7 +50,8 @@ async fn sync_sequences(src: &Session, tgt: &Session) -> Result<u32, EngineError
         .rows(
             "reading sequences on the source",
             &format!(
-                "SELECT n.nspname::text, c.relname::text, s.last_value, s.start_value
+                "SELECT n.nspname::text, c.relname::text, s.last_value, s.start_value,
+                        has_sequence_privilege(c.oid, 'SELECT')
                  FROM pg_class c
                  JOIN pg_namespace n ON n.oid = c.relnamespace
                  JOIN pg_sequences s ON s.schemaname = n.nspname AND s.sequencename = c.relname
@@ -61,6 +62,17 @@ async fn sync_sequences(src: &Session, tgt: &Session) -> Result<u32, EngineError
         .await?;
     if rows.is_empty() {
         return Ok(0);
+    }
+    // pg_sequences shows NULL both for "never used" and for "not allowed to read": the second must not be
+    // mistaken for the first, or the target would restart the sequence behind the source.
+    let unreadable: Vec<String> =
+        rows.iter().filter(|r| !r.get::<_, bool>(4)).map(|r| format!("{}.{}", r.get::<_, String>(0), r.get::<_, String>(1))).collect();
+    if !unreadable.is_empty() {
+        return Err(EngineError::definite(
+            "sequence_not_readable",
+            format!("{}: milink's role cannot read sequences: {}", src.place().label(), unreadable.join(", ")),
+            "GRANT SELECT ON these sequences to milink's role (or use a superuser), then finalize again.",
+        ));
     }
     let mut schemas = Vec::new();
     let mut names = Vec::new();

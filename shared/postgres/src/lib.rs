@@ -109,10 +109,14 @@ impl Engine for PostgresEngine {
     }
 
     async fn switch(&self, plan: &LinkPlan, keep_reverse_link: bool) -> Result<(), EngineError> {
-        scrubbed(plan, link::switch(plan, keep_reverse_link).await)
+        scrubbed(plan, link::switch(plan, keep_reverse_link).await)?;
+        self.watches.forget(&plan.link_name());
+        Ok(())
     }
 
     async fn drop_link(&self, plan: &LinkPlan, drop_target: bool) -> Result<(), EngineError> {
-        scrubbed(plan, link::drop_link(plan, drop_target).await)
+        scrubbed(plan, link::drop_link(plan, drop_target).await)?;
+        self.watches.forget(&plan.link_name());
+        Ok(())
     }
 }

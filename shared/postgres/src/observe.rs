@@ -33,6 +33,13 @@ const ERROR_MEMORY_SECONDS: i64 = 60;
 #[derive(Default)]
 pub(crate) struct Watches(Mutex<HashMap<String, Watch>>);
 
+impl Watches {
+    /// Forgets a link that no longer exists.
+    pub(crate) fn forget(&self, link_name: &str) {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(link_name);
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Watch {
     errors: Option<(i64, i64)>,
@@ -200,15 +207,15 @@ fn problem(reason: String, remediation: String) -> Option<LinkProblem> {
     Some(LinkProblem { reason, remediation })
 }
 
-/// Everything observe decides, without I/O.
-pub(crate) fn assemble(
-    name: &str,
-    now: DateTime<Utc>,
-    target: &TargetView,
-    slot: Option<&SlotView>,
-    source_bytes: &HashMap<String, i64>,
-    watch: &mut Watch,
-) -> Observation {
+/// What the memory of earlier looks says about this one.
+struct Signals {
+    worker_gone: bool,
+    slot_idle: bool,
+    recent_errors: bool,
+}
+
+/// Updates the link's memory with this look and says what it shows.
+fn remember(now: DateTime<Utc>, target: &TargetView, slot: Option<&SlotView>, watch: &mut Watch) -> Signals {
     let grace = Duration::seconds(GRACE_SECONDS);
     let since = |mark: &mut Option<DateTime<Utc>>, missing: bool| -> bool {
         match (missing, *mark) {
@@ -226,13 +233,26 @@ pub(crate) fn assemble(
     let worker_gone = since(&mut watch.worker_missing_since, target.subscription && target.enabled && !target.apply_worker);
     let slot_idle = since(&mut watch.slot_inactive_since, slot.is_some_and(|s| !s.active) && target.enabled);
     if let Some(counts) = target.errors {
+        // The first look is only a baseline: counters from before milink started say nothing about now.
         if watch.errors.is_some_and(|before| counts.0 > before.0 || counts.1 > before.1) {
             watch.errors_increased_at = Some(now);
         }
         watch.errors = Some(counts);
     }
     let recent_errors = watch.errors_increased_at.is_some_and(|at| now - at < Duration::seconds(ERROR_MEMORY_SECONDS));
+    Signals { worker_gone, slot_idle, recent_errors }
+}
 
+/// Everything observe decides, without I/O.
+pub(crate) fn assemble(
+    name: &str,
+    now: DateTime<Utc>,
+    target: &TargetView,
+    slot: Option<&SlotView>,
+    source_bytes: &HashMap<String, i64>,
+    watch: &mut Watch,
+) -> Observation {
+    let signals = remember(now, target, slot, watch);
     let lag_bytes = slot.and_then(|s| s.confirmed_flush.map(|confirmed| s.current.saturating_sub(confirmed)));
     let lag_seconds = match (lag_bytes, slot.and_then(|s| s.flush_lag_seconds)) {
         (Some(0), _) => Some(0.0),
@@ -245,56 +265,6 @@ pub(crate) fn assemble(
         (true, true) => LinkPhase::Streaming,
         (true, false) => LinkPhase::Seeding,
     };
-    let sub = quote_ident(name);
-    let problem = if !target.subscription {
-        problem(
-            format!("subscription {name} does not exist in the target database"),
-            "Start the link again (create link is safe to repeat), or cancel the migration.".into(),
-        )
-    } else if slot.is_none() {
-        problem(
-            format!("replication slot {name} does not exist on the source"),
-            "The link cannot resume without its slot: cancel the migration and start it again.".into(),
-        )
-    } else if slot.and_then(|s| s.wal_status.as_deref()) == Some("lost") {
-        problem(
-            format!("replication slot {name} lost WAL it still needed (max_slot_wal_keep_size)"),
-            "The link cannot resume: cancel and start again, with a larger max_slot_wal_keep_size on the source."
-                .into(),
-        )
-    } else if !target.enabled {
-        problem(
-            format!("subscription {name} is disabled on the target"),
-            format!("On the target database run: ALTER SUBSCRIPTION {sub} ENABLE;"),
-        )
-    } else if recent_errors {
-        let (apply, sync) = watch.errors.unwrap_or_default();
-        problem(
-            format!("the target keeps failing to apply changes ({apply} apply errors, {sync} table copy errors so far)"),
-            "Read the target server's log for the failing statement: usually a schema difference or rows that \
-             already exist on the target. Fix it; the subscription retries by itself."
-                .into(),
-        )
-    } else if worker_gone {
-        problem(
-            format!("no apply worker has been running for subscription {name} for {GRACE_SECONDS}s or more"),
-            "Check the target's log, and that max_logical_replication_workers and max_worker_processes leave room."
-                .into(),
-        )
-    } else if slot_idle {
-        problem(
-            format!("nothing has used replication slot {name} on the source for {GRACE_SECONDS}s or more"),
-            "Check that the target can still reach the source (network, pg_hba.conf, password) and the target's log."
-                .into(),
-        )
-    } else if slot.and_then(|s| s.wal_status.as_deref()) == Some("unreserved") {
-        problem(
-            format!("replication slot {name} is about to lose WAL it needs (wal_status unreserved)"),
-            "Raise max_slot_wal_keep_size on the source, or let the target catch up first.".into(),
-        )
-    } else {
-        None
-    };
     Observation {
         at: now,
         phase,
@@ -306,7 +276,68 @@ pub(crate) fn assemble(
         lag_bytes,
         lag_seconds,
         progress_marker: slot.and_then(|s| s.confirmed_flush).map(Position),
-        problem,
+        problem: link_problem(name, target, slot, &signals, watch.errors),
+    }
+}
+
+/// The most serious thing wrong with the link, first match wins: a link that cannot resume at all comes
+/// before one that is merely disabled, which comes before one that is failing and retrying.
+fn link_problem(
+    name: &str,
+    target: &TargetView,
+    slot: Option<&SlotView>,
+    signals: &Signals,
+    errors: Option<(i64, i64)>,
+) -> Option<LinkProblem> {
+    let wal_status = slot.and_then(|s| s.wal_status.as_deref());
+    if !target.subscription {
+        problem(
+            format!("subscription {name} does not exist in the target database"),
+            "Start the link again (create link is safe to repeat), or cancel the migration.".into(),
+        )
+    } else if slot.is_none() {
+        problem(
+            format!("replication slot {name} does not exist on the source"),
+            "The link cannot resume without its slot: cancel the migration and start it again.".into(),
+        )
+    } else if wal_status == Some("lost") {
+        problem(
+            format!("replication slot {name} lost WAL it still needed (max_slot_wal_keep_size)"),
+            "The link cannot resume: cancel and start again, with a larger max_slot_wal_keep_size on the source."
+                .into(),
+        )
+    } else if !target.enabled {
+        problem(
+            format!("subscription {name} is disabled on the target"),
+            format!("On the target database run: ALTER SUBSCRIPTION {} ENABLE;", quote_ident(name)),
+        )
+    } else if signals.recent_errors {
+        let (apply, sync) = errors.unwrap_or_default();
+        problem(
+            format!("the target keeps failing to apply changes ({apply} apply errors, {sync} table copy errors so far)"),
+            "Read the target server's log for the failing statement: usually a schema difference or rows that \
+             already exist on the target. Fix it; the subscription retries by itself."
+                .into(),
+        )
+    } else if signals.worker_gone {
+        problem(
+            format!("no apply worker has been running for subscription {name} for {GRACE_SECONDS}s or more"),
+            "Check the target's log, and that max_logical_replication_workers and max_worker_processes leave room."
+                .into(),
+        )
+    } else if signals.slot_idle {
+        problem(
+            format!("nothing has used replication slot {name} on the source for {GRACE_SECONDS}s or more"),
+            "Check that the target can still reach the source (network, pg_hba.conf, password) and the target's log."
+                .into(),
+        )
+    } else if wal_status == Some("unreserved") {
+        problem(
+            format!("replication slot {name} is about to lose WAL it needs (wal_status unreserved)"),
+            "Raise max_slot_wal_keep_size on the source, or let the target catch up first.".into(),
+        )
+    } else {
+        None
     }
 }
 

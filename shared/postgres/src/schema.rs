@@ -20,35 +20,37 @@ use std::process::Stdio;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-/// Table name (`schema.table`) → its columns (`name type`, sorted: replication matches columns by name).
-pub(crate) type Shapes = BTreeMap<String, String>;
+/// (schema, table) → its columns (`name type`, sorted: replication matches columns by name).
+pub(crate) type Shapes = BTreeMap<(String, String), String>;
 
 pub(crate) async fn shapes(session: &Session) -> Result<Shapes, EngineError> {
     let sql = format!(
-        "SELECT n.nspname || '.' || c.relname,
+        "SELECT n.nspname::text, c.relname::text,
                 coalesce(string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod), ', '
                                     ORDER BY a.attname), '')
          FROM pg_class c
          JOIN pg_namespace n ON n.oid = c.relnamespace
          LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
          WHERE {USER_RELATION} AND c.relkind IN ('r', 'p')
-         GROUP BY 1"
+         GROUP BY 1, 2"
     );
     let rows = session.rows("reading table definitions", &sql, &[]).await?;
-    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+    Ok(rows.iter().map(|row| ((row.get(0), row.get(1)), row.get(2))).collect())
 }
 
 /// Differences between two schemas, worded for a person (at most a few).
 pub(crate) fn differences(source: &Shapes, target: &Shapes) -> Vec<String> {
+    let name = |(schema, table): &(String, String)| format!("{schema}.{table}");
     let mut out = Vec::new();
-    for (table, columns) in source {
-        match target.get(table) {
+    for (key, columns) in source {
+        let table = name(key);
+        match target.get(key) {
             None => out.push(format!("{table} is missing on the target")),
             Some(other) if other != columns => out.push(format!("{table} has different columns on the target")),
             Some(_) => {}
         }
     }
-    out.extend(target.keys().filter(|t| !source.contains_key(*t)).map(|t| format!("{t} exists only on the target")));
+    out.extend(target.keys().filter(|t| !source.contains_key(*t)).map(|t| format!("{} exists only on the target", name(t))));
     out
 }
 
@@ -165,8 +167,9 @@ mod tests {
 
     #[test]
     fn differences_name_missing_changed_and_extra_tables() {
-        let source: Shapes = [("public.a".into(), "id bigint".into()), ("public.b".into(), "id int".into())].into();
-        let target: Shapes = [("public.a".into(), "id integer".into()), ("public.c".into(), "x text".into())].into();
+        let key = |t: &str| ("public".to_owned(), t.to_owned());
+        let source: Shapes = [(key("a"), "id bigint".into()), (key("b"), "id int".into())].into();
+        let target: Shapes = [(key("a"), "id integer".into()), (key("c"), "x text".into())].into();
         let diff = differences(&source, &target);
         assert_eq!(diff.len(), 3, "{diff:?}");
         assert!(differences(&source, &source).is_empty());

@@ -51,13 +51,10 @@ pub(crate) async fn validate(plan: &LinkPlan) -> Result<Vec<Finding>, EngineErro
     if let Some(admin) = &source_admin {
         let instance = read_instance(admin).await?;
         findings.extend(instance_findings(&instance, &source.place().address));
-        match reached(source.connect(Some(database)).await, &mut findings)? {
-            Some(src) => {
-                findings.extend(rules::inspect(&src, instance.superuser).await?.findings);
-                extensions = source_extensions(&src).await?;
-                source_shapes = Some(schema::shapes(&src).await?);
-            }
-            None => {}
+        if let Some(src) = reached(source.connect(Some(database)).await, &mut findings)? {
+            findings.extend(rules::inspect(&src, instance.superuser).await?.findings);
+            extensions = source_extensions(&src).await?;
+            source_shapes = Some(schema::shapes(&src).await?);
         }
     }
     if let Some(admin) = &target_admin {
@@ -181,11 +178,10 @@ async fn existing_target_findings(
         return Ok(Vec::new());
     }
     let mut with_rows = Vec::new();
-    for table in shapes.keys() {
-        let (schema_name, name) = table.split_once('.').unwrap_or(("public", table));
+    for (schema_name, name) in shapes.keys() {
         let sql = format!("SELECT EXISTS (SELECT 1 FROM {})", crate::sql::qualified(schema_name, name));
         if tgt.row("checking the target tables are empty", &sql, &[]).await?.get::<_, bool>(0) {
-            with_rows.push(table.clone());
+            with_rows.push(format!("{schema_name}.{name}"));
         }
     }
     if with_rows.is_empty() {
