@@ -115,8 +115,16 @@ pub async fn wait_caught_up(link: &Link, session: &mut dyn SqlSession, clock: &d
 /// Makes the MI primary: fail over keeping the link (reverse link for failback) or break the link.
 pub async fn switch(link: &Link, session: &mut dyn SqlSession, keep_reverse_link: bool, clock: &dyn Clock, pause: &dyn Pause) -> Result<(), EngineError> {
     let names = &link.names;
-    if link.target.api.link(&names.distributed_ag).await?.is_none() && link_view(session, &names.distributed_ag).await?.replicas.is_empty() {
+    let resource = link.target.api.link(&names.distributed_ag).await?;
+    let view = link_view(session, &names.distributed_ag).await?;
+    if resource.is_none() && view.replicas.is_empty() {
         // Already broken by an earlier attempt: nothing left to switch.
+        return Ok(());
+    }
+    let sql_server_is_secondary = view.local().and_then(|l| l.role_desc.as_deref()) == Some("SECONDARY");
+    let instance_is_primary = resource.as_ref().and_then(|r| r.properties.instance_link_role.as_deref()) == Some("Primary");
+    if keep_reverse_link && (sql_server_is_secondary || instance_is_primary) {
+        // Already failed over by an earlier attempt; failing over again would fail back.
         return Ok(());
     }
     wait_caught_up(link, session, clock, pause).await?;

@@ -6,7 +6,6 @@
 //! logins to fence, and the network test in both directions ([`crate::network`]). Blockers here fail the
 //! migration with their remediation before anything is created.
 use crate::collector::{self, Pause};
-use crate::link::instance_short_name;
 use crate::network::{self, Probe};
 use crate::plan::Link;
 use crate::rules::{self, ServiceTier, TargetFacts};
@@ -61,6 +60,14 @@ pub async fn validate(link: &Link, session: &mut dyn SqlSession, mut instance_se
         if !verdict.possible {
             findings.push(Finding::new("reverse_link_impossible", Severity::Blocker, format!("keep_reverse_link is set, but {}", verdict.reason), "start the migration with keep_reverse_link = false, or change the MI's update policy to match"));
         }
+    }
+    if link.settings.drain_stable_seconds == 0 {
+        findings.push(Finding::new(
+            "drain_not_stable",
+            Severity::Warning,
+            "drain_stable_seconds is 0: the MI link's cutover rule asks for hardened LSNs that stay equal and unchanged for some time",
+            "start the migration with drain_stable_seconds of at least 10",
+        ));
     }
     findings.extend(fence_findings(link, session).await?);
     findings.extend(network_findings(link, session, instance_session.as_mut().map(|s| &mut **s as &mut dyn SqlSession), &inventory, props.fully_qualified_domain_name.as_deref(), pause, now).await);
@@ -122,17 +129,19 @@ async fn network_findings(
         return vec![network::not_run("network_test_not_run", "SQL Server Agent is not running", &format!("start SQL Server Agent and validate again, or {manual_sql}"))];
     }
     let mut findings = Vec::new();
+    // One job name per link, so validations of two links on one server do not collide.
+    let job = format!("milink_network_test_{}", link.names.distributed_ag);
     let mut probes = vec![Probe { rule: "network_sql_to_mi", host: fqdn.to_owned(), port: 5022 }];
     let Some(mi) = instance_session else {
         findings.push(network::not_run("network_mi_to_sql_not_run", "the target has no tds_endpoint, so milink cannot run the test on the managed instance", &manual_mi));
-        findings.extend(run(session, "milink_network_test", &probes, pause).await);
+        findings.extend(run(session, &job, &probes, pause).await);
         return findings;
     };
     match redirect_target(mi).await {
         Ok(Some((node, hadr_port))) => probes.push(Probe { rule: "network_sql_to_mi_redirect", host: node, port: hadr_port }),
         Ok(None) | Err(_) => findings.push(network::not_run("network_redirect_not_run", "the managed instance did not report its node and redirect port", &manual_sql)),
     }
-    findings.extend(run(session, "milink_network_test", &probes, pause).await);
+    findings.extend(run(session, &job, &probes, pause).await);
     // MI → SQL Server: something must listen on SQL Server's port; a temporary endpoint when none does.
     let expiry = now.checked_add_months(Months::new(1)).unwrap_or(now).format("%Y%m%d").to_string();
     let (create, drop) = network::test_endpoint(listen_port, &expiry);
@@ -146,7 +155,6 @@ async fn network_findings(
         }
     }
     let probe = Probe { rule: "network_mi_to_sql", host: link.source.replication_host.clone(), port };
-    let job = format!("milink_network_test_{}", instance_short_name(fqdn).replace('-', "_"));
     findings.extend(run(mi, &job, std::slice::from_ref(&probe), pause).await);
     if needs_test_endpoint {
         for statement in &drop {

@@ -166,6 +166,8 @@ async fn cutover_keeps_a_reverse_link_when_the_versions_allow_and_fails_back() {
     rig.engine.switch(&plan, true).await.unwrap();
     assert_eq!(rig.sql.state.lock().unwrap().failovers, vec![DAG.to_owned()], "ALTER AVAILABILITY GROUP … FAILOVER on SQL Server");
     assert_eq!(rig.server.state().dags[DAG]["replicationMode"], "Async", "the reverse link goes back to asynchronous commit");
+    rig.engine.switch(&plan, true).await.unwrap();
+    assert_eq!(rig.sql.state.lock().unwrap().failovers.len(), 1, "a repeated switch does not fail over again (that would fail back)");
 
     rig.server.state().dags.get_mut(DAG).unwrap()["instanceLinkRole"] = json!("Primary");
     rig.engine.failback(&plan).await.unwrap();
@@ -243,6 +245,7 @@ async fn validate_reports_prerequisites_fence_logins_and_both_network_directions
     assert!(rig.sql.state.lock().unwrap().endpoint.is_none(), "the temporary test endpoint is removed");
     assert!(rig.sql.state.lock().unwrap().jobs.is_empty() && rig.instance_sql.as_ref().unwrap().state.lock().unwrap().jobs.is_empty(), "test jobs are deleted");
     assert!(!findings.iter().any(|f| f.rule == "filestream"), "findings are for the plan's database only");
+    assert!(!findings.iter().any(|f| f.rule == "drain_not_stable"), "drain_stable_seconds is set");
 }
 
 #[tokio::test]

@@ -265,6 +265,10 @@ impl SqlSession for FakeSession {
             s.groups.get_mut(&names[0]).expect("the distributed AG exists").synchronous = synchronous;
         } else if sql.ends_with(" FAILOVER") {
             s.failovers.push(names[0].clone());
+            for replica in &mut s.replicas {
+                let local = replica["is_local"] == 1;
+                replica["role_desc"] = json!(if local { "SECONDARY" } else { "PRIMARY" });
+            }
         } else if sql.contains("sp_start_job") {
             let output = s.job_output.clone();
             s.jobs.insert(param(statement, 0), output);
