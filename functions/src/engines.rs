@@ -16,6 +16,7 @@ impl Default for Engines {
     fn default() -> Self {
         let mut engines = Self { by_source_kind: HashMap::new() };
         engines.register("postgres", "postgres", Arc::new(milink_postgres::PostgresEngine::new()));
+        engines.register("sqlserver", "azure-sql-mi", Arc::new(milink_sqlserver::SqlServerEngine::new()));
         engines
     }
 }

@@ -53,7 +53,8 @@ async fn drain(
     deadline: chrono::DateTime<chrono::Utc>,
 ) -> Result<Event, EngineError> {
     let clock = &step.ctx.clock;
-    let stable_for = chrono::Duration::seconds(step.plan.settings.drain_stable_seconds as i64);
+    let stable_seconds = step.plan.settings.drain_stable_seconds.max(step.engine.min_drain_stable_seconds());
+    let stable_for = chrono::Duration::seconds(stable_seconds as i64);
     let mut reached = None;
     let mut caught_up_since: Option<(Position, chrono::DateTime<chrono::Utc>)> = None;
     loop {

@@ -53,6 +53,13 @@ pub trait Engine: Send + Sync {
     /// The engine's name in the config (`postgres`, `sqlserver`).
     fn name(&self) -> &'static str;
 
+    /// The least time, in seconds, the target's position must stay at or past the fence position before
+    /// draining counts as done, whatever the migration's settings say. Zero for engines whose confirmation
+    /// is final (PostgreSQL's confirmed_flush_lsn); the MI link's documented rule asks for a stable period.
+    fn min_drain_stable_seconds(&self) -> u64 {
+        0
+    }
+
     /// Read-only assessment of a source server: findings, per-database readiness, sizing.
     async fn assess(&self, source: &Endpoint) -> Result<Assessment, EngineError>;
 

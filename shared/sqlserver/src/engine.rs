@@ -115,6 +115,11 @@ impl Engine for SqlServerEngine {
         "sqlserver"
     }
 
+    /// mi-link.md §3.3: the hardened LSNs must match and stay unchanged for a while before failover.
+    fn min_drain_stable_seconds(&self) -> u64 {
+        10
+    }
+
     async fn assess(&self, source: &Endpoint) -> Result<Assessment, EngineError> {
         let source = self.connections.source(source)?;
         let prices = Self::prices(&source.options)?;

@@ -61,14 +61,8 @@ pub async fn validate(link: &Link, session: &mut dyn SqlSession, mut instance_se
             findings.push(Finding::new("reverse_link_impossible", Severity::Blocker, format!("keep_reverse_link is set, but {}", verdict.reason), "start the migration with keep_reverse_link = false, or change the MI's update policy to match"));
         }
     }
-    if link.settings.drain_stable_seconds == 0 {
-        findings.push(Finding::new(
-            "drain_not_stable",
-            Severity::Warning,
-            "drain_stable_seconds is 0: the MI link's cutover rule asks for hardened LSNs that stay equal and unchanged for some time",
-            "start the migration with drain_stable_seconds of at least 10",
-        ));
-    }
+    // drain_stable_seconds below the documented stable period is raised by the flow itself
+    // (Engine::min_drain_stable_seconds), so there is nothing to warn about here.
     findings.extend(fence_findings(link, session).await?);
     findings.extend(network_findings(link, session, instance_session.as_mut().map(|s| &mut **s as &mut dyn SqlSession), &inventory, props.fully_qualified_domain_name.as_deref(), pause, now).await);
     Ok(findings)

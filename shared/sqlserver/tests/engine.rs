@@ -245,7 +245,6 @@ async fn validate_reports_prerequisites_fence_logins_and_both_network_directions
     assert!(rig.sql.state.lock().unwrap().endpoint.is_none(), "the temporary test endpoint is removed");
     assert!(rig.sql.state.lock().unwrap().jobs.is_empty() && rig.instance_sql.as_ref().unwrap().state.lock().unwrap().jobs.is_empty(), "test jobs are deleted");
     assert!(!findings.iter().any(|f| f.rule == "filestream"), "findings are for the plan's database only");
-    assert!(!findings.iter().any(|f| f.rule == "drain_not_stable"), "drain_stable_seconds is set");
 }
 
 #[tokio::test]
