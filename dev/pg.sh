@@ -90,12 +90,41 @@ port_of() {
     esac
 }
 
-# Settings written on every start (before the server reads them), so a changed port takes effect on the
-# next start. Replication limits are high because every test migration holds a slot, a walsender and an
-# apply worker, plus table-sync workers while seeding.
+# A self-signed certificate, so the servers speak TLS like managed ones (clients may still connect without).
+ensure_certificate() {
+    local name=$1 data=$2
+    [[ -f $data/server.crt ]] && return 0
+    if ! command -v openssl >/dev/null 2>&1; then
+        say "openssl not found: cluster $name runs without TLS"
+        return 0
+    fi
+    as_server openssl req -x509 -nodes -newkey rsa:2048 -days 3650 -subj "/CN=127.0.0.1" \
+        -keyout "$data/server.key" -out "$data/server.crt" >/dev/null 2>&1
+    as_server chmod 600 "$data/server.key"
+    say "made a self-signed TLS certificate for cluster $name"
+}
+
+# Written by us as root or as the server user, into the server's data directory.
+write_server_file() {
+    if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- tee "$1" >/dev/null; else cat >"$1"; fi
+}
+
+# Settings and pg_hba.conf written on every start (before the server reads them), so a changed port takes
+# effect on the next start. Replication limits are high because every test migration holds a slot, a
+# walsender and an apply worker, plus table-sync workers while seeding. Role milink_tls_only may only log
+# in over TLS, which lets tests prove milink's connections are encrypted when a url asks for it.
 write_settings() {
-    local name=$1 data=$2 wal_level=logical
+    local name=$1 data=$2 wal_level=logical ssl=off
     [[ $name == replica ]] && wal_level=replica
+    [[ -f $data/server.crt ]] && ssl=on
+    write_server_file "$data/milink_hba.conf" <<EOF
+# Written by dev/pg.sh on every start; edits are overwritten.
+local     all          all                              trust
+hostnossl all          milink_tls_only  127.0.0.1/32    reject
+host      all          all              127.0.0.1/32    scram-sha-256
+host      all          all              ::1/128         scram-sha-256
+host      replication  all              127.0.0.1/32    scram-sha-256
+EOF
     local conf
     conf=$(cat <<EOF
 # Written by dev/pg.sh on every start; edits are overwritten.
@@ -116,13 +145,11 @@ full_page_writes = off
 logging_collector = off
 log_min_messages = warning
 log_line_prefix = '%m [%p] %q%u@%d '
+ssl = $ssl
+hba_file = '$data/milink_hba.conf'
 EOF
 )
-    if [[ $(id -u) -eq 0 ]]; then
-        printf '%s\n' "$conf" | runuser -u postgres -- tee "$data/milink.conf" >/dev/null
-    else
-        printf '%s\n' "$conf" >"$data/milink.conf"
-    fi
+    printf '%s\n' "$conf" | write_server_file "$data/milink.conf"
 }
 
 running() {
@@ -155,6 +182,7 @@ start_cluster() {
     local name=$1 data=$DIR/$1
     init_cluster "$name"
     if ! running "$name"; then
+        ensure_certificate "$name" "$data"
         write_settings "$name" "$data"
         as_server "$BIN/pg_ctl" -D "$data" -l "$DIR/log/$name.log" -w -t 60 start >/dev/null 9>&- \
             || { tail -n 20 "$DIR/log/$name.log" >&2; die "cluster $name did not start; see $DIR/log/$name.log"; }

@@ -121,11 +121,17 @@ impl Server {
         if let Some(password) = &self.password {
             config.password(password.expose());
         }
-        let (client, connection) = config.connect(NoTls).await.map_err(|e| classify(&e, &self.place, "connecting"))?;
-        tokio::spawn(async move {
-            // Errors surface on the client's next call; nothing to do with them here.
-            let _ = connection.await;
-        });
+        let failed = |e: tokio_postgres::Error| classify(&e, &self.place, "connecting");
+        // Errors of the connection task surface on the client's next call; nothing to do with them there.
+        let client = if self.ssl_mode == Some("disable") {
+            let (client, connection) = config.connect(NoTls).await.map_err(failed)?;
+            tokio::spawn(async move { drop(connection.await) });
+            client
+        } else {
+            let (client, connection) = config.connect(crate::tls::connector()).await.map_err(failed)?;
+            tokio::spawn(async move { drop(connection.await) });
+            client
+        };
         Ok(Session { client, place: self.place.clone(), database: database.to_owned() })
     }
 

@@ -46,12 +46,15 @@ pub(crate) fn classify(error: &tokio_postgres::Error, place: &Place, doing: &str
         Some(cause) => format!("{error}: {cause}"),
         None => error.to_string(),
     };
-    if error.to_string().contains("TLS") || text.contains("TLS") {
+    if text.contains("TLS") {
         return EngineError::definite(
-            "tls_not_supported",
+            "tls_failed",
             format!("{}: {doing}: {text}", place.label()),
-            "milink's PostgreSQL engine connects without TLS for now: use sslmode=disable or prefer in the url, \
-             or reach the server through a private network or a TLS-terminating proxy",
+            format!(
+                "The TLS handshake with {} failed: check that the server accepts TLS (ssl = on) when the url says \
+                 sslmode=require, or use sslmode=prefer or disable.",
+                place.address
+            ),
         );
     }
     if error.is_closed() || io_kind.is_some() || text.contains("timeout") {

@@ -27,6 +27,7 @@ mod rules;
 mod schema;
 mod sizing;
 mod sql;
+mod tls;
 mod validate;
 
 use async_trait::async_trait;
