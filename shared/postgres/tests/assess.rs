@@ -76,3 +76,40 @@ async fn validate_refuses_customer360_and_accepts_toystore() {
         admin.batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", quote(db))).await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn replica_identity_rules_follow_what_the_target_can_apply() {
+    let database = unique("identity_rules_");
+    let sql = "
+        CREATE TABLE full_with_point (id int, spot point) ;
+        ALTER TABLE full_with_point REPLICA IDENTITY FULL;
+        CREATE TABLE full_ok (id int, tags text[], doc jsonb);
+        ALTER TABLE full_ok REPLICA IDENTITY FULL;
+        CREATE TABLE by_index (code text NOT NULL);
+        CREATE UNIQUE INDEX by_index_code ON by_index (code);
+        ALTER TABLE by_index REPLICA IDENTITY USING INDEX by_index_code;
+        CREATE TABLE nothing (id int PRIMARY KEY);
+        ALTER TABLE nothing REPLICA IDENTITY NOTHING;
+        CREATE TABLE measurements (id bigint, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+        CREATE TABLE measurements_2024 PARTITION OF measurements FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+        CREATE EXTENSION postgres_fdw;
+        CREATE SERVER elsewhere FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host 'localhost', dbname 'x');
+        CREATE FOREIGN TABLE remote_things (id int) SERVER elsewhere;";
+    create_source_database(&database, sql).await;
+    let engine = PostgresEngine::new();
+
+    let findings = engine.validate(&plan(&database)).await.unwrap();
+    let rule = |name: &str| findings.iter().find(|f| f.rule == name).unwrap_or_else(|| panic!("{name}: {findings:?}"));
+    assert_eq!(rule("replica_identity_full_unsupported_type").objects, vec!["public.full_with_point.spot (point)".to_owned()]);
+    assert_eq!(rule("table_without_replica_identity").objects, vec!["public.nothing".to_owned()]);
+    let full = rule("replica_identity_full");
+    assert_eq!((full.severity, full.objects.len()), (Severity::Warning, 2), "{full:?}");
+    assert_eq!(rule("foreign_table").objects, vec!["public.remote_things".to_owned()]);
+    assert!(rule("extensions").objects[0].starts_with("postgres_fdw"));
+    assert!(findings.iter().all(|f| f.rule != "extension_missing_on_target"), "contrib is on the target too");
+    let flagged: Vec<&String> = findings.iter().flat_map(|f| &f.objects).collect();
+    assert!(!flagged.iter().any(|o| o.contains("by_index") || o.contains("measurements")), "{flagged:?}");
+
+    let admin = connect(&servers().source_url, "postgres").await;
+    admin.batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", quote(&database))).await.unwrap();
+}
