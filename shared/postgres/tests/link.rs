@@ -138,3 +138,57 @@ async fn a_target_with_different_tables_is_refused() {
     assert!(!error.is_transient());
     cleanup(&engine, &plan).await;
 }
+
+/// Observes until `check` holds, or fails after `seconds`.
+async fn observe_until(
+    engine: &PostgresEngine,
+    plan: &LinkPlan,
+    seconds: u64,
+    check: impl Fn(&milink_core::migration::Observation) -> bool,
+) -> milink_core::migration::Observation {
+    let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+    loop {
+        let observation = engine.observe(plan, chrono::Utc::now()).await.expect("observe");
+        if check(&observation) {
+            return observation;
+        }
+        assert!(std::time::Instant::now() < deadline, "never saw it; last: {observation:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_disabled_subscription_and_failing_apply_are_reported_with_what_to_do() {
+    let database = unique("toystore_problems_");
+    create_source_database(&database, &sample("toystore.sql")).await;
+    let engine = PostgresEngine::new();
+    let plan = plan(&database);
+    engine.create_link(&plan).await.unwrap();
+    observe_until_ready(&engine, &plan, Duration::from_secs(60)).await;
+    let target = connect(&servers().target_url, &database).await;
+    let name = plan.link_name();
+
+    target.batch_execute(&format!("ALTER SUBSCRIPTION {name} DISABLE")).await.unwrap();
+    let disabled = observe_until(&engine, &plan, 10, |o| o.problem.is_some()).await.problem.unwrap();
+    assert!(disabled.reason.contains("disabled"), "{disabled:?}");
+    assert!(disabled.remediation.contains(&format!("ALTER SUBSCRIPTION \"{name}\" ENABLE")));
+    target.batch_execute(&format!("ALTER SUBSCRIPTION {name} ENABLE")).await.unwrap();
+    observe_until(&engine, &plan, 30, |o| o.problem.is_none()).await;
+
+    // A row written on the target behind the link's back makes the same row from the source collide.
+    target.batch_execute("INSERT INTO products (product_id, sku, name, category, price) VALUES (9001, 'X', 'x', 'y', 1)").await.unwrap();
+    let source = connect(&servers().source_url, &database).await;
+    source.batch_execute("INSERT INTO products (product_id, sku, name, category, price) VALUES (9001, 'X', 'x', 'y', 1)").await.unwrap();
+    let failing = observe_until(&engine, &plan, 30, |o| o.problem.is_some()).await.problem.unwrap();
+    assert!(failing.reason.contains("failing to apply"), "{failing:?}");
+    assert!(failing.remediation.contains("log"));
+
+    // A failing transaction is small, so lag in bytes stays under the ready threshold: the problem is what
+    // keeps the link from being ready. Fixed on the target, the link catches up by itself, to the position.
+    target.batch_execute("DELETE FROM products WHERE product_id = 9001").await.unwrap();
+    let position = engine.positions(&plan).await.unwrap().source;
+    drain(&engine, &plan, position).await;
+    let verification = engine.finalize(&plan).await.unwrap();
+    assert!(verification.mismatches().is_empty(), "{verification:?}");
+    cleanup(&engine, &plan).await;
+}
