@@ -24,9 +24,9 @@ eval "$(bash dev/pg.sh env)"
 PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k5 -n | tail -n 1)
 PG_BIN=${MILINK_PG_BIN:-${PG_BIN:-$(dirname "$(command -v psql)")}}
 
-step "Building milink"
-cargo build -q -p milink
-MILINK=$ROOT/target/debug/milink
+step "Building milink (release)"
+cargo build -q --release -p milink
+MILINK=$ROOT/target/release/milink
 
 PORT=${MILINK_DEMO_PORT:-7878}
 cat > "$WORK/milink.toml" <<TOML

@@ -12,7 +12,7 @@
 //!   answer that says ReadyForCutover;
 //! - write downtime: cutover is requested while the writers run; milink records fence → switch in the
 //!   migration (`writeDowntimeMs`); the bench also prints request → Completed as seen from the API.
-//! Medians are over the rounds. Figures depend on the machine: print them with its description.
+//! The binary measured is the release build (`MILINK_BIN` overrides). Medians are over the rounds. Figures depend on the machine: print them with its description.
 use milink_e2e::milink::Milink;
 use milink_e2e::pg::{self, Side};
 use milink_e2e::unique;
@@ -106,7 +106,7 @@ async fn round(milink: &Milink, scale: u64) -> anyhow::Result<Round> {
         if seeding.is_none() && matches!(status.as_str(), "CatchingUp" | "ReadyForCutover") {
             seeding = Some(started.elapsed());
         }
-        if lag_seen.is_none() && lag_ok(&database, 65536).await {
+        if lag_seen.is_none() && lag_ok(&database, 1024 * 1024).await {
             lag_seen = Some(Instant::now());
         }
         if status == "ReadyForCutover" {
@@ -153,6 +153,13 @@ async fn main() -> anyhow::Result<()> {
     let scale = arg("--scale", 10);
     let rounds = arg("--rounds", 3);
     let poll = arg("--poll-ms", 1000);
+    if std::env::var_os("MILINK_BIN").is_none() {
+        // Measure the optimized binary, as users run it.
+        let root = milink_e2e::workspace_root();
+        let built = std::process::Command::new(env!("CARGO")).args(["build", "-q", "--release", "-p", "milink"]).current_dir(&root).status()?;
+        anyhow::ensure!(built.success(), "cargo build --release -p milink failed");
+        std::env::set_var("MILINK_BIN", root.join("target/release/milink"));
+    }
     let milink = Milink::start_with_poll(poll).await?;
     println!("pg_cutover: pgbench scale {scale}, 4 writer clients, {rounds} rounds, poll every {poll} ms, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
     println!("{:>5} {:>10} {:>9} {:>11} {:>15} {:>13} {:>14} {:>9}", "round", "accounts", "size MiB", "seeding s", "ready-detect ms", "downtime ms", "req→done ms", "writes");

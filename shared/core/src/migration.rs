@@ -34,7 +34,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            ready_lag_bytes: 64 * 1024,
+            ready_lag_bytes: 1024 * 1024,
             drain_timeout_seconds: 30,
             drain_stable_seconds: 0,
             keep_reverse_link: false,
