@@ -28,6 +28,27 @@ struct Round {
     downtime_ms: i64,
     request_to_completed: Duration,
     transactions: u64,
+    /// Milliseconds spent in fence, drain, finalize, switch (from the migration's history).
+    steps: [i64; 4],
+}
+
+/// Step durations from the history: request → fenced → drained → verified → primary.
+fn step_durations(m: &serde_json::Value) -> [i64; 4] {
+    let at = |needle: &str| {
+        m["history"].as_array().and_then(|h| {
+            h.iter().find(|e| e["message"].as_str().is_some_and(|s| s.contains(needle))).and_then(|e| e["at"].as_str())
+        })
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+    };
+    let requested = m["cutover"]["requestedAt"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+    let marks = [requested, at("source fenced"), at("target confirmed"), at("verified"), at("target is primary")];
+    let mut out = [0; 4];
+    for i in 0..4 {
+        if let (Some(a), Some(b)) = (marks[i], marks[i + 1]) {
+            out[i] = (b - a).num_milliseconds();
+        }
+    }
+    out
 }
 
 fn arg(name: &str, default: u64) -> u64 {
@@ -138,6 +159,7 @@ async fn round(milink: &Milink, scale: u64) -> anyhow::Result<Round> {
         downtime_ms: done["cutover"]["writeDowntimeMs"].as_i64().unwrap_or(-1),
         request_to_completed,
         transactions,
+        steps: step_durations(&done),
     })
 }
 
@@ -162,19 +184,20 @@ async fn main() -> anyhow::Result<()> {
     }
     let milink = Milink::start_with_poll(poll).await?;
     println!("pg_cutover: pgbench scale {scale}, 4 writer clients, {rounds} rounds, poll every {poll} ms, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
-    println!("{:>5} {:>10} {:>9} {:>11} {:>15} {:>13} {:>14} {:>9}", "round", "accounts", "size MiB", "seeding s", "ready-detect ms", "downtime ms", "req→done ms", "writes");
+    println!("{:>5} {:>10} {:>9} {:>11} {:>15} {:>13} {:>14} {:>9}  {}", "round", "accounts", "size MiB", "seeding s", "ready-detect ms", "downtime ms", "req→done ms", "writes", "fence/drain/finalize/switch ms");
     let mut results = Vec::new();
     for n in 1..=rounds {
         let r = round(&milink, scale).await?;
         println!(
-            "{n:>5} {:>10} {:>9.1} {:>11.2} {:>15} {:>13} {:>14} {:>9}",
+            "{n:>5} {:>10} {:>9.1} {:>11.2} {:>15} {:>13} {:>14} {:>9}  {:?}",
             r.rows,
             r.size_mb,
             r.seeding.as_secs_f64(),
             r.ready_detection.map_or("-".into(), |d| d.as_millis().to_string()),
             r.downtime_ms,
             r.request_to_completed.as_millis(),
-            r.transactions
+            r.transactions,
+            r.steps
         );
         results.push(r);
     }
