@@ -67,6 +67,18 @@ pub(crate) enum Migrate {
         #[arg(long)]
         wait: bool,
     },
+    /// Fail back to the source over the reverse link kept at cutover (migrations started with
+    /// keepReverseLink=true). Stop application traffic to the target first.
+    Failback {
+        /// Migration id.
+        id: String,
+        /// Confirm that application traffic to the target is stopped (required).
+        #[arg(long)]
+        confirm_traffic_stopped: bool,
+        /// Wait until the source is primary again.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Cancel: give the source its writes back if fenced, remove the link. The target database stays
     /// unless the migration was started with dropTargetOnCancel=true.
     Cancel {
@@ -87,6 +99,8 @@ pub(crate) enum Until {
     Completed,
     /// Cancelled.
     Cancelled,
+    /// FailedBack.
+    FailedBack,
 }
 
 /// Runs `milink assess`.
@@ -197,6 +211,13 @@ pub(crate) async fn migrate(client: &Client, format: Format, command: Migrate) -
             }
             watch(client, format, &id, Until::Completed, Duration::from_secs(3600)).await
         }
+        Migrate::Failback { id, confirm_traffic_stopped, wait } => {
+            let m = client.post(&format!("/api/migrations/{id}/failback"), &json!({ "confirmTrafficStopped": confirm_traffic_stopped })).await?;
+            if !wait {
+                return print_or(format, &m, || println!("failback of {} started: {}", cell(&m["database"]), status_line(&m)));
+            }
+            watch(client, format, &id, Until::FailedBack, Duration::from_secs(3600)).await
+        }
         Migrate::Cancel { id, wait } => {
             let m = client.post(&format!("/api/migrations/{id}/cancel"), &json!({})).await?;
             if !wait {
@@ -288,8 +309,10 @@ async fn watch(client: &Client, format: Format, id: &str, until: Until, timeout:
             Until::Ready => matches!(status.as_str(), "ReadyForCutover" | "CuttingOver" | "Completed"),
             Until::Completed => status == "Completed",
             Until::Cancelled => status == "Cancelled",
+            Until::FailedBack => status == "FailedBack",
         };
-        let ended = matches!(status.as_str(), "Failed" | "Cancelled" | "Completed") && !done;
+        // A failback that fails returns to Completed, which then ends a wait for FailedBack.
+        let ended = matches!(status.as_str(), "Failed" | "Cancelled" | "Completed" | "FailedBack") && !done;
         if done || ended {
             bar.finish_and_clear();
             print_or(format, &m, || println!("{}: {}", cell(&m["database"]), status_line(&m)))?;

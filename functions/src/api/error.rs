@@ -67,6 +67,7 @@ impl From<Rejection> for ApiError {
             Rejection::ConfirmationRequired => (StatusCode::BAD_REQUEST, "confirmation_required"),
             Rejection::NotReadyForCutover { .. } => (StatusCode::CONFLICT, "not_ready_for_cutover"),
             Rejection::CannotCancel { .. } => (StatusCode::CONFLICT, "cannot_cancel"),
+            Rejection::CannotFailBack { .. } => (StatusCode::CONFLICT, "cannot_fail_back"),
         };
         ApiError::new(status, code, rejection.to_string())
     }

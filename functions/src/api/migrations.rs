@@ -141,6 +141,17 @@ pub async fn cutover(
     request_event(&state, id, event).await
 }
 
+/// `POST /api/migrations/{id}/failback`.
+pub async fn failback(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let request: CutoverRequest = if body.is_empty() { CutoverRequest::default() } else { parse_body(&body)? };
+    let event = Event::FailbackRequested { confirm_traffic_stopped: request.confirm_traffic_stopped };
+    request_event(&state, id, event).await
+}
+
 /// `POST /api/migrations/{id}/cancel`.
 pub async fn cancel(State(state): State<ApiState>, Path(id): Path<String>) -> Result<(StatusCode, Json<Value>), ApiError> {
     request_event(&state, id, Event::CancelRequested).await

@@ -1,4 +1,5 @@
-//! Cutover: fence → drain → finalize → switch, one command per step (and unfence when abandoned).
+//! Cutover: fence → drain → finalize → switch, one command per step (and unfence when abandoned); and
+//! failback, the same switch in reverse over a kept reverse link.
 //!
 //! Each step is its own message so a crash resumes at the step it was in. Drain is the only step that
 //! waits: it compares the target's confirmed position with the fence position until it reaches it (and,
@@ -37,6 +38,11 @@ pub async fn run(step: &Step<'_>) -> Result<Event, EngineError> {
             engine.unfence(plan).await?;
             tracing::info!("source unfenced");
             Ok(Event::Unfenced { attempt: *attempt })
+        }
+        Command::Failback => {
+            engine.failback(plan).await?;
+            tracing::info!("failed back: the source is primary again");
+            Ok(Event::FailedBack)
         }
         other => Err(EngineError::definite(
             "internal",

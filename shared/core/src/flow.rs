@@ -90,6 +90,13 @@ pub enum Event {
         /// Cutover attempt.
         attempt: u32,
     },
+    /// The user asked to fail back to the source (only after a cutover that kept the reverse link).
+    FailbackRequested {
+        /// The user confirmed application traffic to the target is stopped.
+        confirm_traffic_stopped: bool,
+    },
+    /// The source is primary again.
+    FailedBack,
     /// The user asked to cancel.
     CancelRequested,
     /// Everything the link created is removed.
@@ -151,6 +158,8 @@ pub enum Command {
         /// Cutover attempt.
         attempt: u32,
     },
+    /// Make the source primary again over the reverse link.
+    Failback,
     /// Remove everything the link created (cancel).
     DropLink {
         /// Unfence the source first (a cutover was in progress).
@@ -177,7 +186,8 @@ impl Command {
             | Command::Drain { .. }
             | Command::Finalize { .. }
             | Command::Switch { .. }
-            | Command::Unfence { .. } => "cutover",
+            | Command::Unfence { .. }
+            | Command::Failback => "cutover",
             Command::DropLink { .. } => "cancel",
             Command::Notify { .. } => "notify",
         }
@@ -193,6 +203,7 @@ impl Command {
             Command::Finalize { .. } => "finalize",
             Command::Switch { .. } => "switch",
             Command::Unfence { .. } => "unfence",
+            Command::Failback => "failback",
             Command::DropLink { .. } => "drop-link",
             Command::Notify { .. } => "notify",
         }
@@ -210,6 +221,14 @@ pub enum Rejection {
     NotReadyForCutover {
         /// The current status.
         status: String,
+    },
+    /// Failback of a migration that did not complete with a reverse link.
+    #[error("migration is {status}: {why}")]
+    CannotFailBack {
+        /// The current status.
+        status: String,
+        /// Why not.
+        why: String,
     },
     /// Cancel after the point of no return or of a finished migration.
     #[error("migration is {status} and can no longer be cancelled")]
@@ -245,10 +264,10 @@ pub fn decide(state: &Migration, event: &Event, now: DateTime<Utc>) -> Result<Tr
     }
     let (before, after) = (state.status(), next.status());
     if before != after {
-        next.record(now, status_message(&next));
         if let Some(notification) = notification(&next, &after) {
             commands.push(notification);
         }
+        next.record(now, status_message(&next));
     }
     next.updated_at = now;
     Ok(Transition { migration: next, commands, changed: true })
@@ -310,6 +329,11 @@ fn apply(m: &mut Migration, event: &Event, now: DateTime<Utc>, out: &mut Vec<Com
                 m.phase = Phase::Syncing;
                 m.record(now, "source unfenced; cutover abandoned, link still syncing");
             }
+        }
+        Event::FailbackRequested { confirm_traffic_stopped } => on_failback_requested(m, *confirm_traffic_stopped, now, out)?,
+        Event::FailedBack if m.phase == Phase::FailingBack => {
+            m.phase = Phase::FailedBack;
+            m.record(now, "the source is primary again; the link now runs from the target to the source");
         }
         Event::CancelRequested => on_cancel_requested(m, now, out)?,
         Event::LinkDropped if m.phase == Phase::Cancelling => {
@@ -434,10 +458,37 @@ fn abandon(m: &mut Migration, attempt: u32, reason: String, failure: Option<Engi
     out.push(Command::Unfence { attempt });
 }
 
+fn on_failback_requested(m: &mut Migration, confirmed: bool, now: DateTime<Utc>, out: &mut Vec<Command>) -> Result<(), Rejection> {
+    if !confirmed {
+        return Err(Rejection::ConfirmationRequired);
+    }
+    match m.phase {
+        Phase::FailingBack => Ok(()), // a second click
+        Phase::Completed if m.settings.keep_reverse_link => {
+            m.phase = Phase::FailingBack;
+            m.record(now, "failback requested");
+            out.push(Command::Failback);
+            Ok(())
+        }
+        Phase::Completed => Err(Rejection::CannotFailBack {
+            status: m.status().as_str().to_owned(),
+            why: "the cutover broke the link (keepReverseLink was false), so there is no reverse link to fail back over".into(),
+        }),
+        _ => Err(Rejection::CannotFailBack {
+            status: m.status().as_str().to_owned(),
+            why: "failback is possible only after a completed cutover".into(),
+        }),
+    }
+}
+
 fn on_cancel_requested(m: &mut Migration, now: DateTime<Utc>, out: &mut Vec<Command>) -> Result<(), Rejection> {
     match m.phase {
         Phase::Cancelling => return Ok(()),
-        Phase::Completed | Phase::Cancelled | Phase::CuttingOver { step: CutoverStep::Switching } => {
+        Phase::Completed
+        | Phase::Cancelled
+        | Phase::FailingBack
+        | Phase::FailedBack
+        | Phase::CuttingOver { step: CutoverStep::Switching } => {
             return Err(Rejection::CannotCancel { status: m.status().as_str().to_owned() })
         }
         _ => {}
@@ -452,6 +503,7 @@ fn on_cancel_requested(m: &mut Migration, now: DateTime<Utc>, out: &mut Vec<Comm
 
 fn on_step_failed(m: &mut Migration, command: &Command, error: &EngineError, now: DateTime<Utc>, out: &mut Vec<Command>) {
     match command {
+        Command::Failback => failback_failed(m, error, now),
         Command::Fence { attempt } | Command::Drain { attempt, .. } | Command::Finalize { attempt } => {
             abandon(m, *attempt, error.message.clone(), Some(error.clone()), now, out);
         }
@@ -466,6 +518,7 @@ fn on_step_failed(m: &mut Migration, command: &Command, error: &EngineError, now
 
 fn on_step_exhausted(m: &mut Migration, command: &Command, error: &EngineError, now: DateTime<Utc>, out: &mut Vec<Command>) {
     match command {
+        Command::Failback => failback_failed(m, error, now),
         Command::Fence { attempt } | Command::Drain { attempt, .. } | Command::Finalize { attempt } => {
             abandon(m, *attempt, error.message.clone(), None, now, out);
         }
@@ -479,6 +532,12 @@ fn on_step_exhausted(m: &mut Migration, command: &Command, error: &EngineError, 
             });
         }
     }
+}
+
+/// A failback that did not happen leaves the cutover's result in place: the target stays primary.
+fn failback_failed(m: &mut Migration, error: &EngineError, now: DateTime<Utc>) {
+    m.phase = Phase::Completed;
+    m.record(now, format!("failback failed, the target is still primary: {} ({})", error.message, error.remediation));
 }
 
 fn on_tick(m: &mut Migration, now: DateTime<Utc>, out: &mut Vec<Command>) {
@@ -513,7 +572,8 @@ pub fn pending_command(m: &Migration) -> Option<Command> {
         }
         Phase::CuttingOver { step: CutoverStep::Unfencing } => Some(Command::Unfence { attempt }),
         Phase::Cancelling => Some(Command::DropLink { unfence: true, drop_target: m.settings.drop_target_on_cancel }),
-        Phase::Syncing | Phase::Completed | Phase::Failed | Phase::Cancelled => None,
+        Phase::FailingBack => Some(Command::Failback),
+        Phase::Syncing | Phase::Completed | Phase::Failed | Phase::Cancelled | Phase::FailedBack => None,
     }
 }
 
@@ -540,13 +600,17 @@ fn notification(m: &Migration, status: &Status) -> Option<Command> {
     let message = match status {
         Status::ReadyForCutover => format!("{} is ready for cutover", m.database),
         Status::Stalled => format!("{} is stalled: {}", m.database, m.reason().unwrap_or_default()),
-        Status::Completed => format!(
-            "{} cutover completed; write downtime {} ms",
-            m.database,
-            m.cutover.write_downtime_ms().unwrap_or_default()
-        ),
+        Status::Completed => match m.history.last() {
+            Some(last) if last.message.starts_with("failback failed") => format!("{}: {}", m.database, last.message),
+            _ => format!(
+                "{} cutover completed; write downtime {} ms",
+                m.database,
+                m.cutover.write_downtime_ms().unwrap_or_default()
+            ),
+        },
         Status::Failed => format!("{} failed: {}", m.database, m.reason().unwrap_or_default()),
         Status::Cancelled => format!("{} migration cancelled", m.database),
+        Status::FailedBack => format!("{} failed back: the source is primary again", m.database),
         _ => return None,
     };
     Some(Command::Notify { status: status.as_str().to_owned(), message })

@@ -68,6 +68,40 @@ fn the_happy_path_reaches_completed_with_downtime_recorded() {
     assert!(tr.migration.history.iter().any(|h| h.message.contains("write downtime")));
 }
 
+fn completed(keep_reverse_link: bool) -> Migration {
+    let mut m = ready();
+    m.settings.keep_reverse_link = keep_reverse_link;
+    let m = step(&m, Event::CutoverRequested { confirm_traffic_stopped: true }, 10).migration;
+    let m = step(&m, Event::Fenced { attempt: 1, started_at: t(10), position: Position(100) }, 11).migration;
+    let m = step(&m, Event::Drained { attempt: 1, position: Position(100) }, 12).migration;
+    let m = step(&m, Event::Finalized { attempt: 1, verification: ok_verification() }, 13).migration;
+    step(&m, Event::Switched { attempt: 1 }, 14).migration
+}
+
+#[test]
+fn failback_runs_only_over_a_kept_reverse_link() {
+    let broken = completed(false);
+    assert!(matches!(
+        decide(&broken, &Event::FailbackRequested { confirm_traffic_stopped: true }, t(20)),
+        Err(Rejection::CannotFailBack { .. })
+    ));
+    let kept = completed(true);
+    assert_eq!(decide(&kept, &Event::FailbackRequested { confirm_traffic_stopped: false }, t(20)), Err(Rejection::ConfirmationRequired));
+    let tr = step(&kept, Event::FailbackRequested { confirm_traffic_stopped: true }, 20);
+    assert_eq!(tr.commands, vec![Command::Failback]);
+    assert_eq!(tr.migration.status(), Status::FailingBack);
+    assert!(!step(&tr.migration, Event::FailbackRequested { confirm_traffic_stopped: true }, 21).changed, "second click");
+    let done = step(&tr.migration, Event::FailedBack, 22);
+    assert_eq!(done.migration.status(), Status::FailedBack);
+    assert!(matches!(&done.commands[..], [Command::Notify { status, .. }] if status == "FailedBack"));
+    // A failback that fails leaves the target primary, and can be asked for again.
+    let error = EngineError::definite("x", "the instance refused", "retry later");
+    let failed = step(&tr.migration, Event::StepFailed { command: Command::Failback, error }, 22);
+    assert_eq!(failed.migration.status(), Status::Completed);
+    assert!(failed.migration.history.iter().any(|h| h.message.contains("failback failed")));
+    assert!(matches!(&failed.commands[..], [Command::Notify { message, .. }] if message.contains("failback failed")));
+}
+
 #[test]
 fn cutover_needs_the_confirmation_and_a_ready_link() {
     let m = ready();

@@ -125,6 +125,10 @@ pub enum Phase {
     Cancelling,
     /// Done: the target is primary.
     Completed,
+    /// Failback requested: making the source primary again over the reverse link.
+    FailingBack,
+    /// The source is primary again (after a failback).
+    FailedBack,
     /// Stopped on a definite error.
     Failed,
     /// Cancelled by the user; the link is removed.
@@ -134,7 +138,7 @@ pub enum Phase {
 impl Phase {
     /// No further transitions.
     pub fn is_terminal(&self) -> bool {
-        matches!(self, Phase::Completed | Phase::Failed | Phase::Cancelled)
+        matches!(self, Phase::Completed | Phase::Failed | Phase::Cancelled | Phase::FailedBack)
     }
 }
 
@@ -281,6 +285,10 @@ pub enum Status {
     Cancelling,
     /// Done.
     Completed,
+    /// Failing back to the source over the reverse link.
+    FailingBack,
+    /// The source is primary again.
+    FailedBack,
     /// Failed; see the error and remediation.
     Failed,
     /// Cancelled.
@@ -300,6 +308,8 @@ impl Status {
             Status::CuttingOver => "CuttingOver",
             Status::Cancelling => "Cancelling",
             Status::Completed => "Completed",
+            Status::FailingBack => "FailingBack",
+            Status::FailedBack => "FailedBack",
             Status::Failed => "Failed",
             Status::Cancelled => "Cancelled",
         }
@@ -348,6 +358,8 @@ impl Migration {
             Phase::CuttingOver { .. } => Status::CuttingOver,
             Phase::Cancelling => Status::Cancelling,
             Phase::Completed => Status::Completed,
+            Phase::FailingBack => Status::FailingBack,
+            Phase::FailedBack => Status::FailedBack,
             Phase::Failed => Status::Failed,
             Phase::Cancelled => Status::Cancelled,
         }

@@ -87,6 +87,17 @@ pub trait Engine: Send + Sync {
     /// Makes the target primary; breaks the link, or reverses it when `keep_reverse_link`.
     async fn switch(&self, plan: &LinkPlan, keep_reverse_link: bool) -> Result<(), EngineError>;
 
+    /// Fails back to the source over the reverse link kept at cutover (`keep_reverse_link`): the source
+    /// becomes primary again. Engines without a reverse link refuse with a definite error.
+    async fn failback(&self, plan: &LinkPlan) -> Result<(), EngineError> {
+        let _ = plan;
+        Err(EngineError::definite(
+            "failback_not_supported",
+            format!("the {} engine keeps no reverse link, so it cannot fail back", self.name()),
+            "migrate back with a new migration from the target to the source",
+        ))
+    }
+
     /// Removes everything `create_link` made; drops the target database only when `drop_target`.
     async fn drop_link(&self, plan: &LinkPlan, drop_target: bool) -> Result<(), EngineError>;
 }

@@ -15,6 +15,8 @@ fn phase_key(phase: &Phase) -> &'static str {
         Phase::CuttingOver { .. } => "cuttingOver",
         Phase::Cancelling => "cancelling",
         Phase::Completed => "completed",
+        Phase::FailingBack => "failingBack",
+        Phase::FailedBack => "failedBack",
         Phase::Failed => "failed",
         Phase::Cancelled => "cancelled",
     }
@@ -113,7 +115,7 @@ impl MigrationStore for SqliteStore {
         let active_only = filter.active_only;
         self.with(move |connection| {
             let sql = if active_only {
-                "SELECT state FROM migrations WHERE phase NOT IN ('completed', 'failed', 'cancelled') ORDER BY created_at DESC, id"
+                "SELECT state FROM migrations WHERE phase NOT IN ('completed', 'failed', 'cancelled', 'failedBack') ORDER BY created_at DESC, id"
             } else {
                 "SELECT state FROM migrations ORDER BY created_at DESC, id"
             };

@@ -115,6 +115,10 @@ impl Engine for SqlServerEngine {
         "sqlserver"
     }
 
+    async fn failback(&self, plan: &LinkPlan) -> Result<(), EngineError> {
+        SqlServerEngine::failback(self, plan).await
+    }
+
     /// mi-link.md §3.3: the hardened LSNs must match and stay unchanged for a while before failover.
     fn min_drain_stable_seconds(&self) -> u64 {
         10
