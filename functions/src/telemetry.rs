@@ -29,7 +29,7 @@ impl Drop for Telemetry {
 /// Installs the subscriber: `MILINK_LOG` filters (default `info`); OTLP export when
 /// `OTEL_EXPORTER_OTLP_ENDPOINT` is set (the exporter reads the standard OTEL_* variables itself).
 pub fn init(service_name: &'static str) -> Telemetry {
-    let filter = EnvFilter::try_from_env("MILINK_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = quiet_drivers(EnvFilter::try_from_env("MILINK_LOG").unwrap_or_else(|_| EnvFilter::new("info")));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|e| !e.is_empty());
     let Some(endpoint) = endpoint else {
@@ -52,6 +52,15 @@ pub fn init(service_name: &'static str) -> Telemetry {
     let _ = tracing_subscriber::registry().with(filter).with(fmt).with(layer).try_init();
     tracing::info!(%endpoint, "exporting traces over OTLP");
     Telemetry { provider: Some(provider) }
+}
+
+/// Database drivers log the statements they run at debug level, and some statements carry a password
+/// (PostgreSQL's `CREATE SUBSCRIPTION ... CONNECTION`): whatever `MILINK_LOG` asks for, drivers log at info
+/// at most. Added after the user's directives, so these win.
+fn quiet_drivers(filter: EnvFilter) -> EnvFilter {
+    ["tokio_postgres=info", "tiberius=info", "postgres_protocol=info"]
+        .into_iter()
+        .fold(filter, |filter, directive| filter.add_directive(directive.parse().expect("static directive parses")))
 }
 
 /// The W3C `traceparent` of the current span, when tracing exports spans.

@@ -69,7 +69,8 @@ impl Milink {
         let child = Command::new(binary())
             .args(["up", "--config", "milink.toml", "--listen", &self.listen])
             .current_dir(self.dir.path())
-            .env("MILINK_LOG", "info,milink_functions=debug")
+            // debug everywhere: the secret checks must hold at the most talkative level users can set
+            .env("MILINK_LOG", "debug")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

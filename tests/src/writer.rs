@@ -1,5 +1,5 @@
 //! A writer that plays the application: it inserts orders and updates stock on the source, one
-//! transaction at a time, and remembers what the server acknowledged. It stops when told to, or when the
+//! transaction at a time with asynchronous commit, and remembers what the server acknowledged. It stops when told to, or when the
 //! fence makes its writes fail — which is how a test sees that the fence really stopped writes.
 use crate::pg::{connect, Side};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,6 +54,12 @@ async fn write_until_stopped(database: &str, stop: &AtomicBool) -> Written {
             return written;
         }
     };
+    // Asynchronous commit: a commit is acknowledged before its WAL is flushed, the case where a fence
+    // position taken from the WAL write pointer would miss acknowledged writes.
+    if let Err(e) = client.batch_execute("SET synchronous_commit = off").await {
+        written.stopped_by = Some(describe(&e));
+        return written;
+    }
     let mut n: i64 = 0;
     while !stop.load(Ordering::SeqCst) {
         n += 1;

@@ -76,6 +76,8 @@ async fn tailspin_assess_link_sync_and_cut_over_under_live_writes() -> anyhow::R
     let (status, _) = milink.post(&format!("/api/migrations/{id}/cutover"), &json!({ "confirmTrafficStopped": true })).await?;
     assert_eq!(status, 409);
 
+    // The password never reached a log line, even at debug level (the subscription's CONNECTION carries it).
+    assert!(!milink.logs().contains(&pg::servers().password), "the password leaked into the log");
     // Notifications reached the webhook: assessment done, ready for cutover, completed.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let received = webhook.received();

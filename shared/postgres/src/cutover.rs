@@ -119,14 +119,14 @@ pub(crate) async fn fence(plan: &LinkPlan) -> Result<Position, EngineError> {
         admin.run("making the database read-only", &format!("ALTER {target} SET {SETTING} = on")).await?;
     }
     end_sessions(&admin, database).await?;
+    // The position is the end of a WAL record written after the fence, not pg_current_wal_lsn(): that is
+    // the write pointer, and with synchronous_commit = off a commit already acknowledged to a client can
+    // still sit in WAL buffers past it. Every record inserted before ours ends before this LSN, and the
+    // slot can only confirm it once the WAL up to it has been flushed, sent and applied.
     let row = admin
-        .row(
-            "recording the fence position",
-            "SELECT pg_logical_emit_message(false, 'milink', 'fence'), pg_current_wal_lsn()",
-            &[],
-        )
+        .row("recording the fence position", "SELECT pg_logical_emit_message(false, 'milink', 'fence')", &[])
         .await?;
-    let position = u64::from(row.get::<_, PgLsn>(1));
+    let position = u64::from(row.get::<_, PgLsn>(0));
     tracing::info!(database, position, "source fenced");
     Ok(Position(position))
 }

@@ -208,11 +208,16 @@ pub(crate) fn redact_finding(mut finding: Finding, secrets: &[&Secret]) -> Findi
 }
 
 pub(crate) fn scrub(text: &str, secrets: &[&Secret]) -> String {
-    secrets
-        .iter()
-        .map(|s| s.expose())
-        .filter(|s| !s.is_empty())
-        .fold(text.to_owned(), |text, secret| text.replace(secret, "<redacted>"))
+    // A password can reach a text raw, escaped as a conninfo value (\' and \\), or that escaped again
+    // as an SQL literal (''): remove every form, longest first so no fragment of one survives.
+    let mut forms: Vec<String> = Vec::new();
+    for secret in secrets.iter().map(|s| s.expose()).filter(|s| !s.is_empty()) {
+        let conninfo = secret.replace('\\', "\\\\").replace('\'', "\\'");
+        let literal = conninfo.replace('\'', "''");
+        forms.extend([literal, conninfo, secret.to_owned()]);
+    }
+    forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+    forms.into_iter().fold(text.to_owned(), |text, form| text.replace(&form, "<redacted>"))
 }
 
 /// True for the errors that mean "this object is already gone" when dropping it.
@@ -224,6 +229,17 @@ pub(crate) fn is_missing_object(error: &tokio_postgres::Error) -> bool {
 mod tests {
     use super::*;
     use milink_core::ErrorKind;
+
+    #[test]
+    fn scrub_removes_escaped_forms_of_a_password() {
+        let secret = Secret::new(r"p'w\x");
+        let conninfo = r"password='p\'w\\x'";
+        let sql = r"CONNECTION 'password=''p\''w\\x'''";
+        for text in [conninfo, sql, r"raw p'w\x"] {
+            let out = scrub(text, &[&secret]);
+            assert!(!out.contains("p'w") && !out.contains(r"w\\x") && !out.contains(r"w\x") && !out.contains("''w"), "{text} -> {out}");
+        }
+    }
 
     fn place() -> Place {
         Place { role: "source", connection: "src".into(), address: "127.0.0.1:54311".into(), user: "milink".into() }
