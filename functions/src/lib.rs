@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod azure;
 pub mod context;
 pub mod embedded;
 pub mod engines;

@@ -1,0 +1,113 @@
+//! The Azure Functions adapter: a custom handler that runs the same stage handlers and API as the embedded
+//! host, fed by the Functions host instead of the SQLite queue and tokio timers.
+//!
+//! The host starts our binary, waits until `GET /` answers (any status counts), then POSTs each
+//! invocation to `/{FunctionName}` with `{Data, Metadata}` and expects `{Outputs, Logs, ReturnValue}` as
+//! `application/json` (reference/functions-host.md). Every function is listed once in [`catalog`]:
+//! - **HTTP** functions rebuild the request from `Data.req` and run it through [`crate::api::app`], so the
+//!   routes, bodies and errors are the embedded host's; the response goes back as the `res` output.
+//! - **Queue** functions decode the envelope (double-encoded JSON string, tolerant of every shape the host
+//!   uses) and call [`crate::handlers::handle`]. A transient failure is retried by sending the same
+//!   envelope again with a scheduled enqueue time (backoff) instead of failing the invocation, because an
+//!   abandoned message comes back at once and burns through the queue's delivery count in seconds. When the
+//!   attempts run out, [`crate::handlers::exhausted`] lets the flow decide and the message is recorded as a
+//!   dead letter. A message that cannot be decoded fails the invocation, so Service Bus dead-letters it after
+//!   its max delivery count, where it can be inspected.
+//! - **Timer** functions run the fleet poll ([`poll`]) and the outbox relay ([`timers`]).
+//!
+//! Messages leave through the store: [`milink_azure::TableStore`] commits state and outbox rows in one
+//! batch, then its publisher ([`milink_azure::ServiceBusSender`], REST) sends them and the rows are
+//! deleted; the relay sends what a crash left behind. Non-2xx answers mean "failed" to the host: the
+//! trigger message is abandoned and redelivered, outputs are dropped.
+pub mod catalog;
+mod http;
+pub mod payload;
+pub mod poll;
+mod queue;
+pub mod settings;
+pub mod timers;
+
+use crate::context::Context;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use catalog::Trigger;
+use milink_azure::{ServiceBusSender, TableStore};
+use payload::{Invocation, InvocationResult};
+use std::sync::Arc;
+
+pub use poll::PollSettings;
+pub use settings::AzureSettings;
+
+/// Knobs of the adapter (the rest comes from the config's `[server]`: attempts and backoff).
+#[derive(Debug, Clone)]
+pub struct HostSettings {
+    /// Sync polling.
+    pub poll: PollSettings,
+    /// The relay sends outbox rows committed at least this long ago (younger ones are being sent by
+    /// their committer).
+    pub relay_age: std::time::Duration,
+}
+
+impl Default for HostSettings {
+    fn default() -> Self {
+        Self { poll: PollSettings::default(), relay_age: std::time::Duration::from_secs(30) }
+    }
+}
+
+/// What every invocation needs.
+#[derive(Clone)]
+pub struct AzureHost {
+    /// Handlers' context (its stores are the Table store).
+    pub ctx: Context,
+    /// The Table store itself, for the outbox and dead letters.
+    pub store: Arc<TableStore>,
+    /// The Service Bus sender, for retries and the relay.
+    pub sender: Arc<ServiceBusSender>,
+    /// Knobs.
+    pub settings: HostSettings,
+    poll_running: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl AzureHost {
+    /// Assembles a host from its parts (the binary builds them from app settings; tests from doubles).
+    pub fn new(ctx: Context, store: Arc<TableStore>, sender: Arc<ServiceBusSender>, settings: HostSettings) -> Self {
+        Self { ctx, store, sender, settings, poll_running: Arc::default() }
+    }
+}
+
+/// The custom handler's router: the readiness probe and one POST route per function.
+pub fn router(host: AzureHost) -> Router {
+    Router::new().route("/", get(ready)).route("/{function}", post(invoke)).with_state(host)
+}
+
+async fn ready() -> &'static str {
+    "milink custom handler ready"
+}
+
+async fn invoke(State(host): State<AzureHost>, Path(function): Path<String>, body: axum::body::Bytes) -> Response {
+    let Some(function) = catalog::find(&function) else {
+        return answer(StatusCode::NOT_FOUND, InvocationResult::log(format!("no function named {function}")));
+    };
+    let invocation: Invocation = match serde_json::from_slice(&body) {
+        Ok(invocation) => invocation,
+        Err(error) => {
+            tracing::error!(function = function.name, %error, "invocation body is not the host's JSON");
+            return answer(StatusCode::BAD_REQUEST, InvocationResult::log(format!("unreadable invocation: {error}")));
+        }
+    };
+    let trigger = payload::get(&invocation.data, catalog::binding_name(&function.trigger)).cloned();
+    let (status, result) = match function.trigger {
+        Trigger::Http { .. } => http::run(&host, trigger.as_ref()).await,
+        Trigger::Queue { stage } => queue::run(&host, stage, trigger.as_ref(), &invocation.metadata).await,
+        Trigger::Timer { job, .. } => timers::run(&host, job).await,
+    };
+    answer(status, result)
+}
+
+/// Every answer is JSON: the host cannot read any other media type (azure-functions-host #6462).
+fn answer(status: StatusCode, result: InvocationResult) -> Response {
+    (status, Json(result)).into_response()
+}
