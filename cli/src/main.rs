@@ -6,6 +6,7 @@
 //! 6 timed out waiting.
 mod client;
 mod commands;
+mod functions_host;
 mod output;
 mod up;
 
@@ -36,6 +37,8 @@ enum Command {
     Migrate(commands::Migrate),
     /// Messages that ran out of retries.
     DeadLetters,
+    /// Serve the Azure Functions custom handler (host.json runs `milink functions`).
+    Functions(functions_host::FunctionsArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
             Command::Assess(args) => commands::assess(&client::Client::new(&cli.server), cli.output, args).await,
             Command::Migrate(command) => commands::migrate(&client::Client::new(&cli.server), cli.output, command).await,
             Command::DeadLetters => commands::dead_letters(&client::Client::new(&cli.server), cli.output).await,
+            Command::Functions(args) => functions_host::run(args).await,
         }
     });
     match result {

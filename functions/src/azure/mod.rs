@@ -83,6 +83,15 @@ pub fn router(host: AzureHost) -> Router {
     Router::new().route("/", get(ready)).route("/{function}", post(invoke)).with_state(host)
 }
 
+/// Serves the custom handler on `listener` until `shutdown` resolves, then lets in-flight invocations finish.
+pub async fn serve(
+    host: AzureHost,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(host)).with_graceful_shutdown(shutdown).await
+}
+
 async fn ready() -> &'static str {
     "milink custom handler ready"
 }
