@@ -105,14 +105,9 @@ async fn run_command(ctx: &Context, id: &MigrationId, command: &Command) -> Resu
     if let Command::Notify { status, message } = command {
         return notify::migration(ctx, &migration, status, message).await;
     }
-    let plan = match crate::engines::plan(&ctx.config, &migration) {
-        Ok(plan) => plan,
-        Err(message) => return fail(ctx, id, command, config_error(message)).await,
-    };
-    let engine = match ctx.engines.for_pair(&plan.source, &plan.target) {
-        Ok(engine) => engine,
-        Err(message) => return fail(ctx, id, command, config_error(message)).await,
-    };
+    // A config problem is retried (and then stalls) rather than failing: a renamed connection during a
+    // cutover must not strand a fenced source; fixing the config and restarting lets the step finish.
+    let (plan, engine) = link_for(ctx, &migration).map_err(Retry)?;
     let step = Step { ctx, id, command, plan: &plan, engine };
     let event = match command {
         Command::Validate => validate::run(&step).await,
@@ -141,8 +136,12 @@ pub struct Step<'a> {
     pub engine: Arc<dyn milink_core::ports::Engine>,
 }
 
-fn config_error(message: String) -> EngineError {
-    EngineError::definite("configuration", message, "fix milink.toml and restart milink, then start the migration again")
+/// The plan and engine of a migration's link, from the config as it is now.
+pub fn link_for(ctx: &Context, migration: &Migration) -> Result<(LinkPlan, Arc<dyn milink_core::ports::Engine>), EngineError> {
+    let config_error = |message: String| EngineError::transient("configuration", message, "fix milink.toml and restart milink");
+    let plan = crate::engines::plan(&ctx.config, migration).map_err(config_error)?;
+    let engine = ctx.engines.for_pair(&plan.source, &plan.target).map_err(config_error)?;
+    Ok((plan, engine))
 }
 
 async fn fail(ctx: &Context, id: &MigrationId, command: &Command, error: EngineError) -> Result<(), Retry> {

@@ -10,6 +10,9 @@ use milink_core::flow::Event;
 use milink_core::migration::{Migration, Phase};
 use milink_core::ports::MigrationFilter;
 
+/// One slow server must not hold up the tick for every other link.
+const OBSERVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What one tick did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct TickSummary {
@@ -71,10 +74,13 @@ async fn observe(
     ctx: &Context,
     migration: &Migration,
 ) -> Result<milink_core::migration::Observation, milink_core::error::EngineError> {
-    let config_error = |message: String| {
-        milink_core::error::EngineError::transient("configuration", message, "fix milink.toml and restart milink")
-    };
-    let plan = crate::engines::plan(&ctx.config, migration).map_err(config_error)?;
-    let engine = ctx.engines.for_pair(&plan.source, &plan.target).map_err(config_error)?;
-    engine.observe(&plan, ctx.clock.now()).await
+    let (plan, engine) = super::link_for(ctx, migration)?;
+    match tokio::time::timeout(OBSERVE_TIMEOUT, engine.observe(&plan, ctx.clock.now())).await {
+        Ok(observation) => observation,
+        Err(_) => Err(milink_core::error::EngineError::transient(
+            "observe_timeout",
+            format!("looking at the link took longer than {} s", OBSERVE_TIMEOUT.as_secs()),
+            "check that both servers answer quickly (locks, load, network)",
+        )),
+    }
 }

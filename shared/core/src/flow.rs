@@ -16,10 +16,13 @@
 //! position) and a clean verification; any failure before Switching unfences the source.
 use crate::error::EngineError;
 use crate::migration::{
-    CutoverRecord, CutoverStep, Migration, Observation, Phase, Position, Stall, Status, Verification,
+    CutoverRecord, CutoverStep, LinkPhase, Migration, Observation, Phase, Position, Stall, Status, Verification,
 };
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
+
+/// Observations that must fail in a row before the link counts as stalled.
+pub const OBSERVE_FAILURES_TO_STALL: u32 = 3;
 
 /// How long a stalled command-driven step waits before it is tried again.
 pub const STALL_RETRY_SECONDS: i64 = 30;
@@ -283,8 +286,11 @@ fn apply(m: &mut Migration, event: &Event, now: DateTime<Utc>, out: &mut Vec<Com
         }
         Event::Observed { observation } => on_observed(m, observation, now),
         Event::ObserveFailed { error } if m.phase == Phase::Syncing => {
-            let since = m.stall.as_ref().map_or(now, |s| s.since);
-            m.stall = Some(Stall { reason: error.message.clone(), remediation: error.remediation.clone(), since, retry_at: None });
+            m.observe_failures += 1;
+            if m.observe_failures >= OBSERVE_FAILURES_TO_STALL {
+                let since = m.stall.as_ref().map_or(now, |s| s.since);
+                m.stall = Some(Stall { reason: error.message.clone(), remediation: error.remediation.clone(), since, retry_at: None });
+            }
         }
         Event::CutoverRequested { confirm_traffic_stopped } => on_cutover_requested(m, *confirm_traffic_stopped, now, out)?,
         Event::Fenced { attempt, started_at, position } if at_step(m, *attempt, CutoverStep::Fencing) => {
@@ -322,6 +328,7 @@ fn apply(m: &mut Migration, event: &Event, now: DateTime<Utc>, out: &mut Vec<Com
         }
         Event::Unfenced { attempt } if at_step(m, *attempt, CutoverStep::Unfencing) => {
             m.stall = None;
+            m.cutover.fence_active = false;
             if m.failure.is_some() {
                 m.phase = Phase::Failed;
                 m.record(now, "source unfenced; migration failed");
@@ -338,12 +345,13 @@ fn apply(m: &mut Migration, event: &Event, now: DateTime<Utc>, out: &mut Vec<Com
         Event::CancelRequested => on_cancel_requested(m, now, out)?,
         Event::LinkDropped if m.phase == Phase::Cancelling => {
             m.phase = Phase::Cancelled;
+            m.cutover.fence_active = false;
             m.stall = None;
         }
         Event::StepFailed { command: Command::Notify { .. }, .. } | Event::StepExhausted { command: Command::Notify { .. }, .. } => {}
-        Event::StepFailed { command, error } if is_current(m, command) => on_step_failed(m, command, error, now, out),
+        Event::StepFailed { command, error } if is_current(m, command) => on_step_error(m, command, error, true, now, out),
         Event::StepExhausted { command, error } if is_current(m, command) => {
-            on_step_exhausted(m, command, error, now, out)
+            on_step_error(m, command, error, false, now, out)
         }
         Event::Tick => on_tick(m, now, out),
         _ => {}
@@ -393,6 +401,13 @@ fn on_observed(m: &mut Migration, observation: &Observation, now: DateTime<Utc>)
         return; // during cutover and cancel the observation is informative only
     }
     m.stall = None;
+    m.observe_failures = 0;
+    let threshold = m.settings.ready_lag_bytes;
+    m.ready_latched = match (observation.phase, &observation.problem, observation.lag_bytes) {
+        (LinkPhase::Streaming, None, Some(lag)) if lag <= threshold => true,
+        (LinkPhase::Streaming, None, Some(lag)) if lag <= threshold.saturating_mul(2) => m.ready_latched,
+        _ => false,
+    };
     let waiting = matches!(m.status(), Status::Seeding | Status::CatchingUp);
     let idle_for = m.last_progress_at.map_or(0, |at| (now - at).num_seconds());
     if waiting && idle_for > m.settings.stall_after_seconds as i64 {
@@ -418,7 +433,7 @@ fn on_cutover_requested(m: &mut Migration, confirmed: bool, now: DateTime<Utc>, 
         return Err(Rejection::NotReadyForCutover { status: status.as_str().to_owned() });
     }
     let attempt = m.cutover.attempt + 1;
-    m.cutover = CutoverRecord { attempt, requested_at: Some(now), ..CutoverRecord::default() };
+    m.cutover = CutoverRecord { attempt, requested_at: Some(now), fence_active: true, ..CutoverRecord::default() };
     m.phase = Phase::CuttingOver { step: CutoverStep::Fencing };
     out.push(Command::Fence { attempt });
     Ok(())
@@ -493,7 +508,7 @@ fn on_cancel_requested(m: &mut Migration, now: DateTime<Utc>, out: &mut Vec<Comm
         }
         _ => {}
     }
-    let unfence = m.source_may_be_fenced();
+    let unfence = m.cutover.fence_active;
     m.phase = Phase::Cancelling;
     m.stall = None;
     m.record(now, "cancel requested");
@@ -501,31 +516,28 @@ fn on_cancel_requested(m: &mut Migration, now: DateTime<Utc>, out: &mut Vec<Comm
     Ok(())
 }
 
-fn on_step_failed(m: &mut Migration, command: &Command, error: &EngineError, now: DateTime<Utc>, out: &mut Vec<Command>) {
+/// A step failed: `definite` when retrying cannot help, otherwise its retries are used up.
+///
+/// Steps that must finish once begun never end the migration: giving the source its writes back
+/// (Unfence), the point of no return (Switch) and removing the link (DropLink) stall and are retried,
+/// so a fixed cause lets them complete; no failure can leave a migration terminal with the source fenced.
+fn on_step_error(m: &mut Migration, command: &Command, error: &EngineError, definite: bool, now: DateTime<Utc>, out: &mut Vec<Command>) {
     match command {
         Command::Failback => failback_failed(m, error, now),
         Command::Fence { attempt } | Command::Drain { attempt, .. } | Command::Finalize { attempt } => {
-            abandon(m, *attempt, error.message.clone(), Some(error.clone()), now, out);
+            abandon(m, *attempt, error.message.clone(), definite.then(|| error.clone()), now, out);
         }
-        _ => {
+        Command::Validate | Command::CreateLink if definite => {
             m.failure = Some(error.clone());
             m.stall = None;
             m.phase = Phase::Failed;
             m.record(now, format!("{} failed: {}", command.name(), error.message));
         }
-    }
-}
-
-fn on_step_exhausted(m: &mut Migration, command: &Command, error: &EngineError, now: DateTime<Utc>, out: &mut Vec<Command>) {
-    match command {
-        Command::Failback => failback_failed(m, error, now),
-        Command::Fence { attempt } | Command::Drain { attempt, .. } | Command::Finalize { attempt } => {
-            abandon(m, *attempt, error.message.clone(), None, now, out);
-        }
         _ => {
             let since = m.stall.as_ref().map_or(now, |s| s.since);
+            let verb = if definite { "failed" } else { "keeps failing" };
             m.stall = Some(Stall {
-                reason: format!("{} keeps failing: {}", command.name(), error.message),
+                reason: format!("{} {verb}: {}", command.name(), error.message),
                 remediation: error.remediation.clone(),
                 since,
                 retry_at: Some(now + Duration::seconds(STALL_RETRY_SECONDS)),
@@ -571,7 +583,9 @@ pub fn pending_command(m: &Migration) -> Option<Command> {
             Some(Command::Switch { attempt, keep_reverse_link: m.settings.keep_reverse_link })
         }
         Phase::CuttingOver { step: CutoverStep::Unfencing } => Some(Command::Unfence { attempt }),
-        Phase::Cancelling => Some(Command::DropLink { unfence: true, drop_target: m.settings.drop_target_on_cancel }),
+        Phase::Cancelling => {
+            Some(Command::DropLink { unfence: m.cutover.fence_active, drop_target: m.settings.drop_target_on_cancel })
+        }
         Phase::FailingBack => Some(Command::Failback),
         Phase::Syncing | Phase::Completed | Phase::Failed | Phase::Cancelled | Phase::FailedBack => None,
     }

@@ -240,6 +240,20 @@ fn handlers_can_tell_stale_commands() {
 
 // ---- properties over random event streams ----
 
+fn any_command() -> impl Strategy<Value = Command> {
+    let attempt = 0u32..3;
+    prop_oneof![
+        Just(Command::Validate),
+        Just(Command::CreateLink),
+        attempt.clone().prop_map(|attempt| Command::Fence { attempt }),
+        attempt.clone().prop_map(|attempt| Command::Drain { attempt, position: Position(100), deadline: t(0) }),
+        attempt.clone().prop_map(|attempt| Command::Finalize { attempt }),
+        attempt.clone().prop_map(|attempt| Command::Switch { attempt, keep_reverse_link: false }),
+        attempt.prop_map(|attempt| Command::Unfence { attempt }),
+        any::<bool>().prop_map(|unfence| Command::DropLink { unfence, drop_target: false }),
+    ]
+}
+
 fn any_event() -> impl Strategy<Value = Event> {
     let position = (0u64..5).prop_map(|p| Position(p * 50));
     let attempt = 0u32..3;
@@ -258,9 +272,9 @@ fn any_event() -> impl Strategy<Value = Event> {
         attempt.prop_map(|attempt| Event::Unfenced { attempt }),
         Just(Event::CancelRequested),
         Just(Event::LinkDropped),
-        Just(Event::StepExhausted {
-            command: Command::CreateLink,
-            error: EngineError::transient("x", "y", "z")
+        (any_command(), any::<bool>()).prop_map(|(command, definite)| {
+            let error = EngineError::transient("x", "y", "z");
+            if definite { Event::StepFailed { command, error } } else { Event::StepExhausted { command, error } }
         }),
         Just(Event::Tick),
     ]
@@ -280,6 +294,10 @@ fn run(events: &[Event]) -> Migration {
             assert!(c.drained_position.is_some() && c.drained_position >= c.fence_position, "{c:?}");
             assert!(c.verification.as_ref().is_some_and(|v| v.mismatches().is_empty()));
             assert!(c.requested_at.is_some());
+        }
+        // Invariant: no failure leaves a migration failed or cancelled with the source fenced.
+        if matches!(tr.migration.phase, Phase::Failed | Phase::Cancelled) {
+            assert!(!tr.migration.cutover.fence_active, "{:?} with the source fenced after {event:?}", tr.migration.phase);
         }
         // Invariant: a terminal migration never changes.
         if before.phase.is_terminal() && !(before.phase == Phase::Failed && matches!(event, Event::CancelRequested)) {
@@ -343,4 +361,29 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn readiness_has_hysteresis_so_a_hovering_lag_does_not_flap() {
+    let mib = 1024 * 1024;
+    let mut m = ready();
+    let mut statuses = Vec::new();
+    for (i, lag) in [3 * mib / 2, 3 * mib, 3 * mib / 2, mib / 2].into_iter().enumerate() {
+        let at = 10 + i as i64;
+        m = step(&m, Event::Observed { observation: observation(at, LinkPhase::Streaming, lag) }, at).migration;
+        statuses.push(m.status());
+    }
+    assert_eq!(statuses, vec![Status::ReadyForCutover, Status::CatchingUp, Status::CatchingUp, Status::ReadyForCutover]);
+}
+
+#[test]
+fn one_failed_observation_is_not_a_stall_three_are() {
+    let mut m = ready();
+    let error = EngineError::transient("unreachable", "cannot reach source:5432", "start it");
+    for n in 1..=OBSERVE_FAILURES_TO_STALL {
+        m = step(&m, Event::ObserveFailed { error: error.clone() }, 10 + n as i64).migration;
+        assert_eq!(m.status() == Status::Stalled, n == OBSERVE_FAILURES_TO_STALL, "after {n} failures");
+    }
+    let m = step(&m, Event::Observed { observation: observation(20, LinkPhase::Streaming, 0) }, 20).migration;
+    assert_eq!(m.status(), Status::ReadyForCutover);
 }

@@ -193,6 +193,10 @@ pub struct CutoverRecord {
     pub attempt: u32,
     /// When the user asked.
     pub requested_at: Option<DateTime<Utc>>,
+    /// The source may be fenced: set when fencing is asked for, cleared only once the source has its
+    /// writes back (unfenced, or cancelled with unfence). Stays set after a completed cutover, on purpose.
+    #[serde(default)]
+    pub fence_active: bool,
     /// When the source was fenced.
     pub fenced_at: Option<DateTime<Utc>>,
     /// The source position right after the fence: the target must reach it.
@@ -228,6 +232,10 @@ pub struct HistoryEntry {
     pub message: String,
 }
 
+/// History lines kept per migration.
+pub const MAX_HISTORY: usize = 200;
+const KEPT_FIRST_HISTORY: usize = 10;
+
 /// A migration's whole state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -250,6 +258,13 @@ pub struct Migration {
     pub last_progress_at: Option<DateTime<Utc>>,
     /// Set while the flow cannot make progress.
     pub stall: Option<Stall>,
+    /// Ready for cutover, with hysteresis: set when lag falls to the threshold, cleared only when it
+    /// exceeds twice the threshold, so a lag hovering at the threshold does not flap the status.
+    #[serde(default)]
+    pub ready_latched: bool,
+    /// Observations that failed in a row (a single blip is not a stall).
+    #[serde(default)]
+    pub observe_failures: u32,
     /// Set when the migration failed.
     pub failure: Option<EngineError>,
     /// The current or last cutover.
@@ -336,6 +351,8 @@ impl Migration {
             observation: None,
             last_progress_at: None,
             stall: None,
+            ready_latched: false,
+            observe_failures: 0,
             failure: None,
             cutover: CutoverRecord::default(),
             history: Vec::new(),
@@ -375,14 +392,10 @@ impl Migration {
             Some(o) => match o.phase {
                 LinkPhase::Deploying => Status::Deploying,
                 LinkPhase::Seeding => Status::Seeding,
-                LinkPhase::Streaming if self.within_ready_lag(o) => Status::ReadyForCutover,
+                LinkPhase::Streaming if self.ready_latched => Status::ReadyForCutover,
                 LinkPhase::Streaming => Status::CatchingUp,
             },
         }
-    }
-
-    fn within_ready_lag(&self, observation: &Observation) -> bool {
-        observation.lag_bytes.is_some_and(|lag| lag <= self.settings.ready_lag_bytes)
     }
 
     /// The cutover step, when cutting over (or `Cancelling` while cancelling).
@@ -415,15 +428,13 @@ impl Migration {
         self.observation.as_ref().and_then(|o| o.problem.as_ref()).map(|p| p.remediation.clone())
     }
 
-    /// May the source be fenced right now? True from the moment a fence is requested until the source
-    /// is given its writes back; cancel unfences when this holds.
-    pub fn source_may_be_fenced(&self) -> bool {
-        matches!(self.phase, Phase::CuttingOver { .. })
-    }
-
     /// Appends a history line stamped with the current status.
     pub fn record(&mut self, at: DateTime<Utc>, message: impl Into<String>) {
         let status = self.status().as_str().to_owned();
         self.history.push(HistoryEntry { at, status, message: message.into() });
+        // The state is rewritten on every save: keep the first lines (how it started) and the newest.
+        if self.history.len() > MAX_HISTORY {
+            self.history.remove(KEPT_FIRST_HISTORY);
+        }
     }
 }
