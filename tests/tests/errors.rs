@@ -72,6 +72,8 @@ async fn malformed_requests_get_stable_codes() -> anyhow::Result<()> {
         ("/api/migrations", json!({ "source": "nope", "target": "dst", "databases": ["x"] }), 400, "unknown_connection"),
         ("/api/migrations", json!({ "source": "src", "target": "dst", "databases": ["a\nb"] }), 400, "invalid_name"),
         ("/api/migrations", json!({ "source": "src", "target": "dst", "databases": ["x"], "settings": { "bogus": 1 } }), 400, "invalid_body"),
+        ("/api/migrations", json!({ "source": "src", "target": "dst", "databases": ["x"], "settings": { "drainTimeoutSeconds": 1000000000000u64 } }), 400, "invalid_settings"),
+        ("/api/migrations", json!({ "source": "src", "target": "dst", "databases": ["x"], "settings": { "drainStableSeconds": 30 } }), 400, "invalid_settings"),
         ("/api/assessments", json!({ "connection": "../etc" }), 400, "invalid_name"),
         ("/api/migrations/no-such-id/cutover", json!({ "confirmTrafficStopped": true }), 404, "not_found"),
         ("/api/migrations/no-such-id/cancel", json!({}), 404, "not_found"),

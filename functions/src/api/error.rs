@@ -56,6 +56,9 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
+        if let StoreError::Conflict(_) = error {
+            return ApiError::new(StatusCode::CONFLICT, "conflict", "the migration kept changing while your request was applied; retry it");
+        }
         tracing::error!(%error, "store error in API");
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the state store is unavailable; retry shortly")
     }

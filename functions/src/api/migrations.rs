@@ -41,6 +41,7 @@ fn name_error(error: milink_core::names::NameError) -> ApiError {
 pub async fn start(State(state): State<ApiState>, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
     let request: StartRequest = parse_body(&body)?;
     let ctx = &state.ctx;
+    request.settings.validate().map_err(|m| ApiError::bad_request("invalid_settings", m))?;
     let source = ConnectionName::parse(&request.source).map_err(name_error)?;
     let target = ConnectionName::parse(&request.target).map_err(name_error)?;
     let unknown = |m: String| ApiError::bad_request("unknown_connection", m);

@@ -50,6 +50,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/api/migrations/{id}/failback", post(migrations::failback))
         .route("/api/deadletters", get(dead_letters))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
@@ -67,6 +68,10 @@ async fn dead_letters(State(state): State<ApiState>) -> Result<Json<Value>, ApiE
         None => Vec::new(),
     };
     Ok(Json(json!({ "deadLetters": letters })))
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method; see GET /api/openapi.json")
 }
 
 async fn not_found() -> ApiError {

@@ -4,6 +4,7 @@
 //! message, where `GET /api/deadletters` shows it.
 use crate::context::Context;
 use crate::handlers;
+use futures::FutureExt;
 use milink_core::error::EngineError;
 use milink_sqlite::{Delivery, SqliteStore};
 use rand::Rng;
@@ -58,13 +59,18 @@ pub async fn run(ctx: Context, store: Arc<SqliteStore>, shutdown: CancellationTo
 async fn deliver(ctx: Context, store: Arc<SqliteStore>, delivery: Delivery) {
     let envelope = &delivery.envelope;
     let id = envelope.envelope_id.as_str();
-    let outcome = handlers::handle(&ctx, envelope).await;
+    // A panic in a handler is a failed delivery like any other: retried, then dead-lettered and shown,
+    // never a message stuck under its lease.
+    let outcome = std::panic::AssertUnwindSafe(handlers::handle(&ctx, envelope)).catch_unwind().await.unwrap_or_else(|_| {
+        Err(handlers::Retry(EngineError::transient("handler_panicked", "the step's handler panicked (a bug)", "see the log; report it")))
+    });
     let settled = match outcome {
         Ok(()) => store.complete(id).await,
         Err(handlers::Retry(error)) => settle_failure(&ctx, &store, &delivery, error).await,
     };
     if let Err(error) = settled {
-        // The message stays leased and is delivered again after a restart: handlers are idempotent.
+        // The message stays leased and is delivered again when the lease expires or at the next start:
+        // handlers are idempotent.
         tracing::error!(%error, message = id, "dispatcher: could not settle a message");
     }
 }

@@ -45,6 +45,31 @@ impl Default for Settings {
     }
 }
 
+impl Settings {
+    /// Checks the values, saying which one is wrong and what is allowed. Bounds keep every deadline
+    /// computable and shorter than a delivery lease (15 min), so a drain is never delivered twice at once.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.ready_lag_bytes > 1024 * 1024 * 1024 {
+            return Err("readyLagBytes must be at most 1073741824 (1 GiB)".into());
+        }
+        if !(1..=600).contains(&self.drain_timeout_seconds) {
+            return Err("drainTimeoutSeconds must be between 1 and 600".into());
+        }
+        if self.drain_stable_seconds >= self.drain_timeout_seconds {
+            return Err("drainStableSeconds must be less than drainTimeoutSeconds".into());
+        }
+        if !(10..=7 * 24 * 3600).contains(&self.stall_after_seconds) {
+            return Err("stallAfterSeconds must be between 10 and 604800 (7 days)".into());
+        }
+        for role in &self.fence_roles {
+            if role.is_empty() || role.chars().count() > 128 || role.chars().any(char::is_control) {
+                return Err(format!("fenceRoles entry {role:?} is not a valid login name (1-128 printable characters)"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A replication position, comparable within one engine (PostgreSQL LSN, SQL Server log block LSN).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
