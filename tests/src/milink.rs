@@ -5,18 +5,23 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The binary under test: `MILINK_BIN`, else target/debug/milink (built on demand).
+/// The binary under test: `MILINK_BIN`, else target/debug/milink, brought up to date once per test
+/// process (a test package does not rebuild another package's binary by itself, and a stale binary
+/// would test old code).
 pub fn binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     if let Ok(path) = std::env::var("MILINK_BIN") {
         return PathBuf::from(path);
     }
-    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| crate::workspace_root().join("target"));
-    let path = target.join("debug/milink");
-    if !path.exists() {
-        let status = Command::new(env!("CARGO")).args(["build", "-q", "-p", "milink"]).current_dir(crate::workspace_root()).status();
-        assert!(status.is_ok_and(|s| s.success()), "building the milink binary failed");
-    }
-    path
+    BUILT
+        .get_or_init(|| {
+            let root = crate::workspace_root();
+            let status = Command::new(env!("CARGO")).args(["build", "-q", "-p", "milink"]).current_dir(&root).status();
+            assert!(status.is_ok_and(|s| s.success()), "building the milink binary failed");
+            let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
+            target.join("debug/milink")
+        })
+        .clone()
 }
 
 /// A running (or killed) `milink up`.

@@ -217,3 +217,42 @@ async fn cutover_is_refused_when_not_ready_and_cancel_cleans_up() -> anyhow::Res
     pg::drop_everywhere(&toystore).await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drop_target_on_cancel_drops_only_a_database_milink_created() -> anyhow::Result<()> {
+    let milink = Milink::start("").await?;
+    let exists = |name: String| async move {
+        let admin = pg::connect(Side::Target, "postgres").await?;
+        let n: i64 = admin.query_one("SELECT count(*) FROM pg_database WHERE datname = $1", &[&name]).await?.get(0);
+        anyhow::Ok(n == 1)
+    };
+
+    // milink created it: cancel with dropTargetOnCancel drops it.
+    let created = unique("ToyStoreDrop");
+    pg::load_sample(&created, "toystore.sql").await?;
+    let id = milink.start_migration(&created, json!({ "dropTargetOnCancel": true })).await?;
+    milink.wait_status(&id, "ReadyForCutover", READY_TIMEOUT).await?;
+    assert!(exists(created.clone()).await?);
+    milink.post(&format!("/api/migrations/{id}/cancel"), &json!({})).await?;
+    milink.wait_status(&id, "Cancelled", Duration::from_secs(60)).await?;
+    assert!(!exists(created.clone()).await?, "the database milink created is dropped");
+
+    // It was there before, with data: validation refuses it, and cancel keeps it.
+    let theirs = unique("ToyStoreTheirs");
+    pg::load_sample(&theirs, "toystore.sql").await?;
+    let admin = pg::connect(Side::Target, "postgres").await?;
+    admin.batch_execute(&format!("CREATE DATABASE {}", pg::ident(&theirs))).await?;
+    pg::connect(Side::Target, &theirs).await?.batch_execute("CREATE TABLE precious (id int PRIMARY KEY); INSERT INTO precious VALUES (1)").await?;
+    let id = milink.start_migration(&theirs, json!({ "dropTargetOnCancel": true })).await?;
+    milink.wait_for(&id, "Failed", Duration::from_secs(60), |m| m["status"] == "Failed").await?;
+    let (status, body) = milink.post(&format!("/api/migrations/{id}/cancel"), &json!({})).await?;
+    assert_eq!(status, 202, "{body}");
+    let cancelled = milink.wait_status(&id, "Cancelled", Duration::from_secs(60)).await?;
+    assert_eq!(cancelled["status"], "Cancelled");
+    assert!(exists(theirs.clone()).await?, "a database milink did not create is never dropped");
+    let kept: i64 = pg::connect(Side::Target, &theirs).await?.query_one("SELECT count(*) FROM precious", &[]).await?.get(0);
+    assert_eq!(kept, 1, "a database milink did not create is never dropped");
+    pg::drop_everywhere(&created).await;
+    pg::drop_everywhere(&theirs).await;
+    Ok(())
+}

@@ -32,7 +32,7 @@ pub(crate) async fn create(plan: &LinkPlan) -> Result<(), EngineError> {
     let published: Vec<&Table> = tables.iter().filter(|t| t.is_published()).collect();
 
     let target_admin = target.connect(None).await?;
-    ensure_database(&target_admin, &src, database).await?;
+    ensure_database(&target_admin, &src, database, &plan.link_name()).await?;
     let tgt = target.connect(Some(database)).await?;
     ensure_schema(&source, &target, &src, &tgt, database).await?;
 
@@ -56,7 +56,13 @@ fn refuse_tables_without_identity(tables: &[Table], source: &Server) -> Result<(
     }
 }
 
-async fn ensure_database(target_admin: &Session, src: &Session, database: &str) -> Result<(), EngineError> {
+/// The comment milink puts on a target database it created, so that cancel with drop_target drops only
+/// databases milink made, never one that was there before.
+fn created_marker(link: &str) -> String {
+    format!("created by milink for {link}")
+}
+
+async fn ensure_database(target_admin: &Session, src: &Session, database: &str, link: &str) -> Result<(), EngineError> {
     let exists = target_admin
         .maybe_row("looking for the target database", "SELECT 1 FROM pg_database WHERE datname = $1", &[&database])
         .await?
@@ -84,6 +90,8 @@ async fn ensure_database(target_admin: &Session, src: &Session, database: &str) 
         }
         Err(e) => return Err(crate::errors::classify(&e, target_admin.place(), "creating the target database")),
     }
+    let mark = format!("COMMENT ON DATABASE {} IS {}", quote_ident(database), quote_literal(&created_marker(link)));
+    target_admin.run("marking the target database as milink's", &mark).await?;
     tracing::info!(database, "target database created");
     Ok(())
 }
@@ -242,8 +250,21 @@ pub(crate) async fn drop_link(plan: &LinkPlan, drop_target: bool) -> Result<(), 
     let admin = target.connect(None).await?;
     crate::validate::drop_probe(&admin, &plan.link_name()).await?;
     if drop_target {
-        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(plan.database.as_str()));
-        admin.run("dropping the target database", &sql).await?;
+        let database = plan.database.as_str();
+        let ours = admin
+            .maybe_row(
+                "checking who created the target database",
+                "SELECT 1 FROM pg_database WHERE datname = $1 AND shobj_description(oid, 'pg_database') = $2",
+                &[&database, &created_marker(&plan.link_name())],
+            )
+            .await?
+            .is_some();
+        if ours {
+            let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(database));
+            admin.run("dropping the target database", &sql).await?;
+        } else {
+            tracing::warn!(database, "drop_target asked, but milink did not create this target database: it is kept");
+        }
     }
     Ok(())
 }
