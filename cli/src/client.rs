@@ -12,6 +12,10 @@ pub(crate) enum CliError {
     Ended(String),
     /// Waiting timed out.
     TimedOut(String),
+    /// The server failed (5xx).
+    Server(String),
+    /// Bad usage the argument parser could not see.
+    Usage(String),
 }
 
 impl std::error::Error for CliError {}
@@ -21,7 +25,7 @@ impl std::fmt::Display for CliError {
         match self {
             CliError::Unreachable(m) => write!(f, "{m}"),
             CliError::Refused { status, code, message } => write!(f, "{message} ({code}, HTTP {status})"),
-            CliError::Ended(m) | CliError::TimedOut(m) => write!(f, "{m}"),
+            CliError::Ended(m) | CliError::TimedOut(m) | CliError::Server(m) | CliError::Usage(m) => write!(f, "{m}"),
         }
     }
 }
@@ -34,6 +38,8 @@ impl CliError {
             CliError::Refused { .. } => 4,
             CliError::Ended(_) => 5,
             CliError::TimedOut(_) => 6,
+            CliError::Server(_) => 1,
+            CliError::Usage(_) => 2,
         }
     }
 }
@@ -74,7 +80,14 @@ impl Client {
             return Ok(body);
         }
         let text = |key: &str| body["error"][key].as_str().unwrap_or_default().to_owned();
+        if status.is_server_error() {
+            let detail = if body.is_null() { status.to_string() } else { format!("{} ({})", text("message"), text("code")) };
+            return Err(CliError::Server(format!("milink at {} failed: {detail}; retry shortly", self.base)).into());
+        }
         let mut message = text("message");
+        if message.is_empty() {
+            message = format!("the server refused the request: {status}");
+        }
         if let Some(details) = body["error"].get("details") {
             message.push_str(&crate::output::details(details));
         }

@@ -231,7 +231,7 @@ pub(crate) async fn migrate(client: &Client, format: Format, command: Migrate) -
 fn parse_settings(pairs: &[String]) -> anyhow::Result<Value> {
     let mut settings = serde_json::Map::new();
     for pair in pairs {
-        let (key, value) = pair.split_once('=').ok_or_else(|| anyhow::anyhow!("--setting {pair:?} is not KEY=VALUE"))?;
+        let (key, value) = pair.split_once('=').ok_or_else(|| CliError::Usage(format!("--setting {pair:?} is not KEY=VALUE")))?;
         let value = if key == "fenceRoles" {
             json!(value.split(',').filter(|s| !s.is_empty()).collect::<Vec<_>>())
         } else {
@@ -295,9 +295,11 @@ async fn watch(client: &Client, format: Format, id: &str, until: Until, timeout:
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let started = Instant::now();
+    let mut saw_cutover = false;
     loop {
         let m = client.get(&format!("/api/migrations/{id}")).await?;
         let status = m["status"].as_str().unwrap_or_default().to_owned();
+        saw_cutover |= status == "CuttingOver";
         let progress = match status.as_str() {
             "Seeding" => m["progress"].as_f64().unwrap_or(0.0),
             "Validating" | "Deploying" => 0.0,
@@ -311,11 +313,18 @@ async fn watch(client: &Client, format: Format, id: &str, until: Until, timeout:
             Until::Cancelled => status == "Cancelled",
             Until::FailedBack => status == "FailedBack",
         };
-        // A failback that fails returns to Completed, which then ends a wait for FailedBack.
-        let ended = matches!(status.as_str(), "Failed" | "Cancelled" | "Completed" | "FailedBack") && !done;
+        // A failback that fails returns to Completed, which then ends a wait for FailedBack; a cutover
+        // that was abandoned (drain timeout) leaves CuttingOver for another status, which ends a wait
+        // for Completed.
+        let abandoned = until == Until::Completed && saw_cutover && status != "CuttingOver" && !done;
+        let ended = (matches!(status.as_str(), "Failed" | "Cancelled" | "Completed" | "FailedBack") && !done) || abandoned;
         if done || ended {
             bar.finish_and_clear();
             print_or(format, &m, || println!("{}: {}", cell(&m["database"]), status_line(&m)))?;
+            if abandoned {
+                let why = cell(&m["cutover"]["abandonedReason"]);
+                return Err(CliError::Ended(format!("cutover of {id} abandoned, now {status}: {why}")).into());
+            }
             if ended {
                 let fix = m["remediation"].as_str().map(|f| format!("\nfix: {f}")).unwrap_or_default();
                 return Err(CliError::Ended(format!("migration {id} is {status}{fix}")).into());

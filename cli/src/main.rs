@@ -1,9 +1,9 @@
 //! The `milink` binary: `milink up` runs the embedded host; every other command is a client of a
 //! running host's HTTP API (`--server`), so scripts and people see exactly what the API says.
 //!
-//! Exit codes scripts can rely on: 0 done; 1 unexpected error; 2 bad usage; 3 server unreachable;
-//! 4 request refused (the message says why); 5 the migration ended Failed or Cancelled while waiting;
-//! 6 timed out waiting.
+//! Exit codes scripts can rely on: 0 done; 1 unexpected error (including a server error, 5xx); 2 bad
+//! usage; 3 server unreachable; 4 request refused (4xx: the message says why); 5 the migration ended
+//! Failed or Cancelled, or the cutover was abandoned, while waiting; 6 timed out waiting.
 mod client;
 mod commands;
 mod functions_host;

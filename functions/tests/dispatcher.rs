@@ -145,7 +145,15 @@ async fn transient_failures_retry_dead_letter_stall_and_recover() {
     let stalled = wait_until(&store, &m.id, "Stalled", |m| m.status() == Status::Stalled).await;
     assert!(stalled.reason().unwrap().contains("cannot reach fake-target"), "{:?}", stalled.reason());
     assert_eq!(engine.create_calls.load(Ordering::SeqCst), 3, "max_attempts deliveries");
-    let letters = store.dead_letters().await.unwrap();
+    // The flow learns first, then the message moves to the dead letters: wait for both.
+    let mut letters = Vec::new();
+    for _ in 0..200 {
+        letters = store.dead_letters().await.unwrap();
+        if !letters.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(letters.len(), 1);
     assert!(letters[0].last_error.as_deref().unwrap().contains("unreachable"));
 

@@ -39,9 +39,12 @@ impl Writer {
         self.task.await.expect("writer task")
     }
 
-    /// Waits until writes fail (the fence), then reports.
+    /// Waits until writes fail (the fence), then reports; fails the test if no fence comes in 3 minutes.
     pub async fn until_fenced(self) -> Written {
-        self.task.await.expect("writer task")
+        match tokio::time::timeout(std::time::Duration::from_secs(180), self.task).await {
+            Ok(written) => written.expect("writer task"),
+            Err(_) => panic!("the writer was never stopped by a fence within 3 minutes"),
+        }
     }
 }
 

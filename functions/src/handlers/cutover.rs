@@ -13,6 +13,16 @@ use std::time::Duration;
 
 /// How often drain compares positions.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
+/// Every this many polls (about a second), drain checks it is still wanted.
+const RECHECK_EVERY: u32 = 20;
+
+async fn still_wanted(step: &Step<'_>) -> bool {
+    match step.ctx.migrations.load(step.id).await {
+        Ok(Some(migration)) => milink_core::flow::is_current(&migration, step.command),
+        Ok(None) => false,
+        Err(_) => true, // the store blinked: keep draining until the deadline
+    }
+}
 
 /// Runs one cutover step.
 pub async fn run(step: &Step<'_>) -> Result<Event, EngineError> {
@@ -63,6 +73,7 @@ async fn drain(
     let stable_for = chrono::Duration::seconds(stable_seconds as i64);
     let mut reached = None;
     let mut caught_up_since: Option<(Position, chrono::DateTime<chrono::Utc>)> = None;
+    let mut polls: u32 = 0;
     loop {
         match step.engine.positions(step.plan).await {
             Ok(positions) => {
@@ -84,6 +95,12 @@ async fn drain(
         }
         if clock.now() >= deadline {
             return Ok(Event::DrainTimedOut { attempt, reached });
+        }
+        // A cancel (or anything else that made this drain stale) must not wait for the deadline with
+        // the source fenced: look at the migration again now and then, and stop when it moved on.
+        polls += 1;
+        if polls % RECHECK_EVERY == 0 && !still_wanted(step).await {
+            return Ok(Event::DrainTimedOut { attempt, reached }); // stale: decide ignores it
         }
         tokio::time::sleep(DRAIN_POLL).await;
     }

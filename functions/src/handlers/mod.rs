@@ -83,17 +83,17 @@ pub async fn handle(ctx: &Context, envelope: &Envelope) -> Result<(), Retry> {
     match &envelope.payload {
         Payload::Assess { assessment_id, connection } => assess::run(ctx, assessment_id, connection).await,
         Payload::AssessmentCompleted { assessment_id, message } => {
-            notify::assessment_completed(ctx, assessment_id, message).await
+            notify::assessment_completed(ctx, &envelope.envelope_id, assessment_id, message).await
         }
         Payload::Migration { migration_id, command } => {
             let span = tracing::info_span!("step", migration = %migration_id, step = command.name());
             crate::telemetry::continue_trace(&span, envelope.trace_parent.as_deref());
-            run_command(ctx, migration_id, command).instrument(span).await
+            run_command(ctx, migration_id, command, &envelope.envelope_id).instrument(span).await
         }
     }
 }
 
-async fn run_command(ctx: &Context, id: &MigrationId, command: &Command) -> Result<(), Retry> {
+async fn run_command(ctx: &Context, id: &MigrationId, command: &Command, envelope_id: &str) -> Result<(), Retry> {
     let Some(migration) = ctx.migrations.load(id).await? else {
         tracing::warn!("message for unknown migration dropped");
         return Ok(());
@@ -103,7 +103,7 @@ async fn run_command(ctx: &Context, id: &MigrationId, command: &Command) -> Resu
         return Ok(());
     }
     if let Command::Notify { status, message } = command {
-        return notify::migration(ctx, &migration, status, message).await;
+        return notify::migration(ctx, envelope_id, &migration, status, message).await;
     }
     // A config problem is retried (and then stalls) rather than failing: a renamed connection during a
     // cutover must not strand a fenced source; fixing the config and restarting lets the step finish.

@@ -1,4 +1,5 @@
-//! Notify: every notification is logged; when `[notify] webhook_url` is set it is also POSTed as JSON.
+//! Notify: every notification is logged; when `[notify] webhook_url` is set it is also POSTed as JSON,
+//! with a `notificationId` that stays the same across redeliveries, so a receiver can drop duplicates.
 //! A webhook that is down is retried like any transient step, on its own ordering key, so it never
 //! holds up a migration.
 use super::Retry;
@@ -8,12 +9,13 @@ use milink_core::migration::Migration;
 use serde_json::json;
 
 /// Notifies about a migration.
-pub async fn migration(ctx: &Context, migration: &Migration, status: &str, message: &str) -> Result<(), Retry> {
+pub async fn migration(ctx: &Context, notification_id: &str, migration: &Migration, status: &str, message: &str) -> Result<(), Retry> {
     tracing::info!(target: "milink::notify", migration = %migration.id, database = %migration.database, status, "{message}");
     post(
         ctx,
         json!({
             "kind": "migration",
+            "notificationId": notification_id,
             "migrationId": migration.id,
             "source": migration.source,
             "target": migration.target,
@@ -27,9 +29,9 @@ pub async fn migration(ctx: &Context, migration: &Migration, status: &str, messa
 }
 
 /// Notifies that an assessment finished.
-pub async fn assessment_completed(ctx: &Context, assessment_id: &str, message: &str) -> Result<(), Retry> {
+pub async fn assessment_completed(ctx: &Context, notification_id: &str, assessment_id: &str, message: &str) -> Result<(), Retry> {
     tracing::info!(target: "milink::notify", assessment = assessment_id, "{message}");
-    post(ctx, json!({ "kind": "assessment", "assessmentId": assessment_id, "message": message, "at": ctx.clock.now() }))
+    post(ctx, json!({ "kind": "assessment", "notificationId": notification_id, "assessmentId": assessment_id, "message": message, "at": ctx.clock.now() }))
         .await
 }
 

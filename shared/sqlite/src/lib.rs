@@ -40,8 +40,9 @@ CREATE TABLE IF NOT EXISTS migrations (
     state TEXT NOT NULL
 );
 -- At most one live migration per database and link: concurrent starts collide here, atomically.
-CREATE UNIQUE INDEX IF NOT EXISTS migrations_one_per_link
-    ON migrations (source, target, database) WHERE phase NOT IN ('failed', 'cancelled');
+-- Failed, cancelled and failed-back migrations free the database for a new one.
+CREATE UNIQUE INDEX IF NOT EXISTS migrations_one_per_link_v2
+    ON migrations (source, target, database) WHERE phase NOT IN ('failed', 'cancelled', 'failedBack');
 CREATE TABLE IF NOT EXISTS assessments (
     id TEXT PRIMARY KEY,
     connection TEXT NOT NULL,

@@ -26,7 +26,7 @@ fn find_live(tx: &Transaction<'_>, source: &str, target: &str, database: &str) -
     let state: Option<String> = tx
         .query_row(
             "SELECT state FROM migrations WHERE source = ?1 AND target = ?2 AND database = ?3 \
-             AND phase NOT IN ('failed', 'cancelled')",
+             AND phase NOT IN ('failed', 'cancelled', 'failedBack')",
             params![source, target, database],
             |row| row.get(0),
         )
