@@ -34,21 +34,12 @@ impl Engines {
 
     /// The engine for a source endpoint (assessment).
     pub fn for_source(&self, source: &Endpoint) -> Result<Arc<dyn Engine>, String> {
-        self.by_source_kind.get(source.engine.as_str()).map(|(engine, _)| engine.clone()).ok_or_else(|| {
-            format!(
-                "connection {} has engine {:?}, which this build cannot migrate from (known: {})",
-                source.name,
-                source.engine,
-                self.known()
-            )
-        })
+        self.lookup(source).map(|(engine, _)| engine.clone())
     }
 
     /// The engine for a source → target pair, refusing pairs no engine supports.
     pub fn for_pair(&self, source: &Endpoint, target: &Endpoint) -> Result<Arc<dyn Engine>, String> {
-        let (engine, target_kind) = self.by_source_kind.get(source.engine.as_str()).ok_or_else(|| {
-            format!("connection {} has engine {:?}, which this build cannot migrate from (known: {})", source.name, source.engine, self.known())
-        })?;
+        let (engine, target_kind) = self.lookup(source)?;
         if target.engine != *target_kind {
             return Err(format!(
                 "a {} source migrates to a {target_kind} target, but connection {} is {}",
@@ -56,6 +47,17 @@ impl Engines {
             ));
         }
         Ok(engine.clone())
+    }
+
+    fn lookup(&self, source: &Endpoint) -> Result<&(Arc<dyn Engine>, &'static str), String> {
+        self.by_source_kind.get(source.engine.as_str()).ok_or_else(|| {
+            format!(
+                "connection {} has engine {:?}, which this build cannot migrate from (known: {})",
+                source.name,
+                source.engine,
+                self.known()
+            )
+        })
     }
 
     fn known(&self) -> String {

@@ -423,7 +423,7 @@ impl Migration {
         }
     }
 
-    /// The cutover step, when cutting over (or `Cancelling` while cancelling).
+    /// The cutover step, while cutting over.
     pub fn step(&self) -> Option<String> {
         match &self.phase {
             Phase::CuttingOver { step } => Some(format!("{step:?}")),
@@ -433,24 +433,24 @@ impl Migration {
 
     /// Why the migration is stalled or failed, in words.
     pub fn reason(&self) -> Option<String> {
-        if let Some(failure) = &self.failure {
-            return Some(failure.message.clone());
-        }
-        if let Some(stall) = &self.stall {
-            return Some(stall.reason.clone());
-        }
-        self.observation.as_ref().and_then(|o| o.problem.as_ref()).map(|p| p.reason.clone())
+        self.explanation().map(|(reason, _)| reason.to_owned())
     }
 
     /// What the user can do about the reason.
     pub fn remediation(&self) -> Option<String> {
+        self.explanation().map(|(_, remediation)| remediation.to_owned())
+    }
+
+    /// The most pressing (reason, remediation): a failure, else a stall, else the link's own problem.
+    fn explanation(&self) -> Option<(&str, &str)> {
         if let Some(failure) = &self.failure {
-            return Some(failure.remediation.clone());
+            return Some((&failure.message, &failure.remediation));
         }
         if let Some(stall) = &self.stall {
-            return Some(stall.remediation.clone());
+            return Some((&stall.reason, &stall.remediation));
         }
-        self.observation.as_ref().and_then(|o| o.problem.as_ref()).map(|p| p.remediation.clone())
+        let problem = self.observation.as_ref()?.problem.as_ref()?;
+        Some((&problem.reason, &problem.remediation))
     }
 
     /// Appends a history line stamped with the current status.
