@@ -4,6 +4,7 @@
 //! on failure. Faults: every message delivered twice; a crash between saving state and sending messages.
 #![allow(dead_code, unreachable_pub)]
 pub mod bus;
+pub mod engine;
 pub mod host;
 
 use async_trait::async_trait;
@@ -80,6 +81,9 @@ pub struct Lab {
     pub host: HostDouble,
     pub bus: bus::BusDouble,
     pub store: Arc<TableStore>,
+    pub sender: Arc<ServiceBusSender>,
+    /// The handlers' context (for comparing with the embedded API).
+    pub ctx: Context,
     pub crashes: Arc<Mutex<u64>>,
     pump: Option<host::Pump>,
     shutdown: tokio_util::sync::CancellationToken,
@@ -121,7 +125,7 @@ impl Lab {
             // The crash test relies on the relay; it must not wait long before sending.
             relay_age: Duration::from_millis(if options.crash_after_save { 0 } else { 500 }),
         };
-        let azure_host = AzureHost::new(ctx, store.clone(), sender, settings);
+        let azure_host = AzureHost::new(ctx.clone(), store.clone(), sender.clone(), settings);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = tokio_util::sync::CancellationToken::new();
@@ -130,7 +134,7 @@ impl Lab {
         let host = HostDouble::new(base);
         host.wait_ready().await;
         let pump = host::Pump::start(host.clone(), bus.clone(), options.faults, options.timer_every);
-        Self { host, bus, store, crashes, pump: Some(pump), shutdown }
+        Self { host, bus, store, sender, ctx, crashes, pump: Some(pump), shutdown }
     }
 
     /// Stops delivering, lets in-flight invocations finish, stops the handler.
