@@ -118,3 +118,37 @@ fn every_api_route_and_method_has_an_http_function() {
         }
     }
 }
+
+/// No Bicep compiler is reachable here (infra/check.sh says why), so at least the facts the handler
+/// relies on are checked against infra/main.bicep: the queues it creates are the catalog's, with sessions,
+/// duplicate detection and a delivery count; the app settings are the ones settings.rs reads.
+#[test]
+fn the_bicep_creates_what_the_handler_expects() {
+    let bicep = std::fs::read_to_string(repo().join("infra/main.bicep")).unwrap();
+    let line = |prefix: &str| bicep.lines().find(|l| l.trim_start().starts_with(prefix)).unwrap_or_else(|| panic!("no `{prefix}` in main.bicep")).to_owned();
+    let stages: Vec<String> = FUNCTIONS
+        .iter()
+        .filter_map(|f| match f.trigger {
+            Trigger::Queue { stage } => Some(format!("'{stage}'")),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(line("var stages"), format!("var stages = [{}]", stages.join(", ")));
+    assert_eq!(line("var queuePrefix"), format!("var queuePrefix = '{}'", catalog::QUEUE_PREFIX));
+    for property in ["requiresSession: true", "requiresDuplicateDetection: true", "duplicateDetectionHistoryTimeWindow: duplicateDetectionWindow", "maxDeliveryCount: maxDeliveryCount"] {
+        assert!(bicep.contains(property), "queues lack {property}");
+    }
+    for setting in [
+        "FUNCTIONS_WORKER_RUNTIME', value: 'custom'",
+        "MILINK_STORAGE_ACCOUNT",
+        "MILINK_TABLE_ENDPOINT",
+        "MILINK_SERVICEBUS_URL",
+        "AZURE_CLIENT_ID",
+        &format!("{}__fullyQualifiedNamespace", catalog::SERVICE_BUS_CONNECTION),
+    ] {
+        assert!(bicep.contains(setting), "app settings lack {setting}");
+    }
+    let module = std::fs::read_to_string(repo().join("infra/modules/managed-instance-role.bicep")).unwrap();
+    assert!(module.contains("4939a1f6-9ae0-4e48-a1e0-f2cbe897382d"), "SQL Managed Instance Contributor");
+    assert!(module.contains("distributedAvailabilityGroups/setRole/action"), "the custom role of mi-link.md §1.3");
+}
