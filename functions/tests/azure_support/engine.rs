@@ -2,7 +2,7 @@
 //! or at all: steps that fail on purpose, and ten thousand links observed per tick. Every link is a healthy
 //! streaming link unless told otherwise; each call may wait a configurable latency, standing in for the
 //! round trip to a server.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use milink_core::assessment::{Assessment, DatabaseAssessment, Finding, Readiness};
