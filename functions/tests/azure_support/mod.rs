@@ -55,7 +55,7 @@ impl Publisher for CrashAfterSave {
     async fn publish(&self, envelopes: &[Envelope]) -> Result<(), String> {
         let first_time = {
             let mut crashed = self.crashed.lock().unwrap();
-            envelopes.iter().fold(false, |any, e| crashed.insert(e.envelope_id.clone()) || any)
+            envelopes.iter().filter(|e| crashed.insert(e.envelope_id.clone())).count() > 0
         };
         if first_time {
             *self.crashes.lock().unwrap() += 1;
