@@ -1,6 +1,6 @@
 //! Migration rows: `state` (whole migration as JSON plus list columns), claims, and saves with their outbox.
-use super::{backend, entity, get_json, key, put_json, text, timestamp, TableStore};
-use crate::table::{get_i64, odata_string, put_i64, Batch, BatchOp, Entity, TableError};
+use super::{backend, entity, get_json, key, put_json, timestamp, TableStore};
+use crate::table::{put_i64, Batch, BatchOp, Entity, TableError};
 use async_trait::async_trait;
 use milink_core::message::Envelope;
 use milink_core::migration::{Migration, Phase};
@@ -228,29 +228,5 @@ impl MigrationStore for TableStore {
     ) -> Result<Option<Migration>, StoreError> {
         let Some((seed, _)) = self.claim(&claim_partition(source, target, database)).await? else { return Ok(None) };
         Ok(self.load_row(seed.migration.id.as_str()).await?.map(|(m, _)| m).filter(is_live))
-    }
-}
-
-impl TableStore {
-    /// Lightweight rows for fleet views: id, source, phase and version of every active migration, without
-    /// the state JSON (the poll timer groups links by source server with these).
-    pub async fn active_index(&self) -> Result<Vec<(MigrationId, ConnectionName, String, u64)>, StoreError> {
-        self.counters.query();
-        let rows = self
-            .client
-            .query(
-                &self.tables.migrations,
-                &format!("RowKey eq {} and Active eq true", odata_string(STATE)),
-                Some("MigrationId,Source,Phase,Version"),
-            )
-            .await
-            .map_err(backend)?;
-        Ok(rows
-            .iter()
-            .filter_map(|row| {
-                let source = ConnectionName::parse(&text(row, "Source")?).ok()?;
-                Some((MigrationId(text(row, "MigrationId")?), source, text(row, "Phase")?, get_i64(row, "Version")? as u64))
-            })
-            .collect())
     }
 }
