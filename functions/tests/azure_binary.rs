@@ -1,0 +1,104 @@
+//! The real binary as the Functions host starts it: `milink functions` in the app root, with the port in
+//! FUNCTIONS_CUSTOMHANDLER_PORT and the app settings in its environment. It must answer the readiness
+//! probe, merge connections from milink.toml and the Connections table (passwords by app-setting name),
+//! serve HTTP and timer invocations, and stop cleanly on SIGTERM.
+mod azure_support;
+
+use azure_support::{azurite_endpoint, bus, HostDouble};
+use milink_azure::auth::StorageAuth;
+use milink_azure::store::ConnectionRecord;
+use milink_azure::{TableStore, TableStoreConfig};
+use milink_core::config::Secret;
+use serde_json::json;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn milink_functions_serves_the_host_with_connections_from_file_and_table() {
+    let prefix: String = format!("bin{}", uuid::Uuid::new_v4().simple()).chars().take(20).collect();
+    let store = TableStore::connect(
+        TableStoreConfig {
+            endpoint: azurite_endpoint(),
+            account: "devstoreaccount1".into(),
+            auth: StorageAuth::SharedKey { account: "devstoreaccount1".into(), key: Secret::new(AZURITE_KEY) },
+            table_prefix: prefix.clone(),
+        },
+        reqwest::Client::new(),
+    )
+    .await
+    .unwrap();
+    store
+        .put_connection(&ConnectionRecord {
+            name: "pg-from-table".into(),
+            engine: "postgres".into(),
+            url: "postgresql://milink@127.0.0.1:1/postgres".into(),
+            replication_url: None,
+            password_setting: Some("PG_FROM_TABLE_PASSWORD".into()),
+            options: Default::default(),
+        })
+        .await
+        .unwrap();
+    let app_root = tempfile::tempdir().unwrap();
+    std::fs::write(
+        app_root.path().join("milink.toml"),
+        "[connections.pg-from-file]\nengine = \"postgres\"\nurl = \"postgresql://milink@127.0.0.1:1/postgres\"\n",
+    )
+    .unwrap();
+    let bus = bus::BusDouble::default();
+    let namespace = bus.serve().await;
+    let port = free_port();
+    let mut child = Command::new(milink_e2e::milink::binary())
+        .arg("functions")
+        .current_dir(app_root.path())
+        .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+        .env("FUNCTIONS_APP_ROOT_PATH", app_root.path())
+        .env("MILINK_STORAGE_ACCOUNT", "devstoreaccount1")
+        .env("MILINK_STORAGE_KEY", AZURITE_KEY)
+        .env("MILINK_TABLE_ENDPOINT", azurite_endpoint())
+        .env("MILINK_TABLE_PREFIX", &prefix)
+        .env("MILINK_SERVICEBUS_URL", &namespace)
+        .env("MILINK_SERVICEBUS_KEY_NAME", bus::KEY_NAME)
+        .env("MILINK_SERVICEBUS_KEY", bus::KEY)
+        .env("PG_FROM_TABLE_PASSWORD", "from-key-vault")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the milink binary starts");
+    let host = HostDouble::new(format!("http://127.0.0.1:{port}"));
+    host.wait_ready().await;
+
+    let (status, health) = host.http("GET", "/api/health", None).await;
+    assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
+    for connection in ["pg-from-file", "pg-from-table"] {
+        let (status, body) = host.http("POST", "/api/assessments", Some(&json!({ "connection": connection }))).await;
+        assert_eq!(status, 202, "{connection}: {body}");
+    }
+    let (status, body) = host.http("POST", "/api/assessments", Some(&json!({ "connection": "nowhere" }))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("unknown_connection")));
+    assert!(body["error"]["message"].as_str().unwrap().contains("pg-from-table"), "known connections are listed: {body}");
+    assert!(matches!(host.fire("Relay").await, azure_support::host::Outcome::Succeeded(_)));
+    assert!(matches!(host.fire("PollSync").await, azure_support::host::Outcome::Succeeded(_)));
+    // The two assessments' messages went to the assess queue through the REST contract.
+    let (accepted, _, rejected) = bus.stats();
+    assert_eq!((accepted, rejected.len()), (2, 0), "{rejected:?}");
+
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "milink functions did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status}");
+    let mut log = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(!log.contains("from-key-vault"), "the password must never be logged");
+}
