@@ -119,6 +119,14 @@ async fn a_database_has_one_live_migration_per_link<S: Subject>(store: Arc<S>) {
     assert_eq!(store.find(&name("src"), &name("dst"), &first.database).await.unwrap(), None);
     let replacement = create_new(store.as_ref(), &again).await;
     assert_ne!(replacement.id, first.id);
+
+    // A failed-back migration frees it too (the source is primary again).
+    let mut failed_back = replacement.clone();
+    failed_back.phase = Phase::FailedBack;
+    store.save(&failed_back, &[]).await.unwrap();
+    assert_eq!(store.find(&name("src"), &name("dst"), &first.database).await.unwrap(), None);
+    let third = migration("ToyStore");
+    assert_ne!(create_new(store.as_ref(), &third).await.id, replacement.id);
 }
 
 async fn saves_take_turns_by_version<S: Subject>(store: Arc<S>) {

@@ -34,9 +34,10 @@ fn phase_key(phase: &Phase) -> &'static str {
     }
 }
 
-/// Failed and cancelled migrations free their database for a new one; completed ones do not.
+/// Failed, cancelled and failed-back migrations free their database for a new one; completed ones do not
+/// (the same rule as the SQLite store's unique index).
 fn is_live(migration: &Migration) -> bool {
-    !matches!(migration.phase, Phase::Failed | Phase::Cancelled)
+    !matches!(migration.phase, Phase::Failed | Phase::Cancelled | Phase::FailedBack)
 }
 
 fn claim_partition(source: &ConnectionName, target: &ConnectionName, database: &DatabaseName) -> String {
