@@ -161,6 +161,28 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// A short stable name for stores to index and filter on.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Phase::Validating => "validating",
+            Phase::Deploying => "deploying",
+            Phase::Syncing => "syncing",
+            Phase::CuttingOver { .. } => "cuttingOver",
+            Phase::Cancelling => "cancelling",
+            Phase::Completed => "completed",
+            Phase::FailingBack => "failingBack",
+            Phase::FailedBack => "failedBack",
+            Phase::Failed => "failed",
+            Phase::Cancelled => "cancelled",
+        }
+    }
+
+    /// Failed, cancelled and failed-back migrations free their database for a new migration on the same
+    /// link; every other one (completed included) is the database's migration.
+    pub fn frees_database(&self) -> bool {
+        matches!(self, Phase::Failed | Phase::Cancelled | Phase::FailedBack)
+    }
+
     /// No further transitions.
     pub fn is_terminal(&self) -> bool {
         matches!(self, Phase::Completed | Phase::Failed | Phase::Cancelled | Phase::FailedBack)

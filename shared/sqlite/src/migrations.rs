@@ -2,25 +2,11 @@
 use crate::{backend, from_json, queue, to_json, SqliteStore};
 use async_trait::async_trait;
 use milink_core::message::Envelope;
-use milink_core::migration::{Migration, Phase};
+use milink_core::migration::Migration;
 use milink_core::names::{ConnectionName, DatabaseName, MigrationId};
 use milink_core::ports::{Created, MigrationFilter, MigrationStore, StoreError};
 use rusqlite::{params, OptionalExtension, Transaction};
 
-fn phase_key(phase: &Phase) -> &'static str {
-    match phase {
-        Phase::Validating => "validating",
-        Phase::Deploying => "deploying",
-        Phase::Syncing => "syncing",
-        Phase::CuttingOver { .. } => "cuttingOver",
-        Phase::Cancelling => "cancelling",
-        Phase::Completed => "completed",
-        Phase::FailingBack => "failingBack",
-        Phase::FailedBack => "failedBack",
-        Phase::Failed => "failed",
-        Phase::Cancelled => "cancelled",
-    }
-}
 
 fn find_live(tx: &Transaction<'_>, source: &str, target: &str, database: &str) -> Result<Option<Migration>, StoreError> {
     let state: Option<String> = tx
@@ -57,7 +43,7 @@ impl MigrationStore for SqliteStore {
                     source,
                     target,
                     database,
-                    phase_key(&stored.phase),
+                    stored.phase.key(),
                     stored.version as i64,
                     stored.created_at.to_rfc3339(),
                     to_json(&stored)?
@@ -93,7 +79,7 @@ impl MigrationStore for SqliteStore {
                 .execute(
                     "UPDATE migrations SET phase = ?1, version = ?2, state = ?3 WHERE id = ?4 AND version = ?5",
                     params![
-                        phase_key(&next.phase),
+                        next.phase.key(),
                         next.version as i64,
                         to_json(&next)?,
                         next.id.as_str(),

@@ -3,7 +3,7 @@ use super::{backend, entity, get_json, key, put_json, timestamp, TableStore};
 use crate::table::{put_i64, Batch, BatchOp, Entity, TableError};
 use async_trait::async_trait;
 use milink_core::message::Envelope;
-use milink_core::migration::{Migration, Phase};
+use milink_core::migration::Migration;
 use milink_core::names::{ConnectionName, DatabaseName, MigrationId};
 use milink_core::ports::{Created, MigrationFilter, MigrationStore, StoreError};
 use serde::{Deserialize, Serialize};
@@ -19,25 +19,11 @@ struct Seed {
     outbox: Vec<Envelope>,
 }
 
-fn phase_key(phase: &Phase) -> &'static str {
-    match phase {
-        Phase::Validating => "validating",
-        Phase::Deploying => "deploying",
-        Phase::Syncing => "syncing",
-        Phase::CuttingOver { .. } => "cuttingOver",
-        Phase::Cancelling => "cancelling",
-        Phase::Completed => "completed",
-        Phase::FailingBack => "failingBack",
-        Phase::FailedBack => "failedBack",
-        Phase::Failed => "failed",
-        Phase::Cancelled => "cancelled",
-    }
-}
 
 /// Failed, cancelled and failed-back migrations free their database for a new one; completed ones do not
 /// (the same rule as the SQLite store's unique index).
 fn is_live(migration: &Migration) -> bool {
-    !matches!(migration.phase, Phase::Failed | Phase::Cancelled | Phase::FailedBack)
+    !migration.phase.frees_database()
 }
 
 fn claim_partition(source: &ConnectionName, target: &ConnectionName, database: &DatabaseName) -> String {
@@ -59,7 +45,7 @@ fn state_entity(migration: &Migration) -> Result<Entity, StoreError> {
     insert(&mut row, "Source", migration.source.as_str());
     insert(&mut row, "Target", migration.target.as_str());
     insert(&mut row, "Database", migration.database.as_str());
-    insert(&mut row, "Phase", phase_key(&migration.phase));
+    insert(&mut row, "Phase", migration.phase.key());
     insert(&mut row, "CreatedAt", &timestamp(migration.created_at));
     row.insert("Active".into(), serde_json::Value::Bool(!migration.phase.is_terminal()));
     put_i64(&mut row, "Version", migration.version as i64);
