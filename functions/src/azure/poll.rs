@@ -23,6 +23,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
+/// Longest wait for one observation (the embedded host's bound too).
+const OBSERVE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Limits of one tick.
 #[derive(Debug, Clone)]
 pub struct PollSettings {
@@ -139,22 +142,19 @@ async fn poll_one(ctx: &Context, migration: Migration) -> One {
         if let Err(error) = apply(ctx, &migration.id, &Event::Tick).await {
             tracing::warn!(migration = %migration.id, %error, "poll: nudge failed");
         }
-        return one; // a nudged migration is not syncing: only Syncing links are observed
+        // The nudge saved a newer version: record this tick's observation by re-reading.
+        if migration.phase == Phase::Syncing {
+            let event = observe_event(ctx, &migration, &mut one).await;
+            if let Err(error) = apply(ctx, &migration.id, &event).await {
+                tracing::warn!(migration = %migration.id, %error, "poll: could not record the observation");
+            }
+        }
+        return one;
     }
     if migration.phase != Phase::Syncing {
         return one;
     }
-    let event = match observe(ctx, &migration).await {
-        Ok(observation) => {
-            one.observed = 1;
-            Event::Observed { observation }
-        }
-        Err(error) => {
-            one.failed = 1;
-            tracing::debug!(migration = %migration.id, error = %error.message, "poll: observe failed");
-            Event::ObserveFailed { error }
-        }
-    };
+    let event = observe_event(ctx, &migration, &mut one).await;
     match record(ctx, &migration, &event).await {
         Ok(()) => {}
         Err(StoreError::Conflict(_)) => {
@@ -168,6 +168,20 @@ async fn poll_one(ctx: &Context, migration: Migration) -> One {
     one
 }
 
+async fn observe_event(ctx: &Context, migration: &Migration, one: &mut One) -> Event {
+    match observe(ctx, migration).await {
+        Ok(observation) => {
+            one.observed = 1;
+            Event::Observed { observation }
+        }
+        Err(error) => {
+            one.failed = 1;
+            tracing::debug!(migration = %migration.id, error = %error.message, "poll: observe failed");
+            Event::ObserveFailed { error }
+        }
+    }
+}
+
 /// Decides against the listed state and saves with its version: one write, no re-read.
 async fn record(ctx: &Context, migration: &Migration, event: &Event) -> Result<(), StoreError> {
     let Ok(transition) = flow::decide(migration, event, ctx.clock.now()) else { return Ok(()) };
@@ -178,14 +192,18 @@ async fn record(ctx: &Context, migration: &Migration, event: &Event) -> Result<(
     ctx.migrations.save(&transition.migration, &outbox).await.map(drop)
 }
 
+/// One look at a link, bounded like the embedded host's (a hung server delays its own links only).
 async fn observe(
     ctx: &Context,
     migration: &Migration,
 ) -> Result<milink_core::migration::Observation, milink_core::error::EngineError> {
-    let config_error = |message: String| {
-        milink_core::error::EngineError::transient("configuration", message, "fix the connection in milink.toml or the Connections table")
-    };
-    let plan = crate::engines::plan(&ctx.config, migration).map_err(config_error)?;
-    let engine = ctx.engines.for_pair(&plan.source, &plan.target).map_err(config_error)?;
-    engine.observe(&plan, ctx.clock.now()).await
+    let (plan, engine) = crate::handlers::link_for(ctx, migration)?;
+    match tokio::time::timeout(OBSERVE_TIMEOUT, engine.observe(&plan, ctx.clock.now())).await {
+        Ok(observation) => observation,
+        Err(_) => Err(milink_core::error::EngineError::transient(
+            "observe_timeout",
+            format!("looking at the link took longer than {} s", OBSERVE_TIMEOUT.as_secs()),
+            "check that both servers answer quickly (locks, load, network)",
+        )),
+    }
 }
