@@ -67,6 +67,11 @@ impl Client {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        // On Azure Functions every route but health needs a function key (docs/azure.md).
+        let request = match std::env::var("MILINK_API_KEY") {
+            Ok(key) if !key.is_empty() => request.header("x-functions-key", key),
+            _ => request,
+        };
         let response = request.send().await.map_err(|e| {
             CliError::Unreachable(format!(
                 "cannot reach milink at {} ({}); start it with `milink up` or pass --server",
