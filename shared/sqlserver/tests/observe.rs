@@ -46,8 +46,12 @@ fn status(observation: Observation) -> Status {
         now(),
     );
     migration.phase = Phase::Syncing;
-    migration.observation = Some(observation);
-    migration.status()
+    // Through the flow, as the poll timer does: readiness is decided there (with hysteresis).
+    let at = observation.at;
+    milink_core::flow::decide(&migration, &milink_core::flow::Event::Observed { observation }, at)
+        .expect("an observation is never refused")
+        .migration
+        .status()
 }
 
 #[test]
