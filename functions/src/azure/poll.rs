@@ -23,9 +23,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
-/// Longest wait for one observation (the embedded host's bound too).
-const OBSERVE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Limits of one tick.
 #[derive(Debug, Clone)]
 pub struct PollSettings {
@@ -169,17 +166,12 @@ async fn poll_one(ctx: &Context, migration: Migration) -> One {
 }
 
 async fn observe_event(ctx: &Context, migration: &Migration, one: &mut One) -> Event {
-    match observe(ctx, migration).await {
-        Ok(observation) => {
-            one.observed = 1;
-            Event::Observed { observation }
-        }
-        Err(error) => {
-            one.failed = 1;
-            tracing::debug!(migration = %migration.id, error = %error.message, "poll: observe failed");
-            Event::ObserveFailed { error }
-        }
+    let event = crate::handlers::poll_sync::observation_event(ctx, migration).await;
+    match event {
+        Event::Observed { .. } => one.observed = 1,
+        _ => one.failed = 1,
     }
+    event
 }
 
 /// Decides against the listed state and saves with its version: one write, no re-read.
@@ -190,20 +182,4 @@ async fn record(ctx: &Context, migration: &Migration, event: &Event) -> Result<(
     }
     let outbox = Envelope::for_commands(&migration.id, migration.version + 1, transition.commands);
     ctx.migrations.save(&transition.migration, &outbox).await.map(drop)
-}
-
-/// One look at a link, bounded like the embedded host's (a hung server delays its own links only).
-async fn observe(
-    ctx: &Context,
-    migration: &Migration,
-) -> Result<milink_core::migration::Observation, milink_core::error::EngineError> {
-    let (plan, engine) = crate::handlers::link_for(ctx, migration)?;
-    match tokio::time::timeout(OBSERVE_TIMEOUT, engine.observe(&plan, ctx.clock.now())).await {
-        Ok(observation) => observation,
-        Err(_) => Err(milink_core::error::EngineError::transient(
-            "observe_timeout",
-            format!("looking at the link took longer than {} s", OBSERVE_TIMEOUT.as_secs()),
-            "check that both servers answer quickly (locks, load, network)",
-        )),
-    }
 }

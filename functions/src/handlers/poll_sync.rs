@@ -53,21 +53,27 @@ async fn poll_one(ctx: &Context, migration: Migration) -> TickSummary {
     if migration.phase != Phase::Syncing {
         return summary;
     }
-    let event = match observe(ctx, &migration).await {
-        Ok(observation) => {
-            summary.observed = 1;
-            Event::Observed { observation }
-        }
-        Err(error) => {
-            summary.failed = 1;
-            tracing::debug!(migration = %migration.id, error = %error.message, "poll: observe failed");
-            Event::ObserveFailed { error }
-        }
-    };
+    let event = observation_event(ctx, &migration).await;
+    match event {
+        Event::Observed { .. } => summary.observed = 1,
+        _ => summary.failed = 1,
+    }
     if let Err(error) = apply(ctx, &migration.id, &event).await {
         tracing::warn!(migration = %migration.id, %error, "poll: could not record the observation");
     }
     summary
+}
+
+/// Looks at one syncing link (bounded by [`OBSERVE_TIMEOUT`]) and returns what to tell the flow:
+/// `Observed`, or `ObserveFailed` with the reason. Shared by both hosts' poll timers.
+pub async fn observation_event(ctx: &Context, migration: &Migration) -> Event {
+    match observe(ctx, migration).await {
+        Ok(observation) => Event::Observed { observation },
+        Err(error) => {
+            tracing::debug!(migration = %migration.id, error = %error.message, "poll: observe failed");
+            Event::ObserveFailed { error }
+        }
+    }
 }
 
 async fn observe(
