@@ -93,6 +93,7 @@ async fn seed<S: MigrationStore + ?Sized>(store: &S, links: usize) {
             lag_seconds: Some(0.0),
             progress_marker: Some(Position(0)),
             problem: None,
+            drift: Vec::new(),
         });
         store.save(&m, &[]).await.expect("save");
     });

@@ -70,6 +70,7 @@ impl Engine for FakeEngine {
             lag_seconds: Some(0.0),
             progress_marker: Some(Position(1)),
             problem: None,
+            drift: Vec::new(),
         })
     }
     async fn fence(&self, _: &LinkPlan) -> Result<Position, EngineError> {

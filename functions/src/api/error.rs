@@ -71,6 +71,7 @@ impl From<Rejection> for ApiError {
             Rejection::NotReadyForCutover { .. } => (StatusCode::CONFLICT, "not_ready_for_cutover"),
             Rejection::CannotCancel { .. } => (StatusCode::CONFLICT, "cannot_cancel"),
             Rejection::CannotFailBack { .. } => (StatusCode::CONFLICT, "cannot_fail_back"),
+            Rejection::CannotVerify { .. } => (StatusCode::CONFLICT, "cannot_verify"),
         };
         ApiError::new(status, code, rejection.to_string())
     }

@@ -153,6 +153,12 @@ pub async fn failback(
     request_event(&state, id, event).await
 }
 
+/// `POST /api/migrations/{id}/verify`: compares source and target content while the link syncs; the
+/// report appears as `verification` on the migration when it is done.
+pub async fn verify(State(state): State<ApiState>, Path(id): Path<String>) -> Result<(StatusCode, Json<Value>), ApiError> {
+    request_event(&state, id, Event::VerifyRequested).await
+}
+
 /// `POST /api/migrations/{id}/cancel`.
 pub async fn cancel(State(state): State<ApiState>, Path(id): Path<String>) -> Result<(StatusCode, Json<Value>), ApiError> {
     request_event(&state, id, Event::CancelRequested).await

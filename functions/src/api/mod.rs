@@ -47,6 +47,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/api/migrations/{id}", get(migrations::show))
         .route("/api/migrations/{id}/cutover", post(migrations::cutover))
         .route("/api/migrations/{id}/cancel", post(migrations::cancel))
+        .route("/api/migrations/{id}/verify", post(migrations::verify))
         .route("/api/migrations/{id}/failback", post(migrations::failback))
         .route("/api/deadletters", get(dead_letters))
         .fallback(not_found)

@@ -38,6 +38,15 @@ pub fn detail(m: &Migration) -> Value {
         "verification": m.cutover.verification,
         "abandonedReason": m.cutover.abandoned_reason,
     });
+    value["verification"] = json!({
+        "running": m.verify.running.is_some(),
+        "requestedAt": m.verify.requested_at,
+        "last": m.verify.last,
+        "lastError": m.verify.last_error,
+    });
+    if let Some(observation) = &m.observation {
+        value["schemaChanges"] = serde_json::to_value(&observation.drift).unwrap_or(Value::Null);
+    }
     value["history"] = serde_json::to_value(&m.history).unwrap_or(Value::Null);
     value
 }

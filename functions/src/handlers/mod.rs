@@ -11,6 +11,7 @@ pub mod cutover;
 pub mod notify;
 pub mod poll_sync;
 pub mod validate;
+pub mod verify;
 
 use crate::context::Context;
 use milink_core::error::EngineError;
@@ -113,6 +114,7 @@ async fn run_command(ctx: &Context, id: &MigrationId, command: &Command, envelop
         Command::Validate => validate::run(&step).await,
         Command::CreateLink => create_link::run(&step).await,
         Command::DropLink { unfence, drop_target } => cancel::run(&step, *unfence, *drop_target).await,
+        Command::Verify { request } => verify::run(&step, *request).await,
         _ => cutover::run(&step).await,
     };
     match event {

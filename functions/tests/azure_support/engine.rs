@@ -92,6 +92,7 @@ impl Engine for ScriptedEngine {
             lag_seconds: Some(0.0),
             progress_marker: Some(Position(n)),
             problem: None,
+            drift: Vec::new(),
         })
     }
 
@@ -111,7 +112,7 @@ impl Engine for ScriptedEngine {
 
     async fn finalize(&self, _: &LinkPlan) -> Result<Verification, EngineError> {
         self.wait().await;
-        Ok(Verification { tables: vec![TableCount { table: "public.orders".into(), source_rows: 3, target_rows: 3 }], sequences_set: 1 })
+        Ok(Verification { tables: vec![TableCount::counted("public.orders", 3, 3)], sequences_set: 1, complete: true, ..Verification::default() })
     }
 
     async fn switch(&self, _: &LinkPlan, _: bool) -> Result<(), EngineError> {

@@ -120,6 +120,15 @@ pub enum Event {
     },
     /// The timer's periodic nudge: retries stalled steps when their time comes.
     Tick,
+    /// The user asked for a content verification while the link syncs.
+    VerifyRequested,
+    /// A verification finished.
+    Verified {
+        /// The request it answers.
+        request: u32,
+        /// What it found.
+        verification: Verification,
+    },
 }
 
 /// Work the flow asks for. Each becomes a message to a stage handler.
@@ -170,6 +179,11 @@ pub enum Command {
         /// Drop the target database too.
         drop_target: bool,
     },
+    /// Compare source and target content while the link syncs.
+    Verify {
+        /// The verification request this answers.
+        request: u32,
+    },
     /// Tell someone.
     Notify {
         /// Status after the change.
@@ -191,6 +205,7 @@ impl Command {
             | Command::Switch { .. }
             | Command::Unfence { .. }
             | Command::Failback => "cutover",
+            Command::Verify { .. } => "cutover",
             Command::DropLink { .. } => "cancel",
             Command::Notify { .. } => "notify",
         }
@@ -208,6 +223,7 @@ impl Command {
             Command::Unfence { .. } => "unfence",
             Command::Failback => "failback",
             Command::DropLink { .. } => "drop-link",
+            Command::Verify { .. } => "verify",
             Command::Notify { .. } => "notify",
         }
     }
@@ -232,6 +248,12 @@ pub enum Rejection {
         status: String,
         /// Why not.
         why: String,
+    },
+    /// Verification asked for while the link is not syncing.
+    #[error("migration is {status}: a verification runs only while the link syncs (the cutover verifies by itself)")]
+    CannotVerify {
+        /// The current status.
+        status: String,
     },
     /// Cancel after the point of no return or of a finished migration.
     #[error("migration is {status} and can no longer be cancelled")]
@@ -354,6 +376,13 @@ fn apply(m: &mut Migration, event: &Event, now: DateTime<Utc>, out: &mut Vec<Com
             on_step_error(m, command, error, false, now, out)
         }
         Event::Tick => on_tick(m, now, out),
+        Event::VerifyRequested => on_verify_requested(m, now, out)?,
+        Event::Verified { request, verification } if m.verify.running == Some(*request) => {
+            m.verify.running = None;
+            m.verify.last_error = None;
+            m.verify.last = Some(verification.clone());
+            m.record(now, format!("verification {request}: {}", verification.summary()));
+        }
         _ => {}
     }
     Ok(())
@@ -433,6 +462,8 @@ fn on_cutover_requested(m: &mut Migration, confirmed: bool, now: DateTime<Utc>, 
         return Err(Rejection::NotReadyForCutover { status: status.as_str().to_owned() });
     }
     let attempt = m.cutover.attempt + 1;
+    // A verification still running is superseded: the cutover verifies after the drain anyway.
+    m.verify.running = None;
     m.cutover = CutoverRecord { attempt, requested_at: Some(now), fence_active: true, ..CutoverRecord::default() };
     m.phase = Phase::CuttingOver { step: CutoverStep::Fencing };
     out.push(Command::Fence { attempt });
@@ -441,27 +472,42 @@ fn on_cutover_requested(m: &mut Migration, confirmed: bool, now: DateTime<Utc>, 
 
 fn on_finalized(m: &mut Migration, attempt: u32, verification: &Verification, now: DateTime<Utc>, out: &mut Vec<Command>) {
     m.cutover.verification = Some(verification.clone());
-    let mismatches = verification.mismatches();
-    if mismatches.is_empty() {
+    if verification.is_clean() {
         m.phase = Phase::CuttingOver { step: CutoverStep::Switching };
         m.record(
             now,
-            format!("verified {} tables, set {} sequences", verification.tables.len(), verification.sequences_set),
+            format!("verified: {}; set {} sequences", verification.summary(), verification.sequences_set),
         );
         out.push(Command::Switch { attempt, keep_reverse_link: m.settings.keep_reverse_link });
-    } else {
-        let detail = mismatches
-            .iter()
-            .map(|t| format!("{} (source {}, target {})", t.table, t.source_rows, t.target_rows))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let error = EngineError::definite(
-            "verification_failed",
-            format!("row counts differ after catch-up: {detail}"),
-            "something wrote to the source after the fence or to the target during sync; inspect those tables, then cancel and start again",
-        );
-        abandon(m, attempt, error.message.clone(), Some(error), now, out);
+        return;
     }
+    // Not proven equal: the source gets its writes back and the link keeps syncing. Differences are kept
+    // as the last verification, which blocks the next cutover until a verification comes back clean;
+    // the link itself is fine, so the migration does not fail (the user repairs and verifies again).
+    if !verification.mismatches().is_empty() || !verification.differences.is_empty() {
+        m.verify.last = Some(verification.clone());
+    }
+    let reason = match verification.complete {
+        true => format!("the target differs from the source: {}", verification.summary()),
+        false => format!("the verification did not cover every table: {}", verification.summary()),
+    };
+    abandon(m, attempt, reason, None, now, out);
+}
+
+fn on_verify_requested(m: &mut Migration, now: DateTime<Utc>, out: &mut Vec<Command>) -> Result<(), Rejection> {
+    if m.phase != Phase::Syncing {
+        return Err(Rejection::CannotVerify { status: m.status().as_str().to_owned() });
+    }
+    if m.verify.running.is_some() {
+        return Ok(()); // a second click: one runs already
+    }
+    let request = m.verify.requests + 1;
+    m.verify.requests = request;
+    m.verify.running = Some(request);
+    m.verify.requested_at = Some(now);
+    m.record(now, format!("verification {request} requested"));
+    out.push(Command::Verify { request });
+    Ok(())
 }
 
 /// Gives up the current cutover attempt: unfence, then back to syncing (or to Failed when `failure`).
@@ -509,6 +555,7 @@ fn on_cancel_requested(m: &mut Migration, now: DateTime<Utc>, out: &mut Vec<Comm
         _ => {}
     }
     let unfence = m.cutover.fence_active;
+    m.verify.running = None;
     m.phase = Phase::Cancelling;
     m.stall = None;
     m.record(now, "cancel requested");
@@ -524,6 +571,11 @@ fn on_cancel_requested(m: &mut Migration, now: DateTime<Utc>, out: &mut Vec<Comm
 fn on_step_error(m: &mut Migration, command: &Command, error: &EngineError, definite: bool, now: DateTime<Utc>, out: &mut Vec<Command>) {
     match command {
         Command::Failback => failback_failed(m, error, now),
+        Command::Verify { request } => {
+            m.verify.running = None;
+            m.verify.last_error = Some(format!("{} ({})", error.message, error.remediation));
+            m.record(now, format!("verification {request} could not run: {}", error.message));
+        }
         Command::Fence { attempt } | Command::Drain { attempt, .. } | Command::Finalize { attempt } => {
             abandon(m, *attempt, error.message.clone(), definite.then(|| error.clone()), now, out);
         }
@@ -587,7 +639,8 @@ pub fn pending_command(m: &Migration) -> Option<Command> {
             Some(Command::DropLink { unfence: m.cutover.fence_active, drop_target: m.settings.drop_target_on_cancel })
         }
         Phase::FailingBack => Some(Command::Failback),
-        Phase::Syncing | Phase::Completed | Phase::Failed | Phase::Cancelled | Phase::FailedBack => None,
+        Phase::Syncing => m.verify.running.map(|request| Command::Verify { request }),
+        Phase::Completed | Phase::Failed | Phase::Cancelled | Phase::FailedBack => None,
     }
 }
 
@@ -614,6 +667,7 @@ fn notification(m: &Migration, status: &Status) -> Option<Command> {
     let message = match status {
         Status::ReadyForCutover => format!("{} is ready for cutover", m.database),
         Status::Stalled => format!("{} is stalled: {}", m.database, m.reason().unwrap_or_default()),
+        Status::Blocked => format!("{}: cutover blocked: {}", m.database, m.reason().unwrap_or_default()),
         Status::Completed => match m.history.last() {
             Some(last) if last.message.starts_with("failback failed") => format!("{}: {}", m.database, last.message),
             _ => format!(

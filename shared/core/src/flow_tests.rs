@@ -30,6 +30,7 @@ fn observation(at: i64, phase: LinkPhase, lag: u64) -> Observation {
         lag_seconds: None,
         progress_marker: Some(Position(at as u64)),
         problem: None,
+        drift: Vec::new(),
     }
 }
 
@@ -46,7 +47,7 @@ fn ready() -> Migration {
 }
 
 fn ok_verification() -> Verification {
-    Verification { tables: vec![TableCount { table: "public.orders".into(), source_rows: 5, target_rows: 5 }], sequences_set: 1 }
+    Verification { tables: vec![TableCount::counted("public.orders", 5, 5)], sequences_set: 1, complete: true, ..Verification::default() }
 }
 
 #[test]
@@ -136,17 +137,68 @@ fn a_drain_timeout_unfences_and_returns_to_ready() {
 }
 
 #[test]
-fn a_verification_mismatch_unfences_then_fails() {
+fn a_verification_difference_unfences_and_blocks_the_next_cutover() {
     let m = ready();
     let m = step(&m, Event::CutoverRequested { confirm_traffic_stopped: true }, 10).migration;
     let m = step(&m, Event::Fenced { attempt: 1, started_at: t(10), position: Position(100) }, 11).migration;
     let m = step(&m, Event::Drained { attempt: 1, position: Position(100) }, 12).migration;
-    let bad = Verification { tables: vec![TableCount { table: "t".into(), source_rows: 5, target_rows: 4 }], sequences_set: 0 };
+    let bad = Verification { tables: vec![TableCount::counted("t", 5, 4)], complete: true, ..Verification::default() };
     let tr = step(&m, Event::Finalized { attempt: 1, verification: bad }, 13);
     assert_eq!(tr.commands, vec![Command::Unfence { attempt: 1 }]);
     let tr = step(&tr.migration, Event::Unfenced { attempt: 1 }, 14);
-    assert_eq!(tr.migration.status(), Status::Failed);
-    assert_eq!(tr.migration.failure.as_ref().unwrap().code, "verification_failed");
+    assert_eq!(tr.migration.status(), Status::Blocked, "the link still syncs, but the cutover is blocked");
+    assert!(tr.migration.reason().unwrap().contains("source 5 rows, target 4"), "{:?}", tr.migration.reason());
+    let again = decide(&tr.migration, &Event::CutoverRequested { confirm_traffic_stopped: true }, t(15));
+    assert!(matches!(again, Err(Rejection::NotReadyForCutover { .. })), "{again:?}");
+    // A clean verification afterwards unblocks it.
+    let tr = step(&tr.migration, Event::VerifyRequested, 16);
+    assert_eq!(tr.commands, vec![Command::Verify { request: 1 }]);
+    let clean = Verification { tables: vec![TableCount::counted("t", 5, 5)], complete: true, ..Verification::default() };
+    let tr = step(&tr.migration, Event::Verified { request: 1, verification: clean }, 17);
+    assert_eq!(tr.migration.status(), Status::ReadyForCutover);
+}
+
+#[test]
+fn an_incomplete_verification_never_completes_a_cutover() {
+    let m = ready();
+    let m = step(&m, Event::CutoverRequested { confirm_traffic_stopped: true }, 10).migration;
+    let m = step(&m, Event::Fenced { attempt: 1, started_at: t(10), position: Position(100) }, 11).migration;
+    let m = step(&m, Event::Drained { attempt: 1, position: Position(100) }, 12).migration;
+    let partial = Verification { tables: vec![TableCount::counted("t", 5, 5)], complete: false, ..Verification::default() };
+    let tr = step(&m, Event::Finalized { attempt: 1, verification: partial }, 13);
+    assert_eq!(tr.commands, vec![Command::Unfence { attempt: 1 }]);
+    let tr = step(&tr.migration, Event::Unfenced { attempt: 1 }, 14);
+    assert_eq!(tr.migration.status(), Status::ReadyForCutover, "nothing differs, so nothing blocks a retry");
+}
+
+#[test]
+fn verification_runs_only_while_syncing_and_once_at_a_time() {
+    let m = ready();
+    let tr = step(&m, Event::VerifyRequested, 10);
+    assert_eq!(tr.commands, vec![Command::Verify { request: 1 }]);
+    let twice = decide(&tr.migration, &Event::VerifyRequested, t(11)).unwrap();
+    assert!(!twice.changed, "a second click while one runs changes nothing");
+    // A late answer to a superseded request is ignored.
+    let cut = step(&tr.migration, Event::CutoverRequested { confirm_traffic_stopped: true }, 12).migration;
+    let late = Verification { tables: vec![TableCount::counted("t", 1, 0)], complete: true, ..Verification::default() };
+    assert!(!decide(&cut, &Event::Verified { request: 1, verification: late }, t(13)).unwrap().changed);
+    assert!(matches!(decide(&cut, &Event::VerifyRequested, t(14)), Err(Rejection::CannotVerify { .. })));
+}
+
+#[test]
+fn blocking_schema_drift_holds_a_caught_up_link_out_of_ready() {
+    let m = ready();
+    let mut o = observation(20, LinkPhase::Streaming, 0);
+    o.drift.push(crate::verification::SchemaChange {
+        object: "public.orders".into(),
+        change: "column type changed".into(),
+        carried: false,
+        remediation: "change it on the target too".into(),
+    });
+    let tr = step(&m, Event::Observed { observation: o }, 20);
+    assert_eq!(tr.migration.status(), Status::Blocked);
+    assert!(tr.migration.reason().unwrap().contains("public.orders"));
+    assert!(decide(&tr.migration, &Event::CutoverRequested { confirm_traffic_stopped: true }, t(21)).is_err());
 }
 
 #[test]

@@ -15,6 +15,7 @@ pub mod message;
 pub mod migration;
 pub mod names;
 pub mod ports;
+pub mod verification;
 
 pub use assessment::{AssessmentReport, Finding, Readiness, Severity};
 pub use error::{EngineError, ErrorKind};

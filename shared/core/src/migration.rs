@@ -9,6 +9,8 @@ use crate::names::{ConnectionName, DatabaseName, MigrationId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use crate::verification::{SchemaChange, TableCount, Verification};
+
 /// Settings of one migration, chosen at start (all have defaults).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
@@ -114,6 +116,17 @@ pub struct Observation {
     pub progress_marker: Option<Position>,
     /// What is wrong with the link, if anything.
     pub problem: Option<LinkProblem>,
+    /// Changes to the source's schema since the link was made: carried ones are informative, the others
+    /// block the cutover.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<SchemaChange>,
+}
+
+impl Observation {
+    /// The schema changes that block a cutover (not carried by the engine).
+    pub fn blocking_drift(&self) -> impl Iterator<Item = &SchemaChange> {
+        self.drift.iter().filter(|c| !c.carried)
+    }
 }
 
 /// The steps of a cutover, in order (Unfencing only when a cutover is abandoned).
@@ -203,35 +216,6 @@ pub struct Stall {
     pub retry_at: Option<DateTime<Utc>>,
 }
 
-/// The outcome of a cutover's finalize step.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct Verification {
-    /// Per table: name, rows on the source, rows on the target.
-    pub tables: Vec<TableCount>,
-    /// Sequences set on the target.
-    pub sequences_set: u32,
-}
-
-/// Row counts of one table on both sides.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TableCount {
-    /// Qualified table name.
-    pub table: String,
-    /// Rows on the source.
-    pub source_rows: u64,
-    /// Rows on the target.
-    pub target_rows: u64,
-}
-
-impl Verification {
-    /// Tables whose counts differ.
-    pub fn mismatches(&self) -> Vec<&TableCount> {
-        self.tables.iter().filter(|t| t.source_rows != t.target_rows).collect()
-    }
-}
-
 /// What the flow remembers of the current (or last) cutover.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
@@ -264,6 +248,30 @@ impl CutoverRecord {
     /// Write downtime: from fence to switch.
     pub fn write_downtime_ms(&self) -> Option<i64> {
         Some((self.switched_at? - self.fenced_at?).num_milliseconds())
+    }
+}
+
+/// On-demand verification while the link syncs: the request in flight and the last result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyRecord {
+    /// Requests made so far; the newest request's number.
+    pub requests: u32,
+    /// The request being verified, if one is.
+    pub running: Option<u32>,
+    /// When the running request was made.
+    pub requested_at: Option<DateTime<Utc>>,
+    /// The newest finished verification (on demand or the last cutover's).
+    pub last: Option<Verification>,
+    /// Why the newest request could not verify, if it could not.
+    pub last_error: Option<String>,
+}
+
+impl VerifyRecord {
+    /// The last verification found differences (not merely incomplete): the cutover is blocked until a
+    /// later one is clean.
+    pub fn found_differences(&self) -> Option<&Verification> {
+        self.last.as_ref().filter(|v| !v.mismatches().is_empty() || !v.differences.is_empty())
     }
 }
 
@@ -316,6 +324,9 @@ pub struct Migration {
     pub failure: Option<EngineError>,
     /// The current or last cutover.
     pub cutover: CutoverRecord,
+    /// On-demand verification.
+    #[serde(default)]
+    pub verify: VerifyRecord,
     /// What happened, oldest first.
     pub history: Vec<HistoryEntry>,
     /// Optimistic concurrency: +1 on every save.
@@ -341,6 +352,9 @@ pub enum Status {
     ReadyForCutover,
     /// Not progressing; see the reason.
     Stalled,
+    /// Caught up, but the cutover is blocked (schema drift not carried, or a verification found
+    /// differences); see the reason.
+    Blocked,
     /// Cutover in progress; see the step.
     CuttingOver,
     /// Cancel requested; removing the link.
@@ -367,6 +381,7 @@ impl Status {
             Status::CatchingUp => "CatchingUp",
             Status::ReadyForCutover => "ReadyForCutover",
             Status::Stalled => "Stalled",
+            Status::Blocked => "Blocked",
             Status::CuttingOver => "CuttingOver",
             Status::Cancelling => "Cancelling",
             Status::Completed => "Completed",
@@ -402,6 +417,7 @@ impl Migration {
             observe_failures: 0,
             failure: None,
             cutover: CutoverRecord::default(),
+            verify: VerifyRecord::default(),
             history: Vec::new(),
             version: 0,
             created_at: now,
@@ -439,6 +455,7 @@ impl Migration {
             Some(o) => match o.phase {
                 LinkPhase::Deploying => Status::Deploying,
                 LinkPhase::Seeding => Status::Seeding,
+                LinkPhase::Streaming if self.blocker().is_some() => Status::Blocked,
                 LinkPhase::Streaming if self.ready_latched => Status::ReadyForCutover,
                 LinkPhase::Streaming => Status::CatchingUp,
             },
@@ -455,12 +472,18 @@ impl Migration {
 
     /// Why the migration is stalled or failed, in words.
     pub fn reason(&self) -> Option<String> {
-        self.explanation().map(|(reason, _)| reason.to_owned())
+        match self.explanation() {
+            Some((reason, _)) => Some(reason.to_owned()),
+            None => self.blocker().filter(|_| self.phase == Phase::Syncing).map(|(reason, _)| reason),
+        }
     }
 
     /// What the user can do about the reason.
     pub fn remediation(&self) -> Option<String> {
-        self.explanation().map(|(_, remediation)| remediation.to_owned())
+        match self.explanation() {
+            Some((_, remediation)) => Some(remediation.to_owned()),
+            None => self.blocker().filter(|_| self.phase == Phase::Syncing).map(|(_, remediation)| remediation),
+        }
     }
 
     /// The most pressing (reason, remediation): a failure, else a stall, else the link's own problem.
@@ -471,8 +494,25 @@ impl Migration {
         if let Some(stall) = &self.stall {
             return Some((&stall.reason, &stall.remediation));
         }
-        let problem = self.observation.as_ref()?.problem.as_ref()?;
-        Some((&problem.reason, &problem.remediation))
+        if let Some(problem) = self.observation.as_ref().and_then(|o| o.problem.as_ref()) {
+            return Some((&problem.reason, &problem.remediation));
+        }
+        None
+    }
+
+    /// Why the cutover is blocked while the link streams, with what to do: a schema change the engine
+    /// did not carry, or differences found by the last verification.
+    pub fn blocker(&self) -> Option<(String, String)> {
+        if let Some(change) = self.observation.as_ref().and_then(|o| o.blocking_drift().next()) {
+            let more = self.observation.as_ref().map_or(0, |o| o.blocking_drift().count()) - 1;
+            let more = if more > 0 { format!(" (and {more} more schema changes)") } else { String::new() };
+            return Some((format!("schema changed on the source: {} {}{more}", change.object, change.change), change.remediation.clone()));
+        }
+        let found = self.verify.found_differences()?;
+        Some((
+            format!("the last verification found differences: {}", found.summary()),
+            "find what wrote to the target (or what the link does not carry), repair those rows or objects, then verify again (milink migrate verify); a clean verification unblocks the cutover".into(),
+        ))
     }
 
     /// Appends a history line stamped with the current status.

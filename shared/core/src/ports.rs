@@ -81,8 +81,20 @@ pub trait Engine: Send + Sync {
     /// The source's current position and what the target has confirmed.
     async fn positions(&self, plan: &LinkPlan) -> Result<Positions, EngineError>;
 
-    /// Sequences and verification, after the target has every change.
+    /// Sequences and verification, after the target has every change. The verification must cover every
+    /// table in scope (`complete`) for the cutover to complete.
     async fn finalize(&self, plan: &LinkPlan) -> Result<Verification, EngineError>;
+
+    /// Compares the content of source and target while the link syncs (on demand), at matched positions
+    /// so replication lag is not reported as a difference. Engines that cannot refuse with a definite error.
+    async fn verify(&self, plan: &LinkPlan) -> Result<Verification, EngineError> {
+        let _ = plan;
+        Err(EngineError::definite(
+            "verify_not_supported",
+            format!("the {} engine cannot compare content while the link syncs", self.name()),
+            "the cutover still verifies; nothing to do",
+        ))
+    }
 
     /// Makes the target primary; breaks the link, or reverses it when `keep_reverse_link`.
     async fn switch(&self, plan: &LinkPlan, keep_reverse_link: bool) -> Result<(), EngineError>;

@@ -28,13 +28,9 @@ pub(crate) async fn finalize(plan: &LinkPlan) -> Result<Verification, EngineErro
     let tables = tables
         .iter()
         .zip(source_rows.into_iter().zip(target_rows))
-        .map(|(table, (source_rows, target_rows))| TableCount {
-            table: format!("{}.{}", table.0, table.1),
-            source_rows,
-            target_rows,
-        })
+        .map(|(table, (source_rows, target_rows))| TableCount::counted(format!("{}.{}", table.0, table.1), source_rows, target_rows))
         .collect();
-    let verification = Verification { tables, sequences_set };
+    let verification = Verification { tables, sequences_set, complete: true, ..Verification::default() };
     tracing::info!(
         database,
         tables = verification.tables.len(),

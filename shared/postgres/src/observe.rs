@@ -277,6 +277,7 @@ pub(crate) fn assemble(
         lag_seconds,
         progress_marker: slot.and_then(|s| s.confirmed_flush).map(Position),
         problem: link_problem(name, target, slot, &signals, watch.errors),
+        drift: Vec::new(),
     }
 }
 

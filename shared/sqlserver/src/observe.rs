@@ -105,7 +105,7 @@ const STREAMING_STATES: &[&str] = &["Catchup", "Connected", "LinkSynchronizing",
 pub fn observe(sql: &SqlServerLinkView, dag: Option<&DistributedAvailabilityGroup>, now: DateTime<Utc>) -> Observation {
     let database = dag.and_then(|d| d.properties.databases.first());
     let problem = problem(sql, database);
-    let base = Observation { at: now, phase: LinkPhase::Deploying, progress_percent: 0.0, lag_bytes: None, lag_seconds: None, progress_marker: None, problem };
+    let base = Observation { at: now, phase: LinkPhase::Deploying, progress_percent: 0.0, lag_bytes: None, lag_seconds: None, progress_marker: None, problem, drift: Vec::new() };
     if sql.replicas.is_empty() || dag.is_none() {
         // The distributed AG is not created on SQL Server yet, or the MI has not joined it.
         return base;
