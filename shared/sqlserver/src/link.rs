@@ -13,7 +13,7 @@ use crate::roots::{dns_wildcard, trusted_roots};
 use crate::tds::{rows_as, SqlSession};
 use crate::tsql::{link as sql, normalize_hex_blob, probe};
 use crate::versions::{failback, Build, UpdatePolicy};
-use crate::arm::models::LinkResourceSpec;
+use crate::arm::models::{LinkResourceSpec, ServerTrustCertificate};
 use chrono::{DateTime, Months, Utc};
 use milink_core::config::Secret;
 use milink_core::error::EngineError;
@@ -31,6 +31,16 @@ pub struct StepOutcome {
 #[derive(Deserialize)]
 struct PublicKeyRow {
     public_key: Option<String>,
+    thumbprint: Option<String>,
+}
+
+/// A certificate's public key and thumbprint, both upper-case hex without `0x`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateKey {
+    /// `CERTENCODED` of the certificate.
+    pub public_key: String,
+    /// `sys.certificates.thumbprint` (SHA-1), when SQL Server reports it.
+    pub thumbprint: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -39,10 +49,28 @@ struct MemberRow {
     database_name: Option<String>,
 }
 
+/// A certificate's public key and thumbprint, `None` when it does not exist.
+pub async fn certificate_key(session: &mut dyn SqlSession, name: &str) -> Result<Option<CertificateKey>, EngineError> {
+    let rows: Vec<PublicKeyRow> = rows_as(session.query(&sql::certificate_public_key(name)).await?, "certificate")?;
+    Ok(rows.into_iter().next().and_then(|r| {
+        let public_key = r.public_key.as_deref().and_then(normalize_hex_blob)?;
+        Some(CertificateKey { public_key, thumbprint: r.thumbprint.as_deref().and_then(normalize_hex_blob) })
+    }))
+}
+
 /// A certificate's public key as upper-case hex, `None` when it does not exist.
 pub async fn public_key(session: &mut dyn SqlSession, name: &str) -> Result<Option<String>, EngineError> {
-    let rows: Vec<PublicKeyRow> = rows_as(session.query(&sql::certificate_public_key(name)).await?, "certificate")?;
-    Ok(rows.into_iter().next().and_then(|r| r.public_key).and_then(|k| normalize_hex_blob(&k)))
+    Ok(certificate_key(session, name).await?.map(|k| k.public_key))
+}
+
+/// Whether a server trust certificate on the MI is this key: the same public blob, or (when the listing
+/// carries no blob) the same thumbprint — the comparison Microsoft's New-MiLink makes before uploading.
+fn same_key(uploaded: &ServerTrustCertificate, key: &CertificateKey) -> bool {
+    let properties = &uploaded.properties;
+    match properties.public_blob.as_deref().and_then(normalize_hex_blob) {
+        Some(blob) => blob == key.public_key,
+        None => key.thumbprint.is_some() && properties.thumbprint.as_deref().and_then(normalize_hex_blob) == key.thumbprint,
+    }
 }
 
 fn expiry(now: DateTime<Utc>) -> String {
@@ -77,31 +105,33 @@ pub async fn create(link: &Link, session: &mut dyn SqlSession, now: DateTime<Utc
     // Step 3: the endpoint's certificate (an existing certificate-authenticated endpoint keeps its own).
     let endpoint = collector::mirroring_endpoint(session).await?;
     let certificate = endpoint.as_ref().and_then(|e| e.certificate_name.clone()).unwrap_or_else(|| link.source.options.endpoint_certificate.clone());
-    let existing_key = public_key(session, &certificate).await?;
+    let existing_key = certificate_key(session, &certificate).await?;
     let created_certificate = existing_key.is_none();
     let key = match existing_key {
         Some(key) => key,
         None => {
             session.execute(&sql::create_endpoint_certificate(&certificate, &expiry(now))).await?;
-            public_key(session, &certificate)
+            certificate_key(session, &certificate)
                 .await?
                 .ok_or_else(|| EngineError::transient("certificate_missing", format!("certificate {certificate} has no public key yet"), "none: milink retries"))?
         }
     };
     done.push(StepOutcome { step: "endpoint_certificate", acted: created_certificate });
 
-    // Step 5: SQL Server's public key on the MI.
+    // Step 5: SQL Server's public key on the MI. Matched by key, not by name: the same certificate may have
+    // been uploaded under another name (by SSMS, the scripts, or another link), and the MI holds one copy only.
     let trust_name = link.trust_certificate_name(&instance.server_name, &certificate);
-    let existing = link.target.api.server_trust_certificate(&trust_name).await?;
-    let uploaded = existing.as_ref().and_then(|c| c.properties.public_blob.as_deref()).and_then(normalize_hex_blob);
-    let upload = uploaded.as_deref() != Some(key.as_str());
-    if upload {
-        if existing.is_some() {
+    let uploaded = link.target.api.server_trust_certificates().await?;
+    let already = uploaded.iter().any(|c| same_key(c, &key));
+    if !already {
+        let stale = uploaded.iter().any(|c| c.name.as_deref().or(c.properties.certificate_name.as_deref()) == Some(trust_name.as_str()));
+        if stale {
+            // milink's name holds an older key (the endpoint certificate was rotated): replace it.
             link.target.api.delete_server_trust_certificate(&trust_name).await?;
         }
-        link.target.api.put_server_trust_certificate(&trust_name, &key).await?;
+        link.target.api.put_server_trust_certificate(&trust_name, &key.public_key).await?;
     }
-    done.push(StepOutcome { step: "server_trust_certificate", acted: upload });
+    done.push(StepOutcome { step: "server_trust_certificate", acted: !already });
 
     // Steps 6–7: the MI's certificate on SQL Server, named exactly as its FQDN (re-imported after rotation).
     let mi_blob = link.target.api.endpoint_certificate().await?.properties.public_blob.as_deref().and_then(normalize_hex_blob).ok_or_else(|| {

@@ -121,7 +121,9 @@ async fn certificates_and_the_instance_are_read_and_written() {
     let endpoint = api.endpoint_certificate().await.unwrap();
     assert_eq!(endpoint.properties.public_blob.as_deref(), Some("0x308203B23082021AA003020102021034C597BA"));
     assert!(api.server_trust_certificate("SQL01_milink_endpoint_cert").await.unwrap().is_none());
-    api.put_server_trust_certificate("SQL01_milink_endpoint_cert", "3082ABCD").await.unwrap();
+    api.put_server_trust_certificate("SQL01_milink_endpoint_cert", "3082abcd").await.unwrap();
+    let sent = server.state().requests.iter().rev().find(|r| r.method == "PUT").and_then(|r| r.body.clone()).unwrap();
+    assert_eq!(sent["properties"]["publicBlob"], "0x3082abcd", "sent as 0x + hex, as Az.Sql sends it");
     let trust = api.server_trust_certificate("SQL01_milink_endpoint_cert").await.unwrap().unwrap();
     assert_eq!(trust.properties.public_blob.as_deref(), Some("3082ABCD"));
     api.delete_server_trust_certificate("SQL01_milink_endpoint_cert").await.unwrap();

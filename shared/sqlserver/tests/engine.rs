@@ -256,3 +256,25 @@ async fn assess_returns_readiness_and_a_priced_recommendation() {
     assert!(recommendation.monthly_cost_usd.unwrap() > 0.0);
     assert!(recommendation.reasons.iter().any(|r| r.contains("ESTIMATES")));
 }
+
+/// Issue 15, item 1: the endpoint certificate went to the MI as bare hex (every Microsoft client sends `0x…`),
+/// and a certificate already on the MI under another name was uploaded again (the MI keeps one copy).
+#[tokio::test]
+async fn the_endpoint_certificate_goes_to_the_mi_as_0x_hex_and_once_whatever_its_name_there() {
+    let rig = rig().await;
+    let plan = plan(&rig.server.base_url, DB, settings());
+    rig.engine.create_link(&plan).await.unwrap();
+    let key = rig.sql.state.lock().unwrap().certificates["milink_endpoint_cert"].clone();
+    let put = |server: &ContractServer| server.state().requests.iter().filter(|r| r.method == "PUT" && r.path.contains("/serverTrustCertificates/")).map(|r| r.body.clone()).collect::<Vec<_>>();
+    assert_eq!(put(&rig.server), vec![Some(json!({ "properties": { "publicBlob": format!("0x{key}") } }))]);
+
+    // The same certificate now sits on the MI under the name SSMS gave it: nothing is uploaded again.
+    {
+        let mut state = rig.server.state();
+        let blob = state.trust_certificates.remove("SQL01_milink_endpoint_cert").unwrap();
+        state.trust_certificates.insert("SQL01_uploaded_by_ssms".into(), blob);
+    }
+    rig.engine.create_link(&plan).await.unwrap();
+    assert_eq!(put(&rig.server).len(), 1, "matched by key, not by name");
+    assert_eq!(rig.server.state().trust_certificates.keys().collect::<Vec<_>>(), ["SQL01_uploaded_by_ssms"]);
+}

@@ -14,6 +14,9 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Most pages a list may have before milink stops following `nextLink` (a loop guard).
+const MAX_PAGES: usize = 1000;
+
 /// How long-running operations are polled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Polling {
@@ -115,6 +118,33 @@ impl ArmClient {
             404 => Ok(None),
             _ => Err(error_of(&response, operation)),
         }
+    }
+
+    /// Every item of a pageable list: GET the first page, then follow `nextLink` until there is none. ARM
+    /// lists (`distributedAvailabilityGroups`, `serverTrustCertificates`) are pageable; reading only the
+    /// first page would miss links and certificates. `nextLink` is an absolute URL that already carries the
+    /// api-version; [`ArmClient::send`] refuses one that points off the configured endpoint.
+    pub async fn list(&self, path: &str, api_version: &str, operation: &str) -> Result<Vec<Value>, EngineError> {
+        let mut items = Vec::new();
+        let mut url = self.url(path, api_version);
+        for _ in 0..MAX_PAGES {
+            let response = self.send(Method::GET, &url, None).await?;
+            let body = match response.status {
+                200 => response.body.unwrap_or(Value::Null),
+                404 => return Ok(items),
+                _ => return Err(error_of(&response, operation)),
+            };
+            match body.get("value") {
+                Some(Value::Array(page)) => items.extend(page.iter().cloned()),
+                None | Some(Value::Null) => {}
+                Some(_) => return Err(EngineError::transient("arm_unexpected_body", format!("{operation}: `value` is not a list"), "milink retries; if it persists, report it")),
+            }
+            match body.get("nextLink").and_then(Value::as_str).filter(|next| !next.is_empty()) {
+                Some(next) => url = next.to_owned(),
+                None => return Ok(items),
+            }
+        }
+        Err(EngineError::transient("arm_too_many_pages", format!("{operation}: more than {MAX_PAGES} pages"), "milink retries; if it persists, report it"))
     }
 
     /// Sends a mutating request and follows its long-running operation to the end. Returns the final

@@ -38,6 +38,8 @@ pub trait ManagedInstanceApi: Send + Sync {
     async fn set_role(&self, name: &str, primary: bool, forced: bool) -> Result<(), EngineError>;
     /// Deletes the link (the MI database becomes independent and read/write).
     async fn delete_link(&self, name: &str) -> Result<(), EngineError>;
+    /// Every server trust certificate on the instance (all pages).
+    async fn server_trust_certificates(&self) -> Result<Vec<ServerTrustCertificate>, EngineError>;
     /// A server trust certificate, `None` when absent.
     async fn server_trust_certificate(&self, name: &str) -> Result<Option<ServerTrustCertificate>, EngineError>;
     /// Uploads SQL Server's endpoint certificate public key.
@@ -126,6 +128,21 @@ impl ManagedInstanceArm {
         }
     }
 
+    /// Every item of a child list, all pages; an item that does not parse is an error, never silently dropped
+    /// (a dropped link would make the link limit and cancel's "still in use" check wrong).
+    async fn list_as<T: DeserializeOwned>(&self, kind: &str, operation: &str) -> Result<Vec<T>, EngineError> {
+        let path = format!("{}/{kind}", self.instance.path());
+        self.client
+            .list(&path, API_VERSION, operation)
+            .await?
+            .into_iter()
+            .map(|item| {
+                serde_json::from_value(item)
+                    .map_err(|e| EngineError::transient("arm_unexpected_body", format!("{operation}: unexpected item: {e}"), "milink retries; if it persists, report it"))
+            })
+            .collect()
+    }
+
     async fn run(&self, method: Method, path: &str, body: Option<&Value>, operation: &str) -> Result<(), EngineError> {
         self.client.execute(method, path, API_VERSION, body, operation).await.map(|_| ())
     }
@@ -144,10 +161,7 @@ impl ManagedInstanceApi for ManagedInstanceArm {
     }
 
     async fn links(&self) -> Result<Vec<DistributedAvailabilityGroup>, EngineError> {
-        let path = format!("{}/distributedAvailabilityGroups", self.instance.path());
-        let body: Option<Value> = self.client.get(&path, API_VERSION, "listing links").await?;
-        let value = body.and_then(|b| b.get("value").cloned()).unwrap_or(Value::Array(Vec::new()));
-        Ok(serde_json::from_value(value).unwrap_or_default())
+        self.list_as("distributedAvailabilityGroups", "listing links").await
     }
 
     async fn create_link(&self, name: &str, spec: &LinkResourceSpec) -> Result<(), EngineError> {
@@ -174,6 +188,10 @@ impl ManagedInstanceApi for ManagedInstanceArm {
 
     async fn delete_link(&self, name: &str) -> Result<(), EngineError> {
         self.run(Method::DELETE, &self.child("distributedAvailabilityGroups", name), None, "deleting the link").await
+    }
+
+    async fn server_trust_certificates(&self) -> Result<Vec<ServerTrustCertificate>, EngineError> {
+        self.list_as("serverTrustCertificates", "listing the server trust certificates").await
     }
 
     async fn server_trust_certificate(&self, name: &str) -> Result<Option<ServerTrustCertificate>, EngineError> {

@@ -59,10 +59,17 @@ pub fn set_role_body(primary: bool, forced: bool) -> Value {
     })
 }
 
-/// Body of `PUT …/serverTrustCertificates/{name}`: SQL Server's endpoint certificate, hex without `0x` as
-/// in Microsoft's example.
+/// Body of `PUT …/serverTrustCertificates/{name}`: SQL Server's endpoint certificate as `0x` + hex.
+///
+/// Why `0x` although the spec's example shows bare hex: that example is a truncated illustration, and every
+/// Microsoft client that runs in production sends `0x…` — `New-AzSqlInstanceServerTrustCertificate` declares
+/// `[ValidatePattern("^0x[0-9a-fA-F]+$")]` and passes the value unchanged, and the MI link scripts and the
+/// documented REST script upload `CERTENCODED(…)` as `0x…`. The service answers with bare upper-case hex
+/// (Az.Sql prepends `0x` when it reads one back), so blobs are compared after [`crate::tsql::normalize_hex_blob`].
 pub fn server_trust_certificate_body(public_key_hex: &str) -> Value {
-    json!({ "properties": { "publicBlob": public_key_hex } })
+    let hex = public_key_hex.trim();
+    let hex = hex.strip_prefix("0x").or_else(|| hex.strip_prefix("0X")).unwrap_or(hex);
+    json!({ "properties": { "publicBlob": format!("0x{hex}") } })
 }
 
 /// A distributed availability group as ARM returns it.
@@ -181,6 +188,8 @@ pub struct EndpointCertificate {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct ServerTrustCertificate {
+    /// Resource name (the certificate's name on the MI).
+    pub name: Option<String>,
     /// Properties.
     pub properties: CertificateProperties,
 }
@@ -191,7 +200,7 @@ pub struct ServerTrustCertificate {
 pub struct CertificateProperties {
     /// Hex, with or without `0x`.
     pub public_blob: Option<String>,
-    /// Thumbprint.
+    /// Thumbprint (SHA-1 of the certificate, hex; the same value as `sys.certificates.thumbprint`).
     pub thumbprint: Option<String>,
     /// Name.
     pub certificate_name: Option<String>,

@@ -32,11 +32,13 @@ pub fn create_endpoint_certificate(name: &str, expiry_yyyymmdd: &str) -> Stateme
     ))
 }
 
-/// Reads a certificate's public key as upper-case hex without `0x` (step 4, and the step-7 comparison).
-/// One row, column `public_key`, NULL when there is no such certificate.
+/// Reads a certificate's public key as upper-case hex without `0x` (step 4, and the step-7 comparison) and
+/// its SHA-1 thumbprint (what ARM reports as a server trust certificate's `thumbprint`). One row, columns
+/// `public_key`, `thumbprint`, NULL when there is no such certificate.
 pub fn certificate_public_key(name: &str) -> Statement {
     Statement::new(
-        "SELECT CONVERT(varchar(max), CERTENCODED(CERT_ID(@P1)), 2) AS public_key",
+        "SELECT CONVERT(varchar(max), CERTENCODED(CERT_ID(@P1)), 2) AS public_key,\n\
+         \x20   (SELECT CONVERT(varchar(64), thumbprint, 2) FROM master.sys.certificates WHERE name = @P1) AS thumbprint",
     )
     .text(name)
 }

@@ -66,8 +66,10 @@ pub struct ServerState {
     pub requests: Vec<Recorded>,
     /// Links by name: their properties.
     pub dags: BTreeMap<String, Value>,
-    /// Server trust certificates: name → blob.
+    /// Server trust certificates: name → blob (upper-case hex without `0x`, as the service returns it).
     pub trust_certificates: BTreeMap<String, String>,
+    /// Items per page of a list (`nextLink` carries a `$skiptoken` to the rest), as ARM pages.
+    pub page_size: usize,
     /// Databases on the instance.
     pub databases: BTreeSet<String>,
     /// Body validation errors (should stay empty).
@@ -108,7 +110,7 @@ impl ContractServer {
         let base_url = format!("http://{}", listener.local_addr().unwrap());
         let example = |name: &str| read_json(&format!("examples/2025-08-01-preview/{name}"));
         let app = Arc::new(App {
-            state: Mutex::new(ServerState { database_format: "SQLServer2022".into(), link_database_overrides: json!({}), ..ServerState::default() }),
+            state: Mutex::new(ServerState { database_format: "SQLServer2022".into(), link_database_overrides: json!({}), page_size: 2, ..ServerState::default() }),
             base: base_url.clone(),
             spec: Spec::load("DistributedAvailabilityGroups.2025-01-01.definitions-excerpt.json"),
             get_example: example("DistributedAvailabilityGroupsGet.json")["responses"]["200"]["body"].clone(),
@@ -148,7 +150,16 @@ async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
     if !authorized {
         return error(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", "The access token is invalid.");
     }
-    if query != "api-version=2025-01-01" {
+    let mut skip = 0usize;
+    let mut api_version = None;
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("api-version", value)) => api_version = Some(value),
+            Some(("$skiptoken" | "%24skiptoken", value)) => skip = value.parse().unwrap_or(0),
+            _ => return error(StatusCode::BAD_REQUEST, "InvalidQueryParameter", &format!("Unexpected query parameter in {query:?}.")),
+        }
+    }
+    if api_version != Some("2025-01-01") {
         return error(StatusCode::BAD_REQUEST, "InvalidApiVersionParameter", &format!("The api-version in {query:?} is not the one this contract serves (2025-01-01)."));
     }
     let location_prefix = format!("/subscriptions/{SUBSCRIPTION}/providers/Microsoft.Sql/locations/westus/");
@@ -165,7 +176,12 @@ async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
         (&Method::GET, ["distributedAvailabilityGroups"]) => {
             let state = app.state.lock().unwrap();
             let value: Vec<Value> = state.dags.keys().map(|name| dag_body(&app, &state, name)).collect();
-            ok_json(StatusCode::OK, &json!({ "value": value }))
+            page(&app, &state, &path, value, skip)
+        }
+        (&Method::GET, ["serverTrustCertificates"]) => {
+            let state = app.state.lock().unwrap();
+            let value: Vec<Value> = state.trust_certificates.iter().map(|(name, blob)| trust_body(&app, name, blob)).collect();
+            page(&app, &state, &path, value, skip)
         }
         (&Method::GET, ["distributedAvailabilityGroups", name]) => {
             let state = app.state.lock().unwrap();
@@ -227,13 +243,7 @@ async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
             let state = app.state.lock().unwrap();
             match state.trust_certificates.get(*name) {
                 None => not_found("Microsoft.Sql/managedInstances/serverTrustCertificates", name),
-                Some(blob) => {
-                    let mut body = app.trust_get_example.clone();
-                    body["name"] = json!(name);
-                    body["properties"]["publicBlob"] = json!(blob);
-                    body["properties"]["certificateName"] = json!(name);
-                    ok_json(StatusCode::OK, &body)
-                }
+                Some(blob) => ok_json(StatusCode::OK, &trust_body(&app, name, blob)),
             }
         }
         (&Method::PUT, ["serverTrustCertificates", name]) => {
@@ -243,7 +253,19 @@ async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
                 return error(StatusCode::BAD_REQUEST, "InvalidRequestContent", &errors.join("; "));
             }
             let mut state = app.state.lock().unwrap();
-            let blob = body.as_ref().and_then(|b| b["properties"]["publicBlob"].as_str()).unwrap_or("").to_owned();
+            let sent = body.as_ref().and_then(|b| b["properties"]["publicBlob"].as_str()).unwrap_or("").to_owned();
+            // Modeled on Microsoft's clients: New-AzSqlInstanceServerTrustCertificate only accepts
+            // ^0x[0-9a-fA-F]+$ and passes it unchanged; the service's own error for anything else is not
+            // documented, so this double refuses it with a plain 400.
+            let Some(hex) = sent.strip_prefix("0x").filter(|h| !h.is_empty() && h.len() % 2 == 0 && h.bytes().all(|b| b.is_ascii_hexdigit())) else {
+                return error(StatusCode::BAD_REQUEST, "InvalidPublicBlob", &format!("publicBlob must be the certificate as 0x followed by hex digits; got {:?}.", sent.chars().take(12).collect::<String>()));
+            };
+            let blob = hex.to_ascii_uppercase();
+            // The MI keeps one copy of a certificate: a second upload under another name is refused the way SQL
+            // Server refuses it (error 15232); the ARM code for it is not documented.
+            if let Some(other) = state.trust_certificates.iter().find(|(other, stored)| other.as_str() != *name && **stored == blob).map(|(other, _)| other.clone()) {
+                return error(StatusCode::CONFLICT, "ServerTrustCertificateAlreadyExists", &format!("A certificate with name '{other}' already exists or this certificate already has been added to the database."));
+            }
             state.trust_certificates.insert((*name).to_owned(), blob);
             let mut result = app.trust_get_example.clone();
             result["name"] = json!(name);
@@ -270,6 +292,29 @@ async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
         }
         _ => error(StatusCode::NOT_FOUND, "ResourceNotFound", &format!("No route for {method} {path} in the contract server.")),
     }
+}
+
+/// One page of a list and, when more remain, a `nextLink` back to this server with a `$skiptoken`.
+fn page(app: &App, state: &ServerState, path: &str, items: Vec<Value>, skip: usize) -> Response {
+    let size = state.page_size.max(1);
+    let value: Vec<Value> = items.iter().skip(skip).take(size).cloned().collect();
+    let mut body = json!({ "value": value });
+    if skip + size < items.len() {
+        body["nextLink"] = json!(format!("{}{path}?api-version=2025-01-01&$skiptoken={}", app.base, skip + size));
+    }
+    ok_json(StatusCode::OK, &body)
+}
+
+/// A server trust certificate as the service returns it: bare upper-case hex, and a thumbprint (here the
+/// tests' stand-in, [`super::fake_thumbprint`], which the FAKE SQL Server reports for the same blob).
+fn trust_body(app: &App, name: &str, blob: &str) -> Value {
+    let mut body = app.trust_get_example.clone();
+    body["name"] = json!(name);
+    body["id"] = json!(format!("{}/serverTrustCertificates/{name}", instance_id()));
+    body["properties"]["publicBlob"] = json!(blob);
+    body["properties"]["thumbprint"] = json!(super::fake_thumbprint(blob));
+    body["properties"]["certificateName"] = json!(name);
+    body
 }
 
 fn not_found(kind: &str, name: &str) -> Response {

@@ -184,7 +184,8 @@ impl SqlSession for FakeSession {
         } else if sql.contains("AS database_count\nFROM sys.availability_groups") {
             s.groups.iter().map(|(name, g)| json!({ "name": name, "is_distributed": i64::from(g.distributed), "database_count": i64::from(g.database.is_some()) })).collect()
         } else if sql.contains("CERTENCODED(CERT_ID(@P1))") {
-            vec![json!({ "public_key": s.certificates.get(&param(statement, 0)) })]
+            let key = s.certificates.get(&param(statement, 0));
+            vec![json!({ "public_key": key, "thumbprint": key.map(|k| super::fake_thumbprint(k)) })]
         } else if sql.contains("adc.database_name\nFROM sys.availability_groups") {
             let names: Vec<String> = (0..statement.params.len()).map(|i| param(statement, i)).collect();
             s.groups.iter().filter(|(name, _)| names.contains(name)).map(|(name, g)| json!({ "name": name, "is_distributed": i64::from(g.distributed), "database_name": g.database })).collect()

@@ -23,6 +23,22 @@ use milink_sqlserver::options::{read_options, TargetOptions};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// A stand-in for a certificate's SHA-1 thumbprint (no SHA-1 in the workspace): 40 hex digits derived from
+/// the blob. The FAKE SQL Server reports it as `sys.certificates.thumbprint` and the contract server as
+/// `properties.thumbprint`, as the real ones report the same SHA-1.
+pub fn fake_thumbprint(blob: &str) -> String {
+    let mut state: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut out = String::new();
+    for round in 0..3u64 {
+        for byte in blob.to_ascii_uppercase().bytes() {
+            state = (state ^ u64::from(byte) ^ round).wrapping_mul(0x0100_0000_01b3);
+        }
+        out.push_str(&format!("{state:016X}"));
+    }
+    out.truncate(40);
+    out
+}
+
 /// An ARM client for the contract server, with the contract's token and no waiting between polls.
 pub fn arm_client(base_url: &str) -> ArmClient {
     let mut client = ArmClient::new(reqwest::Client::new(), base_url, Arc::new(StaticToken(Secret::new(contract::TOKEN))));
