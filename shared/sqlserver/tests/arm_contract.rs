@@ -165,3 +165,15 @@ async fn a_polling_url_off_the_configured_endpoint_is_refused() {
     assert_eq!(error.code, "arm_foreign_url");
     assert!(server.state().requests.is_empty());
 }
+
+#[tokio::test]
+async fn lists_follow_next_link_to_the_last_page() {
+    let server = ContractServer::start().await;
+    let api = instance_api(&server.base_url);
+    for i in 0..5 {
+        api.create_link(&format!("milink_{i}"), &spec(&format!("db{i}"))).await.unwrap();
+    }
+    assert_eq!(api.links().await.unwrap().len(), 5, "three pages of two");
+    let pages = server.state().requests.iter().filter(|r| r.method == "GET" && r.path.ends_with("/distributedAvailabilityGroups")).count();
+    assert_eq!(pages, 3);
+}

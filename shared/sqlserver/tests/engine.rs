@@ -278,3 +278,24 @@ async fn the_endpoint_certificate_goes_to_the_mi_as_0x_hex_and_once_whatever_its
     assert_eq!(put(&rig.server).len(), 1, "matched by key, not by name");
     assert_eq!(rig.server.state().trust_certificates.keys().collect::<Vec<_>>(), ["SQL01_uploaded_by_ssms"]);
 }
+
+/// Issue 15, item 6: `links()` read only the first page of the list, so cancel could delete the trust
+/// certificate another link from this SQL Server still needs (and the link limit could be undercounted).
+#[tokio::test]
+async fn cancel_keeps_the_trust_certificate_while_a_link_on_a_later_page_still_uses_it() {
+    let rig = rig().await;
+    let plan = plan(&rig.server.base_url, DB, settings());
+    rig.engine.create_link(&plan).await.unwrap();
+    {
+        let mut state = rig.server.state();
+        assert_eq!(state.page_size, 2, "the contract server pages its lists");
+        let other = |endpoint: &str, database: &str| json!({ "partnerEndpoint": endpoint, "partnerAvailabilityGroupName": "other_ag", "databases": [{ "databaseName": database }] });
+        state.dags.insert("aa_elsewhere_1".into(), other("TCP://10.9.0.1:5022", "Sales"));
+        state.dags.insert("aa_elsewhere_2".into(), other("TCP://10.9.0.2:5022", "Hr"));
+        state.dags.insert("zz_same_sql_server".into(), other("TCP://10.0.0.4:5022", "Customer360"));
+    }
+    // Other AGs on SQL Server are gone (a second server-side AG would keep everything anyway).
+    let report = rig.engine.cancel(&plan, false).await.unwrap();
+    assert!(rig.server.state().trust_certificates.contains_key("SQL01_milink_endpoint_cert"), "{report:#?}");
+    assert!(report.left.iter().any(|l| l.contains("SQL01_milink_endpoint_cert") && l.contains("other links")), "{:#?}", report.left);
+}
