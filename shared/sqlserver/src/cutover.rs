@@ -125,8 +125,9 @@ pub async fn switch(link: &Link, session: &mut dyn SqlSession, keep_reverse_link
     let sql_server_is_secondary = view.local().and_then(|l| l.role_desc.as_deref()) == Some("SECONDARY");
     let instance_is_primary = resource.as_ref().and_then(|r| r.properties.instance_link_role.as_deref()) == Some("Primary");
     if keep_reverse_link && (sql_server_is_secondary || instance_is_primary) {
-        // Already failed over by an earlier attempt; failing over again would fail back.
-        return Ok(());
+        // Already failed over by an earlier attempt; failing over again would fail back. That attempt may have
+        // stopped before both sides were back in asynchronous commit: finish it (idempotent).
+        return set_commit_mode(link, session, false).await;
     }
     wait_caught_up(link, session, clock, pause).await?;
     if keep_reverse_link {
@@ -138,11 +139,11 @@ pub async fn switch(link: &Link, session: &mut dyn SqlSession, keep_reverse_link
             return Err(errors::config("failback_impossible", format!("cannot keep a reverse link: {}", verdict.reason), "cut over with keep_reverse_link = false (the link is broken)"));
         }
         session.execute(&sql::failover(&names.distributed_ag)).await?;
-        // The reverse link goes back to asynchronous commit so the MI's commits do not wait for SQL Server.
-        if let Err(error) = link.target.api.set_replication_mode(&names.distributed_ag, false).await {
-            tracing::warn!(code = %error.code, "reverse link left in synchronous commit");
-        }
-        return Ok(());
+        // The reverse link goes back to asynchronous commit on *both* sides, as SSMS's failover does: the MI's
+        // commits must not wait for SQL Server, and the two members must agree on the mode (a distributed AG's
+        // mode is set on the global primary and on the forwarder). A failure here is returned; the retried
+        // switch sees the roles already reversed and only repeats this step.
+        return set_commit_mode(link, session, false).await;
     }
     link.target.api.delete_link(&names.distributed_ag).await?;
     session.execute(&link_sql::drop_availability_group(&names.distributed_ag)).await?;

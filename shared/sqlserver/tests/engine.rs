@@ -299,3 +299,20 @@ async fn cancel_keeps_the_trust_certificate_while_a_link_on_a_later_page_still_u
     assert!(rig.server.state().trust_certificates.contains_key("SQL01_milink_endpoint_cert"), "{report:#?}");
     assert!(report.left.iter().any(|l| l.contains("SQL01_milink_endpoint_cert") && l.contains("other links")), "{:#?}", report.left);
 }
+
+/// Issue 15, item 7: after a failover that keeps the link only the MI went back to asynchronous commit;
+/// SQL Server's distributed AG stayed synchronous, so the two members disagreed.
+#[tokio::test]
+async fn after_a_failover_keeping_the_link_both_sides_are_asynchronous() {
+    let rig = rig().await;
+    let plan = plan(&rig.server.base_url, DB, Settings { keep_reverse_link: true, ..settings() });
+    rig.engine.create_link(&plan).await.unwrap();
+    streaming(&rig, "71000009408200001", "71000009408200001");
+    rig.engine.fence(&plan).await.unwrap();
+    assert!(rig.sql.state.lock().unwrap().groups[DAG].synchronous);
+    rig.engine.switch(&plan, true).await.unwrap();
+    assert_eq!(rig.server.state().dags[DAG]["replicationMode"], "Async", "the MI side");
+    assert!(!rig.sql.state.lock().unwrap().groups[DAG].synchronous, "SQL Server's side agrees");
+    let last = rig.sql.executed().into_iter().rev().find(|s| s.contains("MODIFY AVAILABILITY GROUP ON")).unwrap();
+    assert_eq!(last.matches("ASYNCHRONOUS_COMMIT").count(), 2, "both members: {last}");
+}
