@@ -63,13 +63,21 @@ impl SqlServerEngine {
         link.source.connector.connect().await
     }
 
-    fn master_key_password(&self, options: &SourceOptions) -> Secret {
-        if let Some(value) = options.master_key_password_env.as_deref().and_then(|var| (self.env)(var)) {
-            return Secret::new(value);
+    fn master_key_password(&self, options: &SourceOptions) -> Result<Secret, EngineError> {
+        if let Some((var, value)) = options.master_key_password_env.as_deref().and_then(|var| (self.env)(var).map(|value| (var, value))) {
+            let password = Secret::new(value);
+            return match crate::tsql::link::master_key_password_problem(&password) {
+                None => Ok(password),
+                Some(problem) => Err(crate::errors::config(
+                    "master_key_password_invalid",
+                    format!("{problem} (from {var})"),
+                    format!("set {var} to a password of 1 to 128 characters that meets the Windows password policy, or remove master_key_password_env so milink generates one"),
+                )),
+            };
         }
         // Random; SQL Server also protects the key with the service master key, so nobody needs it later.
         let random: String = rand::thread_rng().sample_iter(&Alphanumeric).take(40).map(char::from).collect();
-        Secret::new(format!("{random}aA1"))
+        Ok(Secret::new(format!("{random}aA1")))
     }
 
     fn prices(options: &SourceOptions) -> Result<PriceList, EngineError> {
@@ -146,7 +154,11 @@ impl Engine for SqlServerEngine {
                 }
             },
         };
-        let mut findings = validate::validate(&link, session.as_mut(), instance_session, self.pause.as_ref(), self.clock.now()).await?;
+        let password = || self.master_key_password(&link.source.options);
+        let mut findings = validate::validate(&link, session.as_mut(), instance_session, self.pause.as_ref(), self.clock.now(), &password).await?;
+        if let Err(error) = self.master_key_password(&link.source.options) {
+            findings.push(Finding::new("master_key_password_invalid", Severity::Blocker, error.message, error.remediation));
+        }
         findings.extend(extra);
         Ok(findings)
     }

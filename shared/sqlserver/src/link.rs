@@ -87,7 +87,7 @@ fn is_fqdn(text: &str) -> bool {
 }
 
 /// Creates the link; returns what each step did.
-pub async fn create(link: &Link, session: &mut dyn SqlSession, now: DateTime<Utc>, master_key_password: &(dyn Fn() -> Secret + Sync)) -> Result<Vec<StepOutcome>, EngineError> {
+pub async fn create(link: &Link, session: &mut dyn SqlSession, now: DateTime<Utc>, master_key_password: &(dyn Fn() -> Result<Secret, EngineError> + Sync)) -> Result<Vec<StepOutcome>, EngineError> {
     let mut done = Vec::new();
     let (instance, has_master_key) = collector::instance_facts(session).await?;
     let build = Build::parse(&instance.product_version).unwrap_or(Build(0, 0, 0, 0));
@@ -98,7 +98,7 @@ pub async fn create(link: &Link, session: &mut dyn SqlSession, now: DateTime<Utc
 
     // Step 2: database master key.
     if !has_master_key {
-        session.execute(&sql::create_master_key(master_key_password())).await?;
+        session.execute(&sql::create_master_key(master_key_password()?)).await?;
     }
     done.push(StepOutcome { step: "master_key", acted: !has_master_key });
 

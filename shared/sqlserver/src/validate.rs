@@ -10,6 +10,8 @@ use crate::network::{self, Probe};
 use crate::plan::Link;
 use crate::rules::{self, ServiceTier, TargetFacts};
 use crate::tds::{rows_as, SqlSession};
+use crate::tsql::link as link_sql;
+use milink_core::config::Secret;
 use crate::versions::{failback, Build, UpdatePolicy};
 use chrono::{DateTime, Months, Utc};
 use milink_core::assessment::{Finding, Severity};
@@ -20,8 +22,18 @@ use std::time::Duration;
 /// How long a network probe job may run.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// Where the network test gets a master key password when SQL Server has no master key yet.
+pub type MasterKeyPassword<'a> = &'a (dyn Fn() -> Result<Secret, EngineError> + Sync);
+
 /// Every finding for this link; blockers stop the migration.
-pub async fn validate(link: &Link, session: &mut dyn SqlSession, mut instance_session: Option<Box<dyn SqlSession>>, pause: &dyn Pause, now: DateTime<Utc>) -> Result<Vec<Finding>, EngineError> {
+pub async fn validate(
+    link: &Link,
+    session: &mut dyn SqlSession,
+    mut instance_session: Option<Box<dyn SqlSession>>,
+    pause: &dyn Pause,
+    now: DateTime<Utc>,
+    master_key_password: MasterKeyPassword<'_>,
+) -> Result<Vec<Finding>, EngineError> {
     let inventory = collector::collect_facts(session).await?;
     let api = &link.target.api;
     let mi = api.instance().await?;
@@ -64,7 +76,8 @@ pub async fn validate(link: &Link, session: &mut dyn SqlSession, mut instance_se
     // drain_stable_seconds below the documented stable period is raised by the flow itself
     // (Engine::min_drain_stable_seconds), so there is nothing to warn about here.
     findings.extend(fence_findings(link, session).await?);
-    findings.extend(network_findings(link, session, instance_session.as_mut().map(|s| &mut **s as &mut dyn SqlSession), &inventory, props.fully_qualified_domain_name.as_deref(), pause, now).await);
+    let context = NetworkContext { inventory: &inventory, fqdn: props.fully_qualified_domain_name.as_deref(), pause, now, master_key_password };
+    findings.extend(network_findings(link, session, instance_session.as_mut().map(|s| &mut **s as &mut dyn SqlSession), &context).await);
     Ok(findings)
 }
 
@@ -100,15 +113,17 @@ async fn fence_findings(link: &Link, session: &mut dyn SqlSession) -> Result<Vec
     Ok(findings)
 }
 
-async fn network_findings(
-    link: &Link,
-    session: &mut dyn SqlSession,
-    instance_session: Option<&mut dyn SqlSession>,
-    inventory: &crate::inventory::Inventory,
-    fqdn: Option<&str>,
-    pause: &dyn Pause,
+/// What the network test needs besides the sessions.
+struct NetworkContext<'a> {
+    inventory: &'a crate::inventory::Inventory,
+    fqdn: Option<&'a str>,
+    pause: &'a dyn Pause,
     now: DateTime<Utc>,
-) -> Vec<Finding> {
+    master_key_password: MasterKeyPassword<'a>,
+}
+
+async fn network_findings(link: &Link, session: &mut dyn SqlSession, instance_session: Option<&mut dyn SqlSession>, context: &NetworkContext<'_>) -> Vec<Finding> {
+    let NetworkContext { inventory, fqdn, pause, now, .. } = *context;
     let Some(fqdn) = fqdn else {
         return vec![network::not_run("network_test_not_run", "the managed instance reports no FQDN yet", "Test-NetConnection <mi fqdn> -Port 5022 from the SQL Server host")];
     };
@@ -138,8 +153,23 @@ async fn network_findings(
     findings.extend(run(session, &job, &probes, pause).await);
     // MI → SQL Server: something must listen on SQL Server's port; a temporary endpoint when none does.
     let expiry = now.checked_add_months(Months::new(1)).unwrap_or(now).format("%Y%m%d").to_string();
-    let (create, drop) = network::test_endpoint(listen_port, &expiry);
+    let (mut create, mut drop) = network::test_endpoint(listen_port, &expiry);
     let needs_test_endpoint = inventory.mirroring_endpoint.is_none();
+    if needs_test_endpoint && !inventory.has_master_key {
+        // The test endpoint's certificate is protected by the master key; a fresh server has none and
+        // refuses the certificate (15581). Make one for the test and drop it after, leaving the server as found
+        // (create_link makes the link's own).
+        match (context.master_key_password)() {
+            Ok(password) => {
+                create.insert(0, link_sql::create_master_key(password));
+                drop.push(link_sql::drop_master_key());
+            }
+            Err(error) => {
+                findings.push(network::not_run("network_mi_to_sql_not_run", &format!("SQL Server has no master key and none can be made: {}", error.message), &manual_mi));
+                return findings;
+            }
+        }
+    }
     if needs_test_endpoint {
         for statement in &create {
             if let Err(error) = session.execute(statement).await {

@@ -316,3 +316,48 @@ async fn after_a_failover_keeping_the_link_both_sides_are_asynchronous() {
     let last = rig.sql.executed().into_iter().rev().find(|s| s.contains("MODIFY AVAILABILITY GROUP ON")).unwrap();
     assert_eq!(last.matches("ASYNCHRONOUS_COMMIT").count(), 2, "both members: {last}");
 }
+
+/// Issue 15, item 8: a master key password over 128 characters made `QUOTENAME` return NULL, so `EXEC` did
+/// nothing and the link failed later with an unrelated error. Now validation blocks and create_link refuses,
+/// both saying what to do, before anything is created.
+#[tokio::test]
+async fn a_master_key_password_over_128_characters_is_refused_with_what_to_do() {
+    let server = ContractServer::start().await;
+    let sql = FakeSqlServer::sql2022(&[DB]);
+    let clock = ManualClock::new();
+    let connections = TestConnections { sql: sql.clone(), base_url: server.base_url.clone(), instance_sql: None };
+    let long = "Aa1-".repeat(33);
+    let engine = SqlServerEngine::with_parts(Arc::new(connections), Arc::new(clock.clone()), Arc::new(ClockPause(clock)), Arc::new(move |var: &str| (var == "TAILSPIN_MK").then(|| long.clone())));
+    let mut plan = plan(&server.base_url, DB, settings());
+    plan.source.options.insert("master_key_password_env".into(), toml::Value::String("TAILSPIN_MK".into()));
+
+    let findings = engine.validate(&plan).await.unwrap();
+    let finding = findings.iter().find(|f| f.rule == "master_key_password_invalid").unwrap_or_else(|| panic!("{findings:#?}"));
+    assert_eq!(finding.severity, milink_core::assessment::Severity::Blocker);
+    let error = engine.create_link(&plan).await.unwrap_err();
+    assert_eq!((error.kind, error.code.as_str()), (ErrorKind::Definite, "master_key_password_invalid"));
+    assert!(error.message.contains("132 characters") && error.remediation.contains("TAILSPIN_MK") && error.remediation.contains("128"), "{error:?}");
+    assert!(!error.message.contains("Aa1-"), "the password itself is never shown");
+    assert!(!sql.state.lock().unwrap().master_key && !sql.executed().iter().any(|s| s.contains("CREATE MASTER KEY") || s.contains("CREATE CERTIFICATE")));
+}
+
+/// Issue 15, item 4: on a fresh SQL Server (no master key) the MI → SQL Server test created its certificate
+/// first, which SQL Server refuses (15581), so the test never ran there.
+#[tokio::test]
+async fn the_mi_to_sql_server_test_runs_on_a_fresh_server_and_leaves_no_master_key_behind() {
+    let instance = FakeSqlServer::sql2022(&[]);
+    instance.state.lock().unwrap().job_output = vec!["milink-tnc:True:10.0.0.4".into()];
+    let rig = rig_with(Some(instance)).await;
+    assert!(!rig.sql.state.lock().unwrap().master_key, "a fresh server");
+    rig.sql.state.lock().unwrap().job_output = vec!["milink-tnc:True:10.1.0.5".into(), "milink-tnc:True:10.1.0.6".into()];
+    let findings = rig.engine.validate(&plan(&rig.server.base_url, DB, settings())).await.unwrap();
+    assert!(!findings.iter().any(|f| f.rule == "network_mi_to_sql_not_run"), "{findings:#?}");
+    let back = findings.iter().find(|f| f.rule == "network_mi_to_sql").unwrap_or_else(|| panic!("{findings:#?}"));
+    assert_eq!(back.severity, milink_core::assessment::Severity::Info);
+    let executed = rig.sql.executed();
+    let position = |needle: &str| executed.iter().position(|s| s.contains(needle)).unwrap_or_else(|| panic!("{needle}: {executed:#?}"));
+    assert!(position("CREATE MASTER KEY") < position("CREATE CERTIFICATE [milink_test_certificate]"));
+    assert!(position("DROP CERTIFICATE [milink_test_certificate]") < position("DROP MASTER KEY"));
+    let s = rig.sql.state.lock().unwrap();
+    assert!(!s.master_key && s.endpoint.is_none() && !s.certificates.contains_key("milink_test_certificate"), "the server is left as found");
+}

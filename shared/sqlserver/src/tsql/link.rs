@@ -8,17 +8,42 @@ use super::{is_hex_blob, Statement};
 use crate::names::{quote_ident, quote_literal};
 use milink_core::config::Secret;
 
+/// Longest master key password the statement of [`create_master_key`] can carry: `QUOTENAME` takes at most
+/// 128 characters and returns NULL beyond, and `EXEC (NULL)` does nothing, silently.
+pub const MAX_MASTER_KEY_PASSWORD_CHARS: usize = 128;
+
+/// Why a master key password cannot be used, `None` when it can (1 to 128 characters).
+pub fn master_key_password_problem(password: &Secret) -> Option<String> {
+    let chars = password.expose().chars().count();
+    if chars == 0 {
+        Some("the master key password is empty".into())
+    } else if chars > MAX_MASTER_KEY_PASSWORD_CHARS {
+        Some(format!("the master key password has {chars} characters; SQL Server takes at most {MAX_MASTER_KEY_PASSWORD_CHARS}"))
+    } else {
+        None
+    }
+}
+
 /// Creates the database master key in `master` unless one exists (step 2). The password travels as a
-/// parameter and becomes a literal on the server, so it is never in the statement text.
+/// parameter and becomes a literal on the server, so it is never in the statement text. Callers check the
+/// password with [`master_key_password_problem`] first; the `IF @create IS NULL` guard makes the server
+/// refuse loudly should a longer one ever get through, instead of `EXEC (NULL)` doing nothing.
 pub fn create_master_key(password: Secret) -> Statement {
     Statement::new(
         "IF NOT EXISTS (SELECT 1 FROM master.sys.symmetric_keys WHERE symmetric_key_id = 101)\n\
          BEGIN\n\
          \x20   DECLARE @create nvarchar(max) = N'CREATE MASTER KEY ENCRYPTION BY PASSWORD = ' + QUOTENAME(@P1, N'''');\n\
+         \x20   IF @create IS NULL THROW 50000, N'The master key password is longer than 128 characters.', 1;\n\
          \x20   EXEC (@create);\n\
          END",
     )
     .secret(password)
+}
+
+/// Drops the database master key in `master` (only the network test's, made on a server that had none; the
+/// server refuses with 15580 while a certificate is encrypted by it, so it can never take a link's key).
+pub fn drop_master_key() -> Statement {
+    Statement::new("IF EXISTS (SELECT 1 FROM master.sys.symmetric_keys WHERE symmetric_key_id = 101) DROP MASTER KEY")
 }
 
 /// Creates the certificate the mirroring endpoint authenticates with (step 3). `expiry` is `YYYYMMDD`.

@@ -54,6 +54,8 @@ pub struct FakeState {
     pub master_key: bool,
     /// Certificates: name → hex.
     pub certificates: BTreeMap<String, String>,
+    /// Certificates made here, whose private key the master key protects.
+    pub private_keys: BTreeSet<String>,
     /// Trusted issuers (certificate, dns).
     pub issuers: BTreeSet<(String, String)>,
     /// The endpoint.
@@ -223,15 +225,37 @@ impl SqlSession for FakeSession {
         let sql = statement.sql.as_str();
         let names = idents(sql);
         if sql.contains("CREATE MASTER KEY") {
-            s.master_key = true;
+            // QUOTENAME returns NULL beyond 128 characters and EXEC (NULL) does nothing, silently, unless the
+            // batch checks for it.
+            if param(statement, 0).chars().count() > 128 {
+                if sql.contains("IF @create IS NULL THROW") {
+                    return Err(milink_sqlserver::errors::sql_error(50000, "The master key password is longer than 128 characters."));
+                }
+            } else {
+                s.master_key = true;
+            }
         } else if sql.starts_with("CREATE CERTIFICATE") && sql.contains("FROM BINARY = 0x") {
             let hex = sql.rsplit("0x").next().unwrap().to_owned();
             s.certificates.insert(names[0].clone(), hex);
         } else if sql.starts_with("CREATE CERTIFICATE") || sql.starts_with("IF CERT_ID(@P1) IS NULL CREATE CERTIFICATE") {
             let name = names[0].clone();
+            // A certificate with a private key (not imported FROM BINARY) is protected by the master key unless
+            // the statement names a password; on a fresh server there is none.
+            if !s.master_key && !s.certificates.contains_key(&name) && !sql.contains("ENCRYPTION BY PASSWORD") {
+                return Err(milink_sqlserver::errors::sql_error(15581, "Please create a master key in the database or open the master key in the session before performing this operation."));
+            }
+            if !s.certificates.contains_key(&name) {
+                s.private_keys.insert(name.clone());
+            }
             s.certificates.entry(name.clone()).or_insert_with(|| fake_key(&name));
         } else if sql.contains("DROP CERTIFICATE") {
             s.certificates.remove(&param(statement, 0));
+            s.private_keys.remove(&param(statement, 0));
+        } else if sql.contains("DROP MASTER KEY") {
+            if let Some(name) = s.private_keys.iter().next() {
+                return Err(milink_sqlserver::errors::sql_error(15580, &format!("Cannot drop master key because certificate '{name}' is encrypted by it.")));
+            }
+            s.master_key = false;
         } else if sql.contains("sp_certificate_add_issuer") {
             let issuer = (param(statement, 0), param(statement, 1));
             s.issuers.insert(issuer);
