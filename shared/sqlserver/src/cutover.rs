@@ -12,6 +12,7 @@ use crate::drain::{DrainDecision, DrainJudge};
 use crate::errors;
 use crate::lsn::position_of;
 use crate::observe::{ReplicaRow, SeedingRow, SqlServerLinkView};
+use crate::names::LinkNames;
 use crate::plan::Link;
 use crate::tds::{rows_as, SqlSession};
 use crate::tsql::{cutover as sql, link as link_sql, probe, Statement};
@@ -24,9 +25,13 @@ use serde::Deserialize;
 use std::time::Duration;
 
 /// Reads the link as SQL Server sees it.
-pub async fn link_view(session: &mut dyn SqlSession, distributed_ag: &str) -> Result<SqlServerLinkView, EngineError> {
-    let replicas: Vec<ReplicaRow> = rows_as(session.query(&probe::link_replicas(distributed_ag)).await?, "link replicas")?;
-    let seeding: Vec<SeedingRow> = if replicas.is_empty() { Vec::new() } else { rows_as(session.query(&probe::seeding(distributed_ag)).await?, "seeding")? };
+pub async fn link_view(session: &mut dyn SqlSession, names: &LinkNames) -> Result<SqlServerLinkView, EngineError> {
+    let replicas: Vec<ReplicaRow> = rows_as(session.query(&probe::link_replicas(&names.distributed_ag)).await?, "link replicas")?;
+    let seeding: Vec<SeedingRow> = if replicas.is_empty() {
+        Vec::new()
+    } else {
+        rows_as(session.query(&probe::seeding(&names.distributed_ag, &names.local_ag)).await?, "seeding")?
+    };
     Ok(SqlServerLinkView { replicas, seeding })
 }
 
@@ -50,7 +55,7 @@ pub async fn fence(link: &Link, session: &mut dyn SqlSession) -> Result<Position
         }
     }
     set_commit_mode(link, session, true).await?;
-    let view = link_view(session, &link.names.distributed_ag).await?;
+    let view = link_view(session, &link.names).await?;
     source_position(&view).ok_or_else(|| {
         EngineError::transient("not_synchronous_yet", "SQL Server does not report a hardened LSN yet (switching to synchronous commit)", "none: milink retries")
     })
@@ -61,7 +66,7 @@ pub async fn unfence(link: &Link, session: &mut dyn SqlSession) -> Result<(), En
     for login in &link.settings.fence_roles {
         session.execute(&sql::enable_login(login)).await?;
     }
-    if !link_view(session, &link.names.distributed_ag).await?.replicas.is_empty() {
+    if !link_view(session, &link.names).await?.replicas.is_empty() {
         set_commit_mode(link, session, false).await?;
     }
     Ok(())
@@ -81,7 +86,7 @@ pub fn source_position(view: &SqlServerLinkView) -> Option<Position> {
 
 /// The source's position and what the MI has hardened (ARM's `lastHardenedLsn`, else the DMV's remote row).
 pub async fn positions(link: &Link, session: &mut dyn SqlSession) -> Result<Positions, EngineError> {
-    let view = link_view(session, &link.names.distributed_ag).await?;
+    let view = link_view(session, &link.names).await?;
     let source = source_position(&view).ok_or_else(|| EngineError::transient("no_source_position", "SQL Server reports no LSN for the link", "none: milink retries"))?;
     let target = target_position(link, &view).await?.unwrap_or(Position(0));
     Ok(Positions { source, target })
@@ -99,7 +104,7 @@ pub async fn wait_caught_up(link: &Link, session: &mut dyn SqlSession, clock: &d
     let started = clock.now();
     let limit = chrono::Duration::seconds(i64::try_from(link.settings.drain_timeout_seconds.max(link.settings.drain_stable_seconds + 5)).unwrap_or(i64::MAX / 1000));
     loop {
-        let view = link_view(session, &link.names.distributed_ag).await?;
+        let view = link_view(session, &link.names).await?;
         let source = view.local().and_then(|l| l.last_hardened_lsn.as_deref()).and_then(position_of);
         let target = target_position(link, &view).await?;
         let now = clock.now();
@@ -117,7 +122,7 @@ pub async fn wait_caught_up(link: &Link, session: &mut dyn SqlSession, clock: &d
 pub async fn switch(link: &Link, session: &mut dyn SqlSession, keep_reverse_link: bool, clock: &dyn Clock, pause: &dyn Pause) -> Result<(), EngineError> {
     let names = &link.names;
     let resource = link.target.api.link(&names.distributed_ag).await?;
-    let view = link_view(session, &names.distributed_ag).await?;
+    let view = link_view(session, names).await?;
     if resource.is_none() && view.replicas.is_empty() {
         // Already broken by an earlier attempt: nothing left to switch.
         return Ok(());
@@ -181,7 +186,7 @@ pub async fn finalize(link: &Link, session: &mut dyn SqlSession, instance_sessio
         return Ok(physical(Vec::new()));
     };
     for attempt in 0.. {
-        let view = link_view(session, &link.names.distributed_ag).await?;
+        let view = link_view(session, &link.names).await?;
         let redo = view.remote().and_then(|r| r.redo_queue_kb).unwrap_or(0);
         if redo == 0 {
             break;

@@ -177,7 +177,7 @@ impl Engine for SqlServerEngine {
     async fn observe(&self, plan: &LinkPlan, now: DateTime<Utc>) -> Result<Observation, EngineError> {
         let link = self.link(plan)?;
         let mut session = Self::session(&link).await?;
-        let view = cutover::link_view(session.as_mut(), &link.names.distributed_ag).await?;
+        let view = cutover::link_view(session.as_mut(), &link.names).await?;
         let dag = link.target.api.link(&link.names.distributed_ag).await?;
         Ok(observe::observe(&view, dag.as_ref(), now))
     }

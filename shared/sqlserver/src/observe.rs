@@ -60,9 +60,9 @@ pub struct ReplicaRow {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct SeedingRow {
-    /// E.g. `PENDING`, `COMPLETED`, `FAILED`.
+    /// `PENDING`, `CHECK_IF_SEEDING_NEEDED`, `SEEDING`, `COMPLETED`, `FAILED`, …: what decides failure.
     pub current_state: Option<String>,
-    /// E.g. `Seeding check message timeout`.
+    /// E.g. `Seeding check message timeout`: the reason, read only when `current_state` is `FAILED`.
     pub failure_state_desc: Option<String>,
     /// Error number of a failed attempt.
     pub error_code: Option<i64>,
@@ -75,6 +75,22 @@ pub struct SeedingRow {
     pub transferred_size_bytes: Option<f64>,
     /// Database size (running seeds).
     pub database_size_bytes: Option<f64>,
+}
+
+impl SeedingRow {
+    /// This attempt failed. Decided by `current_state`, as Microsoft's scripts do: `failure_state_desc` is not
+    /// a failure flag (its code 0 reads "Internal Error", and a completed attempt can carry the description of
+    /// a hiccup it recovered from).
+    pub fn failed(&self) -> bool {
+        self.current_state.as_deref().is_some_and(|state| state.trim().eq_ignore_ascii_case("FAILED"))
+    }
+
+    /// This attempt is still going (`PENDING`, `CHECK_IF_SEEDING_NEEDED`, `LIMIT_CONCURRENT_BACKUPS`,
+    /// `SEEDING`, …): not completed and not failed.
+    pub fn running(&self) -> bool {
+        let completed = self.completed || self.current_state.as_deref().is_some_and(|state| state.trim().eq_ignore_ascii_case("COMPLETED"));
+        !completed && !self.failed()
+    }
 }
 
 /// The link as SQL Server sees it.
@@ -112,7 +128,7 @@ pub fn observe(sql: &SqlServerLinkView, dag: Option<&DistributedAvailabilityGrou
     }
     let remote = sql.remote();
     let arm_state = database.and_then(|d| d.replica_state.as_deref()).unwrap_or("");
-    let running_seed = sql.seeding.first().filter(|s| !s.completed && s.failure_state_desc.is_none() && s.error_code.unwrap_or(0) == 0);
+    let running_seed = sql.seeding.first().filter(|s| s.running());
     let remote_streaming = remote.and_then(|r| r.synchronization_state_desc.as_deref()).is_some_and(|s| s == "SYNCHRONIZING" || s == "SYNCHRONIZED");
     let arm_seeding = SEEDING_STATES.iter().any(|s| s.eq_ignore_ascii_case(arm_state));
     let arm_streaming = STREAMING_STATES.iter().any(|s| s.eq_ignore_ascii_case(arm_state));
@@ -148,11 +164,8 @@ fn seeding_progress(running: Option<&SeedingRow>, database: Option<&DagDatabase>
 
 /// What is wrong with the link, if anything, from the most specific source to the least.
 pub fn problem(sql: &SqlServerLinkView, database: Option<&DagDatabase>) -> Option<LinkProblem> {
-    if let Some(seed) = sql.seeding.first() {
-        let code = seed.error_code.filter(|c| *c != 0);
-        if code.is_some() || seed.failure_state_desc.is_some() {
-            return Some(seeding_failure(seed, code));
-        }
+    if let Some(seed) = sql.seeding.first().filter(|s| s.failed()) {
+        return Some(seeding_failure(seed, seed.error_code.filter(|c| *c != 0)));
     }
     if let Some(db) = database {
         let state = db.replica_state.as_deref().unwrap_or("");

@@ -361,3 +361,20 @@ async fn the_mi_to_sql_server_test_runs_on_a_fresh_server_and_leaves_no_master_k
     let s = rig.sql.state.lock().unwrap();
     assert!(!s.master_key && s.endpoint.is_none() && !s.certificates.contains_key("milink_test_certificate"), "the server is left as found");
 }
+
+/// Issue 15, item 3: the seeding query only looked under the distributed AG's id; which id the global
+/// primary records for a distributed AG's seed is not documented, so a failure under the local AG's id was
+/// never seen.
+#[tokio::test]
+async fn a_failed_seed_is_seen_under_either_availability_groups_id() {
+    let rig = rig().await;
+    let plan = plan(&rig.server.base_url, DB, settings());
+    rig.engine.create_link(&plan).await.unwrap();
+    rig.sql.state.lock().unwrap().replicas = vec![json!({ "is_local": 1, "role_desc": "PRIMARY" }), json!({ "is_local": 0, "connected_state_desc": "CONNECTED", "synchronization_state_desc": "NOT SYNCHRONIZING" })];
+    for ag in [DAG, "milink_0f1e2d3c4b5a_ag"] {
+        rig.sql.state.lock().unwrap().seeding = vec![json!({ "ag_name": ag, "current_state": "FAILED", "failure_state_desc": "Transport", "error_code": 1408, "completed": 1 })];
+        let observation = rig.engine.observe(&plan, chrono::Utc::now()).await.unwrap();
+        let problem = observation.problem.unwrap_or_else(|| panic!("a failed seed under {ag} is seen"));
+        assert!(problem.reason.contains("1408") && problem.remediation.contains("12381"), "{problem:?}");
+    }
+}

@@ -117,7 +117,7 @@ fn the_links_own_errors_become_stalled_with_a_remediation() {
         assert!(problem.remediation.contains("12381"), "{}", problem.remediation);
     }
 
-    let exists: SeedingRow = serde_json::from_value(json!({ "failure_state_desc": "Database with name already exists", "completed": 1 })).unwrap();
+    let exists: SeedingRow = serde_json::from_value(json!({ "current_state": "FAILED", "failure_state_desc": "Database with name already exists", "completed": 1 })).unwrap();
     let view = SqlServerLinkView { replicas: vec![local(), remote("NOT SYNCHRONIZING", 0, 0)], seeding: vec![exists] };
     assert!(observe(&view, Some(&example("Get")), now()).problem.unwrap().remediation.contains("delete it on the MI"));
 
@@ -158,4 +158,27 @@ fn cutover_needs_equal_lsns_that_stay_unchanged() {
     assert!(matches!(judge.observe(lsn("71000009408200001"), lsn("71000009408200001"), at(6)), DrainDecision::Wait(_)));
     // Equal and unchanged for 10 s: the documented rule holds.
     assert_eq!(judge.observe(lsn("71000009408200001"), lsn("71000009408200001"), at(11)), DrainDecision::CaughtUp(lsn("71000009408200001").unwrap()));
+}
+
+/// Issue 15, item 3: any non-NULL `failure_state_desc` was read as a failed seed. Failure is
+/// `current_state = 'FAILED'`, as Microsoft's scripts read it; the description only explains it.
+#[test]
+fn seeding_fails_only_when_its_current_state_says_so() {
+    let seed = |value: serde_json::Value| -> SeedingRow { serde_json::from_value(value).unwrap() };
+    let running = seed(json!({ "current_state": "SEEDING", "failure_state_desc": "Seeding check message timeout", "completed": 0,
+                               "transferred_size_bytes": 50.0e9, "database_size_bytes": 100.0e9 }));
+    let view = SqlServerLinkView { replicas: vec![local(), remote("NOT SYNCHRONIZING", 0, 0)], seeding: vec![running] };
+    let observation = observe(&view, Some(&example("Get")), now());
+    assert_eq!((observation.phase, observation.problem.clone(), observation.progress_percent), (LinkPhase::Seeding, None, 50.0));
+
+    let recovered = seed(json!({ "current_state": "COMPLETED", "failure_state": 0, "failure_state_desc": "Internal Error", "completed": 1 }));
+    let view = SqlServerLinkView { replicas: vec![local(), remote("SYNCHRONIZING", 0, 0)], seeding: vec![recovered] };
+    let mut caught_up = example("Get");
+    caught_up.properties.databases[0].replica_state = Some("Catchup".into());
+    let observation = observe(&view, Some(&caught_up), now());
+    assert_eq!((observation.phase, observation.problem), (LinkPhase::Streaming, None));
+
+    let failed = seed(json!({ "current_state": "FAILED", "failure_state_desc": "Secondary catchup timeout", "completed": 1 }));
+    let view = SqlServerLinkView { replicas: vec![local(), remote("NOT SYNCHRONIZING", 0, 0)], seeding: vec![failed] };
+    assert!(observe(&view, Some(&example("Get")), now()).problem.unwrap().reason.contains("Secondary catchup timeout"));
 }

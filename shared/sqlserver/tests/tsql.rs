@@ -51,7 +51,7 @@ fn builders() -> Vec<(&'static str, Builder)> {
         ("database structure", Box::new(probe::database_structure)),
         ("database objects", Box::new(probe::database_objects)),
         ("link replicas", Box::new(probe::link_replicas)),
-        ("seeding", Box::new(probe::seeding)),
+        ("seeding", Box::new(|n| probe::seeding(n, n))),
         ("AG members", Box::new(|n| probe::availability_group_members(&[n, n]))),
         ("row counts", Box::new(milink_sqlserver::cutover::row_counts)),
         ("delete job", Box::new(network::delete_job)),
@@ -162,7 +162,7 @@ fn read_only_probes_only_read() {
         probe::io_snapshot(),
         probe::file_sizes(),
         probe::link_replicas("milink_x"),
-        probe::seeding("milink_x"),
+        probe::seeding("milink_x", "milink_x_ag"),
     ];
     for statement in probes {
         let (_, outside) = lex(&statement.sql);

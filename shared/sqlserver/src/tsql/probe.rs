@@ -217,7 +217,12 @@ pub fn link_replicas(distributed_ag: &str) -> Statement {
 /// Automatic seeding of the link's database, newest attempt first, joined to the running seed's progress
 /// (mi-link.md §4.2). Columns: `current_state`, `failure_state_desc`, `error_code`, `number_of_attempts`,
 /// `completed`, `transferred_size_bytes`, `database_size_bytes`.
-pub fn seeding(distributed_ag: &str) -> Statement {
+///
+/// Rows are taken under the distributed AG's id *and* the local AG's: which of the two ids the global primary
+/// records for a distributed AG's seed is not documented, and Microsoft's own monitoring queries join
+/// `sys.dm_hadr_automatic_seeding` to `sys.availability_groups` without saying. The local AG has one replica
+/// (this SQL Server), so no seed of its own can exist: every row under either id is the link's.
+pub fn seeding(distributed_ag: &str, local_ag: &str) -> Statement {
     Statement::new(
         "SELECT TOP (5) s.current_state, s.failure_state_desc, CAST(s.error_code AS int) AS error_code,\n\
          \x20   CAST(s.number_of_attempts AS int) AS number_of_attempts,\n\
@@ -226,10 +231,11 @@ pub fn seeding(distributed_ag: &str) -> Statement {
          FROM sys.dm_hadr_automatic_seeding AS s\n\
          JOIN sys.availability_groups AS ag ON ag.group_id = s.ag_id\n\
          LEFT JOIN sys.dm_hadr_physical_seeding_stats AS p ON p.local_physical_seeding_id = s.operation_id\n\
-         WHERE ag.name = @P1\n\
+         WHERE ag.name IN (@P1, @P2)\n\
          ORDER BY s.start_time DESC",
     )
     .text(distributed_ag)
+    .text(local_ag)
 }
 
 /// Whether named availability groups exist and which database each holds (create-link steps 10–11).

@@ -70,7 +70,7 @@ pub struct FakeState {
     pub sessions: Vec<(i64, String)>,
     /// Rows of the link replicas query (when the DAG exists).
     pub replicas: Vec<Value>,
-    /// Rows of the seeding query.
+    /// Rows of the seeding query, each with `ag_name`: the AG whose id the row carries.
     pub seeding: Vec<Value>,
     /// Global trace flags.
     pub trace_flags: Vec<i32>,
@@ -194,7 +194,10 @@ impl SqlSession for FakeSession {
         } else if sql.contains("ars.is_local") {
             if s.groups.get(&param(statement, 0)).is_some_and(|g| g.distributed) { s.replicas.clone() } else { vec![] }
         } else if sql.contains("sys.dm_hadr_automatic_seeding") {
-            s.seeding.clone()
+            // Each row names the availability group whose id it carries (`ag_name`); the query's filter decides
+            // which rows it sees, as `JOIN sys.availability_groups … WHERE ag.name …` does.
+            let names: Vec<String> = (0..statement.params.len()).map(|i| param(statement, i)).collect();
+            s.seeding.iter().filter(|row| row["ag_name"].as_str().is_some_and(|ag| names.iter().any(|n| n == ag))).cloned().collect()
         } else if sql.contains("FROM sys.server_principals WHERE name IN") {
             let names: Vec<String> = (0..statement.params.len()).map(|i| param(statement, i)).collect();
             s.logins.iter().filter(|(name, _)| names.contains(name)).map(|(name, disabled)| json!({ "name": name, "is_disabled": i64::from(*disabled) })).collect()
