@@ -19,6 +19,7 @@
 mod assess;
 mod connect;
 mod cutover;
+mod drift;
 mod errors;
 mod finalize;
 mod link;

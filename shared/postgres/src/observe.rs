@@ -13,11 +13,16 @@
 //!   errors that increased recently, and an apply worker or slot that has been missing or inactive for
 //!   longer than a short grace (workers restart by themselves within seconds, so a single look proves
 //!   nothing). The engine remembers, per link, the counters and since when something is missing.
+//! - Schema drift: `drift` compares the source's tables, columns and sequences with the link and the
+//!   target (every few seconds, cheaply when nothing moved), carries what it can and reports the rest.
+//!   Apply errors that come with a change it could not carry are worded with that change's remedy; apply
+//!   errors from just before it carried a change (a row with the new column arriving first) are forgiven.
 use crate::connect::{Server, Session};
+use crate::drift::{self, Drift};
 use crate::link::subscription_oid;
 use crate::sql::quote_ident;
 use chrono::{DateTime, Duration, Utc};
-use milink_core::migration::{LinkPhase, LinkProblem, Observation, Position};
+use milink_core::migration::{LinkPhase, LinkProblem, Observation, Position, SchemaChange};
 use milink_core::ports::LinkPlan;
 use milink_core::EngineError;
 use std::collections::HashMap;
@@ -31,12 +36,16 @@ const ERROR_MEMORY_SECONDS: i64 = 60;
 
 /// What the engine remembers between observations, per link.
 #[derive(Default)]
-pub(crate) struct Watches(Mutex<HashMap<String, Watch>>);
+pub(crate) struct Watches {
+    links: Mutex<HashMap<String, Watch>>,
+    drift: drift::Memory,
+}
 
 impl Watches {
     /// Forgets a link that no longer exists.
     pub(crate) fn forget(&self, link_name: &str) {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(link_name);
+        self.links.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(link_name);
+        self.drift.forget(link_name);
     }
 }
 
@@ -46,6 +55,8 @@ pub(crate) struct Watch {
     errors_increased_at: Option<DateTime<Utc>>,
     worker_missing_since: Option<DateTime<Utc>>,
     slot_inactive_since: Option<DateTime<Utc>>,
+    /// When the drift check last carried a change to the target.
+    drift_carried_at: Option<DateTime<Utc>>,
 }
 
 /// The target's side of the link.
@@ -75,15 +86,17 @@ pub(crate) async fn observe(plan: &LinkPlan, now: DateTime<Utc>, watches: &Watch
     let source = Server::new("source", &plan.source)?;
     let target = Server::new("target", &plan.target)?;
     let name = plan.link_name();
-    let (target_view, slot) = tokio::try_join!(look_at_target(&target, plan, &name), look_at_slot(&source, &name))?;
+    let looks = async { tokio::try_join!(look_at_target(&target, plan, &name), look_at_slot(&source, &name)) };
+    let (looks, drift) = tokio::join!(looks, watches.drift.check(plan, now));
+    let (target_view, slot) = looks?;
     let seeding = target_view.tables.iter().any(|(_, state, _)| state != "r");
     let source_bytes = match seeding {
         true => source_sizes(&source, plan, &target_view.tables).await?,
         false => HashMap::new(),
     };
-    let mut all = watches.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut all = watches.links.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let watch = all.entry(name.clone()).or_default();
-    Ok(assemble(&name, now, &target_view, slot.as_ref(), &source_bytes, watch))
+    Ok(assemble_with_drift(&name, now, &target_view, slot.as_ref(), &source_bytes, watch, drift))
 }
 
 async fn look_at_target(target: &Server, plan: &LinkPlan, name: &str) -> Result<TargetView, EngineError> {
@@ -243,7 +256,8 @@ fn remember(now: DateTime<Utc>, target: &TargetView, slot: Option<&SlotView>, wa
     Signals { worker_gone, slot_idle, recent_errors }
 }
 
-/// Everything observe decides, without I/O.
+/// Everything observe decides, without I/O, for a link without schema drift.
+#[cfg(test)]
 pub(crate) fn assemble(
     name: &str,
     now: DateTime<Utc>,
@@ -252,7 +266,30 @@ pub(crate) fn assemble(
     source_bytes: &HashMap<String, i64>,
     watch: &mut Watch,
 ) -> Observation {
-    let signals = remember(now, target, slot, watch);
+    assemble_with_drift(name, now, target, slot, source_bytes, watch, Drift::default())
+}
+
+/// Everything observe decides, without I/O.
+pub(crate) fn assemble_with_drift(
+    name: &str,
+    now: DateTime<Utc>,
+    target: &TargetView,
+    slot: Option<&SlotView>,
+    source_bytes: &HashMap<String, i64>,
+    watch: &mut Watch,
+    drift: Drift,
+) -> Observation {
+    let mut signals = remember(now, target, slot, watch);
+    if drift.carried_now {
+        watch.drift_carried_at = Some(now);
+    }
+    // Rows using a new column fail to apply until the column is carried; those errors are not a problem
+    // once it is (the worker retries every few seconds, so a later error counts again after the grace).
+    let forgiven = |at: DateTime<Utc>| watch.drift_carried_at.is_some_and(|carried| at <= carried + Duration::seconds(GRACE_SECONDS));
+    if watch.errors_increased_at.is_some_and(forgiven) {
+        watch.errors_increased_at = None;
+        signals.recent_errors = false;
+    }
     let lag_bytes = slot.and_then(|s| s.confirmed_flush.map(|confirmed| s.current.saturating_sub(confirmed)));
     let lag_seconds = match (lag_bytes, slot.and_then(|s| s.flush_lag_seconds)) {
         (Some(0), _) => Some(0.0),
@@ -276,8 +313,8 @@ pub(crate) fn assemble(
         lag_bytes,
         lag_seconds,
         progress_marker: slot.and_then(|s| s.confirmed_flush).map(Position),
-        problem: link_problem(name, target, slot, &signals, watch.errors),
-        drift: Vec::new(),
+        problem: link_problem(name, target, slot, &signals, watch.errors, &drift.changes),
+        drift: drift.changes,
     }
 }
 
@@ -289,6 +326,7 @@ fn link_problem(
     slot: Option<&SlotView>,
     signals: &Signals,
     errors: Option<(i64, i64)>,
+    drift: &[SchemaChange],
 ) -> Option<LinkProblem> {
     let wal_status = slot.and_then(|s| s.wal_status.as_deref());
     if !target.subscription {
@@ -311,6 +349,15 @@ fn link_problem(
         problem(
             format!("subscription {name} is disabled on the target"),
             format!("On the target database run: ALTER SUBSCRIPTION {} ENABLE;", quote_ident(name)),
+        )
+    } else if let Some(change) = drift.iter().find(|change| !change.carried).filter(|_| signals.recent_errors) {
+        // Most likely "logical replication target relation ... is missing replicated column": say which.
+        problem(
+            format!(
+                "the target keeps failing to apply changes, most likely because the schema changed on the source: {} {}",
+                change.object, change.change
+            ),
+            change.remediation.clone(),
         )
     } else if signals.recent_errors {
         let (apply, sync) = errors.unwrap_or_default();

@@ -92,6 +92,19 @@ pub(crate) async fn copy(
     source_major: i32,
     target_major: i32,
 ) -> Result<(), EngineError> {
+    copy_tables(source, target, database, (source_major, target_major), &[]).await
+}
+
+/// The same copy restricted to `tables` (pg_dump `--table` patterns: quote each part so it matches one
+/// name exactly), or the whole schema when `tables` is empty. The drift check uses it for tables created
+/// on the source after the link.
+pub(crate) async fn copy_tables(
+    source: &Server,
+    target: &Server,
+    database: &str,
+    (source_major, target_major): (i32, i32),
+    tables: &[String],
+) -> Result<(), EngineError> {
     let pg_dump = program("pg_dump", source_major);
     let mut dump = command(pg_dump.clone(), source);
     dump.args([
@@ -103,6 +116,7 @@ pub(crate) async fn copy(
         "--no-tablespaces",
         "--no-security-labels",
     ])
+    .args(tables.iter().map(|table| format!("--table={table}")))
     .arg(format!("--dbname={}", source.conninfo_for_tools(database)));
     let missing = |e: std::io::Error, name: &str| {
         EngineError::definite(
