@@ -8,7 +8,8 @@
 //! injected. Keeping a reverse link needs SQL Server 2022 CU13+ / 2025 with the matching update policy;
 //! otherwise the link is broken: ARM DELETE, then DROP AVAILABILITY GROUP on SQL Server.
 use crate::collector::{self, Pause};
-use crate::drain::{DrainDecision, DrainJudge};
+use crate::arm::models::DistributedAvailabilityGroup;
+use crate::drain::{synchronous_problem, DrainDecision, DrainJudge};
 use crate::errors;
 use crate::lsn::position_of;
 use crate::observe::{ReplicaRow, SeedingRow, SqlServerLinkView};
@@ -94,21 +95,32 @@ pub async fn positions(link: &Link, session: &mut dyn SqlSession) -> Result<Posi
 
 async fn target_position(link: &Link, view: &SqlServerLinkView) -> Result<Option<Position>, EngineError> {
     let dag = link.target.api.link(&link.names.distributed_ag).await?;
-    let from_arm = dag.as_ref().and_then(|d| d.properties.databases.first()).and_then(|d| d.last_hardened_lsn.as_deref()).and_then(position_of);
-    Ok(from_arm.or_else(|| view.remote().and_then(|r| r.last_hardened_lsn.as_deref()).and_then(position_of)))
+    Ok(target_position_of(dag.as_ref(), view))
 }
 
-/// Waits until both sides' hardened LSNs are equal and unchanged for `drain_stable_seconds`.
+fn target_position_of(dag: Option<&DistributedAvailabilityGroup>, view: &SqlServerLinkView) -> Option<Position> {
+    let from_arm = dag.and_then(|d| d.properties.databases.first()).and_then(|d| d.last_hardened_lsn.as_deref()).and_then(position_of);
+    from_arm.or_else(|| view.remote().and_then(|r| r.last_hardened_lsn.as_deref()).and_then(position_of))
+}
+
+/// Waits until both sides are in synchronous commit, connected and synchronized, and their hardened LSNs are
+/// equal and unchanged for `drain_stable_seconds`.
 pub async fn wait_caught_up(link: &Link, session: &mut dyn SqlSession, clock: &dyn Clock, pause: &dyn Pause) -> Result<Position, EngineError> {
     let mut judge = DrainJudge::new(link.settings.drain_stable_seconds);
     let started = clock.now();
     let limit = chrono::Duration::seconds(i64::try_from(link.settings.drain_timeout_seconds.max(link.settings.drain_stable_seconds + 5)).unwrap_or(i64::MAX / 1000));
     loop {
         let view = link_view(session, &link.names).await?;
-        let source = view.local().and_then(|l| l.last_hardened_lsn.as_deref()).and_then(position_of);
-        let target = target_position(link, &view).await?;
+        let dag = link.target.api.link(&link.names.distributed_ag).await?;
         let now = clock.now();
-        match judge.observe(source, target, now) {
+        let decision = match synchronous_problem(&view, dag.as_ref().and_then(|d| d.properties.replication_mode.as_deref())) {
+            Some(problem) => judge.not_ready(problem),
+            None => {
+                let source = view.local().and_then(|l| l.last_hardened_lsn.as_deref()).and_then(position_of);
+                judge.observe(source, target_position_of(dag.as_ref(), &view), now)
+            }
+        };
+        match decision {
             DrainDecision::CaughtUp(position) => return Ok(position),
             DrainDecision::Wait(reason) if now - started >= limit => {
                 return Err(EngineError::transient("not_caught_up", format!("the managed instance has not caught up: {reason}"), "wait until the workload is stopped and lag is zero, then cut over again"));
@@ -134,8 +146,8 @@ pub async fn switch(link: &Link, session: &mut dyn SqlSession, keep_reverse_link
         // stopped before both sides were back in asynchronous commit: finish it (idempotent).
         return set_commit_mode(link, session, false).await;
     }
-    wait_caught_up(link, session, clock, pause).await?;
     if keep_reverse_link {
+        // Checked before waiting: no point draining towards a failover that cannot happen.
         let (instance, _) = collector::instance_facts(session).await?;
         let build = Build::parse(&instance.product_version).unwrap_or(Build(0, 0, 0, 0));
         let mi = link.target.api.instance().await?;
@@ -143,6 +155,9 @@ pub async fn switch(link: &Link, session: &mut dyn SqlSession, keep_reverse_link
         if !verdict.possible {
             return Err(errors::config("failback_impossible", format!("cannot keep a reverse link: {}", verdict.reason), "cut over with keep_reverse_link = false (the link is broken)"));
         }
+    }
+    wait_caught_up(link, session, clock, pause).await?;
+    if keep_reverse_link {
         session.execute(&sql::failover(&names.distributed_ag)).await?;
         // The reverse link goes back to asynchronous commit on *both* sides, as SSMS's failover does: the MI's
         // commits must not wait for SQL Server, and the two members must agree on the mode (a distributed AG's

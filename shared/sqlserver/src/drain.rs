@@ -4,9 +4,43 @@
 //! and remain matched and unchanged for some time". [`DrainJudge`] applies it to a sequence of samples: it
 //! says caught up only when both positions are present, equal, and have stayed equal *and unchanged* for
 //! `stable_for`; any difference or movement restarts the clock. It is pure (time comes in with each sample),
-//! so the rule is tested with constructed timelines, and the engine's `switch` uses it as a last guard.
+//! so the rule is tested with constructed timelines, and the engine's `switch` uses it as a last guard —
+//! only once [`synchronous_problem`] says both sides are in synchronous commit, connected and synchronized.
+use crate::observe::SqlServerLinkView;
 use chrono::{DateTime, Duration, Utc};
 use milink_core::migration::Position;
+
+/// Why the link is not in a state where equal hardened LSNs prove anything, `None` when it is.
+///
+/// Equality alone is weak: on a synchronous-commit primary the local `last_hardened_lsn` is the minimum
+/// across its synchronous secondaries, and while the switch to synchronous commit has not taken effect (or the
+/// MI is disconnected) the two numbers can match without the MI holding everything. So both members of the
+/// distributed AG must report `SYNCHRONOUS_COMMIT` (the switch took effect on SQL Server), ARM must report
+/// `replicationMode: Sync` when it reports a mode (the MI's side), and the MI's replica must be `CONNECTED` and
+/// `SYNCHRONIZED` — the state a synchronous secondary reaches only when it has hardened the primary's log.
+pub fn synchronous_problem(view: &SqlServerLinkView, arm_replication_mode: Option<&str>) -> Option<String> {
+    let (Some(local), Some(remote)) = (view.local(), view.remote()) else {
+        return Some("SQL Server reports no replica pair for the link".into());
+    };
+    for (side, row) in [("SQL Server's", local), ("the managed instance's", remote)] {
+        let mode = row.availability_mode_desc.as_deref().unwrap_or("unknown");
+        if mode != "SYNCHRONOUS_COMMIT" {
+            return Some(format!("{side} member of the distributed availability group is {mode}, not SYNCHRONOUS_COMMIT (the switch to synchronous commit has not taken effect)"));
+        }
+    }
+    if let Some(mode) = arm_replication_mode.filter(|m| !m.eq_ignore_ascii_case("Sync")) {
+        return Some(format!("the managed instance reports replicationMode {mode}, not Sync"));
+    }
+    let connected = remote.connected_state_desc.as_deref().unwrap_or("unknown");
+    if connected != "CONNECTED" {
+        return Some(format!("the managed instance's replica is {connected}"));
+    }
+    let state = remote.synchronization_state_desc.as_deref().unwrap_or("unknown");
+    if state != "SYNCHRONIZED" {
+        return Some(format!("the managed instance's replica is {state}, not SYNCHRONIZED"));
+    }
+    None
+}
 
 /// What the samples so far say.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +62,13 @@ impl DrainJudge {
     /// A judge requiring `stable_seconds` of equal, unchanged positions (0 = equal once is enough).
     pub fn new(stable_seconds: u64) -> Self {
         Self { stable_for: Duration::seconds(i64::try_from(stable_seconds).unwrap_or(i64::MAX / 1000)), equal_since: None }
+    }
+
+    /// The link is not synchronous and connected ([`synchronous_problem`]): equal positions prove nothing, and
+    /// the stable window starts again.
+    pub fn not_ready(&mut self, reason: String) -> DrainDecision {
+        self.equal_since = None;
+        DrainDecision::Wait(reason)
     }
 
     /// Feeds one sample (SQL Server's and the MI's `last_hardened_lsn` as positions).

@@ -150,6 +150,7 @@ async fn cutover_is_refused_while_the_lsns_differ() {
     let plan = plan(&rig.server.base_url, DB, settings());
     rig.engine.create_link(&plan).await.unwrap();
     streaming(&rig, "71000009408300001", "71000009408200001");
+    rig.engine.fence(&plan).await.unwrap();
     let error = rig.engine.switch(&plan, false).await.unwrap_err();
     assert_eq!((error.kind, error.code.as_str()), (ErrorKind::Transient, "not_caught_up"));
     assert!(error.message.contains("differs"), "{}", error.message);
@@ -377,4 +378,38 @@ async fn a_failed_seed_is_seen_under_either_availability_groups_id() {
         let problem = observation.problem.unwrap_or_else(|| panic!("a failed seed under {ag} is seen"));
         assert!(problem.reason.contains("1408") && problem.remediation.contains("12381"), "{problem:?}");
     }
+}
+
+/// Issue 15, item 5: the guard compared hardened LSNs only. Equal LSNs prove nothing while the MI is
+/// disconnected, not SYNCHRONIZED, or the switch to synchronous commit has not taken effect (a synchronous
+/// primary's hardened LSN is the minimum over its synchronous secondaries).
+#[tokio::test]
+async fn cutover_needs_synchronous_connected_and_synchronized_replicas_not_just_equal_lsns() {
+    for (case, breaks) in [
+        ("disconnected", json!({ "connected_state_desc": "DISCONNECTED" })),
+        ("not synchronized", json!({ "synchronization_state_desc": "SYNCHRONIZING" })),
+        ("switch not taken effect", json!({ "availability_mode_desc": "ASYNCHRONOUS_COMMIT" })),
+    ] {
+        let rig = rig().await;
+        let plan = plan(&rig.server.base_url, DB, settings());
+        rig.engine.create_link(&plan).await.unwrap();
+        streaming(&rig, "71000009408200001", "71000009408200001");
+        rig.engine.fence(&plan).await.unwrap();
+        for (key, value) in breaks.as_object().unwrap() {
+            rig.sql.state.lock().unwrap().replicas[1][key] = value.clone();
+        }
+        let error = rig.engine.switch(&plan, false).await.unwrap_err();
+        assert_eq!((error.kind, error.code.as_str()), (ErrorKind::Transient, "not_caught_up"), "{case}");
+        assert!(error.message.contains(breaks.as_object().unwrap().values().next().unwrap().as_str().unwrap()), "{case}: {}", error.message);
+        assert_eq!(rig.server.state().dags.len(), 1, "{case}: nothing was broken");
+    }
+    // ARM still in asynchronous mode (its PATCH did not land) is refused too.
+    let rig = rig().await;
+    let plan = plan(&rig.server.base_url, DB, settings());
+    rig.engine.create_link(&plan).await.unwrap();
+    streaming(&rig, "71000009408200001", "71000009408200001");
+    rig.engine.fence(&plan).await.unwrap();
+    rig.server.state().dags.get_mut(DAG).unwrap()["replicationMode"] = json!("Async");
+    let error = rig.engine.switch(&plan, false).await.unwrap_err();
+    assert!(error.message.contains("replicationMode Async"), "{}", error.message);
 }

@@ -192,7 +192,20 @@ impl SqlSession for FakeSession {
             let names: Vec<String> = (0..statement.params.len()).map(|i| param(statement, i)).collect();
             s.groups.iter().filter(|(name, _)| names.contains(name)).map(|(name, g)| json!({ "name": name, "is_distributed": i64::from(g.distributed), "database_name": g.database })).collect()
         } else if sql.contains("ars.is_local") {
-            if s.groups.get(&param(statement, 0)).is_some_and(|g| g.distributed) { s.replicas.clone() } else { vec![] }
+            match s.groups.get(&param(statement, 0)).filter(|g| g.distributed) {
+                None => vec![],
+                // The members' mode follows the last MODIFY AVAILABILITY GROUP ON (a row that names its mode keeps
+                // it: a switch that did not take effect), and only a synchronous-commit secondary is SYNCHRONIZED.
+                Some(group) => s.replicas.iter().cloned().map(|mut row| {
+                    if row.get("availability_mode_desc").is_none() {
+                        row["availability_mode_desc"] = json!(if group.synchronous { "SYNCHRONOUS_COMMIT" } else { "ASYNCHRONOUS_COMMIT" });
+                    }
+                    if row["availability_mode_desc"] != "SYNCHRONOUS_COMMIT" && row["synchronization_state_desc"] == "SYNCHRONIZED" {
+                        row["synchronization_state_desc"] = json!("SYNCHRONIZING");
+                    }
+                    row
+                }).collect(),
+            }
         } else if sql.contains("sys.dm_hadr_automatic_seeding") {
             // Each row names the availability group whose id it carries (`ag_name`); the query's filter decides
             // which rows it sees, as `JOIN sys.availability_groups … WHERE ag.name …` does.
