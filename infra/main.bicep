@@ -55,7 +55,7 @@ param keyVaultName string = ''
 @description('Prefix of the state tables (milinkMigrations, milinkAssessments, ...).')
 param tablePrefix string = 'milink'
 
-var stages = ['assess', 'validate', 'create-link', 'cutover', 'cancel', 'notify']
+var stages = ['assess', 'migration', 'notify']
 var queuePrefix = 'milink-'
 var tables = ['Migrations', 'Assessments', 'Connections', 'DeadLetters']
 

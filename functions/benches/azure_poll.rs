@@ -33,7 +33,7 @@ use milink_core::message::Envelope;
 use milink_core::migration::{LinkPhase, Migration, Observation, Phase, Position, Settings, Status};
 use milink_core::names::{ConnectionName, DatabaseName, MigrationId};
 use milink_core::ports::{AssessmentStore, Created, MigrationFilter, MigrationStore, StoreError, SystemClock};
-use milink_functions::azure::poll::{self, PollSettings};
+use milink_functions::runtime::poll::{self, PollSettings};
 use milink_functions::context::Context;
 use milink_functions::engines::Engines;
 use milink_functions::handlers;

@@ -14,4 +14,5 @@ pub mod context;
 pub mod embedded;
 pub mod engines;
 pub mod handlers;
+pub mod runtime;
 pub mod telemetry;

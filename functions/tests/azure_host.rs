@@ -97,7 +97,7 @@ async fn transient_failures_are_rescheduled_then_exhausted_into_a_stall_and_a_de
     assert!(stalled["reason"].as_str().unwrap().contains("create-link keeps failing"), "{stalled:#}");
     let letters = lab.get("/api/deadletters").await;
     let letter = &letters["deadLetters"][0];
-    assert_eq!(letter["stage"], "create-link", "{letters:#}");
+    assert_eq!(letter["stage"], "migration", "{letters:#}");
     assert_eq!(letter["deliveries"], 3, "max_attempts = 3");
     assert!(letter["lastError"].as_str().unwrap().contains("unreachable"));
     // The retries were resends scheduled in the future, not abandons: the bus dead-lettered nothing.
@@ -123,7 +123,7 @@ async fn a_step_that_fails_twice_succeeds_on_its_third_attempt() {
 async fn an_undecodable_message_fails_until_service_bus_dead_letters_it() {
     let lab = lab(ScriptedEngine::default()).await;
     let garbage = BusMessage {
-        queue: "milink-validate".into(),
+        queue: "milink-migration".into(),
         body: "{\"not\":\"an envelope\"}".into(),
         message_id: "garbage-1".into(),
         session_id: Some("garbage".into()),

@@ -129,7 +129,7 @@ fn the_bicep_creates_what_the_handler_expects() {
     let stages: Vec<String> = FUNCTIONS
         .iter()
         .filter_map(|f| match f.trigger {
-            Trigger::Queue { stage } => Some(format!("'{stage}'")),
+            Trigger::Queue { stage } => Some(format!("'{}'", stage.as_str())),
             _ => None,
         })
         .collect();

@@ -13,7 +13,7 @@ use milink_core::names::{ConnectionName, DatabaseName, MigrationId};
 use milink_core::ports::{Clock, Created, Engine, LinkPlan, MigrationStore, Positions};
 use milink_functions::context::Context;
 use milink_functions::engines::Engines;
-use milink_functions::handlers::poll_sync;
+use milink_functions::runtime::poll::{self, PollSettings};
 use milink_sqlite::SqliteStore;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -161,10 +161,10 @@ async fn transient_failures_retry_dead_letter_stall_and_recover() {
     // The cause goes away; the timer's nudge retries the step after the stall retry delay.
     engine.broken.store(false, Ordering::SeqCst);
     clock.advance(flow::STALL_RETRY_SECONDS + 1);
-    poll_sync::tick(&ctx, 4).await;
+    poll::tick(&ctx, &PollSettings::default()).await;
     let recovered = wait_until(&store, &m.id, "link created", |m| m.phase == milink_core::migration::Phase::Syncing).await;
     assert!(recovered.stall.is_none());
-    poll_sync::tick(&ctx, 4).await;
+    poll::tick(&ctx, &PollSettings::default()).await;
     let ready = store.load(&m.id).await.unwrap().unwrap();
     assert_eq!(ready.status(), Status::ReadyForCutover);
     shutdown.cancel();

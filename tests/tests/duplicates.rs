@@ -12,7 +12,8 @@ use milink_e2e::pg;
 use milink_e2e::unique;
 use milink_functions::context::Context;
 use milink_functions::engines::Engines;
-use milink_functions::handlers::{self, poll_sync};
+use milink_functions::handlers;
+use milink_functions::runtime::poll::{self, PollSettings};
 use milink_sqlite::SqliteStore;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,8 +67,8 @@ async fn every_message_delivered_twice_and_late_reaches_the_same_end_state() -> 
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         pump_twice(&ctx, &store, &mut handled).await?;
-        poll_sync::tick(&ctx, 4).await;
-        poll_sync::tick(&ctx, 4).await; // every observation twice too
+        poll::tick(&ctx, &PollSettings::default()).await;
+        poll::tick(&ctx, &PollSettings::default()).await; // every observation twice too
         let m = store.load(&id).await?.expect("stored");
         match m.status() {
             Status::ReadyForCutover if !cutover_requested => {

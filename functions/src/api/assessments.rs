@@ -1,5 +1,5 @@
 //! Assessment routes: request one (202, runs in the background), read a report.
-use super::error::{parse_body, ApiError};
+use super::error::{parse_body, ApiError, ErrorCode};
 use super::ApiState;
 use crate::handlers::assess;
 use axum::body::Bytes;
@@ -21,10 +21,10 @@ struct AssessRequest {
 pub async fn create(State(state): State<ApiState>, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
     let request: AssessRequest = parse_body(&body)?;
     let connection = ConnectionName::parse(&request.connection)
-        .map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))?;
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidName, e.to_string()))?;
     let endpoint =
-        state.ctx.config.endpoint(&connection).map_err(|m| ApiError::bad_request("unknown_connection", m))?;
-    state.ctx.engines.for_source(endpoint).map_err(|m| ApiError::bad_request("unsupported_engine", m))?;
+        state.ctx.config.endpoint(&connection).map_err(|m| ApiError::bad_request(ErrorCode::UnknownConnection, m))?;
+    state.ctx.engines.for_source(endpoint).map_err(|m| ApiError::bad_request(ErrorCode::UnsupportedEngine, m))?;
     let id = uuid::Uuid::new_v4().to_string();
     let report = AssessmentReport::running(id.clone(), connection.clone(), state.ctx.clock.now());
     state.ctx.assessments.put_assessment(&report, &[assess::request(&id, &connection)]).await?;

@@ -1,5 +1,5 @@
 //! Migration routes: start (idempotent), list, show, cutover, cancel.
-use super::error::{parse_body, ApiError};
+use super::error::{parse_body, ApiError, ErrorCode};
 use super::{view, ApiState};
 use crate::handlers::{apply, ApplyError};
 use axum::body::Bytes;
@@ -33,7 +33,7 @@ struct CutoverRequest {
 }
 
 fn name_error(error: milink_core::names::NameError) -> ApiError {
-    ApiError::bad_request("invalid_name", error.to_string())
+    ApiError::bad_request(ErrorCode::InvalidName, error.to_string())
 }
 
 /// `POST /api/migrations`: starts one migration per database; a database already migrating on this
@@ -41,17 +41,17 @@ fn name_error(error: milink_core::names::NameError) -> ApiError {
 pub async fn start(State(state): State<ApiState>, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
     let request: StartRequest = parse_body(&body)?;
     let ctx = &state.ctx;
-    request.settings.validate().map_err(|m| ApiError::bad_request("invalid_settings", m))?;
+    request.settings.validate().map_err(|m| ApiError::bad_request(ErrorCode::InvalidSettings, m))?;
     let source = ConnectionName::parse(&request.source).map_err(name_error)?;
     let target = ConnectionName::parse(&request.target).map_err(name_error)?;
-    let unknown = |m: String| ApiError::bad_request("unknown_connection", m);
+    let unknown = |m: String| ApiError::bad_request(ErrorCode::UnknownConnection, m);
     let source_endpoint = ctx.config.endpoint(&source).map_err(unknown)?;
     let target_endpoint = ctx.config.endpoint(&target).map_err(unknown)?;
     ctx.engines
         .for_pair(source_endpoint, target_endpoint)
-        .map_err(|m| ApiError::bad_request("unsupported_pair", m))?;
+        .map_err(|m| ApiError::bad_request(ErrorCode::UnsupportedPair, m))?;
     if request.databases.is_empty() {
-        return Err(ApiError::bad_request("invalid_body", "name at least one database in \"databases\""));
+        return Err(ApiError::bad_request(ErrorCode::InvalidBody, "name at least one database in \"databases\""));
     }
     let mut databases = Vec::new();
     for name in &request.databases {
@@ -104,7 +104,7 @@ async fn refuse_not_ready(state: &ApiState, source: &ConnectionName, databases: 
     let names: Vec<_> = refused.iter().filter_map(|r| r["database"].as_str()).collect();
     Err(ApiError::new(
         StatusCode::CONFLICT,
-        "database_not_ready",
+        ErrorCode::DatabaseNotReady,
         format!(
             "{} not ready in the latest assessment ({}); fix the blockers listed in details, assess again, then start",
             names.join(", "),

@@ -7,25 +7,17 @@ pub mod migrations;
 pub mod view;
 
 use crate::context::Context;
-use async_trait::async_trait;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use error::ApiError;
+use error::{ApiError, ErrorCode};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
 /// The OpenAPI document of these routes.
 pub const OPENAPI: &str = include_str!("openapi.json");
-
-/// Where dead letters can be read (the host's queue).
-#[async_trait]
-pub trait DeadLetterSource: Send + Sync {
-    /// Dead letters, newest first, as JSON.
-    async fn dead_letters(&self) -> Result<Vec<Value>, milink_core::ports::StoreError>;
-}
 
 /// What the routes share.
 #[derive(Clone)]
@@ -33,7 +25,7 @@ pub struct ApiState {
     /// Handlers' context.
     pub ctx: Context,
     /// The host's dead letters, when it has a queue of its own.
-    pub dead_letters: Option<Arc<dyn DeadLetterSource>>,
+    pub dead_letters: Option<Arc<dyn milink_core::ports::DeadLetters>>,
 }
 
 /// Builds the router.
@@ -72,9 +64,9 @@ async fn dead_letters(State(state): State<ApiState>) -> Result<Json<Value>, ApiE
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method; see GET /api/openapi.json")
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed, "this route does not take that method; see GET /api/openapi.json")
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see GET /api/openapi.json")
+    ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such route; see GET /api/openapi.json")
 }

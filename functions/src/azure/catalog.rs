@@ -5,8 +5,11 @@
 //! - HTTP triggers: one per route of the API, with the route the embedded host serves under `/api` (the
 //!   host's `routePrefix`). The handler rebuilds the request and runs it through the same router
 //!   ([`crate::api::app`]), so bodies and errors are the embedded host's, byte for byte.
-//! - Service Bus queue triggers: one per stage, sessions on (a migration's steps run one at a time).
+//! - Service Bus queue triggers: one per [`Stage`], sessions on. Every step of a migration is on the one
+//!   `migration` queue with the migration id as session, so Service Bus gives a migration's steps to one
+//!   invocation at a time, in order (a Cancel never runs beside CreateLink or Fence).
 //! - Timer triggers: sync polling (every 30 s) and the outbox relay (every minute).
+use milink_core::message::Stage;
 use serde_json::{json, Value};
 
 /// The app setting that names the Service Bus connection (`ServiceBusConnection__fullyQualifiedNamespace`
@@ -30,7 +33,7 @@ pub enum Trigger {
     /// A stage queue.
     Queue {
         /// The stage (the envelope's `stage`).
-        stage: &'static str,
+        stage: Stage,
     },
     /// A timer.
     Timer {
@@ -63,8 +66,8 @@ const fn http(name: &'static str, route: &'static str, methods: &'static [&'stat
     Function { name, trigger: Trigger::Http { route, methods, auth_level: "function" } }
 }
 
-const fn queue(name: &'static str, stage: &'static str) -> Function {
-    Function { name, trigger: Trigger::Queue { stage } }
+const fn queue(stage: Stage) -> Function {
+    Function { name: stage.function_name(), trigger: Trigger::Queue { stage } }
 }
 
 /// Every function of the app.
@@ -79,12 +82,10 @@ pub const FUNCTIONS: &[Function] = &[
     http("MigrationCancel", "migrations/{id}/cancel", &["post"]),
     http("MigrationFailback", "migrations/{id}/failback", &["post"]),
     http("DeadLetters", "deadletters", &["get"]),
-    queue("Assess", "assess"),
-    queue("Validate", "validate"),
-    queue("CreateLink", "create-link"),
-    queue("Cutover", "cutover"),
-    queue("Cancel", "cancel"),
-    queue("Notify", "notify"),
+    http("MigrationVerify", "migrations/{id}/verify", &["post"]),
+    queue(Stage::Assess),
+    queue(Stage::Migration),
+    queue(Stage::Notify),
     Function { name: "PollSync", trigger: Trigger::Timer { schedule: "*/30 * * * * *", job: TimerJob::PollSync } },
     Function { name: "Relay", trigger: Trigger::Timer { schedule: "0 * * * * *", job: TimerJob::Relay } },
 ];
@@ -113,7 +114,7 @@ pub fn function_json(function: &Function) -> Value {
         ]),
         Trigger::Queue { stage } => json!([{
             "name": name, "type": "serviceBusTrigger", "direction": "in",
-            "queueName": format!("{QUEUE_PREFIX}{stage}"), "connection": SERVICE_BUS_CONNECTION,
+            "queueName": format!("{QUEUE_PREFIX}{}", stage.as_str()), "connection": SERVICE_BUS_CONNECTION,
             "isSessionsEnabled": true
         }]),
         Trigger::Timer { schedule, job } => json!([{
@@ -132,10 +133,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_stage_a_command_or_payload_can_name_has_a_queue_function() {
+    fn every_stage_has_exactly_one_queue_function_named_by_the_stage() {
+        let queues: Vec<Stage> = FUNCTIONS
+            .iter()
+            .filter_map(|f| match f.trigger {
+                Trigger::Queue { stage } => Some(stage),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(queues, Stage::ALL.to_vec(), "one queue function per stage, in the Stage list's order");
+        for stage in Stage::ALL {
+            assert_eq!(find(stage.function_name()).map(|f| f.trigger), Some(Trigger::Queue { stage }));
+        }
+    }
+
+    #[test]
+    fn every_step_of_a_migration_shares_one_session_queue() {
         use milink_core::flow::Command;
         use milink_core::migration::Position;
-        let commands = [
+        let steps = [
             Command::Validate,
             Command::CreateLink,
             Command::Fence { attempt: 1 },
@@ -143,19 +159,13 @@ mod tests {
             Command::Finalize { attempt: 1 },
             Command::Switch { attempt: 1, keep_reverse_link: false },
             Command::Unfence { attempt: 1 },
+            Command::Failback,
+            Command::Verify { request: 1 },
             Command::DropLink { unfence: false, drop_target: false },
-            Command::Notify { status: String::new(), message: String::new() },
         ];
-        let queues: Vec<&str> = FUNCTIONS
-            .iter()
-            .filter_map(|f| match f.trigger {
-                Trigger::Queue { stage } => Some(stage),
-                _ => None,
-            })
-            .collect();
-        for command in commands {
-            assert!(queues.contains(&command.stage()), "no queue function for stage {}", command.stage());
+        for command in steps {
+            assert_eq!(command.stage(), Stage::Migration, "{} must run one at a time with the other steps", command.name());
         }
-        assert!(queues.contains(&"assess"));
+        assert_eq!(Command::Notify { status: String::new(), message: String::new() }.stage(), Stage::Notify);
     }
 }

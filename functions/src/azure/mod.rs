@@ -13,7 +13,8 @@
 //!   attempts run out, [`crate::handlers::exhausted`] lets the flow decide and the message is recorded as a
 //!   dead letter. A message that cannot be decoded fails the invocation, so Service Bus dead-letters it after
 //!   its max delivery count, where it can be inspected.
-//! - **Timer** functions run the fleet poll ([`poll`]) and the outbox relay ([`timers`]).
+//! - **Timer** functions run the runtime's poll tick ([`crate::runtime::poll`]) and the outbox relay
+//!   ([`timers`]).
 //!
 //! Messages leave through the store: [`milink_azure::TableStore`] commits state and outbox rows in one
 //! batch, then its publisher ([`milink_azure::ServiceBusSender`], REST) sends them and the rows are
@@ -22,7 +23,6 @@
 pub mod catalog;
 mod http;
 pub mod payload;
-pub mod poll;
 mod queue;
 pub mod settings;
 pub mod timers;
@@ -38,7 +38,7 @@ use milink_azure::{ServiceBusSender, TableStore};
 use payload::{Invocation, InvocationResult};
 use std::sync::Arc;
 
-pub use poll::PollSettings;
+pub use crate::runtime::PollSettings;
 pub use settings::AzureSettings;
 
 /// Knobs of the adapter (the rest comes from the config's `[server]`: attempts and backoff).

@@ -1,24 +1,22 @@
-//! Queue-triggered functions: one envelope per invocation, retried by rescheduling rather than abandoning.
-//!
-//! The attempt number is the `milinkAttempt` application property our retries carry (1 when absent) plus
-//! the host's `DeliveryCount` minus one, so both our rescheduled retries and Service Bus redeliveries
-//! after a crash or a failed invocation count toward `[server] max_attempts`.
+//! Queue-triggered functions: one envelope per invocation, delivered through the runtime
+//! ([`crate::runtime::deliver`]); a retry is a rescheduled send rather than an abandon, because an
+//! abandoned message comes back at once and burns through the queue's delivery count in seconds.
 use super::payload::{self, InvocationResult};
 use super::AzureHost;
-use crate::embedded::dispatcher::backoff;
-use crate::handlers;
+use crate::runtime::{self, Delivered, Transport, TransportError};
+use async_trait::async_trait;
 use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
 use milink_azure::servicebus::ATTEMPT_PROPERTY;
-use milink_azure::store::DeadLetterRecord;
 use milink_azure::BusMessage;
-use milink_core::error::EngineError;
-use milink_core::message::Envelope;
+use milink_core::message::{Envelope, Stage};
+use milink_core::ports::DeadLetter;
 use serde_json::{Map, Value};
 
 /// Handles one delivery.
 pub(super) async fn run(
     host: &AzureHost,
-    stage: &str,
+    stage: Stage,
     trigger: Option<&Value>,
     metadata: &Map<String, Value>,
 ) -> (StatusCode, InvocationResult) {
@@ -28,17 +26,29 @@ pub(super) async fn run(
         None => return poison("Data.message is missing".into()),
     };
     if envelope.stage != stage {
-        tracing::warn!(queue = stage, envelope_stage = %envelope.stage, "message on another stage's queue; handling it anyway");
+        tracing::warn!(queue = %stage, envelope_stage = %envelope.stage, "message on another stage's queue; handling it anyway");
     }
-    let attempt = attempt(metadata);
-    match handlers::handle(&host.ctx, &envelope).await {
-        Ok(()) => (StatusCode::OK, InvocationResult::log(format!("{} handled (attempt {attempt})", envelope.envelope_id))),
-        Err(handlers::Retry(error)) => retry_or_give_up(host, &envelope, attempt, error).await,
+    let (chain, attempt) = attempt(metadata);
+    let transport = BusTransport { host, chain };
+    match runtime::deliver(&host.ctx, &envelope, attempt, &transport).await {
+        Ok(Delivered::Done) => (StatusCode::OK, InvocationResult::log(format!("{} handled (attempt {attempt})", envelope.envelope_id))),
+        Ok(Delivered::Retrying { attempt: next, error }) => {
+            (StatusCode::OK, InvocationResult::log(format!("{} retry {next} scheduled: {error}", envelope.envelope_id)))
+        }
+        Ok(Delivered::DeadLettered { error }) => {
+            (StatusCode::OK, InvocationResult::log(format!("{} gave up after {attempt} attempts: {error}", envelope.envelope_id)))
+        }
+        // Not settled (the retry could not be sent): fail the invocation so Service Bus delivers it again.
+        Err(error) => (StatusCode::SERVICE_UNAVAILABLE, InvocationResult::log(format!("could not settle ({error}); failing so Service Bus redelivers"))),
     }
 }
 
-/// Which attempt this delivery is (1-based).
-pub(super) fn attempt(metadata: &Map<String, Value>) -> u32 {
+/// Which attempt this delivery is: (the retry chain's own count, the attempt counting redeliveries too).
+///
+/// The chain count is the `milinkAttempt` application property our retries carry (1 when absent); the
+/// attempt adds the host's `DeliveryCount` minus one, so Service Bus redeliveries after a crash or a failed
+/// invocation count toward `[server] max_attempts` too.
+pub(super) fn attempt(metadata: &Map<String, Value>) -> (u32, u32) {
     let ours = payload::get(metadata, "ApplicationProperties")
         .map(payload::unwrap_json)
         .and_then(|properties| match properties {
@@ -47,42 +57,34 @@ pub(super) fn attempt(metadata: &Map<String, Value>) -> u32 {
         })
         .unwrap_or(1);
     let deliveries = payload::metadata_u32(metadata, "DeliveryCount").unwrap_or(1).max(1);
-    ours.saturating_add(deliveries - 1)
+    (ours, ours.saturating_add(deliveries - 1))
 }
 
-async fn retry_or_give_up(host: &AzureHost, envelope: &Envelope, attempt: u32, error: EngineError) -> (StatusCode, InvocationResult) {
-    let server = &host.ctx.config.server;
-    if attempt >= server.max_attempts {
-        let last_error = format!("{}: {}", error.code, error.message);
-        if let Err(handlers::Retry(e)) = handlers::exhausted(&host.ctx, envelope, error).await {
-            // Not recorded: fail the invocation so Service Bus delivers it again.
-            return (StatusCode::SERVICE_UNAVAILABLE, InvocationResult::log(format!("could not record exhausted retries: {}", e.message)));
-        }
-        let record = DeadLetterRecord {
-            id: envelope.envelope_id.clone(),
-            stage: envelope.stage.clone(),
-            envelope: serde_json::to_value(envelope).unwrap_or(Value::Null),
-            deliveries: attempt,
-            last_error: Some(last_error.clone()),
-            dead_at: host.ctx.clock.now(),
-        };
-        if let Err(e) = host.store.put_dead_letter(&record).await {
-            tracing::error!(error = %e, message = %envelope.envelope_id, "dead letter not recorded (the flow already knows)");
-        }
-        return (StatusCode::OK, InvocationResult::log(format!("{} gave up after {attempt} attempts: {last_error}", envelope.envelope_id)));
+/// Service Bus as the runtime's transport: a retry is a scheduled send of the same envelope, completion
+/// is the 200 answer itself, dead letters go to the dead-letter table.
+struct BusTransport<'a> {
+    host: &'a AzureHost,
+    /// The retry chain's count of the message being handled.
+    chain: u32,
+}
+
+#[async_trait]
+impl Transport for BusTransport<'_> {
+    async fn complete(&self, _: &Envelope) -> Result<(), TransportError> {
+        Ok(()) // the 200 answer completes the message
     }
-    let delay = backoff(server.retry_base_ms, server.retry_max_ms, attempt);
-    let at = host.ctx.clock.now() + chrono::Duration::from_std(delay).unwrap_or_default();
-    let retry = BusMessage::retry_of(envelope, host.sender.queue_prefix(), attempt + 1, at);
-    match host.sender.send(&retry).await {
-        Ok(()) => {
-            tracing::info!(message = %envelope.envelope_id, attempt, delay_ms = delay.as_millis() as u64, error = %error.message, "retry scheduled");
-            (StatusCode::OK, InvocationResult::log(format!("{} retry {} at {at}: {}", envelope.envelope_id, attempt + 1, error.message)))
-        }
-        Err(send_error) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            InvocationResult::log(format!("could not schedule a retry ({send_error}); failing so Service Bus redelivers")),
-        ),
+
+    async fn retry(&self, envelope: &Envelope, attempt: u32, at: DateTime<Utc>, _error: &str) -> Result<(), TransportError> {
+        // The id follows the chain, not the redelivery count: if this invocation's answer is lost after the
+        // send, Service Bus delivers the message again, and that delivery's retry has the same id, so
+        // duplicate detection drops it instead of starting a second retry chain.
+        let mut message = BusMessage::retry_of(envelope, self.host.sender.queue_prefix(), attempt, at);
+        message.message_id = format!("{}:retry{}", envelope.envelope_id, self.chain + 1);
+        self.host.sender.send(&message).await.map_err(|e| TransportError(e.to_string()))
+    }
+
+    async fn dead_letter(&self, letter: DeadLetter) -> Result<(), TransportError> {
+        self.host.store.put_dead_letter(&letter).await.map_err(|e| TransportError(e.to_string()))
     }
 }
 
@@ -99,11 +101,11 @@ mod tests {
     #[test]
     fn attempts_count_our_retries_and_the_hosts_redeliveries() {
         let first = json!({ "DeliveryCount": "1" });
-        assert_eq!(attempt(first.as_object().unwrap()), 1);
+        assert_eq!(attempt(first.as_object().unwrap()), (1, 1));
         let redelivered = json!({ "DeliveryCount": 3 });
-        assert_eq!(attempt(redelivered.as_object().unwrap()), 3);
+        assert_eq!(attempt(redelivered.as_object().unwrap()), (1, 3));
         let rescheduled = json!({ "DeliveryCount": "\"2\"", "ApplicationProperties": { "milinkAttempt": "4" } });
-        assert_eq!(attempt(rescheduled.as_object().unwrap()), 5);
-        assert_eq!(attempt(json!({}).as_object().unwrap()), 1);
+        assert_eq!(attempt(rescheduled.as_object().unwrap()), (4, 5));
+        assert_eq!(attempt(json!({}).as_object().unwrap()), (1, 1));
     }
 }

@@ -6,13 +6,11 @@
 //! its id is deterministic and the queue detects duplicates.
 use super::catalog::TimerJob;
 use super::payload::InvocationResult;
-use super::{poll, AzureHost};
-use crate::api::DeadLetterSource;
-use async_trait::async_trait;
+use super::AzureHost;
+use crate::runtime::poll;
 use axum::http::StatusCode;
-use milink_azure::{BusMessage, TableStore};
-use milink_core::ports::StoreError;
-use serde_json::Value;
+use milink_azure::BusMessage;
+use milink_core::ports::{DeadLetters, StoreError};
 use std::sync::Arc;
 
 /// What one relay run did.
@@ -64,16 +62,8 @@ pub async fn relay(host: &AzureHost) -> Result<RelaySummary, StoreError> {
     Ok(summary)
 }
 
-#[async_trait]
-impl DeadLetterSource for TableStore {
-    async fn dead_letters(&self) -> Result<Vec<Value>, StoreError> {
-        let letters = TableStore::dead_letters(self).await?;
-        Ok(letters.into_iter().map(|l| serde_json::to_value(l).unwrap_or(Value::Null)).collect())
-    }
-}
-
 impl AzureHost {
-    pub(super) fn store_dead_letters(&self) -> Arc<dyn DeadLetterSource> {
+    pub(super) fn store_dead_letters(&self) -> Arc<dyn DeadLetters> {
         self.store.clone()
     }
 }

@@ -5,24 +5,13 @@
 //! at once; steps are idempotent, so that resumes each migration where it was.
 pub mod dispatcher;
 
-use crate::api::{self, ApiState, DeadLetterSource};
+use crate::api::{self, ApiState};
 use crate::context::Context;
-use crate::handlers::poll_sync;
-use async_trait::async_trait;
-use milink_core::ports::StoreError;
+use crate::runtime::poll::{self, PollSettings};
 use milink_sqlite::SqliteStore;
-use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-#[async_trait]
-impl DeadLetterSource for SqliteStore {
-    async fn dead_letters(&self) -> Result<Vec<Value>, StoreError> {
-        let letters = SqliteStore::dead_letters(self).await?;
-        Ok(letters.into_iter().map(|l| serde_json::to_value(l).unwrap_or(Value::Null)).collect())
-    }
-}
 
 /// Runs the embedded host until `shutdown` is cancelled, then drains in-flight steps.
 pub async fn run(
@@ -56,7 +45,8 @@ async fn poll_loop(ctx: Context, interval: Duration, concurrency: usize, shutdow
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let summary = poll_sync::tick(&ctx, concurrency * 2).await;
+        let settings = PollSettings { total: concurrency * 2, ..PollSettings::default() };
+        let summary = poll::tick(&ctx, &settings).await;
         if summary.observed + summary.failed + summary.nudged > 0 {
             tracing::trace!(?summary, "poll tick");
         }

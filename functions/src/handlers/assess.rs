@@ -3,14 +3,14 @@ use super::Retry;
 use crate::context::Context;
 use milink_core::assessment::{AssessmentReport, AssessmentStatus};
 use milink_core::error::EngineError;
-use milink_core::message::{Envelope, Payload};
+use milink_core::message::{Envelope, Payload, Stage};
 use milink_core::names::ConnectionName;
 
 /// The message that asks for an assessment.
 pub fn request(assessment_id: &str, connection: &ConnectionName) -> Envelope {
     Envelope {
         envelope_id: format!("assess:{assessment_id}"),
-        stage: "assess".into(),
+        stage: Stage::Assess,
         ordering_key: format!("assess:{assessment_id}"),
         payload: Payload::Assess { assessment_id: assessment_id.to_owned(), connection: connection.clone() },
         trace_parent: None,
@@ -57,7 +57,7 @@ async fn save(ctx: &Context, report: AssessmentReport) -> Result<(), Retry> {
     tracing::info!(assessment = %report.id, connection = %report.connection, "{message}");
     let notify = Envelope {
         envelope_id: format!("assessed:{}", report.id),
-        stage: "notify".into(),
+        stage: Stage::Notify,
         ordering_key: format!("assessed:{}", report.id),
         payload: Payload::AssessmentCompleted { assessment_id: report.id.clone(), message },
         trace_parent: None,

@@ -9,7 +9,6 @@ pub mod cancel;
 pub mod create_link;
 pub mod cutover;
 pub mod notify;
-pub mod poll_sync;
 pub mod validate;
 pub mod verify;
 
@@ -67,16 +66,20 @@ pub async fn apply(ctx: &Context, id: &MigrationId, event: &Event) -> Result<Mig
         if !transition.changed {
             return Ok(current);
         }
-        let outbox = Envelope::for_commands(id, current.version + 1, transition.commands)
-            .into_iter()
-            .map(|e| e.with_trace_parent(crate::telemetry::current_trace_parent()))
-            .collect::<Vec<_>>();
+        let outbox = outbox_for(id, current.version + 1, transition.commands);
         match ctx.migrations.save(&transition.migration, &outbox).await {
             Ok(saved) => return Ok(saved),
             Err(StoreError::Conflict(_)) if conflicts < 20 => conflicts += 1,
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// The messages of a transition saved at `version`, carrying the current trace context: every writer
+/// of a migration (handlers, API, poll) builds its outbox here, so a migration stays one trace.
+pub fn outbox_for(id: &MigrationId, version: u64, commands: Vec<Command>) -> Vec<Envelope> {
+    let trace_parent = crate::telemetry::current_trace_parent();
+    Envelope::for_commands(id, version, commands).into_iter().map(|e| e.with_trace_parent(trace_parent.clone())).collect()
 }
 
 /// Routes one message to its stage.

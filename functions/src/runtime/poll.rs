@@ -1,4 +1,4 @@
-//! Sync polling at fleet scale: thousands of links per tick, within the timer period.
+//! The sync timer's tick, for both hosts: thousands of links per tick, within the timer period.
 //!
 //! One tick lists the active migrations once, groups them by source server, and observes each group with
 //! its own concurrency limit (a server with 500 databases is never hit by 500 sessions at once) under a
@@ -6,15 +6,21 @@
 //! version, so a link costs one observation and one conditional write; only a lost race (a step saved the
 //! migration meanwhile) falls back to re-reading and re-deciding ([`crate::handlers::apply`]).
 //!
-//! Ticks never overlap: the Functions timer runs as a singleton across instances, and within a process a
-//! tick that finds the previous one still running returns at once. A tick stops starting observations
+//! Every migration with a step in flight also passes the watchdog ([`flow::watchdog_due`]): a step whose
+//! message was lost (dead-lettered by the bus, dropped by a crash the outbox could not see) is sent again,
+//! and a drain whose deadline has passed without an answer is abandoned, so the source gets its writes
+//! back even if the drain's message never comes back. That costs one pure check per migration and a write
+//! only when due.
+//!
+//! Ticks never overlap: the Functions timer runs as a singleton across instances, the embedded host's
+//! timer waits for a tick to end, and within a process a tick that finds the previous one still running
+//! returns at once. A tick stops starting observations
 //! when its time budget (a fraction of the period) is spent; the links it did not reach are the ones
 //! observed longest ago, so they come first next time, and the summary says how many were deferred.
 use crate::context::Context;
-use crate::handlers::apply;
+use crate::handlers::{apply, outbox_for};
 use futures::stream::{self, StreamExt};
 use milink_core::flow::{self, Event};
-use milink_core::message::Envelope;
 use milink_core::migration::{Migration, Phase};
 use milink_core::names::ConnectionName;
 use milink_core::ports::{MigrationFilter, StoreError};
@@ -41,9 +47,12 @@ impl Default for PollSettings {
     }
 }
 
+/// One slow server must not hold up the tick for every other link.
+const OBSERVE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What one tick did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct FleetTick {
+pub struct PollTick {
     /// Active migrations listed.
     pub listed: usize,
     /// Source servers they are on.
@@ -52,7 +61,7 @@ pub struct FleetTick {
     pub observed: usize,
     /// Observations that failed (recorded as such).
     pub failed: usize,
-    /// Stalled steps nudged.
+    /// Stalled steps nudged, and steps the watchdog found lost.
     pub nudged: usize,
     /// Saves that lost a race and were re-decided.
     pub conflicts: usize,
@@ -74,22 +83,22 @@ struct One {
 }
 
 /// Runs one tick unless one is already running in this process.
-pub async fn tick_once(ctx: &Context, settings: &PollSettings, running: &tokio::sync::Mutex<()>) -> FleetTick {
+pub async fn tick_once(ctx: &Context, settings: &PollSettings, running: &tokio::sync::Mutex<()>) -> PollTick {
     let Ok(_guard) = running.try_lock() else {
-        return FleetTick { skipped: true, ..FleetTick::default() };
+        return PollTick { skipped: true, ..PollTick::default() };
     };
     tick(ctx, settings).await
 }
 
 /// One tick over every active migration.
-pub async fn tick(ctx: &Context, settings: &PollSettings) -> FleetTick {
+pub async fn tick(ctx: &Context, settings: &PollSettings) -> PollTick {
     let started = Instant::now();
     let deadline = started + settings.budget;
     let migrations = match ctx.migrations.list(&MigrationFilter { active_only: true }).await {
         Ok(migrations) => migrations,
         Err(error) => {
             tracing::warn!(%error, "poll: cannot list migrations");
-            return FleetTick { elapsed: started.elapsed(), ..FleetTick::default() };
+            return PollTick { elapsed: started.elapsed(), ..PollTick::default() };
         }
     };
     let listed = migrations.len();
@@ -121,7 +130,7 @@ pub async fn tick(ctx: &Context, settings: &PollSettings) -> FleetTick {
         }
     });
     let results: Vec<One> = futures::future::join_all(groups).await.into_iter().flatten().collect();
-    let mut summary = FleetTick { listed, sources, elapsed: started.elapsed(), ..FleetTick::default() };
+    let mut summary = PollTick { listed, sources, elapsed: started.elapsed(), ..PollTick::default() };
     for one in results {
         summary.observed += one.observed;
         summary.failed += one.failed;
@@ -134,7 +143,9 @@ pub async fn tick(ctx: &Context, settings: &PollSettings) -> FleetTick {
 
 async fn poll_one(ctx: &Context, migration: Migration) -> One {
     let mut one = One::default();
-    if migration.stall.as_ref().is_some_and(|s| s.retry_at.is_some()) {
+    if flow::watchdog_due(&migration, ctx.clock.now()) {
+        // A stalled step whose retry time came, or a step whose message is presumed lost: the flow
+        // re-sends it (or abandons a drain past its deadline).
         one.nudged = 1;
         if let Err(error) = apply(ctx, &migration.id, &Event::Tick).await {
             tracing::warn!(migration = %migration.id, %error, "poll: nudge failed");
@@ -166,7 +177,7 @@ async fn poll_one(ctx: &Context, migration: Migration) -> One {
 }
 
 async fn observe_event(ctx: &Context, migration: &Migration, one: &mut One) -> Event {
-    let event = crate::handlers::poll_sync::observation_event(ctx, migration).await;
+    let event = observation_event(ctx, migration).await;
     match event {
         Event::Observed { .. } => one.observed = 1,
         _ => one.failed = 1,
@@ -180,6 +191,29 @@ async fn record(ctx: &Context, migration: &Migration, event: &Event) -> Result<(
     if !transition.changed {
         return Ok(());
     }
-    let outbox = Envelope::for_commands(&migration.id, migration.version + 1, transition.commands);
+    let outbox = outbox_for(&migration.id, migration.version + 1, transition.commands);
     ctx.migrations.save(&transition.migration, &outbox).await.map(drop)
+}
+
+/// Looks at one syncing link (bounded by [`OBSERVE_TIMEOUT`]) and returns what to tell the flow:
+/// `Observed`, or `ObserveFailed` with the reason.
+pub async fn observation_event(ctx: &Context, migration: &Migration) -> Event {
+    let observed = match crate::handlers::link_for(ctx, migration) {
+        Ok((plan, engine)) => match tokio::time::timeout(OBSERVE_TIMEOUT, engine.observe(&plan, ctx.clock.now())).await {
+            Ok(observation) => observation,
+            Err(_) => Err(milink_core::error::EngineError::transient(
+                "observe_timeout",
+                format!("looking at the link took longer than {} s", OBSERVE_TIMEOUT.as_secs()),
+                "check that both servers answer quickly (locks, load, network)",
+            )),
+        },
+        Err(error) => Err(error),
+    };
+    match observed {
+        Ok(observation) => Event::Observed { observation },
+        Err(error) => {
+            tracing::debug!(migration = %migration.id, error = %error.message, "poll: observe failed");
+            Event::ObserveFailed { error }
+        }
+    }
 }

@@ -31,7 +31,7 @@ pub struct ServiceBusConfig {
     pub namespace_url: String,
     /// SAS (development) or Entra token (managed identity).
     pub auth: BusAuth,
-    /// Queue names are this prefix plus the stage: `milink-validate`, `milink-cutover`, ...
+    /// Queue names are this prefix plus the stage: `milink-assess`, `milink-migration`, `milink-notify`.
     pub queue_prefix: String,
 }
 
@@ -205,7 +205,7 @@ mod tests {
     fn an_envelope_becomes_a_message_on_its_stage_queue_with_its_id_and_session() {
         let envelope = Envelope::for_command(&MigrationId("m-1".into()), 4, 0, Command::CreateLink);
         let message = BusMessage::for_envelope(&envelope, "milink-");
-        assert_eq!(message.queue, "milink-create-link");
+        assert_eq!(message.queue, "milink-migration", "every step of a migration goes to its one session queue");
         assert_eq!(message.message_id, "m-1:create-link:4:0");
         assert_eq!(message.broker_properties(), json!({ "MessageId": "m-1:create-link:4:0", "SessionId": "m-1" }));
         let at = DateTime::parse_from_rfc3339("1994-11-06T08:49:37Z").unwrap().to_utc();

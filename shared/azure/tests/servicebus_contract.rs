@@ -73,7 +73,7 @@ async fn a_scheduled_retry_is_a_documented_send_with_a_valid_sas_token() {
     sender.send(&BusMessage::retry_of(&envelope(), "milink-", 3, at)).await.unwrap();
 
     let request = double.requests.lock().unwrap()[0].clone();
-    assert_eq!(request.path, "/milink-create-link/messages");
+    assert_eq!(request.path, "/milink-migration/messages");
     assert_eq!(request.headers["content-type"], "application/json");
     let broker: Value = serde_json::from_str(request.headers["brokerproperties"].to_str().unwrap()).unwrap();
     assert_eq!(
@@ -87,7 +87,7 @@ async fn a_scheduled_retry_is_a_documented_send_with_a_valid_sas_token() {
     let token = request.headers["authorization"].to_str().unwrap();
     let fields: HashMap<&str, &str> =
         token.strip_prefix("SharedAccessSignature ").unwrap().split('&').map(|kv| kv.split_once('=').unwrap()).collect();
-    assert_eq!(decode(fields["sr"]), format!("{url}/milink-create-link"));
+    assert_eq!(decode(fields["sr"]), format!("{url}/milink-migration"));
     assert_eq!(fields["skn"], "milink-send");
     let expiry: i64 = fields["se"].parse().unwrap();
     let now = chrono::Utc::now().timestamp();
@@ -105,7 +105,7 @@ async fn published_envelopes_go_to_their_stage_queue_without_a_schedule() {
     let notify = Envelope::for_command(&MigrationId("m".into()), 9, 1, Command::Notify { status: "Completed".into(), message: "done".into() });
     sender.publish(&[envelope(), notify]).await.unwrap();
     let requests = double.requests.lock().unwrap().clone();
-    assert_eq!(requests.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(), ["/milink-create-link/messages", "/milink-notify/messages"]);
+    assert_eq!(requests.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(), ["/milink-migration/messages", "/milink-notify/messages"]);
     let broker: Value = serde_json::from_str(requests[1].headers["brokerproperties"].to_str().unwrap()).unwrap();
     assert_eq!(broker, json!({ "MessageId": "m:notify:9:1", "SessionId": "m:notify" }), "notifications have their own session");
 }

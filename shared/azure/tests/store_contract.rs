@@ -241,7 +241,7 @@ async fn assessments_keep_the_newest_completed_report<S: Subject>(store: Arc<S>)
     let newer = AssessmentReport::running("a-2".into(), connection.clone(), Utc::now());
     let notify = |id: &str| Envelope {
         envelope_id: format!("assessed:{id}"),
-        stage: "notify".into(),
+        stage: milink_core::message::Stage::Notify,
         ordering_key: format!("assessed:{id}"),
         payload: milink_core::message::Payload::AssessmentCompleted { assessment_id: id.into(), message: "done".into() },
         trace_parent: None,

@@ -27,6 +27,16 @@ pub const OBSERVE_FAILURES_TO_STALL: u32 = 3;
 /// How long a stalled command-driven step waits before it is tried again.
 pub const STALL_RETRY_SECONDS: i64 = 30;
 
+/// How long a step may be in flight without an answer before the watchdog presumes its message lost
+/// (dead-lettered by the bus, or dropped where the outbox cannot see it) and sends it again. Longer than
+/// a healthy step's whole retry chain; a step that is merely slow gets a duplicate that waits behind it
+/// (one step at a time per migration) and then finds itself stale.
+pub const WATCHDOG_SECONDS: i64 = 300;
+
+/// How long past a drain's deadline the watchdog leaves the drain to answer for itself before it
+/// abandons the cutover (unfence) on the drain's behalf.
+pub const DRAIN_DEADLINE_GRACE_SECONDS: i64 = 10;
+
 /// Something that happened to a migration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "camelCase")]
@@ -194,20 +204,12 @@ pub enum Command {
 }
 
 impl Command {
-    /// The stage (queue) that handles this command.
-    pub fn stage(&self) -> &'static str {
+    /// The stage (queue) that handles this command: every step of a migration is one stage, so the
+    /// migration's steps run one at a time; notifications have their own.
+    pub fn stage(&self) -> crate::message::Stage {
         match self {
-            Command::Validate => "validate",
-            Command::CreateLink => "create-link",
-            Command::Fence { .. }
-            | Command::Drain { .. }
-            | Command::Finalize { .. }
-            | Command::Switch { .. }
-            | Command::Unfence { .. }
-            | Command::Failback => "cutover",
-            Command::Verify { .. } => "cutover",
-            Command::DropLink { .. } => "cancel",
-            Command::Notify { .. } => "notify",
+            Command::Notify { .. } => crate::message::Stage::Notify,
+            _ => crate::message::Stage::Migration,
         }
     }
 
@@ -288,6 +290,9 @@ pub fn decide(state: &Migration, event: &Event, now: DateTime<Utc>) -> Result<Tr
         return Ok(Transition { migration: next, commands: Vec::new(), changed: false });
     }
     let (before, after) = (state.status(), next.status());
+    if commands.iter().any(|c| c.stage() == crate::message::Stage::Migration) {
+        next.step_since = Some(now);
+    }
     if before != after {
         if let Some(notification) = notification(&next, &after) {
             commands.push(notification);
@@ -605,16 +610,44 @@ fn failback_failed(m: &mut Migration, error: &EngineError, now: DateTime<Utc>) {
 }
 
 fn on_tick(m: &mut Migration, now: DateTime<Utc>, out: &mut Vec<Command>) {
-    let Some(stall) = m.stall.as_mut() else { return };
-    let Some(retry_at) = stall.retry_at else { return };
-    if retry_at > now {
+    if drain_overdue(m, now) {
+        let reason = format!(
+            "the drain did not answer by its deadline (+{DRAIN_DEADLINE_GRACE_SECONDS} s; its message may have been lost); the source is given its writes back"
+        );
+        abandon(m, m.cutover.attempt, reason, None, now, out);
+        return;
+    }
+    if !watchdog_due(m, now) {
         return;
     }
     if let Some(command) = pending_command(m) {
         if let Some(stall) = m.stall.as_mut() {
             stall.retry_at = Some(now + Duration::seconds(STALL_RETRY_SECONDS));
+        } else {
+            m.record(now, format!("{} sent again: no answer for {} s", command.name(), WATCHDOG_SECONDS));
         }
         out.push(command);
+    }
+}
+
+fn drain_overdue(m: &Migration, now: DateTime<Utc>) -> bool {
+    m.phase == (Phase::CuttingOver { step: CutoverStep::Draining })
+        && m.cutover.drain_deadline.is_some_and(|deadline| now >= deadline + Duration::seconds(DRAIN_DEADLINE_GRACE_SECONDS))
+}
+
+/// Whether the timer's [`Event::Tick`] would do something now: a stalled step whose retry time has come,
+/// a step in flight with no answer for [`WATCHDOG_SECONDS`], or a drain past its deadline. Pure, so the
+/// poll asks it of every listed migration and writes only for those that are due.
+pub fn watchdog_due(m: &Migration, now: DateTime<Utc>) -> bool {
+    if drain_overdue(m, now) {
+        return true;
+    }
+    if pending_command(m).is_none() {
+        return false;
+    }
+    match &m.stall {
+        Some(stall) => stall.retry_at.is_some_and(|at| at <= now),
+        None => m.step_since.is_some_and(|since| now - since >= Duration::seconds(WATCHDOG_SECONDS)),
     }
 }
 

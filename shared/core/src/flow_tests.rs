@@ -50,6 +50,52 @@ fn ok_verification() -> Verification {
     Verification { tables: vec![TableCount::counted("public.orders", 5, 5)], sequences_set: 1, complete: true, ..Verification::default() }
 }
 
+fn differing_verification() -> Verification {
+    Verification { tables: vec![TableCount::counted("public.orders", 5, 4)], complete: true, ..Verification::default() }
+}
+
+#[test]
+fn the_watchdog_resends_a_step_whose_message_was_lost() {
+    let m = ready();
+    let m = step(&m, Event::CutoverRequested { confirm_traffic_stopped: true }, 10).migration;
+    assert_eq!(m.step_since, Some(t(10)));
+    assert!(!watchdog_due(&m, t(10 + WATCHDOG_SECONDS - 1)), "a step in flight is left alone for a while");
+    assert!(watchdog_due(&m, t(10 + WATCHDOG_SECONDS)));
+    let tr = step(&m, Event::Tick, 10 + WATCHDOG_SECONDS);
+    assert_eq!(tr.commands, vec![Command::Fence { attempt: 1 }], "the lost Fence is sent again");
+    assert!(!watchdog_due(&tr.migration, t(11 + WATCHDOG_SECONDS)), "and the clock restarts");
+}
+
+#[test]
+fn a_drain_past_its_deadline_is_abandoned_even_if_its_message_is_lost() {
+    let m = ready();
+    let m = step(&m, Event::CutoverRequested { confirm_traffic_stopped: true }, 10).migration;
+    let m = step(&m, Event::Fenced { attempt: 1, started_at: t(10), position: Position(100) }, 11).migration;
+    let deadline = m.cutover.drain_deadline.unwrap();
+    let late = (deadline - t(0)).num_seconds() + DRAIN_DEADLINE_GRACE_SECONDS;
+    assert!(!watchdog_due(&m, t(late - 1)));
+    let tr = step(&m, Event::Tick, late);
+    assert_eq!(tr.commands.first(), Some(&Command::Unfence { attempt: 1 }));
+    let tr = step(&tr.migration, Event::Unfenced { attempt: 1 }, late + 1);
+    assert_eq!(tr.migration.status(), Status::ReadyForCutover);
+    assert!(!tr.migration.cutover.fence_active);
+}
+
+#[test]
+fn a_stalled_cutover_step_shows_stalled_with_the_fence_state_and_notifies() {
+    let m = ready();
+    let m = step(&m, Event::CutoverRequested { confirm_traffic_stopped: true }, 10).migration;
+    let m = step(&m, Event::Fenced { attempt: 1, started_at: t(10), position: Position(100) }, 11).migration;
+    let m = step(&m, Event::Drained { attempt: 1, position: Position(100) }, 12).migration;
+    let m = step(&m, Event::Finalized { attempt: 1, verification: ok_verification() }, 13).migration;
+    let error = EngineError::transient("store", "target unreachable", "check the network");
+    let tr = step(&m, Event::StepExhausted { command: Command::Switch { attempt: 1, keep_reverse_link: false }, error }, 14);
+    assert_eq!(tr.migration.status(), Status::Stalled);
+    let reason = tr.migration.reason().unwrap();
+    assert!(reason.contains("target unreachable") && reason.contains("source is fenced"), "{reason}");
+    assert!(tr.commands.iter().any(|c| matches!(c, Command::Notify { status, .. } if status == "Stalled")), "{:?}", tr.commands);
+}
+
 #[test]
 fn the_happy_path_reaches_completed_with_downtime_recorded() {
     let m = ready();
@@ -303,6 +349,7 @@ fn any_command() -> impl Strategy<Value = Command> {
         attempt.clone().prop_map(|attempt| Command::Switch { attempt, keep_reverse_link: false }),
         attempt.prop_map(|attempt| Command::Unfence { attempt }),
         any::<bool>().prop_map(|unfence| Command::DropLink { unfence, drop_target: false }),
+        (1u32..3).prop_map(|request| Command::Verify { request }),
     ]
 }
 
@@ -320,6 +367,12 @@ fn any_event() -> impl Strategy<Value = Event> {
         (attempt.clone(), position).prop_map(|(attempt, position)| Event::Drained { attempt, position }),
         attempt.clone().prop_map(|attempt| Event::DrainTimedOut { attempt, reached: None }),
         attempt.clone().prop_map(|attempt| Event::Finalized { attempt, verification: ok_verification() }),
+        attempt.clone().prop_map(|attempt| Event::Finalized { attempt, verification: differing_verification() }),
+        Just(Event::VerifyRequested),
+        (1u32..3, any::<bool>()).prop_map(|(request, clean)| Event::Verified {
+            request,
+            verification: if clean { ok_verification() } else { differing_verification() }
+        }),
         attempt.clone().prop_map(|attempt| Event::Switched { attempt }),
         attempt.prop_map(|attempt| Event::Unfenced { attempt }),
         Just(Event::CancelRequested),

@@ -9,6 +9,55 @@ use crate::flow::Command;
 use crate::names::{ConnectionName, MigrationId};
 use serde::{Deserialize, Serialize};
 
+/// Where a message goes: the one list that names the queues, the handlers and the Functions folders.
+///
+/// Every command of a migration goes to one stage, [`Stage::Migration`], whatever step it is: the queue
+/// is session-enabled with the migration id as the session, so Service Bus hands a migration's messages
+/// to one handler at a time, in order, by construction (with one queue per step, a Cancel could run while
+/// CreateLink or Fence was still running). Assessments and notifications have their own stages so that a
+/// slow server or a webhook that is down never holds a migration's steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    /// Runs an assessment.
+    Assess,
+    /// Every step of a migration, one at a time per migration. Accepts the per-step names messages
+    /// carried before the queues were merged, so messages in flight across an upgrade still decode.
+    #[serde(alias = "validate", alias = "create-link", alias = "cutover", alias = "cancel")]
+    Migration,
+    /// Notifications (webhook and log).
+    Notify,
+}
+
+impl Stage {
+    /// Every stage.
+    pub const ALL: [Stage; 3] = [Stage::Assess, Stage::Migration, Stage::Notify];
+
+    /// The stage's name: the queue is `<prefix><name>`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Stage::Assess => "assess",
+            Stage::Migration => "migration",
+            Stage::Notify => "notify",
+        }
+    }
+
+    /// The Functions folder (= function name) of the stage's queue trigger.
+    pub const fn function_name(self) -> &'static str {
+        match self {
+            Stage::Assess => "Assess",
+            Stage::Migration => "MigrationSteps",
+            Stage::Notify => "Notify",
+        }
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What a message asks for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "camelCase")]
@@ -42,8 +91,8 @@ pub enum Payload {
 pub struct Envelope {
     /// Deterministic id (dedup key).
     pub envelope_id: String,
-    /// The stage (queue) that handles it: `assess`, `validate`, `create-link`, `cutover`, `cancel`, `notify`.
-    pub stage: String,
+    /// The stage (queue) that handles it.
+    pub stage: Stage,
     /// Messages with the same ordering key are handled one at a time, in order (the migration id;
     /// Service Bus SessionId).
     pub ordering_key: String,
@@ -65,7 +114,7 @@ impl Envelope {
         };
         Self {
             envelope_id: format!("{}:{}:{}:{}", migration_id, command.name(), version, index),
-            stage: command.stage().to_owned(),
+            stage: command.stage(),
             ordering_key,
             payload: Payload::Migration { migration_id: migration_id.clone(), command },
             trace_parent: None,
@@ -108,6 +157,15 @@ mod tests {
                 "envelope field {key} would be overwritten by the Functions host"
             );
         }
+    }
+
+    #[test]
+    fn messages_named_by_the_old_per_step_queues_still_decode() {
+        for old in ["validate", "create-link", "cutover", "cancel"] {
+            let stage: Stage = serde_json::from_value(serde_json::json!(old)).unwrap();
+            assert_eq!(stage, Stage::Migration);
+        }
+        assert_eq!(serde_json::to_value(Stage::Migration).unwrap(), "migration");
     }
 
     #[test]

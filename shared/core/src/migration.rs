@@ -9,7 +9,9 @@ use crate::names::{ConnectionName, DatabaseName, MigrationId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-pub use crate::verification::{SchemaChange, TableCount, Verification};
+pub use crate::verification::{
+    Difference, DifferenceKind, DifferingRange, SchemaChange, TableCount, Verification, VerifyMethod, MAX_LISTED_KEYS,
+};
 
 /// Settings of one migration, chosen at start (all have defaults).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -327,6 +329,9 @@ pub struct Migration {
     /// On-demand verification.
     #[serde(default)]
     pub verify: VerifyRecord,
+    /// When the step now in flight was last sent (the watchdog re-sends it when no answer comes).
+    #[serde(default)]
+    pub step_since: Option<DateTime<Utc>>,
     /// What happened, oldest first.
     pub history: Vec<HistoryEntry>,
     /// Optimistic concurrency: +1 on every save.
@@ -418,6 +423,7 @@ impl Migration {
             failure: None,
             cutover: CutoverRecord::default(),
             verify: VerifyRecord::default(),
+            step_since: None,
             history: Vec::new(),
             version: 0,
             created_at: now,
@@ -435,6 +441,9 @@ impl Migration {
             Phase::Deploying if self.stall.is_some() => Status::Stalled,
             Phase::Deploying => Status::Deploying,
             Phase::Syncing => self.sync_status(),
+            // A cutover or cancel step that keeps failing is a stall the user must see (the reason says
+            // whether the source is still fenced), not a cutover quietly "in progress".
+            Phase::CuttingOver { .. } | Phase::Cancelling | Phase::FailingBack if self.stall.is_some() => Status::Stalled,
             Phase::CuttingOver { .. } => Status::CuttingOver,
             Phase::Cancelling => Status::Cancelling,
             Phase::Completed => Status::Completed,
@@ -473,6 +482,9 @@ impl Migration {
     /// Why the migration is stalled or failed, in words.
     pub fn reason(&self) -> Option<String> {
         match self.explanation() {
+            Some((reason, _)) if self.stall.is_some() && self.failure.is_none() && self.cutover.fence_active && !self.phase.is_terminal() => {
+                Some(format!("{reason} (the source is fenced: its writes are stopped until this step finishes)"))
+            }
             Some((reason, _)) => Some(reason.to_owned()),
             None => self.blocker().filter(|_| self.phase == Phase::Syncing).map(|(reason, _)| reason),
         }

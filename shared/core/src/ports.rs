@@ -181,6 +181,32 @@ pub trait AssessmentStore: Send + Sync {
     async fn latest_assessment(&self, connection: &ConnectionName) -> Result<Option<AssessmentReport>, StoreError>;
 }
 
+/// A message whose attempts ran out, as both hosts keep it (`GET /api/deadletters`). The flow has already
+/// been told (the step stalled or its cutover was abandoned); this is what an operator inspects.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    /// Message id.
+    pub id: String,
+    /// Stage it was for.
+    pub stage: crate::message::Stage,
+    /// The message.
+    pub envelope: serde_json::Value,
+    /// Deliveries made.
+    pub deliveries: u32,
+    /// The last error.
+    pub last_error: Option<String>,
+    /// When it was given up.
+    pub dead_at: DateTime<Utc>,
+}
+
+/// Where a host keeps its dead letters (the SQLite queue's table, a Table Storage table).
+#[async_trait]
+pub trait DeadLetters: Send + Sync {
+    /// Dead letters, newest first.
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError>;
+}
+
 /// Where time comes from.
 pub trait Clock: Send + Sync {
     /// Now.

@@ -20,7 +20,7 @@ use rusqlite::Connection;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-pub use queue::{DeadLetter, Delivery};
+pub use queue::Delivery;
 
 /// Migrations, assessments and the queue in one SQLite file.
 #[derive(Clone)]

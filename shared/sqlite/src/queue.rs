@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use milink_core::message::Envelope;
 use milink_core::ports::StoreError;
 use rusqlite::{params, OptionalExtension, Transaction};
-use serde::Serialize;
+use milink_core::ports::DeadLetter;
 
 /// A message handed to a handler.
 #[derive(Debug, Clone)]
@@ -20,24 +20,6 @@ pub struct Delivery {
     pub delivery_count: u32,
 }
 
-/// A message that ran out of attempts.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DeadLetter {
-    /// Message id.
-    pub id: String,
-    /// Stage it was for.
-    pub stage: String,
-    /// The message.
-    pub envelope: serde_json::Value,
-    /// Deliveries made.
-    pub deliveries: u32,
-    /// The last error.
-    pub last_error: Option<String>,
-    /// When it was given up.
-    pub dead_at: String,
-}
-
 /// Appends messages (ignoring ids already queued) inside the caller's transaction.
 pub(crate) fn enqueue(tx: &Transaction<'_>, outbox: &[Envelope]) -> Result<(), StoreError> {
     let mut statement = tx
@@ -45,7 +27,7 @@ pub(crate) fn enqueue(tx: &Transaction<'_>, outbox: &[Envelope]) -> Result<(), S
         .map_err(backend)?;
     for envelope in outbox {
         statement
-            .execute(params![envelope.envelope_id, envelope.stage, envelope.ordering_key, to_json(envelope)?])
+            .execute(params![envelope.envelope_id, envelope.stage.as_str(), envelope.ordering_key, to_json(envelope)?])
             .map_err(backend)?;
     }
     Ok(())
@@ -141,11 +123,13 @@ impl SqliteStore {
                 .map_err(backend)?;
             let rows = statement
                 .query_map([], |row| {
-                    Ok((row.get::<_, String>(0)?, row.get(1)?, row.get::<_, String>(2)?, row.get(3)?, row.get(4)?, row.get(5)?))
+                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?, row.get(3)?, row.get(4)?, row.get::<_, String>(5)?))
                 })
                 .map_err(backend)?;
             rows.map(|row| {
                 let (id, stage, body, deliveries, last_error, dead_at) = row.map_err(backend)?;
+                let stage = serde_json::from_value(serde_json::Value::String(stage)).map_err(|e| StoreError::Backend(e.to_string()))?;
+                let dead_at = DateTime::parse_from_rfc3339(&dead_at).map_err(|e| StoreError::Backend(e.to_string()))?.with_timezone(&Utc);
                 Ok(DeadLetter { id, stage, envelope: from_json(&body)?, deliveries, last_error, dead_at })
             })
             .collect()
@@ -223,5 +207,12 @@ mod tests {
         assert!(store.claim(now, 600_000).await.unwrap().is_none());
         assert_eq!(store.release_leases().await.unwrap(), 1);
         assert!(store.claim(now, 600_000).await.unwrap().is_some());
+    }
+}
+
+#[async_trait::async_trait]
+impl milink_core::ports::DeadLetters for SqliteStore {
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        SqliteStore::dead_letters(self).await
     }
 }

@@ -7,7 +7,6 @@
 //! environment. So registering a thousand servers is a thousand rows, not a thousand redeployments.
 use super::{backend, entity, text, timestamp, TableStore};
 use crate::table::{get_i64, put_i64};
-use chrono::{DateTime, Utc};
 use milink_core::ports::StoreError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -56,23 +55,8 @@ impl ConnectionRecord {
     }
 }
 
-/// A message whose retries ran out.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DeadLetterRecord {
-    /// Message id.
-    pub id: String,
-    /// Stage it was for.
-    pub stage: String,
-    /// The message.
-    pub envelope: serde_json::Value,
-    /// Deliveries made.
-    pub deliveries: u32,
-    /// The last error.
-    pub last_error: Option<String>,
-    /// When it was given up.
-    pub dead_at: DateTime<Utc>,
-}
+/// A message whose retries ran out (the core's type; kept under this name for callers).
+pub type DeadLetterRecord = milink_core::ports::DeadLetter;
 
 impl TableStore {
     /// Registers or replaces a connection.
@@ -145,5 +129,12 @@ mod tests {
         let endpoint = config.connections.values().next().unwrap();
         assert_eq!(endpoint.password.as_ref().unwrap().expose(), "from-key-vault");
         assert_eq!(endpoint.options["sslmode"].as_str(), Some("require \"x\""));
+    }
+}
+
+#[async_trait::async_trait]
+impl milink_core::ports::DeadLetters for TableStore {
+    async fn dead_letters(&self) -> Result<Vec<DeadLetterRecord>, StoreError> {
+        TableStore::dead_letters(self).await
     }
 }

@@ -25,7 +25,7 @@ pub struct OutboxEntry {
 impl TableStore {
     pub(crate) fn outbox_entity(&self, partition_id: &str, envelope: &Envelope) -> Result<Entity, StoreError> {
         let mut row = entity(&key(partition_id), &format!("{PREFIX}{}", key(&envelope.envelope_id)));
-        row.insert("Stage".into(), envelope.stage.clone().into());
+        row.insert("Stage".into(), envelope.stage.as_str().into());
         row.insert("CommittedAt".into(), timestamp(Utc::now()).into());
         let json = serde_json::to_string(envelope).map_err(|e| StoreError::Backend(e.to_string()))?;
         put_json(&mut row, "Envelope", &json)?;
