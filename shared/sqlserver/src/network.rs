@@ -122,17 +122,27 @@ pub fn test_endpoint(port: u16, expiry_yyyymmdd: &str) -> (Vec<Statement>, Vec<S
     (create, drop)
 }
 
-/// On the MI: the node hosting the primary and its HADR (redirect) port, reconstructed from the published
-/// test script's description (the fabric DMVs are undocumented; if this fails, the redirect test is skipped).
-/// Columns: `node`, `hadr_port`.
+/// On the MI: the node hosting this instance's primary and its HADR (redirect) port, as Microsoft's published
+/// test script ("Test the connection from SQL Server to SQL Managed Instance", managed-instance-link-preparation)
+/// derives them: the host is the part of `replica_address` before `\` plus `.` and the `ClusterName` parameter,
+/// and only the `ManagedServer` service whose last path segment is this instance's `InstanceName` (section
+/// `SQL`) counts — one virtual cluster hosts several instances, so without that filter `TOP (1)` may pick
+/// another instance's node, and `node_name` is a fabric node name, not a DNS name. The `CASE`s keep
+/// `SUBSTRING`/`RIGHT` from failing on a value without the separator (the script would). The fabric DMVs are
+/// undocumented; if this fails, the redirect test is reported as not run. Columns: `node`, `hadr_port`.
 pub fn instance_redirect_target() -> Statement {
     Statement::new(
-        "SELECT TOP (1) CAST(fr.node_name AS nvarchar(256)) + N'.' + CAST(c.value AS nvarchar(256)) AS node, CAST(p.value AS int) AS hadr_port\n\
+        "SELECT TOP (1) CAST(SUBSTRING(fr.replica_address, 1, CASE WHEN CHARINDEX(N'\\', fr.replica_address) > 1 THEN CHARINDEX(N'\\', fr.replica_address) - 1 ELSE 0 END) AS nvarchar(256))\n\
+         \x20   + N'.' + CAST(c.value AS nvarchar(256)) AS node, CAST(p.value AS int) AS hadr_port\n\
          FROM sys.dm_hadr_fabric_partitions AS fp\n\
          JOIN sys.dm_hadr_fabric_replicas AS fr ON fr.partition_id = fp.partition_id\n\
+         JOIN sys.dm_hadr_fabric_nodes AS fn ON fn.node_name = fr.node_name\n\
          CROSS JOIN (SELECT value FROM sys.dm_hadr_fabric_config_parameters WHERE parameter_name = N'ClusterName') AS c\n\
          CROSS JOIN (SELECT value FROM sys.dm_hadr_fabric_config_parameters WHERE parameter_name = N'HadrPort') AS p\n\
-         WHERE fp.service_name LIKE N'%ManagedServer%' AND fr.replica_role = 2",
+         WHERE fp.service_name LIKE N'%ManagedServer%' AND fr.replica_role = 2\n\
+         \x20   AND CHARINDEX(N'\\', fr.replica_address) > 1\n\
+         \x20   AND CASE WHEN CHARINDEX(N'/', fp.service_name) > 0 THEN RIGHT(fp.service_name, CHARINDEX(N'/', REVERSE(fp.service_name)) - 1) END\n\
+         \x20       = (SELECT CAST(value AS nvarchar(256)) FROM sys.dm_hadr_fabric_config_parameters WHERE section_name = N'SQL' AND parameter_name = N'InstanceName')",
     )
 }
 

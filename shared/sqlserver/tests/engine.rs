@@ -413,3 +413,22 @@ async fn cutover_needs_synchronous_connected_and_synchronized_replicas_not_just_
     let error = rig.engine.switch(&plan, false).await.unwrap_err();
     assert!(error.message.contains("replicationMode Async"), "{}", error.message);
 }
+
+/// Issue 15, item 2: the redirect probe took its host from `fr.node_name` with `TOP (1)` and no instance
+/// filter — on a virtual cluster with several instances that is another instance's node, and a fabric node
+/// name is not a DNS name — so a healthy link was reported as a Blocker. Microsoft's script derives the host
+/// from `replica_address` and keeps only this instance's service.
+#[tokio::test]
+async fn the_redirect_probe_tests_this_instances_node_as_microsofts_script_finds_it() {
+    let instance = FakeSqlServer::sql2022(&[]);
+    instance.state.lock().unwrap().job_output = vec!["milink-tnc:True:10.0.0.4".into()];
+    let rig = rig_with(Some(instance)).await;
+    rig.sql.state.lock().unwrap().network = Some(
+        [(format!("{FQDN}:5022"), "10.1.0.5".to_owned()), ("DB8C2.tr123.westus1-a.worker.database.windows.net:11002".to_owned(), "10.1.0.6".to_owned())].into_iter().collect(),
+    );
+    let findings = rig.engine.validate(&plan(&rig.server.base_url, DB, settings())).await.unwrap();
+    let redirect = findings.iter().find(|f| f.rule == "network_sql_to_mi_redirect").unwrap_or_else(|| panic!("{findings:#?}"));
+    assert_eq!(redirect.severity, milink_core::assessment::Severity::Info, "{redirect:?}");
+    assert!(redirect.message.contains("DB8C2.tr123.westus1-a.worker.database.windows.net:11002"), "{}", redirect.message);
+    assert_eq!(findings.iter().find(|f| f.rule == "network_sql_to_mi").unwrap().severity, milink_core::assessment::Severity::Info);
+}

@@ -41,6 +41,50 @@ pub struct FakeGroup {
     pub synchronous: bool,
 }
 
+/// One row of `sys.dm_hadr_fabric_replicas` joined to its partition (FAKE MI only).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeFabricReplica {
+    /// `fp.service_name`, e.g. `fabric:/Worker.CL/ManagedServer/<instance>`.
+    pub service_name: String,
+    /// `fr.node_name`: a fabric node name, not a DNS label.
+    pub node_name: String,
+    /// `fr.replica_address`: `<node>\<…>`.
+    pub replica_address: String,
+    /// `fr.replica_role` (2 = primary).
+    pub replica_role: i64,
+}
+
+/// The fabric DMVs of a FAKE managed instance: several instances share a virtual cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeFabric {
+    /// Replicas, in the order the DMV returns them.
+    pub replicas: Vec<FakeFabricReplica>,
+    /// `ClusterName`.
+    pub cluster_name: String,
+    /// `HadrPort`.
+    pub hadr_port: i64,
+    /// `InstanceName` (section `SQL`): this instance.
+    pub instance_name: String,
+}
+
+impl Default for FakeFabric {
+    fn default() -> Self {
+        let replica = |instance: &str, node: &str, address: &str| FakeFabricReplica {
+            service_name: format!("fabric:/Worker.CL/ManagedServer/{instance}"),
+            node_name: node.into(),
+            replica_address: address.into(),
+            replica_role: 2,
+        };
+        Self {
+            // Another instance's primary comes first, on another node.
+            replicas: vec![replica("7d41c0a3b2e9", "DB.8C1", "DB8C1\\7d41c0a3b2e9"), replica("a1b2c3d4e5f6", "DB.8C2", "DB8C2\\a1b2c3d4e5f6")],
+            cluster_name: "tr123.westus1-a.worker.database.windows.net".into(),
+            hadr_port: 11002,
+            instance_name: "a1b2c3d4e5f6".into(),
+        }
+    }
+}
+
 /// The fake's state.
 #[derive(Debug, Default)]
 pub struct FakeState {
@@ -76,6 +120,13 @@ pub struct FakeState {
     pub trace_flags: Vec<i32>,
     /// Agent job step messages a started job writes to its history.
     pub job_output: Vec<String>,
+    /// When set, `Test-NetConnection` steps answer from this map instead of `job_output`: `host:port` →
+    /// the address it resolved to and connected to; anything else fails without resolving.
+    pub network: Option<BTreeMap<String, String>>,
+    /// Commands of the steps of each job.
+    pub job_steps: BTreeMap<String, Vec<String>>,
+    /// Fabric DMVs (a managed instance).
+    pub fabric: FakeFabric,
     /// Started jobs: name → history messages.
     pub jobs: BTreeMap<String, Vec<String>>,
     /// Failovers run (distributed AG names).
@@ -228,7 +279,19 @@ impl SqlSession for FakeSession {
                 messages.iter().enumerate().map(|(i, m)| json!({ "step_id": i as i64 + 1, "message": m })).collect()
             }).unwrap_or_default()
         } else if sql.contains("sys.dm_hadr_fabric") {
-            vec![json!({ "node": "DB8C2.tr123.westus1-a.worker.database.windows.net", "hadr_port": 11002 })]
+            // Answers what the query asks: the host from `replica_address` (else `node_name`), this instance's
+            // service only when the query filters by `InstanceName`, then TOP (1).
+            let fabric = &s.fabric;
+            let by_instance = sql.contains("parameter_name = N'InstanceName'");
+            fabric
+                .replicas
+                .iter()
+                .filter(|r| r.replica_role == 2 && r.service_name.contains("ManagedServer"))
+                .filter(|r| !by_instance || r.service_name.rsplit('/').next() == Some(fabric.instance_name.as_str()))
+                .filter_map(|r| if sql.contains("replica_address") { r.replica_address.split_once('\\').map(|(host, _)| host.to_owned()) } else { Some(r.node_name.clone()) })
+                .take(1)
+                .map(|host| json!({ "node": format!("{host}.{}", fabric.cluster_name), "hadr_port": fabric.hadr_port }))
+                .collect()
         } else {
             panic!("the fake SQL Server does not know this query:\n{sql}");
         };
@@ -311,10 +374,25 @@ impl SqlSession for FakeSession {
                 replica["role_desc"] = json!(if local { "SECONDARY" } else { "PRIMARY" });
             }
         } else if sql.contains("sp_start_job") {
-            let output = s.job_output.clone();
-            s.jobs.insert(param(statement, 0), output);
+            let job = param(statement, 0);
+            let output = match &s.network {
+                None => s.job_output.clone(),
+                Some(network) => s.job_steps.get(&job).cloned().unwrap_or_default().iter().map(|command| {
+                    let host = command.split("-ComputerName '").nth(1).and_then(|r| r.split('\'').next()).unwrap_or("");
+                    let port = command.split("-Port ").nth(1).and_then(|r| r.split(' ').next()).unwrap_or("");
+                    match network.get(&format!("{host}:{port}")) {
+                        Some(address) => format!("milink-tnc:True:{address}"),
+                        None => "milink-tnc:False:".to_owned(),
+                    }
+                }).collect(),
+            };
+            s.jobs.insert(job, output);
         } else if sql.contains("sp_delete_job") {
             s.jobs.remove(&param(statement, 0));
+            s.job_steps.remove(&param(statement, 0));
+        } else if sql.contains("sp_add_jobstep") {
+            let (job, command) = (param(statement, 0), param(statement, 2));
+            s.job_steps.entry(job).or_default().push(command);
         } else if sql.contains("sp_add_job") {
             // job definition: nothing to model beyond start/delete
         } else {
