@@ -165,3 +165,40 @@ async fn a_dropped_table_blocks_until_dropped_on_the_target() {
     observe_until(&engine, &plan, 30, |o| o.blocking_drift().count() == 0).await;
     cleanup(&engine, &plan).await;
 }
+
+/// Everything a real schema has, linked: no drift may be reported where nothing changed (a false
+/// "blocked" would stop every cutover).
+const RICH: &str = "CREATE TYPE mood AS ENUM ('ok', 'sad');
+    CREATE TABLE events (id int, at date NOT NULL, m mood DEFAULT 'ok', PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+    CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+    CREATE UNLOGGED TABLE scratch (id int PRIMARY KEY);
+    CREATE TABLE shaped (id int PRIMARY KEY, name text COLLATE \"C\", up text GENERATED ALWAYS AS (upper(name)) STORED,
+                         n numeric(10,2) DEFAULT -1.5, tags text[] DEFAULT '{a,\"b c\"}');
+    CREATE VIEW shaped_names AS SELECT name FROM shaped;
+    CREATE MATERIALIZED VIEW shaped_count AS SELECT count(*) FROM shaped;
+    INSERT INTO events VALUES (1, '2025-03-01');";
+
+#[tokio::test]
+async fn an_unchanged_schema_reports_no_drift_and_a_new_partition_is_carried() {
+    let (engine, plan) = linked("drift_none_", &format!("{}\n{RICH}", sample("toystore.sql"))).await;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(7) {
+        let observation = engine.observe(&plan, chrono::Utc::now()).await.unwrap();
+        assert!(observation.drift.is_empty(), "{:#?}", observation.drift);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let source = connect(&servers().source_url, plan.database.as_str()).await;
+    source
+        .batch_execute(
+            "CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+             INSERT INTO events VALUES (2, '2026-03-01'), (3, '2025-04-01');",
+        )
+        .await
+        .unwrap();
+    let observation = observe_until(&engine, &plan, 30, |o| change(o, "public.events_2026").is_some_and(|c| c.carried)).await;
+    assert_eq!(observation.blocking_drift().count(), 0, "{:#?}", observation.drift);
+    source.batch_execute("INSERT INTO events VALUES (4, '2026-05-01')").await.unwrap();
+    observe_until_ready(&engine, &plan, Duration::from_secs(60)).await;
+    assert_eq!(until_same_rows(&plan, "events").await.len(), 4);
+    cleanup(&engine, &plan).await;
+}

@@ -38,8 +38,8 @@ pub(crate) async fn carry(sides: &Sides<'_>, items: &[Item]) -> HashMap<Step, St
     let steps: Vec<&Step> = items.iter().flat_map(|item| item.steps.iter()).collect();
     let mut failed = HashMap::new();
     let tables: Vec<&Name> = steps.iter().filter_map(|s| if let Step::CreateTable(n) = s { Some(n) } else { None }).collect();
-    if let Err(why) = create_tables(sides, &tables).await {
-        failed.extend(tables.iter().map(|name| (Step::CreateTable((*name).clone()), why.clone())));
+    for (name, why) in create_tables(sides, &tables).await {
+        failed.insert(Step::CreateTable(name), why);
     }
     for step in &steps {
         if let Step::Alter(sql) = step {
@@ -87,7 +87,26 @@ async fn create_schemas(tgt: &Session, names: &[&Name]) -> Result<(), String> {
     Ok(())
 }
 
-async fn create_tables(sides: &Sides<'_>, tables: &[&Name]) -> Result<(), String> {
+/// Creates `tables` in one copy; when that fails, one by one, so one table the target cannot take (a type
+/// it lacks, say) does not hold back the others. Returns the tables that could not be created, with why.
+async fn create_tables(sides: &Sides<'_>, tables: &[&Name]) -> Vec<(Name, String)> {
+    let together = copy_tables(sides, tables).await;
+    match together {
+        Ok(()) => Vec::new(),
+        Err(why) if tables.len() == 1 => vec![(tables[0].clone(), why)],
+        Err(_) => {
+            let mut failed = Vec::new();
+            for table in tables {
+                if let Err(why) = copy_tables(sides, &[table]).await {
+                    failed.push(((*table).clone(), why));
+                }
+            }
+            failed
+        }
+    }
+}
+
+async fn copy_tables(sides: &Sides<'_>, tables: &[&Name]) -> Result<(), String> {
     if tables.is_empty() {
         return Ok(());
     }
@@ -100,7 +119,7 @@ async fn create_tables(sides: &Sides<'_>, tables: &[&Name]) -> Result<(), String
     let patterns: Vec<String> = tables.iter().map(|(schema, name)| qualified(schema, name)).collect();
     schema::copy_tables(sides.source, sides.target, sides.database, majors, &patterns)
         .await
-        .map_err(|error| format!("{} ({})", error.message, error.remediation))?;
+        .map_err(|error| error.message)?;
     tracing::info!(link = sides.link, tables = tables.len(), "new tables created on the target");
     Ok(())
 }

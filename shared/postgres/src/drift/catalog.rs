@@ -23,6 +23,9 @@ pub(crate) struct Relation {
     pub(crate) is_partition: bool,
     /// Whether UPDATE and DELETE can be replicated (a primary key, a replica identity index, or FULL).
     pub(crate) has_identity: bool,
+    /// For a partition: its parent, and the clause that makes a table a partition of it like this one
+    /// (`FOR VALUES ...`, plus `PARTITION BY ...` when it is partitioned itself).
+    pub(crate) partition_of: Option<(Name, String)>,
 }
 
 /// One column of a table.
@@ -64,8 +67,14 @@ fn relations_sql() -> String {
                 c.relkind <> 'r'
                 OR (c.relreplident = 'd' AND EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))
                 OR (c.relreplident = 'i' AND EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident))
-                OR c.relreplident = 'f'
+                OR c.relreplident = 'f',
+                pn.nspname::text, p.relname::text,
+                pg_get_expr(c.relpartbound, c.oid)
+                || CASE WHEN c.relkind = 'p' THEN ' PARTITION BY ' || pg_get_partkeydef(c.oid) ELSE '' END
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         LEFT JOIN pg_inherits i ON c.relispartition AND i.inhrelid = c.oid
+         LEFT JOIN pg_class p ON p.oid = i.inhparent
+         LEFT JOIN pg_namespace pn ON pn.oid = p.relnamespace
          WHERE {USER_RELATION} AND c.relkind IN ('r', 'p', 'S')"
     )
 }
@@ -132,7 +141,12 @@ pub(crate) async fn read(session: &Session, side: Side, link: &str) -> Result<Sn
     let mut snapshot = Snapshot::default();
     for row in session.rows("reading tables and sequences", &relations_sql(), &[]).await? {
         let kind = row.get::<_, String>(2).chars().next().unwrap_or('r');
-        let relation = Relation { kind, unlogged: row.get(3), is_partition: row.get(4), has_identity: row.get(5) };
+        let partition_of = match (row.get::<_, Option<String>>(6), row.get::<_, Option<String>>(7), row.get(8)) {
+            (Some(schema), Some(parent), Some(bound)) => Some(((schema, parent), bound)),
+            _ => None,
+        };
+        let is_partition = row.get(4);
+        let relation = Relation { kind, unlogged: row.get(3), is_partition, has_identity: row.get(5), partition_of };
         snapshot.relations.insert((row.get(0), row.get(1)), relation);
     }
     let mut rows = session.rows("reading columns", &columns_sql(), &[]).await?;

@@ -66,7 +66,7 @@ pub(crate) fn compare(source: &Snapshot, target: &Snapshot) -> Vec<Item> {
                 vec![Step::CreateSequence(name.clone())],
             )),
             ('S', Some(_)) => {}
-            (_, None) => items.push(new_table(name, relation, source)),
+            (_, None) => items.push(new_table(name, relation, source, target)),
             (_, Some(_)) => {
                 items.extend(membership(name, relation, source, target));
                 if !relation.is_partition {
@@ -103,7 +103,7 @@ fn publishable(relation: &Relation) -> bool {
     !relation.unlogged && !relation.is_partition
 }
 
-fn new_table(name: &Name, relation: &Relation, source: &Snapshot) -> Item {
+fn new_table(name: &Name, relation: &Relation, source: &Snapshot, target: &Snapshot) -> Item {
     if !relation.has_identity && !relation.unlogged {
         return item(
             display(name),
@@ -117,7 +117,7 @@ fn new_table(name: &Name, relation: &Relation, source: &Snapshot) -> Item {
             Vec::new(),
         );
     }
-    let mut steps = vec![Step::CreateTable(name.clone())];
+    let mut steps = vec![create_table(name, relation, target)];
     if publishable(relation) && !source.published.contains(name) {
         steps.push(Step::Publish(name.clone()));
     }
@@ -129,6 +129,20 @@ fn new_table(name: &Name, relation: &Relation, source: &Snapshot) -> Item {
         }
     };
     item(display(name), change.into(), String::new(), steps)
+}
+
+/// A new partition of a table the target has is made a partition of it there (it inherits columns, keys
+/// and indexes, as on the source); pg_dump would add a primary key the attachment already created. Any
+/// other new table comes from pg_dump.
+fn create_table(name: &Name, relation: &Relation, target: &Snapshot) -> Step {
+    match &relation.partition_of {
+        Some((parent, clause)) if target.relations.contains_key(parent) => Step::Alter(format!(
+            "CREATE TABLE IF NOT EXISTS {} PARTITION OF {} {clause}",
+            sql_name(name),
+            sql_name(parent)
+        )),
+        _ => Step::CreateTable(name.clone()),
+    }
 }
 
 /// A table both sides have, but the link does not carry (yet).

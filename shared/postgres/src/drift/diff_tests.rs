@@ -7,7 +7,7 @@ fn name(table: &str) -> Name {
 }
 
 fn table() -> Relation {
-    Relation { kind: 'r', unlogged: false, is_partition: false, has_identity: true }
+    Relation { kind: 'r', unlogged: false, is_partition: false, has_identity: true, partition_of: None }
 }
 
 fn column(name: &str, type_name: &str) -> Column {
