@@ -1,5 +1,5 @@
 //! Which engine serves which pair of connections, and how a migration becomes a [`LinkPlan`].
-use milink_core::config::{Config, Endpoint};
+use milink_core::config::{Config, Endpoint, LookupError};
 use milink_core::migration::Migration;
 use milink_core::names::ConnectionName;
 use milink_core::ports::{Engine, LinkPlan};
@@ -33,30 +33,29 @@ impl Engines {
     }
 
     /// The engine for a source endpoint (assessment).
-    pub fn for_source(&self, source: &Endpoint) -> Result<Arc<dyn Engine>, String> {
+    pub fn for_source(&self, source: &Endpoint) -> Result<Arc<dyn Engine>, LookupError> {
         self.lookup(source).map(|(engine, _)| engine.clone())
     }
 
     /// The engine for a source → target pair, refusing pairs no engine supports.
-    pub fn for_pair(&self, source: &Endpoint, target: &Endpoint) -> Result<Arc<dyn Engine>, String> {
+    pub fn for_pair(&self, source: &Endpoint, target: &Endpoint) -> Result<Arc<dyn Engine>, LookupError> {
         let (engine, target_kind) = self.lookup(source)?;
         if target.engine != *target_kind {
-            return Err(format!(
-                "a {} source migrates to a {target_kind} target, but connection {} is {}",
-                source.engine, target.name, target.engine
-            ));
+            return Err(LookupError::UnsupportedPair {
+                source_engine: source.engine.clone(),
+                expected: (*target_kind).to_owned(),
+                target: target.name.to_string(),
+                target_engine: target.engine.clone(),
+            });
         }
         Ok(engine.clone())
     }
 
-    fn lookup(&self, source: &Endpoint) -> Result<&(Arc<dyn Engine>, &'static str), String> {
-        self.by_source_kind.get(source.engine.as_str()).ok_or_else(|| {
-            format!(
-                "connection {} has engine {:?}, which this build cannot migrate from (known: {})",
-                source.name,
-                source.engine,
-                self.known()
-            )
+    fn lookup(&self, source: &Endpoint) -> Result<&(Arc<dyn Engine>, &'static str), LookupError> {
+        self.by_source_kind.get(source.engine.as_str()).ok_or_else(|| LookupError::UnsupportedEngine {
+            connection: source.name.to_string(),
+            engine: source.engine.clone(),
+            known: self.known(),
         })
     }
 
@@ -68,7 +67,7 @@ impl Engines {
 }
 
 /// Builds the plan for a migration from the config (secrets stay in memory).
-pub fn plan(config: &Config, migration: &Migration) -> Result<LinkPlan, String> {
+pub fn plan(config: &Config, migration: &Migration) -> Result<LinkPlan, LookupError> {
     let endpoint = |name: &ConnectionName| config.endpoint(name).cloned();
     Ok(LinkPlan {
         migration_id: migration.id.clone(),

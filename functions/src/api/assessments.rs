@@ -23,8 +23,8 @@ pub async fn create(State(state): State<ApiState>, body: Bytes) -> Result<(Statu
     let connection = ConnectionName::parse(&request.connection)
         .map_err(|e| ApiError::bad_request(ErrorCode::InvalidName, e.to_string()))?;
     let endpoint =
-        state.ctx.config.endpoint(&connection).map_err(|m| ApiError::bad_request(ErrorCode::UnknownConnection, m))?;
-    state.ctx.engines.for_source(endpoint).map_err(|m| ApiError::bad_request(ErrorCode::UnsupportedEngine, m))?;
+        state.ctx.config.endpoint(&connection)?;
+    state.ctx.engines.for_source(endpoint)?;
     let id = uuid::Uuid::new_v4().to_string();
     let report = AssessmentReport::running(id.clone(), connection.clone(), state.ctx.clock.now());
     state.ctx.assessments.put_assessment(&report, &[assess::request(&id, &connection)]).await?;

@@ -142,6 +142,18 @@ impl From<Rejection> for ApiError {
     }
 }
 
+impl From<milink_core::config::LookupError> for ApiError {
+    fn from(error: milink_core::config::LookupError) -> Self {
+        use milink_core::config::LookupError;
+        let code = match error {
+            LookupError::UnknownConnection { .. } => ErrorCode::UnknownConnection,
+            LookupError::UnsupportedEngine { .. } => ErrorCode::UnsupportedEngine,
+            LookupError::UnsupportedPair { .. } => ErrorCode::UnsupportedPair,
+        };
+        ApiError::bad_request(code, error.to_string())
+    }
+}
+
 /// Parses a JSON body, turning every parse problem into a 400 that says what is wrong.
 pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.is_empty() {

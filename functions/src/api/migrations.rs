@@ -44,12 +44,10 @@ pub async fn start(State(state): State<ApiState>, body: Bytes) -> Result<(Status
     request.settings.validate().map_err(|m| ApiError::bad_request(ErrorCode::InvalidSettings, m))?;
     let source = ConnectionName::parse(&request.source).map_err(name_error)?;
     let target = ConnectionName::parse(&request.target).map_err(name_error)?;
-    let unknown = |m: String| ApiError::bad_request(ErrorCode::UnknownConnection, m);
-    let source_endpoint = ctx.config.endpoint(&source).map_err(unknown)?;
-    let target_endpoint = ctx.config.endpoint(&target).map_err(unknown)?;
+    let source_endpoint = ctx.config.endpoint(&source)?;
+    let target_endpoint = ctx.config.endpoint(&target)?;
     ctx.engines
-        .for_pair(source_endpoint, target_endpoint)
-        .map_err(|m| ApiError::bad_request(ErrorCode::UnsupportedPair, m))?;
+        .for_pair(source_endpoint, target_endpoint)?;
     if request.databases.is_empty() {
         return Err(ApiError::bad_request(ErrorCode::InvalidBody, "name at least one database in \"databases\""));
     }

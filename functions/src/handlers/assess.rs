@@ -26,12 +26,12 @@ pub async fn run(ctx: &Context, assessment_id: &str, connection: &ConnectionName
     if report.status != AssessmentStatus::Running {
         return Ok(()); // a duplicate delivery of a finished assessment
     }
-    let outcome = match ctx.config.endpoint(connection) {
-        Err(message) => Err(EngineError::definite("unknown_connection", message, "add the connection to milink.toml")),
-        Ok(endpoint) => match ctx.engines.for_source(endpoint) {
-            Err(message) => Err(EngineError::definite("unsupported_engine", message, "use a supported engine")),
-            Ok(engine) => engine.assess(endpoint).await,
-        },
+    // The connection was there when the request was accepted; if it is gone now, the assessment fails
+    // with the lookup's words rather than retrying a config that will not change by itself.
+    let lookup = ctx.config.endpoint(connection).and_then(|endpoint| Ok((endpoint, ctx.engines.for_source(endpoint)?)));
+    let outcome = match lookup {
+        Err(error) => Err(EngineError::definite("configuration", error.to_string(), "fix milink.toml, restart milink and assess again")),
+        Ok((endpoint, engine)) => engine.assess(endpoint).await,
     };
     let now = ctx.clock.now();
     let report = match outcome {

@@ -6,6 +6,7 @@
 //! for engines that ask for it, stays equal for `drain_stable_seconds`), or until the deadline stored in the
 //! migration, so a redelivered drain after a restart keeps the original deadline.
 use super::Step;
+use milink_core::drain::{DrainRule, DrainVerdict};
 use milink_core::error::EngineError;
 use milink_core::flow::{Command, Event};
 use milink_core::migration::Position;
@@ -70,24 +71,15 @@ async fn drain(
 ) -> Result<Event, EngineError> {
     let clock = &step.ctx.clock;
     let stable_seconds = step.plan.settings.drain_stable_seconds.max(step.engine.min_drain_stable_seconds());
-    let stable_for = chrono::Duration::seconds(stable_seconds as i64);
+    let mut rule = DrainRule::new(target, stable_seconds);
     let mut reached = None;
-    let mut caught_up_since: Option<(Position, chrono::DateTime<chrono::Utc>)> = None;
     let mut polls: u32 = 0;
     loop {
         match step.engine.positions(step.plan).await {
             Ok(positions) => {
                 reached = Some(positions.target);
-                if positions.target >= target {
-                    let now = clock.now();
-                    let since = match caught_up_since {
-                        Some((at, since)) if at == positions.target => since,
-                        _ => now,
-                    };
-                    caught_up_since = Some((positions.target, since));
-                    if now - since >= stable_for {
-                        return Ok(Event::Drained { attempt, position: positions.target });
-                    }
+                if let DrainVerdict::Drained(position) = rule.observe(positions.target, clock.now()) {
+                    return Ok(Event::Drained { attempt, position });
                 }
             }
             Err(error) if error.is_transient() => tracing::warn!(error = %error.message, "drain: positions unavailable"),

@@ -13,6 +13,7 @@ pub mod validate;
 pub mod verify;
 
 use crate::context::Context;
+use milink_core::config::LookupError;
 use milink_core::error::EngineError;
 use milink_core::flow::{self, Command, Event, Rejection};
 use milink_core::message::{Envelope, Payload};
@@ -143,9 +144,8 @@ pub struct Step<'a> {
 
 /// The plan and engine of a migration's link, from the config as it is now.
 pub fn link_for(ctx: &Context, migration: &Migration) -> Result<(LinkPlan, Arc<dyn milink_core::ports::Engine>), EngineError> {
-    let config_error = |message: String| EngineError::transient("configuration", message, "fix milink.toml and restart milink");
-    let plan = crate::engines::plan(&ctx.config, migration).map_err(config_error)?;
-    let engine = ctx.engines.for_pair(&plan.source, &plan.target).map_err(config_error)?;
+    let plan = crate::engines::plan(&ctx.config, migration).map_err(LookupError::into_engine_error)?;
+    let engine = ctx.engines.for_pair(&plan.source, &plan.target).map_err(LookupError::into_engine_error)?;
     Ok((plan, engine))
 }
 

@@ -186,11 +186,55 @@ impl Config {
     }
 
     /// The endpoint named `name`, or an error that lists the names there are.
-    pub fn endpoint(&self, name: &ConnectionName) -> Result<&Endpoint, String> {
-        self.connections.get(name).ok_or_else(|| {
-            let known = self.connections.keys().map(|k| k.as_str()).collect::<Vec<_>>().join(", ");
-            format!("no connection named {name} in the config (known: {known})")
+    pub fn endpoint(&self, name: &ConnectionName) -> Result<&Endpoint, LookupError> {
+        self.connections.get(name).ok_or_else(|| LookupError::UnknownConnection {
+            name: name.to_string(),
+            known: self.connections.keys().map(|k| k.as_str()).collect::<Vec<_>>().join(", "),
         })
+    }
+}
+
+/// Why a connection or an engine for it could not be found: classified once here, worded for the user,
+/// and mapped by each edge (the API to its error codes, a step to a retried configuration stall).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    /// No connection of that name.
+    #[error("no connection named {name} in the config (known: {known})")]
+    UnknownConnection {
+        /// The name asked for.
+        name: String,
+        /// The names the config has.
+        known: String,
+    },
+    /// No engine migrates from the connection's engine.
+    #[error("connection {connection} has engine {engine:?}, which this build cannot migrate from (known: {known})")]
+    UnsupportedEngine {
+        /// The connection.
+        connection: String,
+        /// Its engine value.
+        engine: String,
+        /// The engines this build has.
+        known: String,
+    },
+    /// The source's engine migrates to another kind of target.
+    #[error("a {source_engine} source migrates to a {expected} target, but connection {target} is {target_engine}")]
+    UnsupportedPair {
+        /// The source's engine.
+        source_engine: String,
+        /// The target engine it migrates to.
+        expected: String,
+        /// The target connection.
+        target: String,
+        /// Its engine.
+        target_engine: String,
+    },
+}
+
+impl LookupError {
+    /// As a step's error: retried (and then stalled) rather than failed, because a connection renamed
+    /// during a cutover must not strand a fenced source; fixing the config and restarting lets it finish.
+    pub fn into_engine_error(self) -> crate::error::EngineError {
+        crate::error::EngineError::transient("configuration", self.to_string(), "fix milink.toml and restart milink")
     }
 }
 

@@ -448,7 +448,7 @@ fn on_observed(m: &mut Migration, observation: &Observation, now: DateTime<Utc>)
         let since = m.last_progress_at.unwrap_or(now);
         m.stall = Some(Stall {
             reason: format!("no replication progress for {idle_for} s"),
-            remediation: "check that the subscription's apply worker runs and that the target can reach the source".into(),
+            remediation: "check that the link's apply process on the target runs and that the target can reach the source (milink migrate show has the link's last problem)".into(),
             since,
             retry_at: None,
         });

@@ -9,6 +9,7 @@
 
 pub mod assessment;
 pub mod config;
+pub mod drain;
 pub mod error;
 pub mod flow;
 pub mod message;
