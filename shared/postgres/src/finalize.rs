@@ -1,68 +1,96 @@
-//! `finalize(plan)`: after the drain, the two things logical replication does not do by itself.
+//! `finalize(plan)`: after the fence and the drain, what logical replication does not carry, then the
+//! proof that the target holds the source's content.
 //!
-//! Sequences: logical replication never carries sequence values, so every sequence on the target is set
-//! from the source's `pg_sequences.last_value` (which, with caching, may be ahead of the last value handed
-//! out: the target lands at or past the source, never behind). A sequence never used on the source
-//! (`last_value` NULL) is reset to its start, not called, so the next value matches what the source would
-//! have given. Free-standing sequences are included, unlike `setval(max(column))` approaches. All are set
-//! in one statement; a sequence missing on the target is schema drift and a definite error.
+//! Sequences: logical replication never carries sequence values. Each sequence's `last_value` and
+//! `is_called` are read from the sequence relation itself, as pg_dump does (`pg_sequences` hides
+//! `is_called`, so a `setval(s, 100, false)` on the source would come out as 101 on the target), and set
+//! on the target with `setval(seq, last_value, is_called)`; the target is then read back and any sequence
+//! whose next value would differ is a `Sequence` difference. Free-standing sequences are included. A
+//! sequence missing on the target is schema drift and a definite error.
 //!
-//! Verification: exact `count(*)` of every table in the publication on both sides, run on both servers at
-//! once. Counts are exact rather than estimated because this is the independent check that the drain was
-//! real (pgcopydb #1033: never trust "apply done" without one).
+//! Large objects: not carried by logical replication, so carried here: every large object of the source
+//! (`pg_largeobject_metadata`) whose content the target lacks or holds differently is (re)created on the
+//! target with the same OID and content (`lo_from_bytea`). Afterwards both sides are compared by md5; any
+//! object still missing or different, or present on the target only, is a `LargeObjects` difference, so
+//! a verification is never clean with OIDs pointing at nothing. Objects over 1 GB cannot go through a
+//! single bytea and are reported, not carried. Owners and privileges of large objects are not copied.
+//!
+//! Then the full chunked checksum of every table (`verify::compare_static`), exact because both sides
+//! are static. All of it lies inside the cutover's write downtime; see the `verify` module doc for its cost.
 use crate::connect::{Server, Session};
 use crate::rules::USER_RELATION;
 use crate::sql::qualified;
-use milink_core::migration::{TableCount, Verification};
+use crate::verify;
+use milink_core::migration::{Difference, DifferenceKind, Verification};
 use milink_core::ports::LinkPlan;
 use milink_core::EngineError;
+use std::collections::BTreeMap;
+
+/// Sequences read or set per statement.
+const SEQUENCES_PER_STATEMENT: usize = 500;
+/// Large objects over this size are not carried (one bytea holds at most 1 GB).
+const MAX_LARGE_OBJECT: i64 = 1 << 30;
 
 pub(crate) async fn finalize(plan: &LinkPlan) -> Result<Verification, EngineError> {
     let source = Server::new("source", &plan.source)?;
     let target = Server::new("target", &plan.target)?;
     let database = plan.database.as_str();
     let (src, tgt) = tokio::try_join!(source.connect(Some(database)), target.connect(Some(database)))?;
-    let sequences_set = sync_sequences(&src, &tgt).await?;
-    let tables = published_tables(&src, &plan.link_name()).await?;
-    let (source_rows, target_rows) = tokio::try_join!(count_rows(&src, &tables), count_rows(&tgt, &tables))?;
-    let tables = tables
-        .iter()
-        .zip(source_rows.into_iter().zip(target_rows))
-        .map(|(table, (source_rows, target_rows))| TableCount::counted(format!("{}.{}", table.0, table.1), source_rows, target_rows))
-        .collect();
-    let verification = Verification { tables, sequences_set, complete: true, ..Verification::default() };
+    let (sequences_set, mut differences) = sync_sequences(&src, &tgt).await?;
+    differences.extend(carry_large_objects(&src, &tgt).await?);
+    let mut verification = verify::compare_static(plan).await?;
+    verification.sequences_set = sequences_set;
+    verification.differences.extend(differences);
     tracing::info!(
         database,
         tables = verification.tables.len(),
         mismatches = verification.mismatches().len(),
+        differences = verification.differences.len(),
         sequences = sequences_set,
         "finalized"
     );
     Ok(verification)
 }
 
-async fn sync_sequences(src: &Session, tgt: &Session) -> Result<u32, EngineError> {
-    let rows = src
-        .rows(
-            "reading sequences on the source",
-            &format!(
-                "SELECT n.nspname::text, c.relname::text, s.last_value, s.start_value,
-                        has_sequence_privilege(c.oid, 'SELECT')
-                 FROM pg_class c
-                 JOIN pg_namespace n ON n.oid = c.relnamespace
-                 JOIN pg_sequences s ON s.schemaname = n.nspname AND s.sequencename = c.relname
-                 WHERE {USER_RELATION} AND c.relkind = 'S'"
-            ),
-            &[],
-        )
-        .await?;
-    if rows.is_empty() {
-        return Ok(0);
+/// (schema, name) → (last_value, is_called, increment).
+type SequenceStates = BTreeMap<(String, String), (i64, bool, i64)>;
+
+/// Reads every named sequence's state from the sequence relation itself.
+async fn sequence_states(session: &Session, names: &[(String, String)]) -> Result<SequenceStates, EngineError> {
+    let mut states = SequenceStates::new();
+    for batch in names.chunks(SEQUENCES_PER_STATEMENT) {
+        let parts: Vec<String> = batch
+            .iter()
+            .enumerate()
+            .map(|(n, (schema, name))| {
+                let relation = qualified(schema, name);
+                format!(
+                    "SELECT {n}, last_value, is_called,
+                            (SELECT seqincrement FROM pg_sequence WHERE seqrelid = '{}'::regclass) FROM {relation}",
+                    relation.replace('\'', "''")
+                )
+            })
+            .collect();
+        for row in session.rows("reading sequence values", &parts.join(" UNION ALL "), &[]).await? {
+            let n: i32 = row.get(0);
+            states.insert(batch[n as usize].clone(), (row.get(1), row.get(2), row.get(3)));
+        }
     }
-    // pg_sequences shows NULL both for "never used" and for "not allowed to read": the second must not be
-    // mistaken for the first, or the target would restart the sequence behind the source.
+    Ok(states)
+}
+
+async fn sync_sequences(src: &Session, tgt: &Session) -> Result<(u32, Vec<Difference>), EngineError> {
+    let sql = format!(
+        "SELECT n.nspname::text, c.relname::text, has_sequence_privilege(c.oid, 'SELECT')
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE {USER_RELATION} AND c.relkind = 'S' ORDER BY 1, 2"
+    );
+    let rows = src.rows("listing sequences on the source", &sql, &[]).await?;
+    if rows.is_empty() {
+        return Ok((0, Vec::new()));
+    }
     let unreadable: Vec<String> =
-        rows.iter().filter(|r| !r.get::<_, bool>(4)).map(|r| format!("{}.{}", r.get::<_, String>(0), r.get::<_, String>(1))).collect();
+        rows.iter().filter(|r| !r.get::<_, bool>(2)).map(|r| format!("{}.{}", r.get::<_, String>(0), r.get::<_, String>(1))).collect();
     if !unreadable.is_empty() {
         return Err(EngineError::definite(
             "sequence_not_readable",
@@ -70,23 +98,14 @@ async fn sync_sequences(src: &Session, tgt: &Session) -> Result<u32, EngineError
             "GRANT SELECT ON these sequences to milink's role (or use a superuser), then finalize again.",
         ));
     }
-    let mut schemas = Vec::new();
-    let mut names = Vec::new();
-    let mut values = Vec::new();
-    let mut called = Vec::new();
-    for row in &rows {
-        schemas.push(row.get::<_, String>(0));
-        names.push(row.get::<_, String>(1));
-        let last: Option<i64> = row.get(2);
-        values.push(last.unwrap_or_else(|| row.get(3)));
-        called.push(last.is_some());
-    }
+    let names: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let (schemas, relnames): (Vec<String>, Vec<String>) = names.iter().cloned().unzip();
     let missing: Vec<String> = tgt
         .rows(
             "checking the sequences exist on the target",
             "SELECT u.s || '.' || u.n FROM unnest($1::text[], $2::text[]) AS u(s, n)
              WHERE to_regclass(format('%I.%I', u.s, u.n)) IS NULL",
-            &[&schemas, &names],
+            &[&schemas, &relnames],
         )
         .await?
         .iter()
@@ -99,51 +118,91 @@ async fn sync_sequences(src: &Session, tgt: &Session) -> Result<u32, EngineError
             "The target's schema has drifted from the source: create these sequences on the target, then finalize again.",
         ));
     }
+    let source_states = sequence_states(src, &names).await?;
+    let values: Vec<i64> = names.iter().map(|k| source_states[k].0).collect();
+    let called: Vec<bool> = names.iter().map(|k| source_states[k].1).collect();
     tgt.row(
         "setting sequences on the target",
         "SELECT count(setval(format('%I.%I', u.s, u.n)::regclass, u.v, u.called))
          FROM unnest($1::text[], $2::text[], $3::int8[], $4::bool[]) AS u(s, n, v, called)",
-        &[&schemas, &names, &values, &called],
+        &[&schemas, &relnames, &values, &called],
     )
     .await?;
-    Ok(rows.len() as u32)
+    let target_states = sequence_states(tgt, &names).await?;
+    let differences = names
+        .iter()
+        .filter_map(|key| {
+            let (source_next, target_next) = (next_value(source_states[key]), target_states.get(key).copied().map(next_value));
+            (Some(source_next) != target_next).then(|| Difference {
+                kind: DifferenceKind::Sequence,
+                object: format!("{}.{}", key.0, key.1),
+                detail: format!(
+                    "the next value would be {} on the target, {source_next} on the source",
+                    target_next.map_or("unknown".into(), |v| v.to_string())
+                ),
+                remediation: "Make the sequence's definition (increment, bounds) on the target match the source's, then cut over again.".into(),
+            })
+        })
+        .collect();
+    Ok((names.len() as u32, differences))
 }
 
-/// (schema, table, relkind) of every table in the publication.
-async fn published_tables(src: &Session, publication: &str) -> Result<Vec<(String, String, String)>, EngineError> {
-    let exists = src
-        .maybe_row("looking for the publication", "SELECT 1 FROM pg_publication WHERE pubname = $1", &[&publication])
-        .await?
-        .is_some();
-    if !exists {
-        return Err(EngineError::definite(
-            "publication_missing",
-            format!("{}: publication {publication} does not exist in {}", src.place().label(), src.database()),
-            "The link was removed: cancel the cutover and start the migration again.",
-        ));
+/// The value nextval would hand out next (ignoring bounds and cycling).
+fn next_value((last, called, increment): (i64, bool, i64)) -> i64 {
+    if called {
+        last.saturating_add(increment)
+    } else {
+        last
     }
-    let rows = src
+}
+
+/// oid → (size, md5) of every large object of the session's database.
+async fn large_objects(session: &Session) -> Result<BTreeMap<u32, (i64, String)>, EngineError> {
+    let rows = session
         .rows(
-            "listing the published tables",
-            "SELECT n.nspname::text, c.relname::text, c.relkind::text
-             FROM pg_publication p JOIN pg_publication_rel pr ON pr.prpubid = p.oid
-             JOIN pg_class c ON c.oid = pr.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE p.pubname = $1 ORDER BY 1, 2",
-            &[&publication],
+            "reading large objects",
+            "SELECT m.oid, coalesce(sum(length(p.data)), 0)::int8, md5(coalesce(string_agg(p.data, ''::bytea ORDER BY p.pageno), ''::bytea))
+             FROM pg_largeobject_metadata m LEFT JOIN pg_largeobject p ON p.loid = m.oid
+             GROUP BY m.oid",
+            &[],
         )
         .await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    Ok(rows.iter().map(|r| (r.get(0), (r.get(1), r.get(2)))).collect())
 }
 
-async fn count_rows(session: &Session, tables: &[(String, String, String)]) -> Result<Vec<u64>, EngineError> {
-    let mut counts = Vec::with_capacity(tables.len());
-    for (schema, name, kind) in tables {
-        // A partitioned table counts its partitions; a plain one only itself (its inheritance children,
-        // if any, are published and counted on their own).
-        let only = if kind == "p" { "" } else { "ONLY " };
-        let sql = format!("SELECT count(*) FROM {only}{}", qualified(schema, name));
-        let count: i64 = session.row("counting rows", &sql, &[]).await?.get(0);
-        counts.push(count.max(0) as u64);
+async fn carry_large_objects(src: &Session, tgt: &Session) -> Result<Vec<Difference>, EngineError> {
+    let source = large_objects(src).await?;
+    let target = large_objects(tgt).await?;
+    if source.is_empty() && target.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(counts)
+    let mut carried = 0;
+    for (oid, (size, md5)) in &source {
+        if target.get(oid).is_some_and(|(_, other)| other == md5) || *size > MAX_LARGE_OBJECT {
+            continue;
+        }
+        let data: Vec<u8> = src.row("reading a large object", "SELECT lo_get($1)", &[oid]).await?.get(0);
+        if target.contains_key(oid) {
+            tgt.row("removing a differing large object", "SELECT lo_unlink($1)", &[oid]).await?;
+        }
+        tgt.row("creating a large object", "SELECT lo_from_bytea($1, $2)", &[oid, &data]).await?;
+        carried += 1;
+    }
+    let after = large_objects(tgt).await?;
+    let mut problems: Vec<String> = source
+        .iter()
+        .filter(|(oid, (_, md5))| after.get(oid).map(|(_, other)| other) != Some(md5))
+        .map(|(oid, (size, _))| format!("{oid} ({size} bytes) missing or different on the target"))
+        .collect();
+    problems.extend(after.keys().filter(|oid| !source.contains_key(oid)).map(|oid| format!("{oid} exists on the target only")));
+    tracing::info!(carried, total = source.len(), "large objects carried");
+    if problems.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(vec![Difference {
+        kind: DifferenceKind::LargeObjects,
+        object: "large objects".into(),
+        detail: format!("{} large object(s) differ: {}", problems.len(), problems.into_iter().take(10).collect::<Vec<_>>().join(", ")),
+        remediation: "Copy these large objects to the target by hand (lo_export / lo_import with the same OID) or remove them, then cut over again.".into(),
+    }])
 }

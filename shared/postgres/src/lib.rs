@@ -30,6 +30,7 @@ mod sizing;
 mod sql;
 mod tls;
 mod validate;
+mod verify;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -108,6 +109,10 @@ impl Engine for PostgresEngine {
 
     async fn finalize(&self, plan: &LinkPlan) -> Result<Verification, EngineError> {
         scrubbed(plan, finalize::finalize(plan).await)
+    }
+
+    async fn verify(&self, plan: &LinkPlan) -> Result<Verification, EngineError> {
+        scrubbed(plan, verify::verify(plan).await)
     }
 
     async fn switch(&self, plan: &LinkPlan, keep_reverse_link: bool) -> Result<(), EngineError> {

@@ -1,0 +1,180 @@
+//! Cutting a table into key-ordered chunks (once, on the source, so both sides use the same boundary
+//! values), and comparing a batch of chunks.
+//!
+//! An integer key is cut arithmetically between its min and max (two index probes, no scan); any other
+//! key by a Bernoulli sample of keys, sorted, taking evenly spaced boundaries. The first and last chunks
+//! are unbounded below and above, so a target row outside the source's key span still falls in a chunk.
+use super::narrow::{self, Narrowed, HOT, LAG};
+use super::read::{self, Sums};
+use super::scope::TableSpec;
+use super::sql::{self, KeyRange, KeyValues};
+use super::{Context, Pair};
+use crate::connect::Session;
+use milink_core::migration::DifferingRange;
+use milink_core::EngineError;
+
+/// Rows per chunk the boundaries aim at.
+const CHUNK_ROWS: f64 = 50_000.0;
+/// Sampled keys per chunk, for non-integer keys.
+const SAMPLES_PER_CHUNK: f64 = 20.0;
+
+/// The chunks of a table.
+pub(super) async fn plan(src: &Session, table: &TableSpec) -> Result<Vec<KeyRange>, EngineError> {
+    let chunks = (table.estimated_rows / CHUNK_ROWS).ceil() as i64;
+    if table.key.is_empty() || chunks <= 1 {
+        return Ok(vec![KeyRange::default()]);
+    }
+    let boundaries: Vec<KeyValues> = if sql::integer_key(table) {
+        let row = src.row("reading the key's bounds", &sql::integer_bounds(table), &[]).await?;
+        let bounds = (row.get::<_, Option<String>>(0), row.get::<_, Option<String>>(1));
+        let (Some(min), Some(max)) = (bounds.0.and_then(|v| v.parse::<i64>().ok()), bounds.1.and_then(|v| v.parse::<i64>().ok())) else {
+            return Ok(vec![KeyRange::default()]);
+        };
+        even_boundaries(min, max, chunks).into_iter().map(|b| vec![b.to_string()]).collect()
+    } else {
+        let percent = (100.0 * chunks as f64 * SAMPLES_PER_CHUNK / table.estimated_rows.max(1.0)).min(100.0);
+        let sample: Vec<KeyValues> =
+            src.rows("sampling keys", &sql::sampled_keys(table), &[&percent]).await?.iter().map(|r| r.get(0)).collect();
+        let mut picked: Vec<KeyValues> =
+            (1..chunks).map(|n| (sample.len() as i64 * n / chunks) as usize).filter_map(|at| sample.get(at).cloned()).collect();
+        picked.dedup();
+        picked
+    };
+    Ok(ranges_between(boundaries))
+}
+
+/// Interior boundaries cutting `min..=max` into `chunks` spans of equal width (computed in i128: a
+/// bigint key spanning the whole type does not overflow).
+fn even_boundaries(min: i64, max: i64, chunks: i64) -> Vec<i64> {
+    let width = (i128::from(max) - i128::from(min) + 1) / i128::from(chunks);
+    if width < 1 {
+        return Vec::new();
+    }
+    (1..chunks).map(|n| (i128::from(min) + width * i128::from(n)) as i64).collect()
+}
+
+fn ranges_between(boundaries: Vec<KeyValues>) -> Vec<KeyRange> {
+    let mut ranges = Vec::with_capacity(boundaries.len() + 1);
+    let mut lower = None;
+    for boundary in boundaries {
+        ranges.push(KeyRange { lower, upper: Some(boundary.clone()) });
+        lower = Some(boundary);
+    }
+    ranges.push(KeyRange { lower, upper: None });
+    ranges
+}
+
+/// What one chunk came to.
+#[derive(Debug)]
+pub(super) struct ChunkOutcome {
+    pub(super) table: usize,
+    pub(super) chunk: usize,
+    pub(super) source_rows: u64,
+    pub(super) target_rows: u64,
+    pub(super) differing: Vec<DifferingRange>,
+    pub(super) unsettled: Option<&'static str>,
+}
+
+/// Chunks of one table compared together (one source snapshot and one wait when live).
+pub(super) struct Batch {
+    pub(super) table: usize,
+    pub(super) first_chunk: usize,
+    pub(super) ranges: Vec<KeyRange>,
+}
+
+/// Rounds of re-reading a whole keyless table that differs while the source keeps changing.
+const KEYLESS_ROUNDS: usize = 5;
+
+pub(super) async fn compare_batch(pair: &Pair, context: &Context, tables: &[TableSpec], batch: Batch) -> Result<Vec<ChunkOutcome>, EngineError> {
+    let table = &tables[batch.table];
+    let outcome = |chunk: usize, source: &Sums, target_rows: u64| ChunkOutcome {
+        table: batch.table,
+        chunk: batch.first_chunk + chunk,
+        source_rows: source.rows,
+        target_rows,
+        differing: Vec::new(),
+        unsettled: None,
+    };
+    let Some((sources, targets)) = narrow::compare(pair, context, table, &batch.ranges).await? else {
+        return Ok((0..batch.ranges.len())
+            .map(|n| ChunkOutcome { unsettled: Some(LAG), ..outcome(n, &Sums { rows: 0, sum: String::new() }, 0) })
+            .collect());
+    };
+    let mut out = Vec::with_capacity(batch.ranges.len());
+    for (n, ((range, source), target)) in batch.ranges.iter().zip(sources).zip(targets).enumerate() {
+        if source == target {
+            out.push(outcome(n, &source, target.rows));
+            continue;
+        }
+        let (source, target, stable) = match context.slot.is_some() {
+            // Live: the target may simply be ahead of the snapshot; the source read again tells lag from
+            // difference (target read between the two source reads).
+            true => {
+                let again = read::checksums(&pair.src, table, std::slice::from_ref(range), context.hashing).await?.remove(0);
+                if again == target {
+                    out.push(outcome(n, &again, target.rows));
+                    continue;
+                }
+                let stable = again == source;
+                (source, target, stable)
+            }
+            false => (source, target, true),
+        };
+        let found = match table.key.is_empty() {
+            true => keyless(pair, context, table, source.clone(), target.clone(), stable).await?,
+            false => narrow::narrow(pair, context, batch.table, table, range.clone(), (source.clone(), target.clone()), 0).await?,
+        };
+        let target_rows = found.row_delta.map_or(target.rows, |delta| (source.rows as i64 + delta).max(0) as u64);
+        out.push(ChunkOutcome { differing: found.ranges, unsettled: found.unsettled, ..outcome(n, &source, target_rows) });
+    }
+    Ok(out)
+}
+
+/// A table without a key differs as a whole: reported without keys once proven (static, or a source
+/// that stayed the same across a target read while live).
+async fn keyless(pair: &Pair, context: &Context, table: &TableSpec, mut source: Sums, mut target: Sums, mut stable: bool) -> Result<Narrowed, EngineError> {
+    let whole = [KeyRange::default()];
+    for _ in 0..KEYLESS_ROUNDS {
+        if stable {
+            let range = DifferingRange {
+                from_key: "(whole table: no key)".into(),
+                to_key: "(whole table: no key)".into(),
+                source_rows: source.rows,
+                target_rows: target.rows,
+                keys: Vec::new(),
+            };
+            return Ok(Narrowed { ranges: vec![range], row_delta: None, unsettled: None });
+        }
+        let Some((mut s, mut t)) = narrow::compare(pair, context, table, &whole).await? else {
+            return Ok(Narrowed { unsettled: Some(LAG), ..Narrowed::default() });
+        };
+        (source, target) = (s.remove(0), t.remove(0));
+        let again = read::checksums(&pair.src, table, &whole, context.hashing).await?.remove(0);
+        if target == source || target == again {
+            return Ok(Narrowed { row_delta: Some(0), ..Narrowed::default() });
+        }
+        stable = again == source;
+    }
+    Ok(Narrowed { unsettled: Some(HOT), ..Narrowed::default() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integer_keys_are_cut_evenly_without_overflow() {
+        assert_eq!(even_boundaries(1, 100, 4), vec![26, 51, 76]);
+        assert_eq!(even_boundaries(5, 6, 4), Vec::<i64>::new());
+        assert_eq!(even_boundaries(i64::MIN, i64::MAX, 2), vec![0]);
+    }
+
+    #[test]
+    fn the_outer_chunks_are_unbounded() {
+        let ranges = ranges_between(vec![vec!["10".into()], vec!["20".into()]]);
+        assert_eq!(ranges.len(), 3);
+        assert_eq!(ranges[0].lower, None);
+        assert_eq!(ranges[2].upper, None);
+        assert_eq!(ranges[1].lower.as_deref(), Some(&["10".to_string()][..]));
+    }
+}

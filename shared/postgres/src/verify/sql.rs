@@ -1,0 +1,224 @@
+//! The statements a verification runs, built from a [`TableSpec`] and key ranges.
+//!
+//! Every value from a row travels back into SQL as a quoted literal cast to the column's catalog type
+//! (`'42'::integer`), so a key of any type can bound a range or be looked up without binding typed
+//! parameters; identifiers are always quoted. Both sides run the very same text.
+use super::scope::{Column, TableSpec};
+use crate::sql::{qualified, quote_ident, quote_literal};
+
+/// A key tuple in text form, one entry per key column (the columns' own text output).
+pub(super) type KeyValues = Vec<String>;
+
+/// A range of keys: `lower` inclusive, `upper` exclusive; None is unbounded. A table without a key has
+/// only the unbounded range.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct KeyRange {
+    pub(super) lower: Option<KeyValues>,
+    pub(super) upper: Option<KeyValues>,
+}
+
+/// How a row is hashed; both sides must use the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Hashing {
+    /// `hash_record_extended(ROW(...))` (PostgreSQL 14+): hashes each value with its type's own hash
+    /// function, no text conversion. Columns of types without a hash opclass go in as text.
+    Record,
+    /// `hashtextextended(ROW(...)::text)`: the text form of the whole row (older servers).
+    Text,
+}
+
+/// Session settings that make every text form identical on both sides.
+pub(super) const SESSION_SETTINGS: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; \
+     SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; SET bytea_output = 'hex'; \
+     SET lc_monetary = 'C'; SET statement_timeout = 0";
+
+fn relation(table: &TableSpec) -> String {
+    let only = if table.partitioned { "" } else { "ONLY " };
+    format!("{only}{}", qualified(&table.schema, &table.name))
+}
+
+fn row_hash(table: &TableSpec, hashing: Hashing) -> String {
+    if table.columns.is_empty() {
+        return "0::int8".into();
+    }
+    match hashing {
+        Hashing::Record => {
+            let values: Vec<String> = table
+                .columns
+                .iter()
+                .map(|c| match c.hashable {
+                    true => quote_ident(&c.name),
+                    false => format!("{}::text", quote_ident(&c.name)),
+                })
+                .collect();
+            format!("hash_record_extended(ROW({}), 0)", values.join(", "))
+        }
+        Hashing::Text => {
+            let values: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
+            format!("hashtextextended(ROW({})::text, 0)", values.join(", "))
+        }
+    }
+}
+
+fn key_list(key: &[Column]) -> String {
+    key.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ")
+}
+
+fn key_texts(key: &[Column]) -> String {
+    let texts: Vec<String> = key.iter().map(|c| format!("{}::text", quote_ident(&c.name))).collect();
+    format!("ARRAY[{}]::text[]", texts.join(", "))
+}
+
+/// `(lit1::type1, lit2::type2)`
+fn key_literal(key: &[Column], values: &[String]) -> String {
+    let items: Vec<String> =
+        key.iter().zip(values).map(|(c, v)| format!("CAST({} AS {})", quote_literal(v), c.type_sql)).collect();
+    format!("({})", items.join(", "))
+}
+
+fn range_predicate(table: &TableSpec, range: &KeyRange) -> String {
+    if table.key.is_empty() {
+        return "true".into();
+    }
+    let columns = format!("({})", key_list(&table.key));
+    let mut parts = Vec::new();
+    if let Some(lower) = &range.lower {
+        parts.push(format!("{columns} >= {}", key_literal(&table.key, lower)));
+    }
+    if let Some(upper) = &range.upper {
+        parts.push(format!("{columns} < {}", key_literal(&table.key, upper)));
+    }
+    if parts.is_empty() {
+        return "true".into();
+    }
+    parts.join(" AND ")
+}
+
+/// Rows and the order-independent sum of row hashes in a range: `(count, sum as text)`. A sum, not an
+/// XOR, so two identical rows (possible without a key) do not cancel out; sum(int8) accumulates in 128
+/// bits, so it is fast and cannot overflow.
+pub(super) fn checksum(table: &TableSpec, range: &KeyRange, hashing: Hashing) -> String {
+    format!(
+        "SELECT count(*), coalesce(sum({}), 0)::text FROM {} WHERE {}",
+        row_hash(table, hashing),
+        relation(table),
+        range_predicate(table, range)
+    )
+}
+
+/// Every row of a range as (key values, row hash), in key order.
+pub(super) fn row_hashes(table: &TableSpec, range: &KeyRange, hashing: Hashing) -> String {
+    format!(
+        "SELECT {}, {} FROM {} WHERE {} ORDER BY {}",
+        key_texts(&table.key),
+        row_hash(table, hashing),
+        relation(table),
+        range_predicate(table, range),
+        key_list(&table.key)
+    )
+}
+
+/// The same for a list of keys (at least one).
+pub(super) fn rows_by_key(table: &TableSpec, keys: &[KeyValues], hashing: Hashing) -> String {
+    let list: Vec<String> = keys.iter().map(|k| key_literal(&table.key, k)).collect();
+    format!(
+        "SELECT {}, {} FROM {} WHERE ({}) IN ({})",
+        key_texts(&table.key),
+        row_hash(table, hashing),
+        relation(table),
+        key_list(&table.key),
+        list.join(", ")
+    )
+}
+
+/// The key at `offset` (a bind parameter, int8) within a range, in key order: a bisection point.
+pub(super) fn key_at_offset(table: &TableSpec, range: &KeyRange) -> String {
+    format!(
+        "SELECT {} FROM {} WHERE {} ORDER BY {} OFFSET $1 LIMIT 1",
+        key_texts(&table.key),
+        relation(table),
+        range_predicate(table, range),
+        key_list(&table.key)
+    )
+}
+
+/// The first or last key of a range (`descending`), for naming a range that was not narrowed.
+pub(super) fn edge_key(table: &TableSpec, range: &KeyRange, descending: bool) -> String {
+    let order: Vec<String> = table
+        .key
+        .iter()
+        .map(|c| format!("{}{}", quote_ident(&c.name), if descending { " DESC" } else { "" }))
+        .collect();
+    format!(
+        "SELECT {} FROM {} WHERE {} ORDER BY {} LIMIT 1",
+        key_texts(&table.key),
+        relation(table),
+        range_predicate(table, range),
+        order.join(", ")
+    )
+}
+
+/// min and max of a single integer key, as text.
+pub(super) fn integer_bounds(table: &TableSpec) -> String {
+    let key = quote_ident(&table.key[0].name);
+    format!("SELECT min({key})::text, max({key})::text FROM {}", relation(table))
+}
+
+/// A Bernoulli sample of keys, in key order (`$1` is the percentage, float8).
+pub(super) fn sampled_keys(table: &TableSpec) -> String {
+    format!(
+        "SELECT {} FROM {} TABLESAMPLE BERNOULLI ($1) ORDER BY {}",
+        key_texts(&table.key),
+        relation(table),
+        key_list(&table.key)
+    )
+}
+
+/// A single integer key (int2/int4/int8): chunks are cut arithmetically.
+pub(super) fn integer_key(table: &TableSpec) -> bool {
+    table.key.len() == 1 && matches!(table.key[0].type_sql.as_str(), "smallint" | "integer" | "bigint")
+}
+
+/// How a key reads in a report: `(42)`, `(1,'a')`.
+pub(super) fn key_display(key: &[Column], values: &[String]) -> String {
+    let items: Vec<String> =
+        key.iter().zip(values).map(|(c, v)| if c.numeric { v.clone() } else { quote_literal(v) }).collect();
+    format!("({})", items.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn column(name: &str, type_sql: &str, numeric: bool) -> Column {
+        Column { name: name.into(), type_sql: type_sql.into(), hashable: type_sql != "json", numeric }
+    }
+
+    fn table() -> TableSpec {
+        TableSpec {
+            schema: "app".into(),
+            name: "Order\"s".into(),
+            partitioned: false,
+            columns: vec![column("doc", "json", false), column("id", "integer", true), column("tag", "text", false)],
+            key: vec![column("id", "integer", true), column("tag", "text", false)],
+            estimated_rows: 0.0,
+        }
+    }
+
+    #[test]
+    fn checksums_list_columns_by_name_and_hash_unhashable_types_as_text() {
+        let range = KeyRange { lower: Some(vec!["1".into(), "a'b".into()]), upper: None };
+        let sql = checksum(&table(), &range, Hashing::Record);
+        assert!(sql.contains("hash_record_extended(ROW(\"doc\"::text, \"id\", \"tag\"), 0)"), "{sql}");
+        assert!(sql.contains("FROM ONLY \"app\".\"Order\"\"s\""), "{sql}");
+        assert!(sql.contains("(\"id\", \"tag\") >= (CAST('1' AS integer), CAST('a''b' AS text))"), "{sql}");
+        let text = checksum(&table(), &KeyRange::default(), Hashing::Text);
+        assert!(text.contains("hashtextextended(ROW(\"doc\", \"id\", \"tag\")::text, 0)") && text.ends_with("WHERE true"), "{text}");
+    }
+
+    #[test]
+    fn keys_read_like_sql_tuples() {
+        assert_eq!(key_display(&table().key, &["1".into(), "a".into()]), "(1,'a')");
+        assert_eq!(key_display(&table().key[..1], &["42".into()]), "(42)");
+    }
+}

@@ -1,0 +1,190 @@
+//! Content verification on real servers: what a row count cannot see (an updated row, a reset
+//! sequence, a large object, a table the link does not carry) is found, named by key, and replication
+//! lag under a live writer is never reported as a difference.
+mod support;
+
+use milink_core::migration::{DifferenceKind, TableCount, Verification, VerifyMethod};
+use milink_core::ports::{Engine, LinkPlan};
+use milink_postgres::PostgresEngine;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use support::*;
+
+const SHOP: &str = "
+CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL, price numeric(10,2), seen timestamptz, doc json, tags text[]);
+INSERT INTO items SELECT n, 'item ' || n, n * 1.5, timestamptz '2024-01-01 00:00+02' + n * interval '1 minute',
+                         json_build_object('n', n), ARRAY['a', n::text] FROM generate_series(1, 500) n;
+CREATE TABLE pairs (shop int, code text, qty int, PRIMARY KEY (shop, code));
+INSERT INTO pairs SELECT s, c, s * 10 FROM generate_series(1, 20) s, unnest(ARRAY['a', 'b', 'c''d']) c;
+CREATE TABLE notes (body text, n int);
+ALTER TABLE notes REPLICA IDENTITY FULL;
+INSERT INTO notes SELECT 'note ' || n, n FROM generate_series(1, 100) n;
+INSERT INTO notes VALUES ('note 1', 1);
+CREATE TABLE big (id bigint PRIMARY KEY, payload text NOT NULL);
+INSERT INTO big SELECT n, md5(n::text) FROM generate_series(1, 150000) n;
+CREATE TABLE measures (at date NOT NULL, device int NOT NULL, value float8, PRIMARY KEY (at, device)) PARTITION BY RANGE (at);
+CREATE TABLE measures_2024 PARTITION OF measures FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+CREATE TABLE measures_2025 PARTITION OF measures FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+INSERT INTO measures SELECT date '2024-06-01' + (n % 400), n, n / 3.0 FROM generate_series(1, 1000) n;
+ANALYZE;
+";
+
+async fn linked(prefix: &str, sql: &str) -> (PostgresEngine, LinkPlan) {
+    let database = unique(prefix);
+    create_source_database(&database, sql).await;
+    let engine = PostgresEngine::new();
+    let plan = plan(&database);
+    engine.create_link(&plan).await.expect("create_link");
+    observe_until_ready(&engine, &plan, Duration::from_secs(120)).await;
+    (engine, plan)
+}
+
+fn table<'a>(verification: &'a Verification, name: &str) -> &'a TableCount {
+    verification.tables.iter().find(|t| t.table == name).unwrap_or_else(|| panic!("{name} not in {verification:#?}"))
+}
+
+fn keys(count: &TableCount) -> Vec<&str> {
+    count.differing.iter().flat_map(|r| r.keys.iter().map(String::as_str)).collect()
+}
+
+/// Updates random items (never the tampered ones) and appends to `big` on the source until stopped.
+fn start_writer(database: String) -> (Arc<AtomicBool>, tokio::task::JoinHandle<u64>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
+    let task = tokio::spawn(async move {
+        let client = connect(&servers().source_url, &database).await;
+        let mut writes = 0;
+        while !stopped.load(Ordering::Relaxed) {
+            client
+                .batch_execute(
+                    "UPDATE items SET price = price + 1 WHERE id = 100 + (random() * 400)::int;
+                     INSERT INTO big SELECT coalesce(max(id), 0) + 1, 'new' FROM big;",
+                )
+                .await
+                .expect("writer");
+            writes += 1;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        writes
+    });
+    (stop, task)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verification_names_rows_changed_on_the_target_and_ignores_lag() {
+    let (engine, plan) = linked("verify_shop_", SHOP).await;
+    let database = plan.database.as_str().to_owned();
+
+    // A faithful copy verifies clean and complete, every table in scope, partitions through their parent.
+    let clean = engine.verify(&plan).await.expect("verify");
+    assert!(clean.is_clean(), "{clean:#?}");
+    assert_eq!(clean.method, VerifyMethod::Checksum);
+    let names: Vec<&str> = clean.tables.iter().map(|t| t.table.as_str()).collect();
+    assert_eq!(names, ["public.big", "public.items", "public.measures", "public.notes", "public.pairs"]);
+    assert!(table(&clean, "public.big").chunks >= 3, "big spans several chunks: {clean:#?}");
+    assert_eq!(table(&clean, "public.measures").source_rows, 1000);
+    assert_eq!(clean.rows_compared, 150000 + 500 + 1000 + 101 + 60);
+    assert!(clean.source_position.is_some() && clean.target_position.is_some());
+
+    // Rows changed behind the link's back on the target; counts stay equal for most of them.
+    let target = connect(&servers().target_url, &database).await;
+    target
+        .batch_execute(
+            "UPDATE items SET name = 'tampered' WHERE id = 42;
+             DELETE FROM pairs WHERE shop = 3 AND code = 'c''d';
+             UPDATE big SET payload = 'tampered' WHERE id = 75000;
+             UPDATE notes SET body = 'changed' WHERE n = 7;",
+        )
+        .await
+        .unwrap();
+    // Meanwhile the application keeps writing to the same tables on the source.
+    let (stop, writer) = start_writer(database.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let found = engine.verify(&plan).await.expect("verify under writes");
+    stop.store(true, Ordering::Relaxed);
+    assert!(writer.await.unwrap() > 10, "the writer wrote during the verification");
+
+    let items = table(&found, "public.items");
+    assert_eq!(items.source_rows, items.target_rows, "an update keeps the counts equal: {items:?}");
+    assert_eq!(keys(items), ["(42)"], "only the tampered row, never a lagging one: {found:#?}");
+    let pairs = table(&found, "public.pairs");
+    assert_eq!((pairs.source_rows, pairs.target_rows), (60, 59));
+    assert_eq!(keys(pairs), ["(3,'c''d')"]);
+    let big = table(&found, "public.big");
+    assert_eq!(keys(big), ["(75000)"], "bisection finds the row in the middle: {big:?}");
+    assert!(big.chunks >= 3);
+    let notes = table(&found, "public.notes");
+    assert!(notes.differs() && keys(notes).is_empty(), "a keyless table differs as a whole: {notes:?}");
+    assert!(!table(&found, "public.measures").differs());
+    assert!(found.complete, "{:?}", found.incomplete_reason);
+    assert!(found.summary().contains("(42)"), "{}", found.summary());
+
+    // The cutover's verification sees the same, exactly.
+    let position = engine.fence(&plan).await.expect("fence");
+    drain(&engine, &plan, position).await;
+    let finalized = engine.finalize(&plan).await.expect("finalize");
+    assert!(!finalized.is_clean());
+    assert_eq!(keys(table(&finalized, "public.items")), ["(42)"]);
+    assert_eq!(keys(table(&finalized, "public.big")), ["(75000)"]);
+    assert_eq!(keys(table(&finalized, "public.pairs")), ["(3,'c''d')"]);
+    assert!(table(&finalized, "public.notes").differs());
+    assert!(finalized.complete);
+    cleanup(&engine, &plan).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn finalize_sets_sequences_exactly_and_carries_large_objects() {
+    let sql = "CREATE SEQUENCE reset_seq;
+               SELECT nextval('reset_seq') FROM generate_series(1, 500);
+               SELECT setval('reset_seq', 100, false);
+               CREATE SEQUENCE used_seq INCREMENT 5;
+               SELECT nextval('used_seq') FROM generate_series(1, 3);
+               CREATE SEQUENCE fresh_seq START 7;
+               CREATE TABLE documents (id int PRIMARY KEY, body oid);
+               INSERT INTO documents VALUES (1, lo_from_bytea(0, 'hello large object')),
+                                            (2, lo_from_bytea(0, decode(repeat('ab', 300000), 'hex')));";
+    let (engine, plan) = linked("verify_seq_", sql).await;
+    let database = plan.database.as_str().to_owned();
+    let position = engine.fence(&plan).await.expect("fence");
+    drain(&engine, &plan, position).await;
+    let verification = engine.finalize(&plan).await.expect("finalize");
+    assert!(verification.is_clean(), "{verification:#?}");
+    assert_eq!(verification.sequences_set, 3);
+
+    let target = connect(&servers().target_url, &database).await;
+    let next = |name: &'static str| {
+        let target = &target;
+        async move { target.query_one(&format!("SELECT nextval('{name}')"), &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    assert_eq!(next("reset_seq").await, 100, "setval(s, 100, false) on the source hands out 100 next");
+    assert_eq!(next("used_seq").await, 16);
+    assert_eq!(next("fresh_seq").await, 7);
+    let objects = target
+        .query("SELECT d.id, lo_get(d.body) FROM documents d ORDER BY d.id", &[])
+        .await
+        .expect("every large object the rows point at exists on the target");
+    assert_eq!(objects.len(), 2);
+    assert_eq!(objects[0].get::<_, Vec<u8>>(1), b"hello large object");
+    assert_eq!(objects[1].get::<_, Vec<u8>>(1).len(), 300000);
+    cleanup(&engine, &plan).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_the_link_does_not_carry_is_a_difference() {
+    let (engine, plan) = linked("verify_scope_", "CREATE TABLE kept (id int PRIMARY KEY); INSERT INTO kept VALUES (1);").await;
+    let database = plan.database.as_str().to_owned();
+    let source = connect(&servers().source_url, &database).await;
+    source.batch_execute("CREATE TABLE late (id int PRIMARY KEY); INSERT INTO late VALUES (1);").await.unwrap();
+    let target = connect(&servers().target_url, &database).await;
+    target.batch_execute("CREATE TABLE stray (id int PRIMARY KEY); ALTER TABLE kept ADD COLUMN extra text;").await.unwrap();
+
+    let verification = engine.verify(&plan).await.expect("verify");
+    assert!(!verification.is_clean());
+    let kind_of = |object: &str| verification.differences.iter().find(|d| d.object == object).map(|d| d.kind);
+    assert_eq!(kind_of("public.late"), Some(DifferenceKind::MissingTable), "{verification:#?}");
+    assert_eq!(kind_of("public.stray"), Some(DifferenceKind::ExtraTable));
+    assert_eq!(kind_of("public.kept"), Some(DifferenceKind::Columns));
+    assert!(verification.summary().contains("public.late"), "{}", verification.summary());
+    cleanup(&engine, &plan).await;
+}
