@@ -233,9 +233,20 @@ async fn database_details(session: &mut dyn SqlSession, db: &mut DatabaseFacts) 
             "distributed_transaction" => db.distributed_transaction_modules.push(name),
             "xp_cmdshell" => db.xp_cmdshell_modules.push(name),
             "windows_user" => db.windows_users.push(name),
+            "next_column" => db.next_columns.push(name),
             _ => {}
         }
     }
+    #[derive(Deserialize)]
+    struct ModuleRow {
+        object_name: Option<String>,
+        definition: Option<String>,
+    }
+    let modules: Vec<ModuleRow> = rows_as(session.query(&probe::code_candidates(&db.name)).await?, "module definitions")?;
+    db.modules = modules
+        .into_iter()
+        .filter_map(|m| Some(ModuleText { name: m.object_name.unwrap_or_default(), definition: m.definition? }))
+        .collect();
     Ok(())
 }
 

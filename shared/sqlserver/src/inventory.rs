@@ -132,6 +132,11 @@ pub struct DatabaseFacts {
     pub xp_cmdshell_modules: Vec<String>,
     /// Database users mapped to Windows principals.
     pub windows_users: Vec<String>,
+    /// Tables and columns named `NEXT` (`schema.table` or `schema.table.column`).
+    pub next_columns: Vec<String>,
+    /// Module definitions the code rules scan (only the modules the pre-filter of
+    /// [`crate::tsql::probe::code_candidates`] picked).
+    pub modules: Vec<ModuleText>,
     /// Name of the certificate protecting the database encryption key, when TDE is on.
     pub tde_certificate: Option<String>,
     /// Why the database's own catalog could not be read (its structure findings are then incomplete).
@@ -143,6 +148,16 @@ impl DatabaseFacts {
     pub fn size_gb(&self) -> f64 {
         (self.data_size_mb + self.log_size_mb) / 1024.0
     }
+}
+
+/// A module's definition (`sys.sql_modules.definition`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ModuleText {
+    /// `schema.name`.
+    pub name: String,
+    /// Its T-SQL.
+    pub definition: String,
 }
 
 /// One SQL Agent job step (`msdb.dbo.sysjobsteps`).

@@ -193,3 +193,61 @@ fn instance_compatibility_warnings_name_the_objects() {
     assert_eq!(tsql.objects, ["Backup / full"]);
     assert_eq!(readiness(&assessment, "ToyStore"), Readiness::Ready, "instance warnings do not block a database");
 }
+
+/// The code-scanning rules of Microsoft's MI list: each legacy form is found with Microsoft's rule name, the
+/// module that holds it and a remediation, and its modern rewrite is not.
+#[test]
+fn code_rules_find_legacy_t_sql_in_modules_and_not_its_modern_rewrite() {
+    use milink_sqlserver::inventory::ModuleText;
+    use milink_sqlserver::rules::code::CODE_RULES;
+    let cases: &[(&str, &str, &str, &str)] = &[
+        ("bulk_insert", "BulkInsert", "CREATE PROCEDURE dbo.LoadOrders AS BULK INSERT dbo.Orders FROM 'D:\\feeds\\orders.csv' WITH (FIELDTERMINATOR = ',')",
+            "CREATE PROCEDURE dbo.LoadOrders AS BULK INSERT dbo.Orders FROM 'feeds/orders.csv' WITH (DATA_SOURCE = 'FeedBlob', FORMAT = 'CSV')"),
+        ("compute_clause", "ComputeClause", "CREATE PROCEDURE dbo.Totals AS SELECT id, price FROM dbo.Toys ORDER BY id COMPUTE SUM(price)",
+            "CREATE PROCEDURE dbo.Totals AS SELECT id, SUM(price) FROM dbo.Toys GROUP BY ROLLUP(id)"),
+        ("cryptographic_provider", "CryptographicProvider", "CREATE PROCEDURE dbo.Ekm AS CREATE CRYPTOGRAPHIC PROVIDER Hsm FROM FILE = 'C:\\hsm.dll'",
+            "CREATE PROCEDURE dbo.Ekm AS SELECT name FROM sys.cryptographic_providers"),
+        ("database_principal_alias", "DatabasePrincipalAlias", "CREATE PROCEDURE dbo.Alias AS EXEC sp_addalias 'legacy_login', 'dbo'",
+            "CREATE PROCEDURE dbo.Alias AS ALTER ROLE db_owner ADD MEMBER legacy_user"),
+        ("disable_def_cnst_chk", "DisableDefCNSTCHK", "CREATE PROCEDURE dbo.Fast AS SET DISABLE_DEF_CNST_CHK ON; INSERT dbo.T VALUES (1)",
+            "CREATE PROCEDURE dbo.Fast AS INSERT dbo.T VALUES (1)"),
+        ("fast_first_row_hint", "FastFirstRowHint", "CREATE VIEW dbo.FirstToy AS SELECT id FROM dbo.Toys WITH (FASTFIRSTROW)",
+            "CREATE PROCEDURE dbo.FirstToy AS SELECT id FROM dbo.Toys OPTION (FAST 1)"),
+        ("non_ansi_left_outer_join", "NonANSILeftOuterJoinSyntax", "CREATE VIEW dbo.V AS SELECT o.id FROM dbo.Orders o, dbo.Customers c WHERE o.customer_id *= c.id",
+            "CREATE PROCEDURE dbo.V @n int AS SET @n *= 2; SELECT o.id FROM dbo.Orders o LEFT JOIN dbo.Customers c ON o.customer_id = c.id"),
+        ("non_ansi_right_outer_join", "NonANSIRightOuterJoinSyntax", "CREATE VIEW dbo.W AS SELECT o.id FROM dbo.Orders o, dbo.Customers c WHERE o.customer_id =* c.id",
+            "CREATE VIEW dbo.W AS SELECT o.id FROM dbo.Orders o RIGHT JOIN dbo.Customers c ON o.customer_id = c.id"),
+        ("openrowset_bulk_non_blob", "OpenRowsetWithNonBlobDataSourceBulk", "CREATE PROCEDURE dbo.Img AS SELECT * FROM OPENROWSET(BULK 'C:\\img\\logo.png', SINGLE_BLOB) AS x",
+            "CREATE PROCEDURE dbo.Img AS SELECT * FROM OPENROWSET(BULK 'img/logo.png', DATA_SOURCE = 'Assets', SINGLE_BLOB) AS x"),
+        ("openrowset_non_sql_provider", "OpenRowsetWithNonSQLProvider", "CREATE PROCEDURE dbo.Xl AS SELECT * FROM OPENROWSET('Microsoft.ACE.OLEDB.12.0', 'Excel 12.0;Database=C:\\x.xlsx', 'SELECT * FROM [S$]')",
+            "CREATE PROCEDURE dbo.Xl AS SELECT * FROM OPENROWSET('MSOLEDBSQL', 'Server=sql02;Trusted_Connection=yes;', 'SELECT 1')"),
+        ("raiserror_legacy", "RAISERROR", "CREATE TRIGGER dbo.T1 ON dbo.Toys AFTER INSERT AS RAISERROR 50001 'no toys today'",
+            "CREATE TRIGGER dbo.T1 ON dbo.Toys AFTER INSERT AS RAISERROR ('no toys today', 16, 1)"),
+        ("sql_mail", "SqlMail", "CREATE PROCEDURE dbo.Notify AS EXEC master..xp_sendmail @recipients = 'ops@tailspin.example', @message = 'done'",
+            "CREATE PROCEDURE dbo.Notify AS EXEC msdb.dbo.sp_send_dbmail @recipients = 'ops@tailspin.example', @body = 'done'"),
+        ("system_procedures_110", "SystemProcedures110", "CREATE PROCEDURE dbo.ReadOnly AS EXEC sp_dboption 'ToyStore', 'read only', 'TRUE'",
+            "CREATE PROCEDURE dbo.ReadOnly AS ALTER DATABASE ToyStore SET READ_ONLY"),
+    ];
+    for (rule, microsoft, legacy, modern) in cases {
+        let mut inventory = tailspin();
+        let toystore = inventory.databases.iter_mut().find(|d| d.name == "ToyStore").unwrap();
+        toystore.modules = vec![ModuleText { name: "dbo.Legacy".into(), definition: (*legacy).into() }, ModuleText { name: "dbo.Modern".into(), definition: (*modern).into() }];
+        let assessment = assess(&inventory);
+        let findings = db_findings(&assessment, "ToyStore");
+        let code: Vec<&Finding> = findings.iter().filter(|f| CODE_RULES.iter().any(|r| r.id == f.rule)).collect();
+        assert_eq!(code.len(), 1, "{rule}: {code:#?}");
+        let finding = code[0];
+        assert_eq!((finding.rule.as_str(), finding.severity), (*rule, Severity::Warning));
+        assert!(finding.message.contains(&format!("Microsoft rule {microsoft}")), "{rule}: {}", finding.message);
+        assert_eq!(finding.objects, ["dbo.Legacy"], "{rule}: the modern rewrite is not flagged");
+        assert!(!finding.remediation.is_empty());
+        assert_eq!(readiness(&assessment, "ToyStore"), Readiness::ReadyWithWarnings, "{rule}");
+    }
+
+    // NextColumn comes from the catalog.
+    let mut inventory = tailspin();
+    inventory.databases.iter_mut().find(|d| d.name == "ToyStore").unwrap().next_columns = vec!["dbo.Shipments.NEXT".into()];
+    let assessment = assess(&inventory);
+    let next = db_findings(&assessment, "ToyStore").iter().find(|f| f.rule == "next_column").unwrap();
+    assert!(next.message.contains("Microsoft rule NextColumn") && next.objects == ["dbo.Shipments.NEXT"]);
+}

@@ -1,7 +1,8 @@
 //! Assessment rules: an [`Inventory`] in, findings out, no I/O.
 //!
-//! Two rule sets, as in assessment.md: [`compat`] is the MI compatibility list (§1, the rule ids of DMA /
-//! Azure Migrate / Arc, with their severities), [`link`] the MI link readiness checks (§2). Both are pure
+//! Two rule sets, as in assessment.md: [`compat`] and [`code`] are the MI compatibility list (§1, the rule
+//! ids of DMA / Azure Migrate / Arc, with their severities; [`code`] holds the rules that scan module text),
+//! [`link`] the MI link readiness checks (§2). Both are pure
 //! functions of the captured inventory and, when a target is known (validation), of the managed instance's
 //! facts ([`TargetFacts`]); without a target (assessment) the size limit is the largest any tier offers and
 //! In-Memory OLTP is a warning rather than a blocker. Per-database readiness is rolled up the way Microsoft's
@@ -11,6 +12,7 @@ use crate::inventory::{DatabaseFacts, Inventory};
 use crate::versions::UpdatePolicy;
 use milink_core::assessment::{readiness, Assessment, DatabaseAssessment, Finding, Readiness, Severity};
 
+pub mod code;
 pub mod compat;
 pub mod link;
 
@@ -93,6 +95,7 @@ pub fn evaluate(inventory: &Inventory, target: &TargetFacts) -> Assessment {
 /// Findings for one database: compatibility, then link readiness.
 pub fn database_findings(inventory: &Inventory, db: &DatabaseFacts, target: &TargetFacts) -> Vec<Finding> {
     let mut findings = compat::database_findings(db, target);
+    findings.extend(code::database_findings(db));
     findings.extend(link::database_findings(inventory, db, target));
     findings
 }

@@ -101,7 +101,54 @@ pub fn database_objects(database: &str) -> Statement {
          UNION ALL SELECT N'xp_cmdshell', s.name + N'.' + o.name FROM {db}.sys.sql_modules AS m\n\
          \x20   JOIN {db}.sys.objects AS o ON o.object_id = m.object_id JOIN {db}.sys.schemas AS s ON s.schema_id = o.schema_id\n\
          \x20   WHERE m.definition LIKE N'%xp[_]cmdshell%'\n\
-         UNION ALL SELECT N'windows_user', name FROM {db}.sys.database_principals WHERE type IN ('U', 'G')"
+         UNION ALL SELECT N'windows_user', name FROM {db}.sys.database_principals WHERE type IN ('U', 'G')\n\
+         UNION ALL SELECT N'next_column', s.name + N'.' + t.name FROM {db}.sys.tables AS t\n\
+         \x20   JOIN {db}.sys.schemas AS s ON s.schema_id = t.schema_id WHERE t.name = N'NEXT'\n\
+         UNION ALL SELECT N'next_column', s.name + N'.' + t.name + N'.' + c.name FROM {db}.sys.columns AS c\n\
+         \x20   JOIN {db}.sys.tables AS t ON t.object_id = c.object_id JOIN {db}.sys.schemas AS s ON s.schema_id = t.schema_id\n\
+         \x20   WHERE c.name = N'NEXT'"
+    ))
+}
+
+/// Most module definitions [`code_candidates`] returns per database.
+pub const CODE_CANDIDATES_MAX: u32 = 2000;
+
+/// Module definitions that may break a code rule of [`crate::rules::code`], picked by a cheap `LIKE`
+/// pre-filter so only candidates travel (the rules then tokenize them; text in comments or strings is
+/// dropped there). Legacy RAISERROR is pre-filtered as `RAISERROR` + one blank + a digit or `@`, which misses
+/// unusual spacing; COMPUTE as `COMPUTE` + one blank. Columns: `object_name`, `definition`.
+pub fn code_candidates(database: &str) -> Statement {
+    let db = quote_ident(database);
+    let blank = "[ ' + CHAR(9) + CHAR(10) + CHAR(13) + N']";
+    let patterns = [
+        "%BULK%INSERT%".to_owned(),
+        format!("%COMPUTE{blank}%"),
+        "%CRYPTOGRAPHIC%PROVIDER%".to_owned(),
+        "%DISABLE[_]DEF[_]CNST[_]CHK%".to_owned(),
+        "%FASTFIRSTROW%".to_owned(),
+        "%*=%".to_owned(),
+        "%=*%".to_owned(),
+        "%OPENROWSET%".to_owned(),
+        format!("%RAISERROR{blank}[0-9@]%"),
+        "%RAISERROR[0-9@]%".to_owned(),
+        "%xp[_]%mail%".to_owned(),
+        "%sp[_]processmail%".to_owned(),
+        "%xp[_]findnextmsg%".to_owned(),
+        "%sp[_]dboption%".to_owned(),
+        "%sp[_]addserver%".to_owned(),
+        "%sp[_]dropalias%".to_owned(),
+        "%sp[_]activedirectory[_]%".to_owned(),
+        "%sp[_]addalias%".to_owned(),
+        "%database[_]principal[_]aliases%".to_owned(),
+    ];
+    let conditions: Vec<String> = patterns.iter().map(|p| format!("m.definition LIKE N'{p}'")).collect();
+    Statement::new(format!(
+        "SELECT TOP ({CODE_CANDIDATES_MAX}) s.name + N'.' + o.name AS object_name, m.definition\n\
+         FROM {db}.sys.sql_modules AS m\n\
+         JOIN {db}.sys.objects AS o ON o.object_id = m.object_id JOIN {db}.sys.schemas AS s ON s.schema_id = o.schema_id\n\
+         WHERE o.is_ms_shipped = 0 AND ({})\n\
+         ORDER BY s.name, o.name",
+        conditions.join("\n    OR ")
     ))
 }
 

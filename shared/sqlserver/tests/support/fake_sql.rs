@@ -223,7 +223,7 @@ impl SqlSession for FakeSession {
             s.databases.clone()
         } else if sql.contains(".sys.filegroups WHERE type = 'FD'") {
             vec![json!({ "filestream_filegroups": 0, "filetables": 0, "memory_optimized_filegroups": 0, "memory_optimized_containers": 0, "memory_optimized_tables": 0 })]
-        } else if sql.contains("AS kind, a.name AS object_name") || sql.contains("msdb.dbo.sysjobsteps") || sql.contains("FROM sys.servers WHERE is_linked") || sql.contains("FROM sys.server_audits") || sql.contains("type IN ('U', 'G') AND is_disabled = 0") {
+        } else if sql.contains("m.definition\nFROM") || sql.contains("AS kind, a.name AS object_name") || sql.contains("msdb.dbo.sysjobsteps") || sql.contains("FROM sys.servers WHERE is_linked") || sql.contains("FROM sys.server_audits") || sql.contains("type IN ('U', 'G') AND is_disabled = 0") {
             vec![]
         } else if sql.starts_with("DBCC TRACESTATUS") {
             s.trace_flags.iter().map(|f| json!({ "TraceFlag": f, "Status": 1, "Global": 1, "Session": 0 })).collect()
