@@ -124,7 +124,7 @@ async fn tailspin_on_the_azure_host_to_completed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tailspin_with_every_message_delivered_twice() {
-    tailspin(Faults { deliver_twice: true }, false).await;
+    tailspin(Faults { deliver_twice: true, ..Faults::default() }, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -120,6 +120,14 @@ impl BusDouble {
         }
     }
 
+    /// Service Bus dead-letters a received message by itself (a poison verdict, a lock lost too often):
+    /// the handler never sees it again.
+    pub fn dead_letter(&self, message: Message, reason: &str) {
+        let mut queues = self.queues.lock().unwrap();
+        queues.in_flight.remove(&(message.queue.clone(), message.session_id.clone()));
+        queues.dead.push((message, reason.to_owned()));
+    }
+
     /// Nothing queued, nothing in flight.
     pub fn idle(&self) -> bool {
         let queues = self.queues.lock().unwrap();

@@ -225,6 +225,8 @@ pub struct Pump {
 pub struct Faults {
     /// Every message is delivered a second time after it was handled.
     pub deliver_twice: bool,
+    /// Messages whose body contains this are dead-lettered by the bus instead of delivered.
+    pub lose: Option<&'static str>,
 }
 
 impl Pump {
@@ -250,6 +252,10 @@ impl Pump {
             while !token.is_cancelled() {
                 while running.len() < 16 {
                     let Some(message) = bus.receive() else { break };
+                    if faults.lose.is_some_and(|pattern| message.body.contains(pattern)) {
+                        bus.dead_letter(message, "lost on purpose by the test");
+                        continue;
+                    }
                     let (host, bus) = (host.clone(), bus.clone());
                     running.spawn(async move {
                         match host.deliver(&message).await {
