@@ -10,7 +10,9 @@
 //! that can no longer be reached (the subscription is detached from its slot first).
 //!
 //! The statements that carry a password (CREATE SUBSCRIPTION) run with statement logging turned off for
-//! the session, so a failure does not copy the password into the target's server log.
+//! the session, so a failure does not copy the password into the target's server log. Only a superuser may
+//! turn it off; for another role `quiet_logging` reports it, and validation warns
+//! (`password_may_reach_target_log`) with what to do.
 use crate::connect::{Server, Session};
 use crate::errors::{classify_publisher_connect, is_missing_object};
 use crate::rules::{self, Table};
@@ -175,12 +177,40 @@ pub(crate) async fn writable(session: &Session) -> Result<(), EngineError> {
     session.run("opening the session for writes", "SET default_transaction_read_only = off").await
 }
 
-/// Keeps a statement that carries a password out of the server's log should it fail (best effort: these
-/// settings need superuser, which CREATE SUBSCRIPTION needs on PostgreSQL ≤ 15 anyway).
-pub(crate) async fn quiet_logging(session: &Session) {
-    for setting in ["SET log_min_error_statement = panic", "SET log_statement = 'none'"] {
-        let _ = session.try_run(setting).await;
+/// Settings under which no statement's text reaches the server's log: not when it fails
+/// (`log_min_error_statement`), not as DDL (`log_statement`), not when it is slow or sampled.
+const QUIET_LOGGING: [(&str, &str); 5] = [
+    ("log_min_error_statement", "panic"),
+    ("log_statement", "none"),
+    ("log_min_duration_statement", "-1"),
+    ("log_min_duration_sample", "-1"),
+    ("log_transaction_sample_rate", "0"),
+];
+
+/// Keeps a statement that carries a password (CREATE SUBSCRIPTION ... CONNECTION) out of the server's log
+/// should it fail, and says whether that is guaranteed: the settings are superuser-only (CREATE
+/// SUBSCRIPTION needs superuser on PostgreSQL ≤ 15 anyway), so for another role it is only when the
+/// server or the role already has them so. Utility statements are also kept out of pg_stat_statements
+/// when the role may say so (best effort; that view is for superusers and pg_read_all_stats).
+pub(crate) async fn quiet_logging(session: &Session) -> Result<bool, EngineError> {
+    for (name, value) in QUIET_LOGGING {
+        let _ = session.try_run(&format!("SET {name} = '{value}'")).await;
     }
+    let _ = session.try_run("SET pg_stat_statements.track_utility = off").await;
+    let row = session
+        .row(
+            "checking statement logging is off",
+            "SELECT current_setting('log_min_error_statement') IN ('fatal', 'panic')
+                AND current_setting('log_statement') = 'none'
+                AND current_setting('log_min_duration_statement') = '-1'
+                AND (current_setting('log_min_duration_sample', true) IS NULL
+                     OR current_setting('log_min_duration_sample', true) = '-1'
+                     OR current_setting('log_statement_sample_rate', true)::float8 = 0)
+                AND coalesce(current_setting('log_transaction_sample_rate', true)::float8, 0) = 0",
+            &[],
+        )
+        .await?;
+    Ok(row.get(0))
 }
 
 /// The subscription's row on the target: its oid, when it exists in this database.
@@ -220,7 +250,11 @@ async fn ensure_subscription(
         conninfo = quote_literal(&link.conninfo(plan.database.as_str())),
         slot = quote_literal(name),
     );
-    quiet_logging(tgt).await;
+    if !quiet_logging(tgt).await? {
+        // validate said so (password_may_reach_target_log); the migration goes on, as the user chose.
+        tracing::warn!(link = %name, "the target logs failing statements and milink's role cannot turn that off: \
+                                      a failing CREATE SUBSCRIPTION would put the source's password in its log");
+    }
     let doing = "the target creating the subscription (connecting to the source)";
     tgt.try_run(&sql).await.map_err(|e| match e.as_db_error() {
         Some(db) if db.code().code().starts_with("08") => classify_publisher_connect(db.message(), link.place(), doing),

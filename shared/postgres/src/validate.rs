@@ -9,7 +9,9 @@
 //! exists: CREATE SUBSCRIPTION then logs in to the source over the replication protocol exactly as the real
 //! one will (same host, user, password, database, pg_hba line), creates nothing there, and the probe is
 //! dropped at once without touching the source. `connect = false` would test nothing, and dblink would
-//! need an extension on the target and test a different (non-replication) login.
+//! need an extension on the target and test a different (non-replication) login. The probe's statement
+//! carries the source's password and fails whenever the path is broken, so it runs only in a session whose
+//! statement logging is verified off; when milink's role cannot turn it off, a warning says so instead.
 //!
 //! Connection failures that retrying cannot fix (wrong password, unreachable host, missing database) are
 //! blocker findings; a server that is merely busy or starting up is a transient error, retried.
@@ -63,7 +65,10 @@ pub(crate) async fn validate(plan: &LinkPlan) -> Result<Vec<Finding>, EngineErro
     // When milink itself cannot log in to the source, the target (same credentials) cannot either: one
     // finding says it, a second would only repeat it.
     if let (Some(admin), Some(_)) = (&target_admin, &source_admin) {
-        if let Err(error) = probe(plan, admin).await {
+        if !quiet_logging(admin).await? {
+            // The probe's statement carries the password and fails on purpose when the path is broken.
+            findings.push(password_logging_finding(&target));
+        } else if let Err(error) = probe(plan, admin).await {
             if error.kind == ErrorKind::Transient && error.code != "unreachable" {
                 return Err(error);
             }
@@ -206,7 +211,30 @@ fn probe_name(link_name: &str) -> String {
     format!("{link_name}_probe")
 }
 
-/// Asks the target to log in to the source the way the subscription will.
+/// The target would write a failing CREATE SUBSCRIPTION, password included, into its log, and milink's role
+/// cannot turn that off for its session.
+fn password_logging_finding(target: &Server) -> Finding {
+    let place = target.place();
+    let user = quote_ident(&place.user);
+    Finding::new(
+        "password_may_reach_target_log",
+        Severity::Warning,
+        format!(
+            "role '{}' on the target ({}) cannot turn statement logging off: should CREATE SUBSCRIPTION fail, the \
+             target's server log would hold the statement with the source's password, so the target → source \
+             connection was not tested",
+            place.user, place.address
+        ),
+        format!(
+            "Connect milink to the target as a superuser, or have a superuser run on the target: ALTER ROLE {user} \
+             SET log_min_error_statement = panic; ALTER ROLE {user} SET log_statement = 'none'; ALTER ROLE {user} \
+             SET log_min_duration_statement = -1. Otherwise keep the target's log private and change the source \
+             password after the migration."
+        ),
+    )
+}
+
+/// Asks the target to log in to the source the way the subscription will (its session's logging is quiet).
 async fn probe(plan: &LinkPlan, target_admin: &Session) -> Result<(), EngineError> {
     let link = Server::as_seen_by_target(&plan.source)?;
     let name = probe_name(&plan.link_name());
@@ -218,7 +246,6 @@ async fn probe(plan: &LinkPlan, target_admin: &Session) -> Result<(), EngineErro
         conninfo = quote_literal(&link.conninfo(plan.database.as_str())),
         publication = quote_ident(&format!("{name}_never_exists")),
     );
-    quiet_logging(target_admin).await;
     let doing = "the target connecting to the source (the subscription's path)";
     let created = target_admin.try_run(&sql).await;
     drop_probe(target_admin, &plan.link_name()).await?;

@@ -1,68 +1,61 @@
 //! The fence (stop writes on the source), its undo, and the positions that prove the drain.
 //!
-//! What `fence` does, in order, all from a session on the maintenance database:
-//! 1. `ALTER DATABASE <db> SET default_transaction_read_only = on`, so every new session on the database
-//!    starts read-only, whatever its role (pg_easy_replicate fences one role; its #164).
-//! 2. The same `ALTER ROLE <r> IN DATABASE <db> SET ...` for every role that has its own
-//!    `default_transaction_read_only` (for this database or globally): a role setting beats the database's.
-//! 3. Ends every client session on the database except milink's own (replication walsenders, autovacuum
-//!    and other background processes are not client sessions and are left alone).
-//! 4. Confirms no session on the database still holds a transaction id (a write in flight), ending any
-//!    that does, and refuses to finish while prepared transactions for the database are pending: either
-//!    could commit after the fence.
-//! 5. Writes a logical message (so the walsender has something to send past the fence) and returns
-//!    `pg_current_wal_lsn()`: every change committed before the fence lies before that position.
+//! What `fence` does, in order, all from one session on the database itself, holding an advisory lock there
+//! so that two migrations of the database (fan-out to two targets) fence and unfence one at a time:
+//! 1. In one transaction (`settings`): `ALTER DATABASE <db> SET default_transaction_read_only = on`, the
+//!    same for every role that has its own `default_transaction_read_only` for this database or globally
+//!    (`ALTER ROLE <r> IN DATABASE <db>`: a role setting beats the database's; pg_easy_replicate fenced one
+//!    role, its #164), and this migration's key `milink.fence_<link>` on each entry, holding the value from
+//!    before the first fence. Then the server's `clock_timestamp()` is the cutoff: every backend forked
+//!    after it starts read-only.
+//! 2. Disables the database's own enabled subscriptions (the source may itself subscribe to another
+//!    database; apply workers ignore read-only) and waits until their workers are gone (`subscriptions`).
+//! 3. Ends every session on the database that started before the cutoff, waiting for logins that were in
+//!    progress at the commit to show up first, and refuses to finish while prepared transactions for the
+//!    database are pending: either could commit after the fence (`sessions`).
+//! 4. Writes a logical message (so the walsender has something to send past the fence) and returns its end:
+//!    every change committed before the fence lies before that position.
 //!
-//! What it does not stop: a client that connects after step 3 and turns read-only off itself
-//! (`SET default_transaction_read_only = off`, `BEGIN READ WRITE`), or a superuser session doing the same.
+//! What it does not stop: a client that connects after the cutoff and turns read-only off itself
+//! (`SET default_transaction_read_only = off`, `BEGIN READ WRITE`), superusers above all.
 //! `default_transaction_read_only` is a default, not a permission. Such a client is bypassing the fence on
-//! purpose; keep it out with pg_hba.conf or the connection pooler (pgbouncer PAUSE) during the cutover. It
-//! also does not touch other databases on the server.
+//! purpose; keep it out with pg_hba.conf or the connection pooler (pgbouncer PAUSE) during the cutover.
+//! Superuser sessions that reconnect are named in the fence's log line, and the fence fails when one of them
+//! is writing. It also does not touch other databases on the server, and it leaves walsenders and
+//! autovacuum alone.
 //!
-//! The previous values are kept next to the settings they replace, as a `milink.saved_read_only` setting
-//! on the same database or role-in-database entry, so `unfence` restores exactly what was there (not just
-//! RESET), a second `fence` does not overwrite the saved value with its own `on`, and a crash between
-//! any two statements leaves a state both a re-fence and an unfence finish correctly.
+//! Two migrations of one database (fan-out) each keep their own key, so neither's unfence lifts the other's
+//! fence: the database stays read-only while any key remains, and the unfence removing the last key restores
+//! the original value and enables the subscriptions the fence disabled (see `settings` and `subscriptions`).
+//! After a completed cutover nothing unfences, so the source stays read-only for applications.
+//!
+//! Crash safety: each fence's and each unfence's settings change is one transaction, and so is each change
+//! to the subscriptions together with its note. A crash after the settings and before the subscriptions
+//! leaves a fenced database whose subscriptions were never disabled: a re-fence disables them; an unfence
+//! finds no note and leaves them enabled, as they were. The last unfence enables the subscriptions (and drops
+//! the note) before it restores the settings, so a crash between leaves the key that makes a re-run finish.
+mod sessions;
+mod settings;
+mod subscriptions;
+
 use crate::connect::{Server, Session};
+
 use crate::link::writable;
-use crate::sql::{quote_ident, quote_literal};
 use milink_core::migration::Position;
 use milink_core::ports::{LinkPlan, Positions};
 use milink_core::EngineError;
-use std::time::Duration;
+use std::time::Instant;
 use tokio_postgres::types::PgLsn;
 
-const SETTING: &str = "default_transaction_read_only";
-/// Where the value in force before the fence is kept (`unset` when there was none).
-const SAVED: &str = "milink.saved_read_only";
-const UNSET: &str = "unset";
-
-/// One `pg_db_role_setting` entry touched by the fence: the database's own (`role` None) or a role's in it.
-struct Entry {
-    role: Option<String>,
-    current: Option<String>,
-    saved: Option<String>,
-}
-
-impl Entry {
-    fn target(&self, database: &str) -> String {
-        match &self.role {
-            None => format!("DATABASE {}", quote_ident(database)),
-            Some(role) => format!("ROLE {} IN DATABASE {}", quote_ident(role), quote_ident(database)),
-        }
-    }
-}
-
-fn value_in(config: &[String], name: &str) -> Option<String> {
-    config.iter().find_map(|item| item.strip_prefix(&format!("{name}=")).map(str::to_owned))
-}
-
-async fn admin_session(plan: &LinkPlan) -> Result<(Server, Session), EngineError> {
+/// A session on the fenced database itself: ALTER SUBSCRIPTION only finds the subscriptions of the
+/// session's database, and an advisory lock taken there excludes every milink fencing that database,
+/// whatever maintenance database its url names.
+async fn admin_session(plan: &LinkPlan) -> Result<Session, EngineError> {
     let source = Server::new("source", &plan.source)?;
-    let admin = source.connect(None).await?;
-    // The maintenance database may be the fenced one; milink's own statements must still run.
+    let admin = source.connect(Some(plan.database.as_str())).await?;
+    // The database may be fenced already; milink's own statements must still run.
     writable(&admin).await?;
-    Ok((source, admin))
+    Ok(admin)
 }
 
 async fn database_oid(admin: &Session, database: &str) -> Result<u32, EngineError> {
@@ -78,47 +71,28 @@ async fn database_oid(admin: &Session, database: &str) -> Result<u32, EngineErro
     })
 }
 
-/// The database's entry and every role entry that could override it for this database.
-async fn entries(admin: &Session, database_oid: u32) -> Result<Vec<Entry>, EngineError> {
-    let rows = admin
-        .rows(
-            "reading database and role settings",
-            "SELECT NULL::text, coalesce((SELECT setconfig FROM pg_db_role_setting
-                                          WHERE setdatabase = $1 AND setrole = 0), '{}')
-             UNION ALL
-             SELECT r.rolname::text, coalesce((SELECT s.setconfig FROM pg_db_role_setting s
-                                               WHERE s.setdatabase = $1 AND s.setrole = r.oid), '{}')
-             FROM pg_roles r
-             WHERE EXISTS (SELECT 1 FROM pg_db_role_setting s, unnest(s.setconfig) AS item
-                           WHERE s.setrole = r.oid AND s.setdatabase IN (0, $1)
-                             AND (item LIKE 'default\\_transaction\\_read\\_only=%'
-                                  OR item LIKE 'milink.saved\\_read\\_only=%'))",
-            &[&database_oid],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|row| {
-            let config: Vec<String> = row.get(1);
-            Entry { role: row.get(0), current: value_in(&config, SETTING), saved: value_in(&config, SAVED) }
-        })
-        .collect())
+/// Fences and unfences of one database, by any migration, run one at a time (released when the session
+/// ends, a crash included).
+async fn lock_fences(admin: &Session, database_oid: u32) -> Result<(), EngineError> {
+    // "mlnk" in the high half keeps clear of other applications' small lock keys.
+    let key = (0x6d6c_6e6b_i64 << 32) | i64::from(database_oid);
+    admin.row("waiting for other fences of the database", "SELECT pg_advisory_lock($1)", &[&key]).await?;
+    Ok(())
 }
 
 pub(crate) async fn fence(plan: &LinkPlan) -> Result<Position, EngineError> {
-    let (_, admin) = admin_session(plan).await?;
+    let started = Instant::now();
+    let admin = admin_session(plan).await?;
     let database = plan.database.as_str();
     let oid = database_oid(&admin, database).await?;
-    for entry in entries(&admin, oid).await? {
-        let target = entry.target(database);
-        if entry.saved.is_none() {
-            let before = entry.current.clone().unwrap_or_else(|| UNSET.into());
-            let sql = format!("ALTER {target} SET {SAVED} = {}", quote_literal(&before));
-            admin.run("remembering the read-only setting", &sql).await?;
-        }
-        admin.run("making the database read-only", &format!("ALTER {target} SET {SETTING} = on")).await?;
-    }
-    end_sessions(&admin, database).await?;
+    lock_fences(&admin, oid).await?;
+    let entries = settings::entries(&admin, oid).await?;
+    let statements = settings::fence_statements(&entries, database, &settings::key_of(&plan.link_name()));
+    settings::apply(&admin, "making the database read-only", &statements).await?;
+    let cutoff: String = admin.row("noting the fence's time", "SELECT clock_timestamp()::text", &[]).await?.get(0);
+    let note = entries.iter().find(|e| e.role.is_none()).and_then(|e| e.value(settings::DISABLED_SUBSCRIPTIONS));
+    let subscriptions = subscriptions::disable(&admin, database, oid, note).await?;
+    let ended = sessions::end_before(&admin, database, oid, &cutoff).await?;
     // The position is the end of a WAL record written after the fence, not pg_current_wal_lsn(): that is
     // the write pointer, and with synchronous_commit = off a commit already acknowledged to a client can
     // still sit in WAL buffers past it. Every record inserted before ours ends before this LSN, and the
@@ -127,72 +101,33 @@ pub(crate) async fn fence(plan: &LinkPlan) -> Result<Position, EngineError> {
         .row("recording the fence position", "SELECT pg_logical_emit_message(false, 'milink', 'fence')", &[])
         .await?;
     let position = u64::from(row.get::<_, PgLsn>(0));
-    tracing::info!(database, position, "source fenced");
+    let took_ms = started.elapsed().as_millis() as u64;
+    match ended.superusers_reconnected.is_empty() {
+        true => tracing::info!(database, position, sessions_ended = ended.sessions, subscriptions_disabled = subscriptions, took_ms, "source fenced"),
+        false => tracing::warn!(
+            database, position, sessions_ended = ended.sessions, subscriptions_disabled = subscriptions, took_ms,
+            superusers = %ended.superusers_reconnected.join(", "),
+            "source fenced, but superuser sessions reconnected: superusers can turn read-only off, keep them out until the cutover ends"
+        ),
+    }
     Ok(Position(position))
 }
 
-/// Ends every client session on the database, then checks that none holds a transaction id.
-async fn end_sessions(admin: &Session, database: &str) -> Result<(), EngineError> {
-    let others = "FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid() AND backend_type = 'client backend'";
-    // From PostgreSQL 14 the terminate call waits (up to 3 s) until the backend has exited.
-    let terminate = match admin.version_num().await? >= 140_000 {
-        true => format!("SELECT count(pg_terminate_backend(pid, 3000)) {others}"),
-        false => format!("SELECT count(pg_terminate_backend(pid)) {others}"),
-    };
-    for _ in 0..25 {
-        admin.row("ending sessions on the database", &terminate, &[&database]).await?;
-        let prepared: i64 = admin
-            .row(
-                "looking for prepared transactions",
-                "SELECT count(*) FROM pg_prepared_xacts WHERE database = $1",
-                &[&database],
-            )
-            .await?
-            .get(0);
-        if prepared > 0 {
-            return Err(EngineError::transient(
-                "prepared_transactions_pending",
-                format!("{}: {prepared} prepared transaction(s) on {database} could commit after the fence", admin.place().label()),
-                "COMMIT PREPARED or ROLLBACK PREPARED them (see pg_prepared_xacts), then cut over again.",
-            ));
-        }
-        let writers: i64 = admin
-            .row(
-                "checking no session still holds a transaction",
-                &format!("SELECT count(*) {others} AND backend_xid IS NOT NULL"),
-                &[&database],
-            )
-            .await?
-            .get(0);
-        if writers == 0 {
-            return Ok(());
-        }
-        // A backend ended without waiting takes a moment to exit; look again.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Err(EngineError::transient(
-        "fence_incomplete",
-        format!("{}: sessions on {database} keep holding transactions after being ended", admin.place().label()),
-        "Stop the application (or pause its pooler) and cut over again; milink has not switched anything.",
-    ))
-}
-
 pub(crate) async fn unfence(plan: &LinkPlan) -> Result<(), EngineError> {
-    let (_, admin) = admin_session(plan).await?;
+    let admin = admin_session(plan).await?;
     let database = plan.database.as_str();
     let oid = database_oid(&admin, database).await?;
-    for entry in entries(&admin, oid).await? {
-        // Only what the fence changed is restored; an entry without a saved value was not ours.
-        let Some(saved) = &entry.saved else { continue };
-        let target = entry.target(database);
-        let restore = match saved.as_str() {
-            UNSET => format!("ALTER {target} RESET {SETTING}"),
-            value => format!("ALTER {target} SET {SETTING} = {}", quote_literal(value)),
-        };
-        admin.run("restoring the read-only setting", &restore).await?;
-        admin.run("forgetting the saved setting", &format!("ALTER {target} RESET {SAVED}")).await?;
+    lock_fences(&admin, oid).await?;
+    let entries = settings::entries(&admin, oid).await?;
+    let unfence = settings::unfence_statements(&entries, database, &settings::key_of(&plan.link_name()));
+    let mut enabled = 0;
+    if unfence.last {
+        // Before the settings: their key is what tells a re-run after a crash that this is still to do.
+        let note = entries.iter().find(|e| e.role.is_none()).and_then(|e| e.value(settings::DISABLED_SUBSCRIPTIONS));
+        enabled = subscriptions::enable(&admin, database, note).await?;
     }
-    tracing::info!(database, "source unfenced");
+    settings::apply(&admin, "restoring the read-only setting", &unfence.statements).await?;
+    tracing::info!(database, last = unfence.last, subscriptions_enabled = enabled, "source unfenced");
     Ok(())
 }
 
@@ -217,24 +152,4 @@ pub(crate) async fn positions(plan: &LinkPlan) -> Result<Positions, EngineError>
     let current = u64::from(row.get::<_, PgLsn>(0));
     let confirmed = row.get::<_, Option<PgLsn>>(1).map(u64::from).unwrap_or(0);
     Ok(Positions { source: Position(current), target: Position(confirmed) })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn settings_are_read_from_setconfig_items() {
-        let config = vec!["search_path=app".to_owned(), "default_transaction_read_only=off".to_owned()];
-        assert_eq!(value_in(&config, SETTING).as_deref(), Some("off"));
-        assert_eq!(value_in(&config, SAVED), None);
-    }
-
-    #[test]
-    fn entries_name_the_database_or_the_role_in_it_quoted() {
-        let db = Entry { role: None, current: None, saved: None };
-        assert_eq!(db.target("Toy\"Store"), "DATABASE \"Toy\"\"Store\"");
-        let role = Entry { role: Some("app user".into()), current: None, saved: None };
-        assert_eq!(role.target("db"), "ROLE \"app user\" IN DATABASE \"db\"");
-    }
 }
