@@ -260,7 +260,8 @@ impl SqlSession for FakeSession {
         } else if sql.contains("sys.dm_hadr_automatic_seeding") {
             // Each row names the availability group whose id it carries (`ag_name`); the query's filter decides
             // which rows it sees, as `JOIN sys.availability_groups … WHERE ag.name …` does.
-            let names: Vec<String> = (0..statement.params.len()).map(|i| param(statement, i)).collect();
+            // Only parameters the text uses filter (a bound but unused @P2 filters nothing on a real server).
+            let names: Vec<String> = (0..statement.params.len()).filter(|i| sql.contains(&format!("@P{}", i + 1))).map(|i| param(statement, i)).collect();
             s.seeding.iter().filter(|row| row["ag_name"].as_str().is_some_and(|ag| names.iter().any(|n| n == ag))).cloned().collect()
         } else if sql.contains("FROM sys.server_principals WHERE name IN") {
             let names: Vec<String> = (0..statement.params.len()).map(|i| param(statement, i)).collect();
