@@ -5,6 +5,7 @@
 pub mod contract;
 pub mod fake_sql;
 pub mod lexer;
+pub mod rig;
 pub mod spec;
 
 use async_trait::async_trait;
