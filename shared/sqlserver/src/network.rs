@@ -142,7 +142,7 @@ pub fn instance_redirect_target() -> Statement {
          WHERE fp.service_name LIKE N'%ManagedServer%' AND fr.replica_role = 2\n\
          \x20   AND CHARINDEX(N'\\', fr.replica_address) > 1\n\
          \x20   AND CASE WHEN CHARINDEX(N'/', fp.service_name) > 0 THEN RIGHT(fp.service_name, CHARINDEX(N'/', REVERSE(fp.service_name)) - 1) END\n\
-         \x20       = (SELECT CAST(value AS nvarchar(256)) FROM sys.dm_hadr_fabric_config_parameters WHERE section_name = N'SQL' AND parameter_name = N'InstanceName')",
+         \x20       IN (SELECT CAST(value AS nvarchar(256)) FROM sys.dm_hadr_fabric_config_parameters WHERE section_name = N'SQL' AND parameter_name = N'InstanceName')",
     )
 }
 

@@ -165,6 +165,7 @@ fn read_only_probes_only_read() {
         probe::file_sizes(),
         probe::link_replicas("milink_x"),
         probe::seeding("milink_x", "milink_x_ag"),
+        network::instance_redirect_target(),
     ];
     for statement in probes {
         let (_, outside) = lex(&statement.sql);
