@@ -3,7 +3,9 @@
 //! Neither side can open a TCP connection from T-SQL, so the documented test runs `Test-NetConnection` in
 //! SQL Agent PowerShell job steps: on SQL Server towards the MI (port 5022 on its FQDN and the redirect port in
 //! 11000–11999 on the node that hosts it), and on the MI towards SQL Server's endpoint (with a temporary test
-//! endpoint on SQL Server when none listens yet). The job's step output carries a marker line milink parses.
+//! endpoint on SQL Server when none listens yet, and a temporary master key before it on a server that has none:
+//! SQL Server refuses a certificate with a private key without one, error 15581). The job's step output carries
+//! a marker line milink parses.
 //! Statement builders are pure and tested; [`run_probes`] creates the job, polls its history (the pause is
 //! injected), and always deletes the job. Each failure becomes a blocker with the exact firewall/NSG/DNS
 //! remediation; a test that cannot run (Linux has no PowerShell job steps, Agent stopped, no MI TDS endpoint)
