@@ -105,6 +105,11 @@ impl Milink {
         self.spawn().await
     }
 
+    /// The SQLite state file (state, queue, dead letters); open it only while milink is stopped.
+    pub fn state_file(&self) -> PathBuf {
+        self.dir.path().join("state.db")
+    }
+
     /// Everything every run of this instance logged.
     pub fn logs(&self) -> String {
         (1..=self.starts)
