@@ -113,7 +113,7 @@ pub async fn wait_caught_up(link: &Link, session: &mut dyn SqlSession, clock: &d
         let view = link_view(session, &link.names).await?;
         let dag = link.target.api.link(&link.names.distributed_ag).await?;
         let now = clock.now();
-        let decision = match synchronous_problem(&view, dag.as_ref().and_then(|d| d.properties.replication_mode.as_deref())) {
+        let decision = match synchronous_problem(&view, dag.as_ref()) {
             Some(problem) => judge.not_ready(problem),
             None => {
                 let source = view.local().and_then(|l| l.last_hardened_lsn.as_deref()).and_then(position_of);

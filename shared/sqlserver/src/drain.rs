@@ -6,6 +6,7 @@
 //! `stable_for`; any difference or movement restarts the clock. It is pure (time comes in with each sample),
 //! so the rule is tested with constructed timelines, and the engine's `switch` uses it as a last guard —
 //! only once [`synchronous_problem`] says both sides are in synchronous commit, connected and synchronized.
+use crate::arm::models::DistributedAvailabilityGroup;
 use crate::observe::SqlServerLinkView;
 use chrono::{DateTime, Duration, Utc};
 use milink_core::migration::Position;
@@ -16,9 +17,10 @@ use milink_core::migration::Position;
 /// across its synchronous secondaries, and while the switch to synchronous commit has not taken effect (or the
 /// MI is disconnected) the two numbers can match without the MI holding everything. So both members of the
 /// distributed AG must report `SYNCHRONOUS_COMMIT` (the switch took effect on SQL Server), ARM must report
-/// `replicationMode: Sync` when it reports a mode (the MI's side), and the MI's replica must be `CONNECTED` and
-/// `SYNCHRONIZED` — the state a synchronous secondary reaches only when it has hardened the primary's log.
-pub fn synchronous_problem(view: &SqlServerLinkView, arm_replication_mode: Option<&str>) -> Option<String> {
+/// `replicationMode: Sync` when it reports a mode (the MI's side), and the MI's replica must be `CONNECTED` (as
+/// SQL Server and, when it says, ARM see it) and `SYNCHRONIZED` — the state a synchronous secondary reaches
+/// only when it has hardened the primary's log.
+pub fn synchronous_problem(view: &SqlServerLinkView, dag: Option<&DistributedAvailabilityGroup>) -> Option<String> {
     let (Some(local), Some(remote)) = (view.local(), view.remote()) else {
         return Some("SQL Server reports no replica pair for the link".into());
     };
@@ -28,8 +30,12 @@ pub fn synchronous_problem(view: &SqlServerLinkView, arm_replication_mode: Optio
             return Some(format!("{side} member of the distributed availability group is {mode}, not SYNCHRONOUS_COMMIT (the switch to synchronous commit has not taken effect)"));
         }
     }
-    if let Some(mode) = arm_replication_mode.filter(|m| !m.eq_ignore_ascii_case("Sync")) {
+    if let Some(mode) = dag.and_then(|d| d.properties.replication_mode.as_deref()).filter(|m| !m.eq_ignore_ascii_case("Sync")) {
         return Some(format!("the managed instance reports replicationMode {mode}, not Sync"));
+    }
+    let arm_connected = dag.and_then(|d| d.properties.databases.first()).and_then(|d| d.connected_state.as_deref());
+    if let Some(state) = arm_connected.filter(|s| !s.eq_ignore_ascii_case("CONNECTED")) {
+        return Some(format!("the managed instance reports its replica {state}"));
     }
     let connected = remote.connected_state_desc.as_deref().unwrap_or("unknown");
     if connected != "CONNECTED" {

@@ -170,6 +170,11 @@ async fn cutover_needs_synchronous_connected_and_synchronized_replicas_not_just_
     rig.server.state().dags.get_mut(DAG).unwrap()["replicationMode"] = json!("Async");
     let error = rig.engine.switch(&plan, false).await.unwrap_err();
     assert!(error.message.contains("replicationMode Async"), "{}", error.message);
+    // ARM seeing the MI's replica disconnected is refused too.
+    rig.server.state().dags.get_mut(DAG).unwrap()["replicationMode"] = json!("Sync");
+    rig.server.state().link_database_overrides["connectedState"] = json!("DISCONNECTED");
+    let error = rig.engine.switch(&plan, false).await.unwrap_err();
+    assert!(error.message.contains("reports its replica DISCONNECTED"), "{}", error.message);
 }
 
 /// Issue 15, item 2: the redirect probe took its host from `fr.node_name` with `TOP (1)` and no instance
