@@ -251,3 +251,26 @@ fn code_rules_find_legacy_t_sql_in_modules_and_not_its_modern_rewrite() {
     let next = db_findings(&assessment, "ToyStore").iter().find(|f| f.rule == "next_column").unwrap();
     assert!(next.message.contains("Microsoft rule NextColumn") && next.objects == ["dbo.Shipments.NEXT"]);
 }
+
+/// Every rule of Microsoft's MI list (assessment.md §1.1, 34 rules) has a milink rule that names it.
+#[test]
+fn every_rule_of_microsofts_mi_list_is_covered_and_named() {
+    use milink_sqlserver::rules::code::CODE_RULES;
+    use milink_sqlserver::rules::compat::MICROSOFT_RULES;
+    let microsoft = [
+        "AnalysisCommandJob", "AnalysisQueryJob", "AssemblyFromFile", "BulkInsert", "ClrStrictSecurity", "ComputeClause", "CryptographicProvider",
+        "DatabasePrincipalAlias", "DbCompatLevelLowerThan100", "DisableDefCNSTCHK", "FastFirstRowHint", "FileStream", "LinkedServerWithNonSQLProvider",
+        "MergeJob", "MIDatabaseSize", "MIHeterogeneousMSDTCTransactSQL", "MIHomogeneousMSDTCTransactSQL", "MIInstanceSize", "MultipleLogFiles",
+        "NextColumn", "NonANSILeftOuterJoinSyntax", "NonANSIRightOuterJoinSyntax", "NumDbExceeds100", "OpenRowsetWithNonBlobDataSourceBulk",
+        "OpenRowsetWithNonSQLProvider", "PowerShellJob", "QueueReaderJob", "RAISERROR", "SqlMail", "SystemProcedures110", "TraceFlags",
+        "TransactSqlJob", "WindowsAuthentication", "XpCmdshell",
+    ];
+    assert_eq!(microsoft.len(), 34);
+    let named: Vec<&str> = MICROSOFT_RULES.iter().flat_map(|(_, name)| name.split(" / ")).chain(CODE_RULES.iter().map(|r| r.microsoft_rule)).collect();
+    let missing: Vec<&&str> = microsoft.iter().filter(|m| !named.contains(m)).collect();
+    assert!(missing.is_empty(), "not covered: {missing:?}");
+
+    let assessment = assess(&tailspin());
+    let filestream = db_findings(&assessment, "Customer360").iter().find(|f| f.rule == "filestream").unwrap();
+    assert!(filestream.message.ends_with("(Microsoft rule FileStream)"), "{}", filestream.message);
+}

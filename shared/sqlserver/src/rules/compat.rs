@@ -15,11 +15,51 @@ pub const MI_SUPPORTED_TRACE_FLAGS: &[i32] = &[460, 2301, 2389, 2390, 2453, 2467
 /// Trace flags the link recommends on SQL Server (1800, 9567) or uses during seeding (12381).
 pub const LINK_TRACE_FLAGS: &[i32] = &[1800, 9567, 12381];
 
+/// milink's rule id → the rule's name in Microsoft's MI list (DMA / Azure Migrate / Arc), shown in the
+/// finding so a user can match it to Microsoft's report. Rules without an entry (CmdExec and ActiveScripting
+/// job steps, audit targets, the General Purpose file limit) come from the MI documentation, not the list. The
+/// code-scanning rules carry their names in [`super::code::CODE_RULES`].
+pub const MICROSOFT_RULES: &[(&str, &str)] = &[
+    ("analysis_command_job", "AnalysisCommandJob"),
+    ("analysis_query_job", "AnalysisQueryJob"),
+    ("assembly_from_file", "AssemblyFromFile"),
+    ("clr_strict_security", "ClrStrictSecurity"),
+    ("compat_level_below_100", "DbCompatLevelLowerThan100"),
+    ("database_count", "NumDbExceeds100"),
+    ("database_size", "MIDatabaseSize"),
+    ("distributed_transactions", "MIHomogeneousMSDTCTransactSQL / MIHeterogeneousMSDTCTransactSQL"),
+    ("filestream", "FileStream"),
+    ("instance_size", "MIInstanceSize"),
+    ("linked_server_non_sql_provider", "LinkedServerWithNonSQLProvider"),
+    ("merge_job", "MergeJob"),
+    ("multiple_log_files", "MultipleLogFiles"),
+    ("powershell_job", "PowerShellJob"),
+    ("queue_reader_job", "QueueReaderJob"),
+    ("trace_flags", "TraceFlags"),
+    ("transact_sql_job", "TransactSqlJob"),
+    ("windows_authentication", "WindowsAuthentication"),
+    ("xp_cmdshell", "XpCmdshell"),
+];
+
+/// Appends Microsoft's rule name to the message of each finding that has one.
+fn name_microsoft_rules(mut findings: Vec<Finding>) -> Vec<Finding> {
+    for finding in &mut findings {
+        if let Some((_, name)) = MICROSOFT_RULES.iter().find(|(id, _)| *id == finding.rule) {
+            finding.message = format!("{} (Microsoft rule {name})", finding.message);
+        }
+    }
+    findings
+}
+
 /// OLE DB providers a linked server on MI may use.
 pub const MI_LINKED_SERVER_PROVIDERS: &[&str] = &["SQLNCLI", "SQLNCLI10", "SQLNCLI11", "SQLOLEDB", "MSOLEDBSQL", "MSOLEDBSQL19"];
 
 /// Instance-level compatibility findings.
 pub fn instance_findings(inventory: &Inventory, target: &TargetFacts) -> Vec<Finding> {
+    name_microsoft_rules(instance_rules(inventory, target))
+}
+
+fn instance_rules(inventory: &Inventory, target: &TargetFacts) -> Vec<Finding> {
     let mut findings = trace_flag_findings(&inventory.global_trace_flags);
     findings.extend(job_step_findings(inventory));
     if !inventory.windows_logins.is_empty() {
@@ -185,6 +225,10 @@ pub fn tsql_step_unsupported(command: &str) -> bool {
 
 /// Database-level compatibility findings.
 pub fn database_findings(db: &DatabaseFacts, target: &TargetFacts) -> Vec<Finding> {
+    name_microsoft_rules(database_rules(db, target))
+}
+
+fn database_rules(db: &DatabaseFacts, target: &TargetFacts) -> Vec<Finding> {
     let mut findings = Vec::new();
     if !db.state_desc.eq_ignore_ascii_case("ONLINE") {
         findings.push(Finding::new(
