@@ -19,7 +19,9 @@ use milink_core::migration::Position;
 /// distributed AG must report `SYNCHRONOUS_COMMIT` (the switch took effect on SQL Server), ARM must report
 /// `replicationMode: Sync` when it reports a mode (the MI's side), and the MI's replica must be `CONNECTED` (as
 /// SQL Server and, when it says, ARM see it) and `SYNCHRONIZED` — the state a synchronous secondary reaches
-/// only when it has hardened the primary's log.
+/// only when it has hardened the primary's log. This is the check of Microsoft's planned failover of a
+/// distributed availability group (switch both members to synchronous commit, wait until the database is
+/// SYNCHRONIZED and the hardened LSNs are the same) and of the MI link cutover scripts.
 pub fn synchronous_problem(view: &SqlServerLinkView, dag: Option<&DistributedAvailabilityGroup>) -> Option<String> {
     let (Some(local), Some(remote)) = (view.local(), view.remote()) else {
         return Some("SQL Server reports no replica pair for the link".into());
