@@ -16,6 +16,8 @@ pub(crate) enum CliError {
     Server(String),
     /// Bad usage the argument parser could not see.
     Usage(String),
+    /// A verification found differences between source and target.
+    Differs(String),
 }
 
 impl std::error::Error for CliError {}
@@ -25,7 +27,7 @@ impl std::fmt::Display for CliError {
         match self {
             CliError::Unreachable(m) => write!(f, "{m}"),
             CliError::Refused { status, code, message } => write!(f, "{message} ({code}, HTTP {status})"),
-            CliError::Ended(m) | CliError::TimedOut(m) | CliError::Server(m) | CliError::Usage(m) => write!(f, "{m}"),
+            CliError::Ended(m) | CliError::TimedOut(m) | CliError::Server(m) | CliError::Usage(m) | CliError::Differs(m) => write!(f, "{m}"),
         }
     }
 }
@@ -40,6 +42,7 @@ impl CliError {
             CliError::TimedOut(_) => 6,
             CliError::Server(_) => 1,
             CliError::Usage(_) => 2,
+            CliError::Differs(_) => 7,
         }
     }
 }

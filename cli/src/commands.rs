@@ -1,4 +1,4 @@
-//! The client commands: `assess`, `migrate start|list|show|watch|cutover|cancel`, `dead-letters`.
+//! The client commands: `assess`, `migrate start|list|show|watch|cutover|verify|failback|cancel`, `dead-letters`.
 //! Verbs follow `az sql mi link` where they can; waits show a progress bar on a terminal.
 use crate::client::{CliError, Client};
 use crate::output::{self, bytes, cell, Format};
@@ -78,6 +78,16 @@ pub(crate) enum Migrate {
         /// Wait until the source is primary again.
         #[arg(long)]
         wait: bool,
+    },
+    /// Verify: compare source and target content while the link syncs (checksums over key-ordered chunks,
+    /// differing chunks narrowed to their keys). A difference blocks the cutover until a later verification
+    /// is clean. Exit code 7 when differences are found.
+    Verify {
+        /// Migration id.
+        id: String,
+        /// Start it and return at once instead of waiting for the report.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Cancel: give the source its writes back if fenced, remove the link. The target database stays
     /// unless the migration was started with dropTargetOnCancel=true.
@@ -218,6 +228,7 @@ pub(crate) async fn migrate(client: &Client, format: Format, command: Migrate) -
             }
             watch(client, format, &id, Until::FailedBack, Duration::from_secs(3600)).await
         }
+        Migrate::Verify { id, no_wait } => verify(client, format, &id, no_wait).await,
         Migrate::Cancel { id, wait } => {
             let m = client.post(&format!("/api/migrations/{id}/cancel"), &json!({})).await?;
             if !wait {
@@ -261,7 +272,7 @@ fn status_line(m: &Value) -> String {
             line.push_str(&format!(" {p:.0} %"));
         }
     }
-    let live = matches!(m["status"].as_str(), Some("CatchingUp" | "ReadyForCutover" | "Stalled"));
+    let live = matches!(m["status"].as_str(), Some("CatchingUp" | "ReadyForCutover" | "Stalled" | "Blocked"));
     if live && !m["lagBytes"].is_null() {
         line.push_str(&format!(", lag {}", bytes(&m["lagBytes"])));
     }
@@ -280,10 +291,80 @@ fn print_migration(m: &Value) {
     if let Some(ms) = m["cutover"]["writeDowntimeMs"].as_i64() {
         println!("Write downtime (fence to switch): {ms} ms");
     }
+    let steps: Vec<String> = m["cutover"]["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| format!("{} {} ms", cell(&s["step"]).to_lowercase(), cell(&s["ms"])))
+        .collect();
+    if !steps.is_empty() {
+        println!("Cutover steps: {}", steps.join(", "));
+    }
+    if m["cutover"]["verification"].is_object() {
+        println!("Cutover verification: {}", verification_line(&m["cutover"]["verification"]));
+    }
+    if m["verification"]["last"].is_object() {
+        println!("Last verification: {}", verification_line(&m["verification"]["last"]));
+    }
+    for change in m["schemaChanges"].as_array().into_iter().flatten() {
+        let how = if change["carried"] == true { "carried" } else { "BLOCKS the cutover" };
+        println!("Schema change: {} {} ({how})", cell(&change["object"]), cell(&change["change"]));
+    }
     println!("\nHistory:");
     for entry in m["history"].as_array().into_iter().flatten() {
         println!("  {}  {:<16} {}", cell(&entry["at"]), cell(&entry["status"]), cell(&entry["message"]));
     }
+}
+
+/// One line for a verification report: method, coverage, what differs.
+fn verification_line(v: &Value) -> String {
+    let tables = v["tables"].as_array().map_or(0, Vec::len);
+    let differing: Vec<String> = v["tables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["sourceRows"] != t["targetRows"] || t["differing"].as_array().is_some_and(|d| !d.is_empty()))
+        .map(|t| {
+            let keys: Vec<String> = t["differing"].as_array().into_iter().flatten().flat_map(|r| r["keys"].as_array().cloned().unwrap_or_default()).take(5).map(|k| cell(&k)).collect();
+            format!("{} (source {} rows, target {}{})", cell(&t["table"]), cell(&t["sourceRows"]), cell(&t["targetRows"]), if keys.is_empty() { String::new() } else { format!("; keys {}", keys.join(", ")) })
+        })
+        .chain(v["differences"].as_array().into_iter().flatten().map(|d| format!("{}: {}", cell(&d["object"]), cell(&d["detail"]))))
+        .collect();
+    let coverage = if v["complete"] == true { "complete".to_owned() } else { format!("INCOMPLETE: {}", cell(&v["incompleteReason"])) };
+    let verdict = if differing.is_empty() { format!("{tables} tables equal") } else { format!("DIFFERS: {}", differing.join("; ")) };
+    format!("{} ({coverage}, {} rows compared): {verdict}", cell(&v["method"]), cell(&v["rowsCompared"]))
+}
+
+/// Runs `milink migrate verify`: requests a verification and, unless told not to wait, prints its report.
+async fn verify(client: &Client, format: Format, id: &str, no_wait: bool) -> anyhow::Result<()> {
+    let before = client.get(&format!("/api/migrations/{id}")).await?;
+    let previous = before["verification"]["last"]["finishedAt"].clone();
+    let m = client.post(&format!("/api/migrations/{id}/verify"), &json!({})).await?;
+    if no_wait {
+        return print_or(format, &m, || println!("verification of {} started", cell(&m["database"])));
+    }
+    let spinner = spinner(&format!("verifying {}", cell(&m["database"])), format);
+    let m = loop {
+        let m = client.get(&format!("/api/migrations/{id}")).await?;
+        if m["verification"]["running"] != true {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    spinner.finish_and_clear();
+    let report = &m["verification"]["last"];
+    if report["finishedAt"] == previous {
+        let why = m["verification"]["lastError"].as_str().map(str::to_owned).unwrap_or_else(|| status_line(&m));
+        return Err(CliError::Ended(format!("verification of {id} did not finish: {why}")).into());
+    }
+    print_or(format, report, || println!("{}: {}", cell(&m["database"]), verification_line(report)))?;
+    let clean = report["complete"] == true
+        && report["differences"].as_array().is_none_or(Vec::is_empty)
+        && report["tables"].as_array().into_iter().flatten().all(|t| t["sourceRows"] == t["targetRows"] && t["differing"].as_array().is_none_or(Vec::is_empty));
+    if !clean && verification_line(report).contains("DIFFERS") {
+        return Err(CliError::Differs(format!("the target differs from the source; {}", m["remediation"].as_str().unwrap_or("see milink migrate show"))).into());
+    }
+    Ok(())
 }
 
 async fn watch(client: &Client, format: Format, id: &str, until: Until, timeout: Duration) -> anyhow::Result<()> {
@@ -316,7 +397,8 @@ async fn watch(client: &Client, format: Format, id: &str, until: Until, timeout:
         // A failback that fails returns to Completed, which then ends a wait for FailedBack; a cutover
         // that was abandoned (drain timeout) leaves CuttingOver for another status, which ends a wait
         // for Completed.
-        let abandoned = until == Until::Completed && saw_cutover && status != "CuttingOver" && !done;
+        // A stalled cutover step still has its step: it is retried, not abandoned.
+        let abandoned = until == Until::Completed && saw_cutover && status != "CuttingOver" && m["step"].is_null() && !done;
         let ended = (matches!(status.as_str(), "Failed" | "Cancelled" | "Completed" | "FailedBack") && !done) || abandoned;
         if done || ended {
             bar.finish_and_clear();

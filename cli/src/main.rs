@@ -3,7 +3,8 @@
 //!
 //! Exit codes scripts can rely on: 0 done; 1 unexpected error (including a server error, 5xx); 2 bad
 //! usage; 3 server unreachable; 4 request refused (4xx: the message says why); 5 the migration ended
-//! Failed or Cancelled, or the cutover was abandoned, while waiting; 6 timed out waiting.
+//! Failed or Cancelled, or the cutover was abandoned, while waiting; 6 timed out waiting; 7 a verification
+//! found differences between source and target.
 mod client;
 mod commands;
 mod functions_host;

@@ -37,6 +37,7 @@ pub fn detail(m: &Migration) -> Value {
         "writeDowntimeMs": m.cutover.write_downtime_ms(),
         "verification": m.cutover.verification,
         "abandonedReason": m.cutover.abandoned_reason,
+        "steps": m.cutover.steps,
     });
     value["verification"] = json!({
         "running": m.verify.running.is_some(),

@@ -290,6 +290,11 @@ pub fn decide(state: &Migration, event: &Event, now: DateTime<Utc>) -> Result<Tr
         return Ok(Transition { migration: next, commands: Vec::new(), changed: false });
     }
     let (before, after) = (state.status(), next.status());
+    if let (Phase::CuttingOver { step }, Some(since)) = (&state.phase, state.step_since) {
+        if next.phase != state.phase && next.cutover.attempt == state.cutover.attempt {
+            next.cutover.steps.push(crate::migration::StepDuration { step: *step, ms: (now - since).num_milliseconds() });
+        }
+    }
     if commands.iter().any(|c| c.stage() == crate::message::Stage::Migration) {
         next.step_since = Some(now);
     }

@@ -104,6 +104,7 @@ fn the_happy_path_reaches_completed_with_downtime_recorded() {
     assert_eq!(tr.commands, vec![Command::Fence { attempt: 1 }]);
     let tr = step(&tr.migration, Event::Fenced { attempt: 1, started_at: t(10), position: Position(100) }, 11);
     assert!(matches!(tr.commands[0], Command::Drain { attempt: 1, position: Position(100), .. }));
+    assert_eq!(tr.migration.cutover.steps, vec![crate::migration::StepDuration { step: CutoverStep::Fencing, ms: 1000 }], "each step's time is kept");
     let tr = step(&tr.migration, Event::Drained { attempt: 1, position: Position(100) }, 12);
     assert_eq!(tr.commands, vec![Command::Finalize { attempt: 1 }]);
     let tr = step(&tr.migration, Event::Finalized { attempt: 1, verification: ok_verification() }, 13);

@@ -244,6 +244,20 @@ pub struct CutoverRecord {
     pub switched_at: Option<DateTime<Utc>>,
     /// Why the last attempt was abandoned, if it was.
     pub abandoned_reason: Option<String>,
+    /// How long each step of this attempt took, from its message being sent to its answer being recorded
+    /// (queue time included: it is part of the write downtime).
+    #[serde(default)]
+    pub steps: Vec<StepDuration>,
+}
+
+/// One cutover step's duration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepDuration {
+    /// The step.
+    pub step: CutoverStep,
+    /// Milliseconds from its command to its answer.
+    pub ms: i64,
 }
 
 impl CutoverRecord {
