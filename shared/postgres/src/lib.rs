@@ -24,6 +24,7 @@ mod errors;
 mod finalize;
 mod link;
 mod observe;
+mod pooler;
 mod rules;
 mod schema;
 mod sizing;
@@ -96,11 +97,20 @@ impl Engine for PostgresEngine {
     }
 
     async fn fence(&self, plan: &LinkPlan) -> Result<Position, EngineError> {
-        scrubbed(plan, cutover::fence(plan).await)
+        // With a pooler, its PAUSE comes first so no transaction is in flight when the fence ends sessions;
+        // a failed fence lifts it at once (pooler module doc: the traffic is held one attempt at most).
+        let paused = pooler::scrubbed(plan, pooler::pause(plan).await)?;
+        let fenced = scrubbed(plan, cutover::fence(plan).await);
+        if let (Err(_), Some(pooler)) = (&fenced, &paused) {
+            pooler::resume_quietly(pooler, plan.database.as_str()).await;
+        }
+        fenced
     }
 
     async fn unfence(&self, plan: &LinkPlan) -> Result<(), EngineError> {
-        scrubbed(plan, cutover::unfence(plan).await)
+        scrubbed(plan, cutover::unfence(plan).await)?;
+        // Only once the source takes writes again: clients released earlier would meet a read-only source.
+        pooler::scrubbed(plan, pooler::resume(plan).await)
     }
 
     async fn positions(&self, plan: &LinkPlan) -> Result<Positions, EngineError> {
@@ -118,7 +128,8 @@ impl Engine for PostgresEngine {
     async fn switch(&self, plan: &LinkPlan, keep_reverse_link: bool) -> Result<(), EngineError> {
         scrubbed(plan, link::switch(plan, keep_reverse_link).await)?;
         self.watches.forget(&plan.link_name());
-        Ok(())
+        // The pooler follows the primary: repoint its entry, RELOAD, RESUME (each safe to repeat).
+        pooler::scrubbed(plan, pooler::repoint(plan).await)
     }
 
     async fn drop_link(&self, plan: &LinkPlan, drop_target: bool) -> Result<(), EngineError> {
