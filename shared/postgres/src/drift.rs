@@ -147,7 +147,9 @@ impl Memory {
 async fn sessions(plan: &LinkPlan, source: &Server, target: &Server) -> Result<Option<(Session, Session)>, EngineError> {
     let database = plan.database.as_str();
     let name = plan.link_name();
-    let tgt = match target.connect(Some(database)).await {
+    // Both at once: connecting (TLS, SCRAM) is most of what a check costs when nothing changed.
+    let (tgt, src) = tokio::join!(target.connect(Some(database)), source.connect(Some(database)));
+    let tgt = match tgt {
         Ok(session) => session,
         Err(error) if error.code == "database_not_found" => return Ok(None),
         Err(error) => return Err(error),
@@ -155,7 +157,7 @@ async fn sessions(plan: &LinkPlan, source: &Server, target: &Server) -> Result<O
     if subscription_oid(&tgt, &name).await?.is_none() {
         return Ok(None);
     }
-    let src = source.connect(Some(database)).await?;
+    let src = src?;
     let publication = src
         .maybe_row("looking for the publication", "SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])
         .await?;

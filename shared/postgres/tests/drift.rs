@@ -202,3 +202,32 @@ async fn an_unchanged_schema_reports_no_drift_and_a_new_partition_is_carried() {
     assert_eq!(until_same_rows(&plan, "events").await.len(), 4);
     cleanup(&engine, &plan).await;
 }
+
+#[tokio::test]
+async fn apply_errors_from_a_column_milink_cannot_carry_name_the_change_and_its_remedy() {
+    let (engine, plan) = linked("drift_apply_", BASE).await;
+    // A baseline of the error counters, before anything fails.
+    observe_until(&engine, &plan, 10, |o| o.problem.is_none()).await;
+    let source = connect(&servers().source_url, plan.database.as_str()).await;
+    source
+        .batch_execute("ALTER TABLE base ADD COLUMN r float8 DEFAULT random(); INSERT INTO base (id, v) VALUES (100, 'new')")
+        .await
+        .unwrap();
+    // The apply worker fails on "logical replication target relation ... is missing replicated column";
+    // within a drift check's interval the failure is worded with the change that causes it.
+    let worded = |o: &Observation| o.problem.as_ref().is_some_and(|p| p.reason.contains("schema changed"));
+    let observation = observe_until(&engine, &plan, 60, worded).await;
+    let problem = observation.problem.unwrap();
+    assert!(problem.reason.contains("schema changed on the source: public.base.r"), "{problem:?}");
+    assert!(problem.remediation.contains("ADD COLUMN \"r\""), "{problem:?}");
+
+    // Added on the target by hand, the link resumes and the row arrives.
+    let target = connect(&servers().target_url, plan.database.as_str()).await;
+    target.batch_execute("ALTER TABLE base ADD COLUMN r float8 DEFAULT random()").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while target.query_opt("SELECT 1 FROM base WHERE id = 100", &[]).await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the row never arrived");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    cleanup(&engine, &plan).await;
+}
