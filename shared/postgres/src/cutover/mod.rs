@@ -12,7 +12,8 @@
 //!    database; apply workers ignore read-only) and waits until their workers are gone (`subscriptions`).
 //! 3. Ends every session on the database that started before the cutoff, waiting for logins that were in
 //!    progress at the commit to show up first, and refuses to finish while prepared transactions for the
-//!    database are pending: either could commit after the fence (`sessions`).
+//!    database are pending: either could commit after the fence (`sessions`). Background workers connected
+//!    to the database (pg_cron, an extension's scheduler) are ended too; when they restart they read `on`.
 //! 4. Writes a logical message (so the walsender has something to send past the fence) and returns its end:
 //!    every change committed before the fence lies before that position.
 //!
@@ -21,13 +22,16 @@
 //! `default_transaction_read_only` is a default, not a permission. Such a client is bypassing the fence on
 //! purpose; keep it out with pg_hba.conf or the connection pooler (pgbouncer PAUSE) during the cutover.
 //! Superuser sessions that reconnect are named in the fence's log line, and the fence fails when one of them
-//! is writing. It also does not touch other databases on the server, and it leaves walsenders and
-//! autovacuum alone.
+//! is writing. A role given its own `default_transaction_read_only = off` after the fence is not covered
+//! (the next fence covers it). It also does not touch other databases on the server, and it leaves
+//! walsenders and autovacuum alone. Unfence does not end sessions: one that logged in while the database
+//! was fenced stays read-only by default until it reconnects.
 //!
 //! Two migrations of one database (fan-out) each keep their own key, so neither's unfence lifts the other's
 //! fence: the database stays read-only while any key remains, and the unfence removing the last key restores
 //! the original value and enables the subscriptions the fence disabled (see `settings` and `subscriptions`).
-//! After a completed cutover nothing unfences, so the source stays read-only for applications.
+//! After a completed cutover nothing unfences, so the source stays read-only for applications. A database
+//! fenced by an older milink (one `milink.saved_read_only` key) is still unfenced right (`settings`).
 //!
 //! Crash safety: each fence's and each unfence's settings change is one transaction, and so is each change
 //! to the subscriptions together with its note. A crash after the settings and before the subscriptions
@@ -39,7 +43,6 @@ mod settings;
 mod subscriptions;
 
 use crate::connect::{Server, Session};
-
 use crate::link::writable;
 use milink_core::migration::Position;
 use milink_core::ports::{LinkPlan, Positions};
