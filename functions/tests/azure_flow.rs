@@ -18,16 +18,6 @@ use std::time::Duration;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
 
-fn config() -> String {
-    let servers = pg::servers();
-    format!(
-        "[server]\nmax_attempts = 5\nretry_base_ms = 100\nretry_max_ms = 2000\n\n\
-         [connections.src]\nengine = \"postgres\"\nurl = \"{}\"\npassword_file = \"{}\"\n\n\
-         [connections.dst]\nengine = \"postgres\"\nurl = \"{}\"\npassword_file = \"{}\"\n",
-        servers.source_url, servers.password_file, servers.target_url, servers.password_file
-    )
-}
-
 fn database<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     report["databases"].as_array().and_then(|dbs| dbs.iter().find(|d| d["name"] == name)).unwrap_or_else(|| panic!("{name} not in {report:#}"))
 }
@@ -38,7 +28,7 @@ async fn tailspin(faults: Faults, crash_after_save: bool) {
     pg::load_sample(&toystore, "toystore.sql").await.unwrap();
     pg::load_sample(&customer360, "customer360.sql").await.unwrap();
     let lab = Lab::start(LabOptions {
-        config: config(),
+        config: azure_support::postgres_config(),
         engines: Engines::default(),
         faults,
         crash_after_save,

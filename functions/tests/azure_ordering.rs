@@ -17,18 +17,8 @@ use milink_functions::engines::Engines;
 use serde_json::json;
 use std::time::Duration;
 
-fn config() -> String {
-    let servers = pg::servers();
-    format!(
-        "[server]\nmax_attempts = 5\nretry_base_ms = 100\nretry_max_ms = 2000\n\n\
-         [connections.src]\nengine = \"postgres\"\nurl = \"{}\"\npassword_file = \"{}\"\n\n\
-         [connections.dst]\nengine = \"postgres\"\nurl = \"{}\"\npassword_file = \"{}\"\n",
-        servers.source_url, servers.password_file, servers.target_url, servers.password_file
-    )
-}
-
 async fn lab(faults: Faults) -> Lab {
-    Lab::start(LabOptions { config: config(), engines: Engines::default(), faults, crash_after_save: false, timer_every: Duration::from_millis(250) }).await
+    Lab::start(LabOptions { config: azure_support::postgres_config(), engines: Engines::default(), faults, crash_after_save: false, timer_every: Duration::from_millis(250) }).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

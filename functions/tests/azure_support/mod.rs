@@ -28,6 +28,18 @@ const AZURITE_ACCOUNT: &str = "devstoreaccount1";
 const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
 /// Starts Azurite with the project's script (pinned version, idempotent) and returns the table endpoint.
+/// A config with connections `src` and `dst` on the dev PostgreSQL servers (dev/pg.sh), with quick retries.
+#[allow(dead_code)] // not every test binary that includes this module runs on PostgreSQL
+pub fn postgres_config() -> String {
+    let servers = milink_e2e::pg::servers();
+    format!(
+        "[server]\nmax_attempts = 5\nretry_base_ms = 100\nretry_max_ms = 2000\n\n\
+         [connections.src]\nengine = \"postgres\"\nurl = \"{}\"\npassword_file = \"{}\"\n\n\
+         [connections.dst]\nengine = \"postgres\"\nurl = \"{}\"\npassword_file = \"{}\"\n",
+        servers.source_url, servers.password_file, servers.target_url, servers.password_file
+    )
+}
+
 pub fn azurite_endpoint() -> String {
     static ENDPOINT: OnceLock<String> = OnceLock::new();
     ENDPOINT
