@@ -6,8 +6,13 @@
 //! ([`cancel`]) undoes the link in reverse order; objects the link shares with other links on the same
 //! instance (endpoint, certificates) are removed only when no availability group is left and milink made
 //! them; the master key and the trusted roots are always left (see docs/sqlserver.md, "Cancel").
+//!
+//! [`create`] is a sequence of calls, one `ensure_*` function per step, each returning its [`StepOutcome`]
+//! (and what later steps need). Create and cancel stay in one file: they are mirror images, read best side
+//! by side, and together stay under the ~400 lines STYLE.md asks of a file.
 use crate::collector;
 use crate::errors;
+use crate::inventory::MirroringEndpoint;
 use crate::plan::Link;
 use crate::roots::{dns_wildcard, trusted_roots};
 use crate::tds::{rows_as, SqlSession};
@@ -87,24 +92,74 @@ fn is_fqdn(text: &str) -> bool {
 }
 
 /// Creates the link; returns what each step did.
+///
+/// Reads what the steps share once, then runs one function per step in the order of mi-link.md §2.1. A
+/// failing step stops the ones after it; since every step checks before it acts, a rerun passes over what
+/// already exists and resumes at the step that failed.
 pub async fn create(link: &Link, session: &mut dyn SqlSession, now: DateTime<Utc>, master_key_password: &(dyn Fn() -> Result<Secret, EngineError> + Sync)) -> Result<Vec<StepOutcome>, EngineError> {
-    let mut done = Vec::new();
+    let facts = read_facts(link, session).await?;
+    let mut done = vec![ensure_master_key(session, facts.has_master_key, master_key_password).await?];
+    let endpoint = collector::mirroring_endpoint(session).await?;
+    let (certificate, outcome) = ensure_endpoint_certificate(link, session, endpoint.as_ref(), now).await?;
+    done.push(outcome);
+    done.push(ensure_server_trust_certificate(link, &facts.server_name, &certificate).await?);
+    done.push(ensure_instance_certificate(link, session, &facts.fqdn).await?);
+    done.push(ensure_trusted_roots(session, &facts.fqdn).await?);
+    let (listen_port, outcome) = ensure_mirroring_endpoint(link, session, endpoint.as_ref(), &certificate.name).await?;
+    done.push(outcome);
+    let endpoint_url = partner_endpoint_url(link, listen_port);
+    let members = availability_group_members(link, session).await?;
+    done.push(ensure_local_ag(link, session, &facts, &members, &endpoint_url).await?);
+    done.push(ensure_distributed_ag(link, session, &facts.fqdn, &members, &endpoint_url).await?);
+    done.push(ensure_managed_instance_link(link, &facts, endpoint_url).await?);
+    Ok(done)
+}
+
+/// What the steps of [`create`] share about both servers, read once before the first step acts.
+struct Facts {
+    /// SQL Server's `@@SERVERNAME`.
+    server_name: String,
+    /// SQL Server's version (0.0.0.0 when it does not parse).
+    build: Build,
+    /// Whether `master` already has a database master key.
+    has_master_key: bool,
+    /// The MI's update policy, from its database format.
+    update_policy: Option<UpdatePolicy>,
+    /// The MI's fully qualified domain name, checked by [`is_fqdn`] before it reaches T-SQL.
+    fqdn: String,
+}
+
+/// Reads SQL Server's instance facts and the MI; fails before any step acts if the MI has no usable FQDN yet.
+async fn read_facts(link: &Link, session: &mut dyn SqlSession) -> Result<Facts, EngineError> {
     let (instance, has_master_key) = collector::instance_facts(session).await?;
     let build = Build::parse(&instance.product_version).unwrap_or(Build(0, 0, 0, 0));
     let mi = link.target.api.instance().await?;
     let fqdn = mi.properties.fully_qualified_domain_name.clone().filter(|f| is_fqdn(f)).ok_or_else(|| {
         EngineError::transient("mi_fqdn_unknown", "the managed instance does not report its fully qualified domain name yet", "none: milink retries")
     })?;
+    let update_policy = mi.properties.database_format.as_deref().and_then(UpdatePolicy::from_database_format);
+    Ok(Facts { server_name: instance.server_name, build, has_master_key, update_policy, fqdn })
+}
 
-    // Step 2: database master key.
+/// Step 2: database master key.
+async fn ensure_master_key(session: &mut dyn SqlSession, has_master_key: bool, master_key_password: &(dyn Fn() -> Result<Secret, EngineError> + Sync)) -> Result<StepOutcome, EngineError> {
     if !has_master_key {
         session.execute(&sql::create_master_key(master_key_password()?)).await?;
     }
-    done.push(StepOutcome { step: "master_key", acted: !has_master_key });
+    Ok(StepOutcome { step: "master_key", acted: !has_master_key })
+}
 
-    // Step 3: the endpoint's certificate (an existing certificate-authenticated endpoint keeps its own).
-    let endpoint = collector::mirroring_endpoint(session).await?;
-    let certificate = endpoint.as_ref().and_then(|e| e.certificate_name.clone()).unwrap_or_else(|| link.source.options.endpoint_certificate.clone());
+/// The certificate SQL Server's mirroring endpoint authenticates with.
+struct EndpointCertificate {
+    /// Its name in `master`.
+    name: String,
+    /// Its public key, which the MI must trust.
+    key: CertificateKey,
+}
+
+/// Step 3: the endpoint's certificate (an existing certificate-authenticated endpoint keeps its own).
+async fn ensure_endpoint_certificate(link: &Link, session: &mut dyn SqlSession, endpoint: Option<&MirroringEndpoint>, now: DateTime<Utc>) -> Result<(EndpointCertificate, StepOutcome), EngineError> {
+    let certificate = endpoint.and_then(|e| e.certificate_name.clone()).unwrap_or_else(|| link.source.options.endpoint_certificate.clone());
     let existing_key = certificate_key(session, &certificate).await?;
     let created_certificate = existing_key.is_none();
     let key = match existing_key {
@@ -116,70 +171,89 @@ pub async fn create(link: &Link, session: &mut dyn SqlSession, now: DateTime<Utc
                 .ok_or_else(|| EngineError::transient("certificate_missing", format!("certificate {certificate} has no public key yet"), "none: milink retries"))?
         }
     };
-    done.push(StepOutcome { step: "endpoint_certificate", acted: created_certificate });
+    Ok((EndpointCertificate { name: certificate, key }, StepOutcome { step: "endpoint_certificate", acted: created_certificate }))
+}
 
-    // Step 5: SQL Server's public key on the MI. Matched by key, not by name: the same certificate may have
-    // been uploaded under another name (by SSMS, the scripts, or another link), and the MI holds one copy only.
-    let trust_name = link.trust_certificate_name(&instance.server_name, &certificate);
+/// Step 5: SQL Server's public key on the MI. Matched by key, not by name: the same certificate may have
+/// been uploaded under another name (by SSMS, the scripts, or another link), and the MI holds one copy only.
+async fn ensure_server_trust_certificate(link: &Link, server_name: &str, certificate: &EndpointCertificate) -> Result<StepOutcome, EngineError> {
+    let trust_name = link.trust_certificate_name(server_name, &certificate.name);
     let uploaded = link.target.api.server_trust_certificates().await?;
-    let already = uploaded.iter().any(|c| same_key(c, &key));
+    let already = uploaded.iter().any(|c| same_key(c, &certificate.key));
     if !already {
         let stale = uploaded.iter().any(|c| c.name.as_deref().or(c.properties.certificate_name.as_deref()) == Some(trust_name.as_str()));
         if stale {
             // milink's name holds an older key (the endpoint certificate was rotated): replace it.
             link.target.api.delete_server_trust_certificate(&trust_name).await?;
         }
-        link.target.api.put_server_trust_certificate(&trust_name, &key.public_key).await?;
+        link.target.api.put_server_trust_certificate(&trust_name, &certificate.key.public_key).await?;
     }
-    done.push(StepOutcome { step: "server_trust_certificate", acted: !already });
+    Ok(StepOutcome { step: "server_trust_certificate", acted: !already })
+}
 
-    // Steps 6–7: the MI's certificate on SQL Server, named exactly as its FQDN (re-imported after rotation).
+/// Steps 6–7: the MI's certificate on SQL Server, named exactly as its FQDN (re-imported after rotation).
+async fn ensure_instance_certificate(link: &Link, session: &mut dyn SqlSession, fqdn: &str) -> Result<StepOutcome, EngineError> {
     let mi_blob = link.target.api.endpoint_certificate().await?.properties.public_blob.as_deref().and_then(normalize_hex_blob).ok_or_else(|| {
         EngineError::transient("mi_certificate_invalid", "the managed instance's endpoint certificate has no usable public key", "none: milink retries")
     })?;
-    let on_sql = public_key(session, &fqdn).await?;
+    let on_sql = public_key(session, fqdn).await?;
     let import = on_sql.as_deref() != Some(mi_blob.as_str());
     if import {
         if on_sql.is_some() {
-            session.execute(&sql::drop_certificate(&fqdn)).await?;
+            session.execute(&sql::drop_certificate(fqdn)).await?;
         }
-        session.execute(&sql::import_certificate(&fqdn, &mi_blob).expect("normalized hex")).await?;
+        session.execute(&sql::import_certificate(fqdn, &mi_blob).expect("normalized hex")).await?;
     }
-    done.push(StepOutcome { step: "instance_certificate", acted: import });
+    Ok(StepOutcome { step: "instance_certificate", acted: import })
+}
 
-    // Step 8: trusted roots for the MI's DNS zone.
+/// Step 8: trusted roots for the MI's DNS zone.
+async fn ensure_trusted_roots(session: &mut dyn SqlSession, fqdn: &str) -> Result<StepOutcome, EngineError> {
     let mut imported_root = false;
     for root in trusted_roots() {
         if public_key(session, root.name).await?.is_none() {
             session.execute(&sql::import_certificate(root.name, &root.hex).expect("shipped hex")).await?;
             imported_root = true;
         }
-        session.execute(&sql::add_trusted_issuer(root.name, &dns_wildcard(&fqdn))).await?;
+        session.execute(&sql::add_trusted_issuer(root.name, &dns_wildcard(fqdn))).await?;
     }
-    done.push(StepOutcome { step: "trusted_roots", acted: imported_root });
+    Ok(StepOutcome { step: "trusted_roots", acted: imported_root })
+}
 
-    // Step 9: the mirroring endpoint.
-    // It listens where it already listens; the URLs the MI uses follow replication_url (NAT may map ports).
-    let listen_port = endpoint.as_ref().map(|e| e.port).or(link.source.replication_port).unwrap_or(link.source.options.endpoint_port);
-    let endpoint_acted = match &endpoint {
+/// Step 9: the mirroring endpoint; returns the port it listens on.
+/// It listens where it already listens; the URLs the MI uses follow replication_url (NAT may map ports).
+async fn ensure_mirroring_endpoint(link: &Link, session: &mut dyn SqlSession, endpoint: Option<&MirroringEndpoint>, certificate: &str) -> Result<(u16, StepOutcome), EngineError> {
+    let listen_port = endpoint.map(|e| e.port).or(link.source.replication_port).unwrap_or(link.source.options.endpoint_port);
+    let endpoint_acted = match endpoint {
         None => {
-            session.execute(&sql::create_endpoint(&link.source.options.endpoint_name, listen_port, &certificate)).await?;
+            session.execute(&sql::create_endpoint(&link.source.options.endpoint_name, listen_port, certificate)).await?;
             true
         }
         Some(existing) if !existing.is_link_ready() => {
-            session.execute(&sql::alter_endpoint(&existing.name, listen_port, &certificate)).await?;
+            session.execute(&sql::alter_endpoint(&existing.name, listen_port, certificate)).await?;
             true
         }
         Some(_) => false,
     };
-    done.push(StepOutcome { step: "mirroring_endpoint", acted: endpoint_acted });
+    Ok((listen_port, StepOutcome { step: "mirroring_endpoint", acted: endpoint_acted }))
+}
 
-    // Steps 10–11: the local AG and the distributed AG.
-    let endpoint_url = format!("TCP://{}:{}", link.source.replication_host, link.source.replication_port.unwrap_or(listen_port));
-    let members: Vec<MemberRow> = rows_as(session.query(&probe::availability_group_members(&[&link.names.local_ag, &link.names.distributed_ag])).await?, "availability groups")?;
+/// The URL the MI reaches SQL Server's endpoint at: replication_url's port when set, else the listening port.
+fn partner_endpoint_url(link: &Link, listen_port: u16) -> String {
+    format!("TCP://{}:{}", link.source.replication_host, link.source.replication_port.unwrap_or(listen_port))
+}
+
+/// Steps 10–11: the local AG and the distributed AG. Both read this one listing of which of the link's two
+/// availability groups exist, and with which databases.
+async fn availability_group_members(link: &Link, session: &mut dyn SqlSession) -> Result<Vec<MemberRow>, EngineError> {
+    rows_as(session.query(&probe::availability_group_members(&[&link.names.local_ag, &link.names.distributed_ag])).await?, "availability groups")
+}
+
+/// Step 10: the local AG.
+async fn ensure_local_ag(link: &Link, session: &mut dyn SqlSession, facts: &Facts, members: &[MemberRow], endpoint_url: &str) -> Result<StepOutcome, EngineError> {
     let local: Vec<&MemberRow> = members.iter().filter(|m| m.name == link.names.local_ag).collect();
     if local.is_empty() {
-        let spec = sql::LocalAgSpec { name: &link.names.local_ag, database: &link.database, server_name: &instance.server_name, endpoint_url: &endpoint_url, major_version: build.major() };
+        let spec = sql::LocalAgSpec { name: &link.names.local_ag, database: &link.database, server_name: &facts.server_name, endpoint_url, major_version: facts.build.major() };
         session.execute(&sql::create_local_ag(&spec)).await?;
     } else if !local.iter().any(|m| m.database_name.as_deref() == Some(link.database.as_str())) {
         return Err(errors::config(
@@ -188,29 +262,34 @@ pub async fn create(link: &Link, session: &mut dyn SqlSession, now: DateTime<Utc
             "drop that availability group or set options.availability_group to another name",
         ));
     }
-    done.push(StepOutcome { step: "availability_group", acted: local.is_empty() });
+    Ok(StepOutcome { step: "availability_group", acted: local.is_empty() })
+}
+
+/// Step 11: the distributed AG.
+async fn ensure_distributed_ag(link: &Link, session: &mut dyn SqlSession, fqdn: &str, members: &[MemberRow], endpoint_url: &str) -> Result<StepOutcome, EngineError> {
     let has_dag = members.iter().any(|m| m.name == link.names.distributed_ag);
     if !has_dag {
         let spec = sql::DistributedAgSpec {
             name: &link.names.distributed_ag,
             local_ag: &link.names.local_ag,
-            local_listener_url: &endpoint_url,
+            local_listener_url: endpoint_url,
             instance_ag: &link.names.instance_ag,
-            instance_fqdn: &fqdn,
-            instance_name: instance_short_name(&fqdn),
+            instance_fqdn: fqdn,
+            instance_name: instance_short_name(fqdn),
         };
         session.execute(&sql::create_distributed_ag(&spec)).await?;
     }
-    done.push(StepOutcome { step: "distributed_availability_group", acted: !has_dag });
+    Ok(StepOutcome { step: "distributed_availability_group", acted: !has_dag })
+}
 
-    // Step 12: the MI joins.
-    let policy = mi.properties.database_format.as_deref().and_then(UpdatePolicy::from_database_format);
+/// Step 12: the MI joins.
+async fn ensure_managed_instance_link(link: &Link, facts: &Facts, endpoint_url: String) -> Result<StepOutcome, EngineError> {
     let spec = LinkResourceSpec {
         partner_availability_group: link.names.local_ag.clone(),
         partner_endpoint: endpoint_url,
         instance_availability_group: link.names.instance_ag.clone(),
         database: link.database.clone(),
-        failover_manual: failback(build, policy).possible,
+        failover_manual: failback(facts.build, facts.update_policy).possible,
     };
     let joined = match link.target.api.link(&link.names.distributed_ag).await? {
         None => {
@@ -226,8 +305,7 @@ pub async fn create(link: &Link, session: &mut dyn SqlSession, now: DateTime<Utc
         }
         Some(_) => false,
     };
-    done.push(StepOutcome { step: "managed_instance_link", acted: joined });
-    Ok(done)
+    Ok(StepOutcome { step: "managed_instance_link", acted: joined })
 }
 
 
