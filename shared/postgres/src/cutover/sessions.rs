@@ -76,7 +76,8 @@ pub(super) async fn end_before(admin: &Session, database: &str, database_oid: u3
             return Err(EngineError::transient(
                 "fence_incomplete",
                 format!(
-                    "{}: {older} session(s) on {database} started before the fence are still there after being ended",
+                    "{}: {older} session(s) on {database} started before the fence are still there after being ended, \
+                     and {still_logging_in} login(s) that were in progress at the fence have not finished",
                     admin.place().label()
                 ),
                 "Stop the application (or pause its pooler) and cut over again; milink has not switched anything.",
