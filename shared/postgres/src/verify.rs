@@ -17,15 +17,20 @@
 //! parent without ONLY (its key ranges span every partition), so it is one entry of the report.
 //!
 //! **Consistency.** In `finalize` both sides are static (source fenced, link drained), so one read each,
-//! at once, is exact. While the link syncs the sides are at different positions: each batch of chunks is
-//! read on the source in a REPEATABLE READ snapshot whose WAL insert position is noted, the link's slot is
-//! awaited past that position, then the target is read. A chunk that still differs is read again on the
-//! source: a target equal to either source read was merely ahead; otherwise it is narrowed to keys and
-//! each key settled the same way (`narrow`), so replication lag is never reported as a difference. What
-//! keeps changing on every read is *unsettled*: the verification is then not complete, and says which
-//! tables (hot rows under a write load; the cutover's verification settles them, the source being fenced).
-//! Tables still being seeded are skipped, also making the verification incomplete. Large objects and
-//! sequences are not carried while the link syncs, so only `finalize` looks at them.
+//! at once, is exact. While the link syncs the sides are at different positions, so every comparison
+//! reads *matched snapshots* (`read::matched`): a REPEATABLE READ snapshot on the source whose WAL insert
+//! position L is noted; the target's replication origin is polled until its apply worker has committed
+//! L (this moves at each applied commit, not at the slot's flush feedback, so the wait is the link's lag
+//! and the target's snapshot lands at most one poll past L); then a REPEATABLE READ snapshot on the
+//! target, and both read at leisure. A chunk that still differs is compared again in fresh matched
+//! snapshots; if it differs again it is narrowed to keys and each key settled (`narrow`): read again in
+//! matched snapshots, then once more on the source; a target row equal to either source read was merely
+//! lagging, one that differs from a source row unchanged across both reads is a real difference. So
+//! replication lag is never reported as a difference. What keeps changing on every read is
+//! *unsettled*: the verification is then not complete, and says which tables (rows updated many times a
+//! second; the cutover's verification settles them, the source being fenced). Tables still being seeded
+//! are skipped, which also makes it incomplete. Large objects and sequences are not carried while the
+//! link syncs, so only `finalize` looks at them.
 //!
 //! **Cost, and the cutover's write-downtime window.** Everything in `finalize` after the fence is
 //! downtime: sequences (one statement per 500), large objects (proportional to their size) and a full

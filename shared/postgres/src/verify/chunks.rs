@@ -5,7 +5,7 @@
 //! key by a Bernoulli sample of keys, sorted, taking evenly spaced boundaries. The first and last chunks
 //! are unbounded below and above, so a target row outside the source's key span still falls in a chunk.
 use super::narrow::{self, Narrowed, HOT, LAG};
-use super::read::{self, Sums};
+use super::read::Sums;
 use super::scope::TableSpec;
 use super::sql::{self, KeyRange, KeyValues};
 use super::{Context, Pair};
@@ -107,16 +107,20 @@ pub(super) async fn compare_batch(pair: &Pair, context: &Context, tables: &[Tabl
             continue;
         }
         let (source, target, stable) = match context.slot.is_some() {
-            // Live: the target may simply be ahead of the snapshot; the source read again tells lag from
-            // difference (target read between the two source reads).
+            // Live: a source change between the matched snapshots makes a chunk differ too; a second
+            // matched read tells that from a difference.
             true => {
-                let again = read::checksums(&pair.src, table, std::slice::from_ref(range), context.hashing).await?.remove(0);
-                if again == target {
-                    out.push(outcome(n, &again, target.rows));
+                let Some((mut again, mut on_target)) = narrow::compare(pair, context, table, std::slice::from_ref(range)).await? else {
+                    out.push(ChunkOutcome { unsettled: Some(LAG), ..outcome(n, &source, target.rows) });
+                    continue;
+                };
+                let (again, on_target) = (again.remove(0), on_target.remove(0));
+                if again == on_target {
+                    out.push(outcome(n, &again, on_target.rows));
                     continue;
                 }
-                let stable = again == source;
-                (source, target, stable)
+                let stable = again == source && on_target == target;
+                (again, on_target, stable)
             }
             false => (source, target, true),
         };
@@ -130,8 +134,8 @@ pub(super) async fn compare_batch(pair: &Pair, context: &Context, tables: &[Tabl
     Ok(out)
 }
 
-/// A table without a key differs as a whole: reported without keys once proven (static, or a source
-/// that stayed the same across a target read while live).
+/// A table without a key differs as a whole: reported without keys once proven (static, or, live, the
+/// same source and target content in two matched reads in a row).
 async fn keyless(pair: &Pair, context: &Context, table: &TableSpec, mut source: Sums, mut target: Sums, mut stable: bool) -> Result<Narrowed, EngineError> {
     let whole = [KeyRange::default()];
     for _ in 0..KEYLESS_ROUNDS {
@@ -148,12 +152,12 @@ async fn keyless(pair: &Pair, context: &Context, table: &TableSpec, mut source: 
         let Some((mut s, mut t)) = narrow::compare(pair, context, table, &whole).await? else {
             return Ok(Narrowed { unsettled: Some(LAG), ..Narrowed::default() });
         };
-        (source, target) = (s.remove(0), t.remove(0));
-        let again = read::checksums(&pair.src, table, &whole, context.hashing).await?.remove(0);
-        if target == source || target == again {
+        let (again, on_target) = (s.remove(0), t.remove(0));
+        if again == on_target {
             return Ok(Narrowed { row_delta: Some(0), ..Narrowed::default() });
         }
-        stable = again == source;
+        stable = again == source && on_target == target;
+        (source, target) = (again, on_target);
     }
     Ok(Narrowed { unsettled: Some(HOT), ..Narrowed::default() })
 }

@@ -2,11 +2,12 @@
 //! only differing halves descended), then row hashes of small ranges merged in key order, and, while the
 //! link syncs, each candidate key settled at matched positions.
 //!
-//! Settling (live only): a key that differs may only be lagging. Its source row is read in a snapshot at
-//! position L, the link is awaited past L, the target row read, then the source row read again: equal
-//! rows clear it; a source row unchanged across both reads with a target that still differs is a real
-//! difference (the target was read at a position between the two source reads); a source row that
-//! changed in between is read again, a few rounds, and then called unsettled, never a difference.
+//! Settling (live only): a key that differs may only have changed between the matched snapshots. Its
+//! rows are read in matched snapshots again (source at L, target once it applied L), then the source row
+//! once more: a target row equal to either source read clears it; a source row unchanged across both
+//! reads with a target that still differs is a real difference (the target's snapshot lies between the
+//! two source reads); a source row that changed in between is read again, a few rounds, and then called
+//! unsettled, never a difference.
 use super::read::{self, RowHashes, Sums};
 use super::scope::TableSpec;
 use super::sql::{self, KeyRange, KeyValues};
@@ -52,26 +53,15 @@ impl Narrowed {
 pub(super) const LAG: &str = "the link did not pass the source's position in time";
 pub(super) const HOT: &str = "rows kept changing on the source on every read";
 
-/// Both sides' checksums of `ranges`: at once when static; source snapshot, wait, target when live.
-/// None when the link did not pass the source's position in time.
+/// Both sides' checksums of `ranges`: at once when static, in matched snapshots when live. None when
+/// the link did not reach the source's position in time.
 pub(super) async fn compare(pair: &Pair, context: &Context, table: &TableSpec, ranges: &[KeyRange]) -> Result<Option<(Vec<Sums>, Vec<Sums>)>, EngineError> {
     let hashing = context.hashing;
+    let source = read::checksums(&pair.src, table, ranges, hashing);
+    let target = read::checksums(&pair.tgt, table, ranges, hashing);
     match &context.slot {
-        None => {
-            let both = tokio::try_join!(
-                read::checksums(&pair.src, table, ranges, hashing),
-                read::checksums(&pair.tgt, table, ranges, hashing)
-            )?;
-            Ok(Some(both))
-        }
-        Some(slot) => {
-            let source = read::in_snapshot(&pair.src, true, read::checksums(&pair.src, table, ranges, hashing)).await?;
-            if !read::wait_for(&pair.src, slot, source.position).await? {
-                return Ok(None);
-            }
-            let target = read::checksums(&pair.tgt, table, ranges, hashing).await?;
-            Ok(Some((source.value, target)))
-        }
+        None => Ok(Some(tokio::try_join!(source, target)?)),
+        Some(slot) => read::matched(pair, slot, source, target).await,
     }
 }
 
@@ -187,23 +177,16 @@ pub(super) fn merge(source: RowHashes, target: RowHashes) -> Vec<Entry> {
     out
 }
 
-/// Row hashes of a range on both sides, merged: at once when static, at matched positions when live.
+/// Row hashes of a range on both sides, merged: at once when static, in matched snapshots when live.
 async fn leaf_entries(pair: &Pair, context: &Context, table: &TableSpec, range: &KeyRange) -> Result<Option<Vec<Entry>>, EngineError> {
     let hashing = context.hashing;
-    let (source, target) = match &context.slot {
-        None => tokio::try_join!(
-            read::row_hashes(&pair.src, table, range, hashing),
-            read::row_hashes(&pair.tgt, table, range, hashing)
-        )?,
-        Some(slot) => {
-            let source = read::in_snapshot(&pair.src, true, read::row_hashes(&pair.src, table, range, hashing)).await?;
-            if !read::wait_for(&pair.src, slot, source.position).await? {
-                return Ok(None);
-            }
-            (source.value, read::row_hashes(&pair.tgt, table, range, hashing).await?)
-        }
+    let source = read::row_hashes(&pair.src, table, range, hashing);
+    let target = read::row_hashes(&pair.tgt, table, range, hashing);
+    let both = match &context.slot {
+        None => Some(tokio::try_join!(source, target)?),
+        Some(slot) => read::matched(pair, slot, source, target).await?,
     };
-    Ok(Some(merge(source, target)))
+    Ok(both.map(|(source, target)| merge(source, target)))
 }
 
 /// A range small enough to compare row by row.
@@ -249,15 +232,15 @@ async fn settle(pair: &Pair, context: &Context, table: &TableSpec, entries: &mut
             return Ok(None);
         }
         let keys: Vec<KeyValues> = candidates.iter().map(|&n| entries[n].key.clone()).collect();
-        let first = read::in_snapshot(&pair.src, true, read::rows_by_key(&pair.src, table, &keys, hashing)).await?;
-        if !read::wait_for(&pair.src, slot, first.position).await? {
+        let source = read::rows_by_key(&pair.src, table, &keys, hashing);
+        let target = read::rows_by_key(&pair.tgt, table, &keys, hashing);
+        let Some((first, target)) = read::matched(pair, slot, source, target).await? else {
             return Ok(Some(LAG));
-        }
-        let target = read::rows_by_key(&pair.tgt, table, &keys, hashing).await?;
+        };
         let again = read::rows_by_key(&pair.src, table, &keys, hashing).await?;
         let mut changing = Vec::new();
         for (&n, key) in candidates.iter().zip(&keys) {
-            let (before, now, on_target) = (first.value.get(key).copied(), again.get(key).copied(), target.get(key).copied());
+            let (before, now, on_target) = (first.get(key).copied(), again.get(key).copied(), target.get(key).copied());
             if on_target == before || on_target == now {
                 entries[n].source = on_target;
                 entries[n].target = on_target;

@@ -1,10 +1,12 @@
-//! Reading one side: checksums and row hashes of key ranges, on the source inside a REPEATABLE READ
-//! snapshot whose WAL position is noted, and waiting for the link to pass a position.
+//! Reading the sides: checksums and row hashes of key ranges and rows by key, and, while the link syncs,
+//! matched snapshots (the target's taken as soon as it has applied the source's snapshot position).
 use super::sql::{self, Hashing, KeyRange, KeyValues};
 use super::scope::TableSpec;
+use super::Pair;
 use crate::connect::Session;
 use milink_core::EngineError;
 use std::collections::HashMap;
+use std::future::Future;
 use std::time::{Duration, Instant};
 use tokio_postgres::types::PgLsn;
 
@@ -17,12 +19,6 @@ pub(super) struct Sums {
 
 /// (key values, row hash) in key order.
 pub(super) type RowHashes = Vec<(KeyValues, i64)>;
-
-/// A source read at a WAL position: every change committed in the snapshot lies before `position`.
-pub(super) struct AtPosition<T> {
-    pub(super) value: T,
-    pub(super) position: Option<u64>,
-}
 
 /// How long a live verification waits for the link to pass a source position before calling the
 /// range unsettled.
@@ -55,28 +51,35 @@ pub(super) async fn rows_by_key(
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
-/// Runs `read` on the source inside a REPEATABLE READ snapshot when `live`, noting
-/// `pg_current_wal_insert_lsn()` as the snapshot's first statement: a transaction whose commit the
-/// snapshot sees inserted its commit record before, so the target holds it once it passed that position.
-pub(super) async fn in_snapshot<'a, T, F>(session: &'a Session, live: bool, read: F) -> Result<AtPosition<T>, EngineError>
+/// Reads both sides in matched snapshots: a REPEATABLE READ snapshot on the source whose WAL insert
+/// position L is noted as its first statement (every transaction it sees committed before L), then, as
+/// soon as the target has applied L, a REPEATABLE READ snapshot on the target; `source` and `target`
+/// then read at leisure, both sides frozen. The target's snapshot is at most one poll past L, whatever
+/// the link's lag, so a row changed on the source between the two snapshots is rare even under load.
+/// None when the target did not reach L within [`WAIT_LIMIT`].
+pub(super) async fn matched<'a, S, T, FS, FT>(pair: &'a Pair, slot: &'a str, source: FS, target: FT) -> Result<Option<(S, T)>, EngineError>
 where
-    F: std::future::Future<Output = Result<T, EngineError>> + 'a,
+    FS: Future<Output = Result<S, EngineError>> + 'a,
+    FT: Future<Output = Result<T, EngineError>> + 'a,
 {
-    if !live {
-        return Ok(AtPosition { value: read.await?, position: None });
-    }
-    session.run("opening a snapshot on the source", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
+    pair.src.run("opening a snapshot on the source", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
     let result = async {
-        let row = session.row("noting the snapshot's position", "SELECT pg_current_wal_insert_lsn()", &[]).await?;
+        let row = pair.src.row("noting the snapshot's position", "SELECT pg_current_wal_insert_lsn()", &[]).await?;
         let position = u64::from(row.get::<_, PgLsn>(0));
-        let value = read.await?;
-        Ok(AtPosition { value, position: Some(position) })
+        if !wait_applied(pair, slot, position).await? {
+            return Ok(None);
+        }
+        pair.tgt.run("opening a snapshot on the target", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
+        pair.tgt.row("taking the target's snapshot", "SELECT 1", &[]).await?;
+        Ok(Some(tokio::try_join!(source, target)?))
     }
     .await;
-    // A failed read leaves the transaction aborted; ending it either way keeps the session usable.
-    let end = session.run("closing the snapshot", if result.is_ok() { "COMMIT" } else { "ROLLBACK" }).await;
+    // Read-only: ending with ROLLBACK is the same as COMMIT, and harmless when no transaction is open
+    // (a failed read leaves one aborted; this keeps the sessions usable either way).
+    let ends = tokio::join!(pair.src.run("closing the snapshot", "ROLLBACK"), pair.tgt.run("closing the snapshot", "ROLLBACK"));
     let value = result?;
-    end?;
+    ends.0?;
+    ends.1?;
     Ok(value)
 }
 
@@ -99,19 +102,36 @@ pub(super) async fn confirmed(src: &Session, slot: &str) -> Result<u64, EngineEr
     Ok(row.get::<_, Option<PgLsn>>(0).map(u64::from).unwrap_or(0))
 }
 
-/// Waits until the link confirmed `position`; false when it did not within [`WAIT_LIMIT`].
-pub(super) async fn wait_for(src: &Session, slot: &str, position: Option<u64>) -> Result<bool, EngineError> {
-    let Some(position) = position else { return Ok(true) };
+/// What the target has applied: the end of the last source commit its apply worker committed, from the
+/// subscription's replication origin (in memory, updated at each applied commit, so it moves at once,
+/// unlike the slot's confirmed position, which waits for the target's WAL flush and its next feedback).
+async fn applied(tgt: &Session, subscription: &str) -> Result<u64, EngineError> {
+    let row = tgt
+        .maybe_row(
+            "reading the target's applied position",
+            "SELECT pg_replication_origin_progress('pg_' || s.oid, false) FROM pg_subscription s
+             WHERE s.subname = $1 AND s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[&subscription],
+        )
+        .await?;
+    Ok(row.and_then(|r| r.get::<_, Option<PgLsn>>(0)).map(u64::from).unwrap_or(0))
+}
+
+/// Waits until the target has applied `position` (or the slot confirmed it: an idle source sends no
+/// commit past it, and only the slot moves then); false when it did not within [`WAIT_LIMIT`].
+async fn wait_applied(pair: &Pair, slot: &str, position: u64) -> Result<bool, EngineError> {
     let started = Instant::now();
-    let mut pause = Duration::from_millis(5);
-    loop {
-        if confirmed(src, slot).await? >= position {
+    for poll in 0u32.. {
+        if applied(&pair.tgt, slot).await? >= position {
+            return Ok(true);
+        }
+        if poll % 20 == 0 && confirmed(&pair.src, slot).await? >= position {
             return Ok(true);
         }
         if started.elapsed() > WAIT_LIMIT {
             return Ok(false);
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(100));
+        tokio::time::sleep(Duration::from_millis(if poll < 500 { 1 } else { 10 })).await;
     }
+    Ok(false)
 }

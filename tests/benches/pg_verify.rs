@@ -1,0 +1,210 @@
+//! Benchmark: content verification of a pgbench database, on demand under write load and at cutover.
+//!
+//! Run: `cargo bench -p milink-e2e --bench pg_verify -- [--scale N] [--rounds K]` (defaults: scale 10,
+//! 3 rounds of each timing).
+//!
+//! Method: a fresh source database is filled by `pgbench -i -s N` (pgbench_history gets a primary key, as
+//! milink refuses tables without one) and linked to the target by the engine itself (no binary: the
+//! figures are the engine's, without polling delays). Once the link streams, `pgbench -c 4 -j 2` runs the
+//! TPC-B-like write load. Under that load:
+//! - the anchor: `count(*)` of every table on the source, one after the other on one session;
+//! - `verify`: the full on-demand verification (both sides, every row hashed, matched positions);
+//! the median of the rounds of each is printed with rows/s and the ratio verify / count(*). The issue's
+//! goal is a ratio ≤ 3 at scale 50. Then the load stops, `verify` is timed once idle, the source is
+//! fenced and drained, and `finalize` (sequences, large objects, full static checksum) is timed: that
+//! time lies inside the cutover's write downtime. Figures depend on the machine (both servers share it).
+use milink_core::config::{Endpoint, Secret};
+use milink_core::migration::{LinkPhase, Settings, Verification};
+use milink_core::ports::{Engine, LinkPlan};
+use milink_core::{ConnectionName, DatabaseName, MigrationId};
+use milink_e2e::pg::{self, Side};
+use milink_e2e::unique;
+use milink_postgres::PostgresEngine;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn pg_bin(tool: &str) -> String {
+    let newest = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()
+        .and_then(|dirs| dirs.filter_map(|d| d.ok()?.file_name().to_str()?.parse::<u32>().ok()).max());
+    match newest {
+        Some(major) => format!("/usr/lib/postgresql/{major}/bin/{tool}"),
+        None => tool.to_owned(),
+    }
+}
+
+fn source_port() -> String {
+    let url = &pg::servers().source_url;
+    url.rsplit(':').next().and_then(|rest| rest.split('/').next()).unwrap_or("54311").to_owned()
+}
+
+fn pgbench(database: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(pg_bin("pgbench"));
+    command
+        .args(args)
+        .args(["-h", "127.0.0.1", "-p", &source_port(), "-U", "milink", database])
+        .env("PGPASSWORD", &pg::servers().password)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
+fn endpoint(name: &str, url: &str) -> Endpoint {
+    Endpoint {
+        name: ConnectionName::parse(name).expect("connection name"),
+        engine: "postgres".into(),
+        url: url.into(),
+        password: Some(Secret::new(pg::servers().password.clone())),
+        replication_url: None,
+        options: Default::default(),
+    }
+}
+
+fn link_plan(database: &str) -> LinkPlan {
+    LinkPlan {
+        migration_id: MigrationId::new_random(),
+        source: endpoint("src", &pg::servers().source_url),
+        target: endpoint("dst", &pg::servers().target_url),
+        database: DatabaseName::parse(database).expect("database name"),
+        settings: Settings::default(),
+    }
+}
+
+async fn until_streaming(engine: &PostgresEngine, plan: &LinkPlan) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    loop {
+        let o = engine.observe(plan, chrono::Utc::now()).await?;
+        if o.phase == LinkPhase::Streaming && o.lag_bytes.is_some_and(|lag| lag <= plan.settings.ready_lag_bytes) {
+            return Ok(started.elapsed());
+        }
+        anyhow::ensure!(o.problem.is_none(), "link problem: {:?}", o.problem);
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(1800), "not streaming after 30 min");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn count_everything(database: &str) -> anyhow::Result<(Duration, i64)> {
+    let client = pg::connect(Side::Source, database).await?;
+    let tables: Vec<String> = client
+        .query("SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname = 'public' ORDER BY 1", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let started = Instant::now();
+    let mut rows = 0;
+    for table in tables {
+        rows += client.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await?.get::<_, i64>(0);
+    }
+    Ok((started.elapsed(), rows))
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 0 => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+        n => values[n / 2],
+    }
+}
+
+fn describe(v: &Verification) -> String {
+    let chunks: u32 = v.tables.iter().map(|t| t.chunks).sum();
+    format!(
+        "{} rows, {chunks} chunks, complete {}, clean {}{}",
+        v.rows_compared,
+        v.complete,
+        v.is_clean(),
+        v.incomplete_reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
+    )
+}
+
+async fn timed_verify(engine: &PostgresEngine, plan: &LinkPlan) -> anyhow::Result<(Duration, Verification)> {
+    let started = Instant::now();
+    let v = engine.verify(plan).await?;
+    Ok((started.elapsed(), v))
+}
+
+fn stop(mut load: Child) {
+    let _ = load.kill();
+    let _ = load.wait();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let scale = arg("--scale", 10);
+    let rounds = arg("--rounds", 3).max(1);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    println!("pg_verify: pgbench scale {scale}, 4 writer clients, {rounds} rounds, {cores} cores (both servers on this machine)");
+    let database = unique("verifybench");
+    pg::drop_everywhere(&database).await;
+    pg::connect(Side::Source, "postgres").await?.batch_execute(&format!("CREATE DATABASE {}", pg::ident(&database))).await?;
+    let init = pgbench(&database, &["-i", "-q", "-s", &scale.to_string()]).status()?;
+    anyhow::ensure!(init.success(), "pgbench -i failed");
+    pg::connect(Side::Source, &database).await?.batch_execute("ALTER TABLE pgbench_history ADD COLUMN id bigserial PRIMARY KEY; ANALYZE").await?;
+
+    let engine = PostgresEngine::new();
+    let plan = link_plan(&database);
+    engine.create_link(&plan).await?;
+    let seeded = until_streaming(&engine, &plan).await?;
+    println!("linked and streaming after {:.1} s", seeded.as_secs_f64());
+
+    let load = pgbench(&database, &["-n", "-c", "4", "-j", "2", "-T", "3600"]).spawn()?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (mut counts, mut verifies) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let (count_time, rows) = count_everything(&database).await?;
+        let (verify_time, v) = timed_verify(&engine, &plan).await?;
+        println!(
+            "round {round}: count(*) {rows} rows in {:.0} ms; verify {:.0} ms ({:.0} rows/s, {:.1}× count): {}",
+            count_time.as_secs_f64() * 1e3,
+            verify_time.as_secs_f64() * 1e3,
+            v.rows_compared as f64 / verify_time.as_secs_f64(),
+            verify_time.as_secs_f64() / count_time.as_secs_f64(),
+            describe(&v)
+        );
+        anyhow::ensure!(v.mismatches().is_empty() && v.differences.is_empty(), "lag reported as a difference: {}", v.summary());
+        counts.push(count_time.as_secs_f64());
+        verifies.push(verify_time.as_secs_f64());
+    }
+    let (count, verify) = (median(counts), median(verifies));
+    println!("under load, median: count(*) {:.0} ms, verify {:.0} ms, ratio {:.1}×", count * 1e3, verify * 1e3, verify / count);
+    stop(load);
+
+    until_streaming(&engine, &plan).await?;
+    let (count_time, _) = count_everything(&database).await?;
+    let (idle_time, idle) = timed_verify(&engine, &plan).await?;
+    println!(
+        "idle: count(*) {:.0} ms, verify {:.0} ms ({:.1}×): {}",
+        count_time.as_secs_f64() * 1e3,
+        idle_time.as_secs_f64() * 1e3,
+        idle_time.as_secs_f64() / count_time.as_secs_f64(),
+        describe(&idle)
+    );
+    let position = engine.fence(&plan).await?;
+    let drained = Instant::now();
+    while engine.positions(&plan).await?.target < position {
+        anyhow::ensure!(drained.elapsed() < Duration::from_secs(120), "drain did not finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = Instant::now();
+    let finalized = engine.finalize(&plan).await?;
+    let finalize_time = started.elapsed();
+    println!(
+        "finalize after the fence: {:.0} ms ({:.0} rows/s, {:.1}× the idle count(*)): {}",
+        finalize_time.as_secs_f64() * 1e3,
+        finalized.rows_compared as f64 / finalize_time.as_secs_f64(),
+        finalize_time.as_secs_f64() / count_time.as_secs_f64(),
+        describe(&finalized)
+    );
+    engine.unfence(&plan).await?;
+    engine.drop_link(&plan, true).await?;
+    pg::drop_everywhere(&database).await;
+    anyhow::ensure!(finalized.is_clean(), "finalize: {}", finalized.summary());
+    Ok(())
+}
