@@ -42,8 +42,10 @@ pub fn app(state: ApiState) -> Router {
         .route("/api/migrations/{id}/verify", post(migrations::verify))
         .route("/api/migrations/{id}/failback", post(migrations::failback))
         .route("/api/deadletters", get(dead_letters))
+        .route("/metrics", get(crate::telemetry::metrics::scrape))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(crate::telemetry::http::trace_request))
         .with_state(state)
 }
 

@@ -20,6 +20,8 @@ const IDLE: Duration = Duration::from_millis(25);
 
 /// Runs until `shutdown`, then waits for in-flight handlers to finish.
 pub async fn run(ctx: Context, store: Arc<SqliteStore>, shutdown: CancellationToken) {
+    // The queue's depth and age are gauges (`/metrics`, OTLP): the dispatcher owns the queue, so it says where.
+    crate::telemetry::fleet::watch_queue(store.clone());
     let limit = ctx.config.server.max_concurrency.max(1);
     let mut running = JoinSet::new();
     loop {

@@ -6,14 +6,14 @@ use milink_core::error::EngineError;
 use milink_core::message::{Envelope, Payload, Stage};
 use milink_core::names::ConnectionName;
 
-/// The message that asks for an assessment.
+/// The message that asks for an assessment, in the trace of the request that asked.
 pub fn request(assessment_id: &str, connection: &ConnectionName) -> Envelope {
     Envelope {
         envelope_id: format!("assess:{assessment_id}"),
         stage: Stage::Assess,
         ordering_key: format!("assess:{assessment_id}"),
         payload: Payload::Assess { assessment_id: assessment_id.to_owned(), connection: connection.clone() },
-        trace_parent: None,
+        trace_parent: crate::telemetry::current_trace_parent(),
     }
 }
 
@@ -31,7 +31,7 @@ pub async fn run(ctx: &Context, assessment_id: &str, connection: &ConnectionName
     let lookup = ctx.config.endpoint(connection).and_then(|endpoint| Ok((endpoint, ctx.engines.for_source(endpoint)?)));
     let outcome = match lookup {
         Err(error) => Err(EngineError::definite("configuration", error.to_string(), "fix milink.toml, restart milink and assess again")),
-        Ok((endpoint, engine)) => engine.assess(endpoint).await,
+        Ok((endpoint, engine)) => crate::telemetry::spans::traced(crate::telemetry::spans::engine_on("assess", endpoint), engine.assess(endpoint)).await,
     };
     let now = ctx.clock.now();
     let report = match outcome {
@@ -60,7 +60,7 @@ async fn save(ctx: &Context, report: AssessmentReport) -> Result<(), Retry> {
         stage: Stage::Notify,
         ordering_key: format!("assessed:{}", report.id),
         payload: Payload::AssessmentCompleted { assessment_id: report.id.clone(), message },
-        trace_parent: None,
+        trace_parent: crate::telemetry::current_trace_parent(),
     };
     ctx.assessments.put_assessment(&report, &[notify]).await?;
     Ok(())

@@ -7,9 +7,9 @@ use milink_core::flow::Event;
 /// Unfences if needed and drops the link.
 pub async fn run(step: &Step<'_>, unfence: bool, drop_target: bool) -> Result<Event, EngineError> {
     if unfence {
-        step.engine.unfence(step.plan).await?;
+        step.engine_call("unfence", step.engine.unfence(step.plan)).await?;
     }
-    step.engine.drop_link(step.plan, drop_target).await?;
+    step.engine_call("drop_link", step.engine.drop_link(step.plan, drop_target)).await?;
     tracing::info!(drop_target, "link removed");
     Ok(Event::LinkDropped)
 }

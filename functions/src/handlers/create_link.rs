@@ -6,7 +6,7 @@ use milink_core::flow::Event;
 
 /// Creates (or finishes creating) the link.
 pub async fn run(step: &Step<'_>) -> Result<Event, EngineError> {
-    step.engine.create_link(step.plan).await?;
+    step.engine_call("create_link", step.engine.create_link(step.plan)).await?;
     tracing::info!(link = %step.plan.link_name(), "link created");
     Ok(Event::LinkCreated)
 }

@@ -31,27 +31,30 @@ pub async fn run(step: &Step<'_>) -> Result<Event, EngineError> {
     match step.command {
         Command::Fence { attempt } => {
             let started_at = step.ctx.clock.now();
-            let position = engine.fence(plan).await?;
+            let position = step.engine_call("fence", engine.fence(plan)).await?;
             tracing::info!(position = position.0, "source fenced");
             Ok(Event::Fenced { attempt: *attempt, started_at, position })
         }
-        Command::Drain { attempt, position, deadline } => drain(step, *attempt, *position, *deadline).await,
+        Command::Drain { attempt, position, deadline } => {
+            // One span for the whole wait, not one per position check (twenty a second).
+            step.engine_call("drain", drain(step, *attempt, *position, *deadline)).await
+        }
         Command::Finalize { attempt } => {
-            let verification = engine.finalize(plan).await?;
+            let verification = step.engine_call("finalize", engine.finalize(plan)).await?;
             Ok(Event::Finalized { attempt: *attempt, verification })
         }
         Command::Switch { attempt, keep_reverse_link } => {
-            engine.switch(plan, *keep_reverse_link).await?;
+            step.engine_call("switch", engine.switch(plan, *keep_reverse_link)).await?;
             tracing::info!("target is primary");
             Ok(Event::Switched { attempt: *attempt })
         }
         Command::Unfence { attempt } => {
-            engine.unfence(plan).await?;
+            step.engine_call("unfence", engine.unfence(plan)).await?;
             tracing::info!("source unfenced");
             Ok(Event::Unfenced { attempt: *attempt })
         }
         Command::Failback => {
-            engine.failback(plan).await?;
+            step.engine_call("failback", engine.failback(plan)).await?;
             tracing::info!("failed back: the source is primary again");
             Ok(Event::FailedBack)
         }
@@ -91,7 +94,7 @@ async fn drain(
         // A cancel (or anything else that made this drain stale) must not wait for the deadline with
         // the source fenced: look at the migration again now and then, and stop when it moved on.
         polls += 1;
-        if polls % RECHECK_EVERY == 0 && !still_wanted(step).await {
+        if polls.is_multiple_of(RECHECK_EVERY) && !still_wanted(step).await {
             return Ok(Event::DrainTimedOut { attempt, reached }); // stale: decide ignores it
         }
         tokio::time::sleep(DRAIN_POLL).await;

@@ -86,12 +86,30 @@ pub fn outbox_for(id: &MigrationId, version: u64, commands: Vec<Command>) -> Vec
 /// Routes one message to its stage.
 pub async fn handle(ctx: &Context, envelope: &Envelope) -> Result<(), Retry> {
     match &envelope.payload {
-        Payload::Assess { assessment_id, connection } => assess::run(ctx, assessment_id, connection).await,
+        Payload::Assess { assessment_id, connection } => {
+            let span = tracing::info_span!(
+                "assess",
+                otel.name = "assess",
+                assessment = %assessment_id,
+                connection = %connection,
+                trace_id = tracing::field::Empty,
+            );
+            crate::telemetry::continue_trace(&span, envelope.trace_parent.as_deref());
+            assess::run(ctx, assessment_id, connection).instrument(span).await
+        }
         Payload::AssessmentCompleted { assessment_id, message } => {
-            notify::assessment_completed(ctx, &envelope.envelope_id, assessment_id, message).await
+            let span = tracing::info_span!("notify", assessment = %assessment_id, trace_id = tracing::field::Empty);
+            crate::telemetry::continue_trace(&span, envelope.trace_parent.as_deref());
+            notify::assessment_completed(ctx, &envelope.envelope_id, assessment_id, message).instrument(span).await
         }
         Payload::Migration { migration_id, command } => {
-            let span = tracing::info_span!("step", migration = %migration_id, step = command.name());
+            let span = tracing::info_span!(
+                "step",
+                otel.name = format!("step {}", command.name()),
+                migration = %migration_id,
+                step = command.name(),
+                trace_id = tracing::field::Empty,
+            );
             crate::telemetry::continue_trace(&span, envelope.trace_parent.as_deref());
             run_command(ctx, migration_id, command, &envelope.envelope_id).instrument(span).await
         }
@@ -122,7 +140,13 @@ async fn run_command(ctx: &Context, id: &MigrationId, command: &Command, envelop
         _ => cutover::run(&step).await,
     };
     match event {
-        Ok(event) => apply(ctx, id, &event).await.map(drop).map_err(Retry::from),
+        Ok(event) => {
+            let saved = apply(ctx, id, &event).await.map_err(Retry::from)?;
+            if crate::telemetry::metrics::is_cutover_step(command) {
+                crate::telemetry::metrics::cutover_recorded(&migration, &saved);
+            }
+            Ok(())
+        }
         Err(error) if error.is_transient() => Err(Retry(error)),
         Err(error) => fail(ctx, id, command, error).await,
     }
@@ -140,6 +164,17 @@ pub struct Step<'a> {
     pub plan: &'a LinkPlan,
     /// The engine for the pair.
     pub engine: Arc<dyn milink_core::ports::Engine>,
+}
+
+impl Step<'_> {
+    /// Runs one engine operation in its own span, a child of this step's (see [`crate::telemetry::spans`]).
+    pub async fn engine_call<T>(
+        &self,
+        operation: &'static str,
+        work: impl std::future::Future<Output = Result<T, EngineError>>,
+    ) -> Result<T, EngineError> {
+        crate::telemetry::spans::traced(crate::telemetry::spans::engine(operation, self.engine.name(), self.plan), work).await
+    }
 }
 
 /// The plan and engine of a migration's link, from the config as it is now.
@@ -162,7 +197,13 @@ pub async fn exhausted(ctx: &Context, envelope: &Envelope, error: EngineError) -
             tracing::warn!(migration = %migration_id, step = command.name(), error = %error.message, "retries exhausted");
             let event = Event::StepExhausted { command: command.clone(), error };
             match apply(ctx, migration_id, &event).await {
-                Ok(_) | Err(ApplyError::NotFound(_)) => Ok(()),
+                Ok(saved) => {
+                    if saved.stall.is_some() {
+                        crate::telemetry::metrics::stalled(command.name());
+                    }
+                    Ok(())
+                }
+                Err(ApplyError::NotFound(_)) => Ok(()),
                 Err(e) => Err(e.into()),
             }
         }

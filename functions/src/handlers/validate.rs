@@ -6,7 +6,7 @@ use milink_core::flow::Event;
 
 /// Runs the engine's validation.
 pub async fn run(step: &Step<'_>) -> Result<Event, EngineError> {
-    let findings = step.engine.validate(step.plan).await?;
+    let findings = step.engine_call("validate", step.engine.validate(step.plan)).await?;
     for finding in &findings {
         tracing::info!(rule = %finding.rule, severity = ?finding.severity, "{}", finding.message);
     }

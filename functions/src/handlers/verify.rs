@@ -10,7 +10,7 @@ use milink_core::flow::Event;
 /// Runs one verification request.
 pub async fn run(step: &Step<'_>, request: u32) -> Result<Event, EngineError> {
     let started = step.ctx.clock.now();
-    let mut verification = step.engine.verify(step.plan).await?;
+    let mut verification = step.engine_call("verify", step.engine.verify(step.plan)).await?;
     verification.started_at.get_or_insert(started);
     verification.finished_at.get_or_insert(step.ctx.clock.now());
     tracing::info!(request, summary = %verification.summary(), rows = verification.rows_compared, "verified");

@@ -8,6 +8,7 @@
 use super::settle::{settle, RetryPolicy, Settlement};
 use crate::context::Context;
 use crate::handlers;
+use crate::telemetry::metrics;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
@@ -55,11 +56,30 @@ pub enum Delivered {
 
 /// Runs delivery number `attempt` of `envelope` and settles it.
 pub async fn deliver(ctx: &Context, envelope: &Envelope, attempt: u32, transport: &dyn Transport) -> Result<Delivered, TransportError> {
+    let started = std::time::Instant::now();
     let outcome = std::panic::AssertUnwindSafe(handlers::handle(ctx, envelope))
         .catch_unwind()
         .await
         .unwrap_or_else(|_| Err(handlers::Retry(EngineError::transient("handler_panicked", "the step's handler panicked (a bug)", "see the log; report it"))))
         .map_err(|handlers::Retry(error)| error);
+    let seconds = started.elapsed().as_secs_f64();
+    let delivered = settle_outcome(ctx, envelope, attempt, outcome, transport).await?;
+    let recorded = match &delivered {
+        Delivered::Done => metrics::Outcome::Done,
+        Delivered::Retrying { .. } => metrics::Outcome::Retry,
+        Delivered::DeadLettered { .. } => metrics::Outcome::DeadLetter,
+    };
+    metrics::delivered(metrics::step_label(&envelope.payload), recorded, seconds);
+    Ok(delivered)
+}
+
+async fn settle_outcome(
+    ctx: &Context,
+    envelope: &Envelope,
+    attempt: u32,
+    outcome: Result<(), EngineError>,
+    transport: &dyn Transport,
+) -> Result<Delivered, TransportError> {
     let policy = RetryPolicy::of(&ctx.config.server);
     let settlement = settle(outcome, attempt, &policy, ctx.clock.now(), &mut rand::thread_rng());
     let id = envelope.envelope_id.as_str();

@@ -138,6 +138,7 @@ pub async fn tick(ctx: &Context, settings: &PollSettings) -> PollTick {
         summary.conflicts += one.conflicts;
         summary.deferred += one.deferred;
     }
+    crate::telemetry::fleet::refresh_for_export(ctx).await;
     summary
 }
 

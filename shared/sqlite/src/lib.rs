@@ -20,7 +20,7 @@ use rusqlite::Connection;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-pub use queue::Delivery;
+pub use queue::{Delivery, QueueStats};
 
 /// Migrations, assessments and the queue in one SQLite file.
 #[derive(Clone)]
@@ -59,7 +59,8 @@ CREATE TABLE IF NOT EXISTS queue (
     deliveries INTEGER NOT NULL DEFAULT 0,
     not_before_ms INTEGER NOT NULL DEFAULT 0,
     leased_until_ms INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT
+    last_error TEXT,
+    enqueued_ms INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS queue_by_key ON queue (ordering_key, seq);
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -98,6 +99,7 @@ impl SqliteStore {
     fn init(connection: Connection) -> Result<Self, StoreError> {
         connection.busy_timeout(std::time::Duration::from_secs(5)).map_err(backend)?;
         connection.execute_batch(SCHEMA).map_err(backend)?;
+        queue::add_enqueued_column(&connection)?;
         Ok(Self { connection: Arc::new(Mutex::new(connection)) })
     }
 

@@ -23,7 +23,10 @@ pub struct Delivery {
 /// Appends messages (ignoring ids already queued) inside the caller's transaction.
 pub(crate) fn enqueue(tx: &Transaction<'_>, outbox: &[Envelope]) -> Result<(), StoreError> {
     let mut statement = tx
-        .prepare_cached("INSERT OR IGNORE INTO queue (id, stage, ordering_key, body) VALUES (?1, ?2, ?3, ?4)")
+        .prepare_cached(
+            "INSERT OR IGNORE INTO queue (id, stage, ordering_key, body, enqueued_ms) \
+             VALUES (?1, ?2, ?3, ?4, CAST(unixepoch('subsec') * 1000 AS INTEGER))",
+        )
         .map_err(backend)?;
     for envelope in outbox {
         statement
@@ -31,6 +34,30 @@ pub(crate) fn enqueue(tx: &Transaction<'_>, outbox: &[Envelope]) -> Result<(), S
             .map_err(backend)?;
     }
     Ok(())
+}
+
+/// A state file from before the queue remembered when each message came adds the column here (its
+/// messages count as enqueued at 0, i.e. unknown, and are left out of the oldest message's age).
+pub(crate) fn add_enqueued_column(connection: &rusqlite::Connection) -> Result<(), StoreError> {
+    let has_column = connection
+        .prepare("SELECT 1 FROM pragma_table_info('queue') WHERE name = 'enqueued_ms'")
+        .and_then(|mut statement| statement.exists([]))
+        .map_err(backend)?;
+    if !has_column {
+        connection.execute_batch("ALTER TABLE queue ADD COLUMN enqueued_ms INTEGER NOT NULL DEFAULT 0").map_err(backend)?;
+    }
+    Ok(())
+}
+
+/// The queue's gauges at one moment (for metrics).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Messages waiting or in flight.
+    pub depth: u64,
+    /// When the oldest of them was enqueued (wall clock), if any has a known time.
+    pub oldest_enqueued_at: Option<DateTime<Utc>>,
+    /// Dead letters kept.
+    pub dead_letters: u64,
 }
 
 impl SqliteStore {
@@ -145,6 +172,26 @@ impl SqliteStore {
         .await
     }
 
+    /// Depth, oldest message and dead letters, in one read.
+    pub async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
+        self.with(|connection| {
+            let (depth, oldest_ms, dead_letters): (i64, Option<i64>, i64) = connection
+                .query_row(
+                    "SELECT (SELECT COUNT(*) FROM queue), (SELECT MIN(enqueued_ms) FROM queue WHERE enqueued_ms > 0), \
+                            (SELECT COUNT(*) FROM dead_letters)",
+                    [],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )
+                .map_err(backend)?;
+            Ok(QueueStats {
+                depth: depth as u64,
+                oldest_enqueued_at: oldest_ms.and_then(DateTime::from_timestamp_millis),
+                dead_letters: dead_letters as u64,
+            })
+        })
+        .await
+    }
+
     /// Messages waiting or in flight.
     pub async fn depth(&self) -> Result<u64, StoreError> {
         self.with(|connection| {
@@ -187,6 +234,9 @@ mod tests {
         let message = envelope("a", 1, Command::Validate);
         store.enqueue(&[message.clone(), message.clone()]).await.unwrap();
         assert_eq!(store.depth().await.unwrap(), 1);
+        let stats = store.queue_stats().await.unwrap();
+        let age = Utc::now() - stats.oldest_enqueued_at.expect("a queued message has its enqueue time");
+        assert!(stats.depth == 1 && age >= chrono::Duration::zero() && age < chrono::Duration::seconds(60), "{stats:?}");
         let delivery = store.claim(now, 60_000).await.unwrap().unwrap();
         assert_eq!(delivery.delivery_count, 1);
         store.retry(&message.envelope_id, now + chrono::Duration::seconds(5), "boom").await.unwrap();
@@ -196,6 +246,7 @@ mod tests {
         store.dead_letter(&message.envelope_id, "gave up", now).await.unwrap();
         assert_eq!(store.depth().await.unwrap(), 0);
         assert_eq!(store.dead_letters().await.unwrap()[0].last_error.as_deref(), Some("gave up"));
+        assert_eq!(store.queue_stats().await.unwrap(), QueueStats { depth: 0, oldest_enqueued_at: None, dead_letters: 1 });
     }
 
     #[tokio::test]
