@@ -75,6 +75,11 @@ impl Client {
             Ok(key) if !key.is_empty() => request.header("x-functions-key", key),
             _ => request,
         };
+        // `milink up` with a token (listening beyond loopback) wants it on every request but health.
+        let request = match std::env::var("MILINK_TOKEN") {
+            Ok(token) if !token.trim().is_empty() => request.bearer_auth(token.trim()),
+            _ => request,
+        };
         let response = request.send().await.map_err(|e| {
             CliError::Unreachable(format!(
                 "cannot reach milink at {} ({}); start it with `milink up` or pass --server",

@@ -16,3 +16,4 @@ pub mod engines;
 pub mod handlers;
 pub mod runtime;
 pub mod telemetry;
+pub mod ui;

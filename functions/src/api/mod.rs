@@ -43,6 +43,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/api/migrations/{id}/failback", post(migrations::failback))
         .route("/api/deadletters", get(dead_letters))
         .route("/metrics", get(crate::telemetry::metrics::scrape))
+        .merge(crate::ui::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(crate::telemetry::http::trace_request))

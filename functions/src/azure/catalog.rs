@@ -4,7 +4,8 @@
 //!
 //! - HTTP triggers: one per route of the API, with the route the embedded host serves under `/api` (the
 //!   host's `routePrefix`). The handler rebuilds the request and runs it through the same router
-//!   ([`crate::api::app`]), so bodies and errors are the embedded host's, byte for byte.
+//!   ([`crate::api::app`]), so bodies and errors are the embedded host's, byte for byte. The web UI is one
+//!   more HTTP function (`Ui`, `/api/ui/...`) answered by the same router ([`crate::ui`]).
 //! - Service Bus queue triggers: one per [`Stage`], sessions on. Every step of a migration is on the one
 //!   `migration` queue with the migration id as session, so Service Bus gives a migration's steps to one
 //!   invocation at a time, in order (a Cancel never runs beside CreateLink or Fence).
@@ -83,6 +84,11 @@ pub const FUNCTIONS: &[Function] = &[
     http("MigrationFailback", "migrations/{id}/failback", &["post"]),
     http("DeadLetters", "deadletters", &["get"]),
     http("MigrationVerify", "migrations/{id}/verify", &["post"]),
+    http("Overview", "overview", &["get"]),
+    http("Connections", "connections", &["get"]),
+    // The web UI's files (crate::ui), at /api/ui/. Anonymous: they hold no secret, and a browser cannot add
+    // a function key to a page navigation; every API call the pages make still needs the key.
+    Function { name: "Ui", trigger: Trigger::Http { route: "ui/{*path}", methods: &["get"], auth_level: "anonymous" } },
     queue(Stage::Assess),
     queue(Stage::Migration),
     queue(Stage::Notify),

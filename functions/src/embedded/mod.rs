@@ -1,5 +1,6 @@
 //! The embedded host (`milink up`): one process, SQLite state and queue, the axum API, a dispatcher
-//! with bounded concurrency and retries, the sync-polling timer, graceful shutdown.
+//! with bounded concurrency and retries, the sync-polling timer, graceful shutdown. The API and the web UI
+//! answer behind [`crate::ui::auth`]'s access rule (a token, when one is configured).
 //!
 //! On start it releases the leases a killed predecessor left behind, so every in-flight step runs again
 //! at once; steps are idempotent, so that resumes each migration where it was.
@@ -18,6 +19,7 @@ pub async fn run(
     ctx: Context,
     store: Arc<SqliteStore>,
     listener: tokio::net::TcpListener,
+    access: crate::ui::auth::Access,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let released = store.release_leases().await.map_err(std::io::Error::other)?;
@@ -25,7 +27,7 @@ pub async fn run(
         tracing::info!(released, "resuming steps that were in flight when milink last stopped");
     }
     let server = ctx.config.server.clone();
-    let router = api::app(ApiState { ctx: ctx.clone(), dead_letters: Some(store.clone()) });
+    let router = crate::ui::auth::protect(api::app(ApiState { ctx: ctx.clone(), dead_letters: Some(store.clone()) }), access);
     let dispatcher = tokio::spawn(dispatcher::run(ctx.clone(), store.clone(), shutdown.clone()));
     let poller = tokio::spawn(poll_loop(ctx, Duration::from_millis(server.poll_interval_ms.max(10)), server.max_concurrency, shutdown.clone()));
     let api_shutdown = shutdown.clone();

@@ -1,0 +1,67 @@
+// Monitor and cutover: every migration, refreshed every 2 seconds, with status changes announced to
+// screen readers; and the dead letters (steps that ran out of retries).
+import { get } from './api.js';
+import { h, replace, table, badge, bytes, announce, errorText, when } from './dom.js';
+
+export function progressCell(m) {
+  if (typeof m.progress !== 'number') return '–';
+  return h('span', { class: 'progress' }, h('progress', { max: 100, value: m.progress, 'aria-label': `${m.database} progress` }), ` ${m.progress.toFixed(0)} %`);
+}
+
+export function lagText(m) {
+  const parts = [];
+  if (m.lagBytes !== null && m.lagBytes !== undefined) parts.push(bytes(m.lagBytes));
+  if (m.lagSeconds !== null && m.lagSeconds !== undefined) parts.push(`${m.lagSeconds} s`);
+  return parts.length ? parts.join(', ') : '–';
+}
+
+function rows(migrations) {
+  return migrations.map((m) => [
+    h('a', { href: `#/migration/${encodeURIComponent(m.id)}` }, m.database),
+    `${m.source} → ${m.target}`,
+    h('span', {}, badge(m.status), m.step ? ` ${m.step}` : ''),
+    progressCell(m),
+    lagText(m),
+    m.reason ? h('span', {}, m.reason, m.remediation ? h('span', { class: 'remediation' }, ` What to do: ${m.remediation}`) : '') : '–',
+  ]);
+}
+
+export async function monitorPage(main) {
+  const list = h('div', { id: 'migrations' });
+  const letters = h('div', { id: 'dead-letters' });
+  const updated = h('p', { class: 'muted' });
+  const refresh = h('button', { type: 'button' }, 'Refresh');
+  replace(main, h('h1', {}, 'Monitor and cutover'),
+    h('p', { class: 'toolbar' }, refresh, ' ', updated),
+    list,
+    h('h2', {}, 'Dead letters'), letters);
+  const seen = new Map();
+  let last = '';
+  async function load() {
+    try {
+      const { migrations } = await get('/migrations');
+      for (const m of migrations) {
+        if (seen.has(m.id) && seen.get(m.id) !== m.status) announce(`${m.database} is now ${m.status}`);
+        seen.set(m.id, m.status);
+      }
+      const snapshot = JSON.stringify(migrations);
+      if (snapshot !== last) {
+        last = snapshot;
+        replace(list, migrations.length
+          ? table('Migrations', ['Database', 'Source → target', 'Status', 'Progress', 'Lag', 'Reason'], rows(migrations))
+          : h('p', {}, 'No migrations yet. ', h('a', { href: '#/new' }, 'Start one'), '.'));
+      }
+      const { deadLetters } = await get('/deadletters');
+      replace(letters, deadLetters.length
+        ? table('Steps that ran out of retries', ['Id', 'Stage', 'Given up at', 'Deliveries', 'Last error'], deadLetters.map((d) => [d.id, d.stage, when(d.deadAt), String(d.deliveries), d.lastError || '–']))
+        : h('p', {}, 'None.'));
+      updated.textContent = `Updated ${new Date().toLocaleTimeString()}`;
+    } catch (error) {
+      updated.textContent = `Could not refresh: ${errorText(error)}`;
+    }
+  }
+  refresh.addEventListener('click', load);
+  await load();
+  const timer = setInterval(load, 2000);
+  return () => clearInterval(timer);
+}

@@ -1,0 +1,137 @@
+// The Tailspin seed lab played by clicks: sign in, assess, open Customer360's readiness issues, start
+// ToyStore (double click: still one migration), watch it reach Ready for cutover, verify, cut over through
+// the dialog with the "traffic stopped" confirmation, see Completed and the verification. Against the real
+// binary and real PostgreSQL; a screenshot of every page lands in target/ui-screenshots.
+import { test, expect } from '@playwright/test';
+import { join } from 'node:path';
+import { loadSample, dropEverywhere, startMilink, unique, screenshotDir } from './support.mjs';
+
+const shots = screenshotDir();
+const shot = (page, name) => page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
+
+test('the Tailspin journey, by clicks', async ({ page }) => {
+  const toystore = unique('ToyStore');
+  const customer360 = unique('Customer360');
+  loadSample(toystore, 'toystore.sql');
+  loadSample(customer360, 'customer360.sql');
+  const token = `ui-test-${unique('token')}-0123456789`;
+  const milink = await startMilink({ token });
+  const starts = [];
+  page.on('request', (request) => {
+    if (request.method() === 'POST' && new URL(request.url()).pathname === '/api/migrations') starts.push(request);
+  });
+  try {
+    // Sign in: the page asks for the token, the cookie it sets is HttpOnly (the page cannot read it).
+    await page.goto(`${milink.base}/`);
+    await expect(page).toHaveURL(/\/login$/);
+    await shot(page, '00-login');
+    await page.getByLabel('Access token').fill(token);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await expect(page.getByRole('heading', { level: 1, name: 'Database migration' })).toBeVisible();
+    expect(await page.evaluate(() => document.cookie)).toBe('');
+
+    // Overview: four steps, nothing done; next actions say to assess.
+    await expect(page.locator('.step.done')).toHaveCount(0);
+    await expect(page.getByRole('link', { name: 'Assess src' })).toBeVisible();
+    await shot(page, '01-overview');
+
+    // Assess src; the report opens when it is done.
+    await page.getByRole('button', { name: 'Assess src' }).click();
+    await expect(page.getByRole('tab', { name: 'User databases' })).toBeVisible({ timeout: 90_000 });
+    await shot(page, '02-assessment-overview');
+    // The tabs work from the keyboard: arrow right moves to Source properties.
+    await page.getByRole('tab', { name: 'Overview' }).focus();
+    await page.keyboard.press('ArrowRight');
+    await expect(page.getByRole('tab', { name: 'Source properties' })).toHaveAttribute('aria-selected', 'true');
+    await expect(page.getByRole('tabpanel', { name: 'Source properties' })).toContainText('Version');
+    await shot(page, '03-assessment-source');
+    await page.getByRole('tab', { name: 'SKU recommendation' }).click();
+    await expect(page.getByRole('tabpanel', { name: 'SKU recommendation' })).toContainText('vCores');
+    await shot(page, '04-assessment-sku');
+    await page.getByRole('tab', { name: 'Connection summary' }).click();
+    await expect(page.getByRole('tabpanel', { name: 'Connection summary' })).toContainText('no connection summary');
+    await page.getByRole('tab', { name: 'User databases' }).click();
+    const databases = page.getByRole('tabpanel', { name: 'User databases' });
+    const c360Row = databases.getByRole('row').filter({ has: page.getByRole('rowheader', { name: customer360, exact: true }) });
+    await expect(databases.getByRole('row').filter({ has: page.getByRole('rowheader', { name: toystore, exact: true }) })).not.toContainText('Not ready');
+    await shot(page, '05-assessment-databases');
+
+    // Customer360 is Not ready: its issues open with the objects and the remediation.
+    await c360Row.getByRole('button', { name: 'Not ready: view issues' }).click();
+    const issues = page.getByRole('dialog', { name: `Readiness issues: ${customer360}` });
+    await expect(issues).toContainText('public.interaction_events');
+    await expect(issues).toContainText('Remediation');
+    await shot(page, '06-readiness-issues');
+    await page.keyboard.press('Escape');
+    await expect(issues).toHaveCount(0);
+
+    // New migration from this source: Customer360 cannot be picked, ToyStore can.
+    await page.getByRole('link', { name: 'New migration from this source' }).click();
+    await expect(page.getByRole('heading', { name: 'New migration' })).toBeVisible();
+    await expect(page.getByLabel(customer360, { exact: true })).toBeDisabled();
+    await page.getByLabel(toystore, { exact: true }).check();
+    await shot(page, '07-new-migration-databases');
+    await page.getByRole('button', { name: 'Next: settings' }).click();
+    await expect(page.getByLabel(/Drain timeout/)).toHaveValue('30');
+    await shot(page, '08-new-migration-settings');
+    await page.getByRole('button', { name: 'Next: review' }).click();
+    await expect(page.locator('main dl')).toContainText(toystore);
+    await shot(page, '09-new-migration-review');
+
+    // A double click on Start: one request, one migration.
+    await page.getByRole('button', { name: 'Start migration' }).dblclick();
+    await expect(page.getByRole('button', { name: 'Started' })).toBeDisabled();
+    expect(starts.length).toBe(1);
+    const listed = await milink.api('/migrations');
+    expect(listed.migrations.filter((m) => m.database === toystore)).toHaveLength(1);
+    await shot(page, '10-new-migration-started');
+
+    // Monitor: the live list; then the migration's blade until Ready for cutover.
+    await page.getByRole('link', { name: 'Monitor and cutover' }).last().click();
+    await expect(page.getByRole('link', { name: toystore })).toBeVisible();
+    await shot(page, '11-monitor');
+    await page.getByRole('link', { name: toystore }).click();
+    await expect(page.locator('#status')).toContainText('Ready for cutover', { timeout: 180_000 });
+    await page.waitForTimeout(4500); // a few lag samples for the chart
+    await shot(page, '12-migration-ready');
+
+    // Verify while syncing: every table compared, no difference.
+    await page.getByRole('button', { name: 'Verify now' }).click();
+    await expect(page.locator('#part-verification section').first()).toContainText('every table compared', { timeout: 120_000 });
+
+    // Cut over through the dialog: the button stays disabled until the confirmation is ticked.
+    await page.getByRole('button', { name: 'Complete cutover' }).click();
+    const dialog = page.getByRole('dialog', { name: 'Complete cutover' });
+    await expect(dialog.getByRole('button', { name: 'Complete cutover' })).toBeDisabled();
+    await dialog.getByLabel('I confirm that I have stopped all incoming traffic to the source database').check();
+    await shot(page, '13-cutover-dialog');
+    await dialog.getByRole('button', { name: 'Complete cutover' }).click();
+    await expect(page.locator('#status')).toContainText('Completed', { timeout: 120_000 });
+    const timeline = page.locator('#part-timeline');
+    await expect(timeline.locator('li.done')).toHaveCount(5);
+    await expect(timeline).toContainText('write downtime');
+    const cutoverVerification = page.locator('#part-verification section').nth(1);
+    await expect(cutoverVerification).toContainText('Cutover verification');
+    await expect(cutoverVerification).toContainText('Equal');
+    await expect(cutoverVerification).toContainText('products');
+    await shot(page, '14-migration-completed');
+
+    // The overview ticks every step; a narrow window still reads.
+    await page.getByRole('link', { name: 'Overview' }).click();
+    await expect(page.locator('.step.done')).toHaveCount(4);
+    await shot(page, '15-overview-done');
+    await page.setViewportSize({ width: 400, height: 800 });
+    await shot(page, '16-overview-narrow');
+    // Nothing secret reached the page.
+    const html = await page.content();
+    expect(html).not.toContain(token);
+    expect(html).not.toContain('127.0.0.1:5431');
+  } catch (error) {
+    await shot(page, 'zz-failure').catch(() => {});
+    throw new Error(`${error.message}\n--- milink log (tail) ---\n${milink.logs().slice(-4000)}`);
+  } finally {
+    milink.stop();
+    dropEverywhere(toystore);
+    dropEverywhere(customer360);
+  }
+});
