@@ -231,3 +231,20 @@ async fn apply_errors_from_a_column_milink_cannot_carry_name_the_change_and_its_
     }
     cleanup(&engine, &plan).await;
 }
+
+#[tokio::test]
+async fn a_renamed_table_blocks_until_renamed_on_the_target() {
+    let (engine, plan) = linked("drift_renamed_", BASE).await;
+    let source = connect(&servers().source_url, plan.database.as_str()).await;
+    source.batch_execute("ALTER TABLE base RENAME TO \"Básë\"; INSERT INTO \"Básë\" VALUES (21, 'after the rename')").await.unwrap();
+    let observation = observe_until(&engine, &plan, 30, |o| change(o, "public.Básë").is_some()).await;
+    let renamed = change(&observation, "public.Básë").unwrap();
+    assert!(!renamed.carried && renamed.change.contains("from public.base"), "{renamed:?}");
+    assert!(renamed.remediation.contains("ALTER TABLE \"public\".\"base\" RENAME TO \"Básë\""), "{renamed:?}");
+
+    let target = connect(&servers().target_url, plan.database.as_str()).await;
+    target.batch_execute("ALTER TABLE base RENAME TO \"Básë\"").await.unwrap();
+    observe_until(&engine, &plan, 30, |o| o.drift.is_empty()).await;
+    assert_eq!(until_same_rows(&plan, "\"Básë\"").await.len(), 21);
+    cleanup(&engine, &plan).await;
+}

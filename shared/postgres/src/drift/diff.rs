@@ -10,8 +10,13 @@
 //! renamed column or table, a table only the target has, a new table without a key, a volatile default on
 //! a rewritten table — is reported with what to do, and blocks the cutover.
 //!
-//! A table that both gained and lost columns is treated as a suspected rename: nothing is added to it,
-//! because adding the new name would fill old rows with NULL where the source has their values.
+//! Renames are never carried as something new. A table that both gained and lost columns is treated as a
+//! suspected column rename: nothing is added to it, because adding the new name would fill old rows with
+//! NULL where the source has their values. A table the publication holds but the target lacks was renamed
+//! (membership follows the table; a new one is published only after the target has it): copying it under
+//! the new name would collide with the old one's index names, so the user is told to rename it on the
+//! target. A renamed *partition* is not recognised: it shows as a new partition that fails to attach
+//! (its bounds overlap the old one's) next to the old one, both reported.
 use super::catalog::{Column, Name, Relation, Snapshot};
 use crate::sql::{qualified, quote_ident, quote_literal};
 use milink_core::migration::SchemaChange;
@@ -66,6 +71,9 @@ pub(crate) fn compare(source: &Snapshot, target: &Snapshot) -> Vec<Item> {
                 vec![Step::CreateSequence(name.clone())],
             )),
             ('S', Some(_)) => {}
+            // Publication membership follows a table through a rename; a table new since the link is
+            // published only once the target has it.
+            (_, None) if source.published.contains(name) => items.push(renamed_table(name, source, target)),
             (_, None) => items.push(new_table(name, relation, source, target)),
             (_, Some(_)) => {
                 items.extend(membership(name, relation, source, target));
@@ -87,15 +95,41 @@ pub(crate) fn compare(source: &Snapshot, target: &Snapshot) -> Vec<Item> {
             display(name),
             format!("{what} dropped or renamed on the source (the target still has it)"),
             format!(
-                "If it was dropped on purpose, drop it on the target too ({drop} {};); if it was renamed, milink \
-                 carries the new name as a new {what}: drop the old one on the target. Or cancel the migration and \
-                 start it again.",
-                sql_name(name)
+                "If it was dropped on purpose, drop it on the target too ({drop} {};); if it was renamed, rename \
+                 it on the target too (ALTER {} ... RENAME TO <its new name>;). Or cancel the migration and start it \
+                 again.",
+                sql_name(name),
+                what.to_uppercase(),
             ),
             Vec::new(),
         ));
     }
     items
+}
+
+/// A published table the target lacks: renamed or moved on the source (its indexes keep their names, so a
+/// copy under the new name would collide with the old table's), or dropped on the target.
+fn renamed_table(name: &Name, source: &Snapshot, target: &Snapshot) -> Item {
+    let shape = |columns: Option<&Vec<Column>>| -> Vec<(String, String)> {
+        columns.into_iter().flatten().map(|c| (c.name.clone(), c.type_name.clone())).collect()
+    };
+    let old = target.relations.keys().find(|candidate| {
+        !source.relations.contains_key(*candidate) && shape(target.columns.get(*candidate)) == shape(source.columns.get(name))
+    });
+    let old_sql = old.map(sql_name).unwrap_or_else(|| "<its old name>".into());
+    let (schema, table) = (quote_ident(&name.0), quote_ident(&name.1));
+    let change = match old {
+        Some(old) => format!("table renamed on the source (from {})", display(old)),
+        None => "table renamed on the source (or dropped on the target)".into(),
+    };
+    item(
+        display(name),
+        change,
+        format!(
+            "Rename it on the target too (ALTER TABLE {old_sql} RENAME TO {table}; and ALTER TABLE ... SET SCHEMA              {schema} if it moved), then milink refreshes the link; {RESTART}."
+        ),
+        Vec::new(),
+    )
 }
 
 /// Goes into the publication itself (partitions come with their root; unlogged rows are not replicated).
