@@ -9,9 +9,12 @@
 //!    session mode a connection is released only when its client leaves, and PAUSE would wait forever).
 //!    New transactions queue inside PgBouncer. PAUSE is bounded by `pooler_pause_timeout_seconds`: a client
 //!    holding a transaction open would otherwise stall the cutover and, meanwhile, every other client; on
-//!    timeout milink RESUMEs and fails the fence with a definite error that says what to do. A pooler that is
-//!    down or refuses (wrong admin password, unknown database) is also a definite error, raised before
-//!    anything is fenced: the flow abandons the cutover and the migration returns to ReadyForCutover. If the
+//!    timeout milink RESUMEs and fails the fence with an error that says what to do. A pooler that is
+//!    down or refuses (wrong admin password, unknown database) fails the same way, before anything is
+//!    fenced. These failures are returned as transient (see `nothing_fenced`): the flow retries the fence,
+//!    then abandons the cutover and the migration returns to ReadyForCutover, its reason saying what to do;
+//!    a definite Fence error would fail the whole migration. A transaction that outlives every attempt's
+//!    PAUSE therefore holds the other clients up to `pooler_pause_timeout_seconds` once per attempt. If the
 //!    fence itself fails after the PAUSE, milink RESUMEs before returning the error, so the application's
 //!    traffic is never held longer than one attempt, whatever the retry schedule.
 //! 2. drain, finalize: unchanged; clients keep waiting in PgBouncer.
@@ -130,6 +133,20 @@ fn admin_name(database: &str) -> String {
 /// Before the fence: PAUSE the database on the pooler, if the source has one. Checks first that the
 /// switch will be able to repoint it, so a cutover that cannot finish never starts.
 pub(crate) async fn pause(plan: &LinkPlan) -> Result<Option<PoolerConfig>, EngineError> {
+    pause_checked(plan).await.map_err(nothing_fenced)
+}
+
+/// Every failure before the fence leaves the source untouched and the link intact, so it is made
+/// transient: the flow fails the whole migration on a definite Fence error, while a transient one is
+/// retried and then abandons the cutover, back to ReadyForCutover (what a pooler that is down, refuses
+/// the login or cannot pause in time deserves). An abandoned cutover shows only the message, so the
+/// message carries what to do.
+fn nothing_fenced(error: EngineError) -> EngineError {
+    let message = format!("{}; nothing was fenced. {}", error.message, error.remediation);
+    EngineError::transient(&error.code, message, error.remediation)
+}
+
+async fn pause_checked(plan: &LinkPlan) -> Result<Option<PoolerConfig>, EngineError> {
     let Some(config) = PoolerConfig::of(&plan.source)? else { return Ok(None) };
     let database = plan.database.as_str();
     check_entry(&config, database)?;
@@ -266,8 +283,7 @@ fn classify_login(config: &PoolerConfig, doing: &str, error: &tokio_postgres::Er
             format!("{}: {doing}: {text}", config.label()),
             format!(
                 "Check the admin password of the pooler (pooler_password_env or pooler_password_file of connection '{}') \
-                 and that user '{user}' is in PgBouncer's admin_users and auth_file. Nothing was fenced; request the \
-                 cutover again once milink can log in.",
+                 and that user '{user}' is in PgBouncer's admin_users and auth_file. Then request the cutover again.",
                 config.connection
             ),
         );
@@ -292,8 +308,8 @@ fn refused(config: &PoolerConfig, command: &str, text: &str) -> EngineError {
         "pooler_refused",
         format!("{}: {command}: the pooler answered: {text}", config.label()),
         format!(
-            "Fix what PgBouncer reports (its [databases] entries come from pgbouncer.ini and {}); nothing was fenced \
-             before the PAUSE succeeded, so request the cutover again afterwards.",
+            "Fix what PgBouncer reports (its [databases] entries come from pgbouncer.ini and {}); before the fence, \
+             request the cutover again afterwards; after the switch, milink retries.",
             config.databases_file.display()
         ),
     )
@@ -308,7 +324,7 @@ fn pause_timed_out(config: &PoolerConfig, database: &str) -> EngineError {
             config.pause_timeout.as_secs()
         ),
         format!(
-            "The pause was lifted and nothing was fenced. Find the long transaction (pg_stat_activity on the source, \
+            "The pause was lifted. Find the long transaction (pg_stat_activity on the source, \
              state 'idle in transaction' or a long query; SHOW CLIENTS on the pooler), let it finish or end it, or \
              raise pooler_pause_timeout_seconds of connection '{}', then request the cutover again.",
             config.connection
@@ -325,7 +341,7 @@ fn file_error(config: &PoolerConfig, database: &str, error: entries::FileError) 
             format!(
                 "Add the entry milink repoints at cutover to {file} (e.g. `{database} = host=<source host> port=<port> \
                  dbname={database}`), make pgbouncer.ini %include that file, RELOAD PgBouncer, then request the \
-                 cutover again. Nothing was fenced."
+                 cutover again."
             ),
         ),
         entries::FileError::Io { doing, path, error } => EngineError::definite(
