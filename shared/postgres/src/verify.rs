@@ -5,12 +5,12 @@
 //! link's publication and on the target with the same column names and types, and the target must have no
 //! extra table; each violation is a `Difference`, so a table created on the source after the link can
 //! never let a cutover pass. Then content, per table: the primary key (or replica identity index) cuts
-//! the table into chunks of ~50k rows, boundaries computed once on the source (`chunks`); per chunk
-//! both sides compute `count(*)` and `sum(hash of the row)` (`sql`), with the columns listed by name so
+//! the table into chunks of ~50k rows, boundaries computed once on the source (`chunks`; when both sides
+//! are static the whole table is compared first and cut only if it differs); per chunk both sides compute `count(*)` and `sum(hash of the row)` (`sql`), with the columns listed by name so
 //! physical column order does not matter, and identical session settings on both sides (UTC, ISO dates,
-//! exact floats, hex bytea) so text forms match. The hash is `hash_record_extended` over the row's values
-//! (PostgreSQL 14+; values equal by their type's equality hash alike, so e.g. numeric `1.0` and `1.00` are
-//! equal) with columns of types without a hash opclass hashed through their text. A chunk that differs
+//! exact floats, hex bytea) so text forms match. Each value is hashed by its type's own hash function
+//! (values equal by their type's equality hash alike, so e.g. numeric `1.0` and `1.00` are equal), a
+//! type without one through its text, and the column hashes are combined per row (`sql::Hashing`). A chunk that differs
 //! is halved by key until small, then compared row by row; the differing keys are listed (at most
 //! `MAX_LISTED_KEYS` per table, the ranges and counts are always reported). A table without a key
 //! (REPLICA IDENTITY FULL) is one chunk and differs as a whole. A partitioned table is read through its
@@ -105,8 +105,8 @@ async fn compare(plan: &LinkPlan, slot: Option<String>) -> Result<Verification, 
     let link = plan.link_name();
     let first = open_pair(&source, &target, database).await?;
     let scope = scope::scope(&first.src, &first.tgt, &link).await?;
-    let hashing = match first.src.version_num().await?.min(first.tgt.version_num().await?) >= 140_000 {
-        true => Hashing::Record,
+    let hashing = match first.src.version_num().await?.min(first.tgt.version_num().await?) >= 110_000 {
+        true => Hashing::Columns,
         false => Hashing::Text,
     };
     let seeding = match slot {
@@ -118,9 +118,13 @@ async fn compare(plan: &LinkPlan, slot: Option<String>) -> Result<Verification, 
     let mut queue = VecDeque::new();
     let batch_size = if slot.is_some() { LIVE_BATCH } else { 1 };
     for (index, table) in tables.iter().enumerate() {
+        if slot.is_none() {
+            queue.push_back(Batch { table: index, first_chunk: 0, ranges: vec![Default::default()], whole: true });
+            continue;
+        }
         let ranges = chunks::plan(&first.src, table).await?;
         for (n, group) in ranges.chunks(batch_size).enumerate() {
-            queue.push_back(Batch { table: index, first_chunk: n * batch_size, ranges: group.to_vec() });
+            queue.push_back(Batch { table: index, first_chunk: n * batch_size, ranges: group.to_vec(), whole: false });
         }
     }
     let context = Context {

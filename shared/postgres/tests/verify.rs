@@ -27,6 +27,17 @@ CREATE TABLE measures (at date NOT NULL, device int NOT NULL, value float8, PRIM
 CREATE TABLE measures_2024 PARTITION OF measures FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
 CREATE TABLE measures_2025 PARTITION OF measures FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
 INSERT INTO measures SELECT date '2024-06-01' + (n % 400), n, n / 3.0 FROM generate_series(1, 1000) n;
+CREATE TYPE mood AS ENUM ('sad', 'ok');
+CREATE TABLE kinds (id uuid PRIMARY KEY, b bool, d date, ts timestamp, tz timestamptz, raw bytea, jb jsonb, j json,
+                    f4 real, f8 float8, n numeric, iv interval, ip inet, m money, mo mood, arr int[], vc varchar(10),
+                    ch char(3), pt point, i2 smallint, t time);
+INSERT INTO kinds SELECT md5(n::text)::uuid, n % 2 = 0, date '2024-01-01' + n, timestamp '2024-01-01' + n * interval '1 h',
+                         timestamptz '2024-01-01 00:00+05' + n * interval '1 h', decode(md5(n::text), 'hex'),
+                         jsonb_build_object('n', n), json_build_object('n', n), n / 7.0, n / 3.0, n / 9.0, n * interval '1 min',
+                         ('10.0.0.' || n)::inet, n * 1.25, CASE WHEN n % 2 = 0 THEN 'ok' ELSE 'sad' END::mood, ARRAY[n, NULL],
+                         'v' || n, 'c', point(n, n), n, time '00:00' + n * interval '1 s'
+                  FROM generate_series(1, 50) n;
+INSERT INTO kinds (id) VALUES ('00000000-0000-0000-0000-000000000000');
 ANALYZE;
 ";
 
@@ -81,10 +92,10 @@ async fn verification_names_rows_changed_on_the_target_and_ignores_lag() {
     assert!(clean.is_clean(), "{clean:#?}");
     assert_eq!(clean.method, VerifyMethod::Checksum);
     let names: Vec<&str> = clean.tables.iter().map(|t| t.table.as_str()).collect();
-    assert_eq!(names, ["public.big", "public.items", "public.measures", "public.notes", "public.pairs"]);
+    assert_eq!(names, ["public.big", "public.items", "public.kinds", "public.measures", "public.notes", "public.pairs"]);
     assert!(table(&clean, "public.big").chunks >= 3, "big spans several chunks: {clean:#?}");
     assert_eq!(table(&clean, "public.measures").source_rows, 1000);
-    assert_eq!(clean.rows_compared, 150000 + 500 + 1000 + 101 + 60);
+    assert_eq!(clean.rows_compared, 150000 + 500 + 51 + 1000 + 101 + 60);
     assert!(clean.source_position.is_some() && clean.target_position.is_some());
 
     // Rows changed behind the link's back on the target; counts stay equal for most of them.
@@ -94,7 +105,9 @@ async fn verification_names_rows_changed_on_the_target_and_ignores_lag() {
             "UPDATE items SET name = 'tampered' WHERE id = 42;
              DELETE FROM pairs WHERE shop = 3 AND code = 'c''d';
              UPDATE big SET payload = 'tampered' WHERE id = 75000;
-             UPDATE notes SET body = 'changed' WHERE n = 7;",
+             UPDATE notes SET body = 'changed' WHERE n = 7;
+             UPDATE kinds SET tz = tz + interval '1 us' WHERE id = md5('5')::uuid;
+             UPDATE kinds SET arr = ARRAY[1] WHERE id = '00000000-0000-0000-0000-000000000000';",
         )
         .await
         .unwrap();
@@ -117,6 +130,9 @@ async fn verification_names_rows_changed_on_the_target_and_ignores_lag() {
     let notes = table(&found, "public.notes");
     assert!(notes.differs() && keys(notes).is_empty(), "a keyless table differs as a whole: {notes:?}");
     assert!(!table(&found, "public.measures").differs());
+    let kinds = keys(table(&found, "public.kinds"));
+    assert_eq!(kinds.len(), 2, "a microsecond and a NULL made an array: {kinds:?}");
+    assert!(kinds.contains(&"('00000000-0000-0000-0000-000000000000')"), "{kinds:?}");
     assert!(found.complete, "{:?}", found.incomplete_reason);
     assert!(found.summary().contains("(42)"), "{}", found.summary());
 

@@ -75,11 +75,14 @@ pub(super) struct ChunkOutcome {
     pub(super) unsettled: Option<&'static str>,
 }
 
-/// Chunks of one table compared together (one source snapshot and one wait when live).
+/// Chunks of one table compared together (one pair of matched snapshots when live).
 pub(super) struct Batch {
     pub(super) table: usize,
     pub(super) first_chunk: usize,
     pub(super) ranges: Vec<KeyRange>,
+    /// The whole table as one range, cut into chunks only if it differs: when both sides are static
+    /// and equal, as they should be at cutover, one sequential (parallel) scan per side is the cheapest.
+    pub(super) whole: bool,
 }
 
 /// Rounds of re-reading a whole keyless table that differs while the source keeps changing.
@@ -100,6 +103,13 @@ pub(super) async fn compare_batch(pair: &Pair, context: &Context, tables: &[Tabl
             .map(|n| ChunkOutcome { unsettled: Some(LAG), ..outcome(n, &Sums { rows: 0, sum: String::new() }, 0) })
             .collect());
     };
+    if batch.whole && sources[0] != targets[0] && !table.key.is_empty() {
+        let ranges = plan(&pair.src, table).await?;
+        if ranges.len() > 1 {
+            let chunks = Batch { table: batch.table, first_chunk: 0, ranges, whole: false };
+            return Box::pin(compare_batch(pair, context, tables, chunks)).await;
+        }
+    }
     let mut out = Vec::with_capacity(batch.ranges.len());
     for (n, ((range, source), target)) in batch.ranges.iter().zip(sources).zip(targets).enumerate() {
         if source == target {

@@ -21,6 +21,9 @@ use std::sync::atomic::Ordering;
 
 /// Ranges this small are compared row by row instead of being halved again.
 const LEAF_ROWS: u64 = 2_000;
+/// The same while the link syncs: every halving costs a wait for the link, more than reading the rows
+/// of a chunk, so a chunk is read row by row at once.
+const LIVE_LEAF_ROWS: u64 = 100_000;
 /// Halving stops here whatever the counts say (a range that keeps changing under load).
 const MAX_DEPTH: u32 = 24;
 /// Rounds of re-reading a key that differs while the source keeps changing it.
@@ -83,7 +86,8 @@ pub(super) fn narrow<'a>(
         if context.slot.is_none() && !budget_left {
             return unlisted(pair, table, &range, &source, &target).await;
         }
-        if source.rows.max(target.rows) <= LEAF_ROWS || depth >= MAX_DEPTH {
+        let leaf_rows = if context.slot.is_some() { LIVE_LEAF_ROWS } else { LEAF_ROWS };
+        if source.rows.max(target.rows) <= leaf_rows || depth >= MAX_DEPTH {
             return leaf(pair, context, index, table, &range).await;
         }
         let Some(middle) = middle_key(pair, table, &range, &source, &target).await? else {

@@ -19,9 +19,9 @@ pub(super) struct Column {
     pub(super) name: String,
     /// `format_type` output, e.g. `character varying(20)`; from the catalog, safe to put in SQL.
     pub(super) type_sql: String,
-    /// Its type has a default hash opclass, so `hash_record_extended` can hash it as it is (else it is
-    /// hashed through its text form).
-    pub(super) hashable: bool,
+    /// The extended hash function of its type's default hash opclass (e.g. `hashint4extended`), from the
+    /// catalog; None when the type has none declared on the type itself (then its text form is hashed).
+    pub(super) hash_function: Option<String>,
     /// Numeric category: shown bare in key text (`(42)`), others quoted (`('a')`).
     pub(super) numeric: bool,
 }
@@ -152,9 +152,16 @@ pub(super) async fn scope(src: &Session, tgt: &Session, publication: &str) -> Re
 }
 
 const COLUMN_FACTS: &str = "format_type(a.atttypid, a.atttypmod),
-    EXISTS (SELECT 1 FROM pg_opclass oc JOIN pg_am am ON am.oid = oc.opcmethod
-            WHERE am.amname = 'hash' AND oc.opcdefault
-              AND oc.opcintype = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END),
+    (SELECT ap.amproc::regproc::text
+     FROM pg_opclass oc JOIN pg_am am ON am.oid = oc.opcmethod
+     JOIN pg_amproc ap ON ap.amprocfamily = oc.opcfamily AND ap.amprocnum = 2
+                      AND ap.amproclefttype = oc.opcintype AND ap.amprocrighttype = oc.opcintype
+     JOIN pg_proc p ON p.oid = ap.amproc
+     WHERE am.amname = 'hash' AND oc.opcdefault
+       AND oc.opcintype = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+       -- callable on the value as it is (timestamptz's is declared on timestamp, bytea's on internal)
+       AND p.proargtypes[0] = oc.opcintype
+     LIMIT 1),
     t.typcategory = 'N'";
 
 async fn table_spec(src: &Session, schema: &str, name: &str) -> Result<TableSpec, EngineError> {
@@ -203,5 +210,5 @@ async fn table_spec(src: &Session, schema: &str, name: &str) -> Result<TableSpec
 }
 
 fn column(row: &tokio_postgres::Row) -> Column {
-    Column { name: row.get(0), type_sql: row.get(1), hashable: row.get(2), numeric: row.get(3) }
+    Column { name: row.get(0), type_sql: row.get(1), hash_function: row.get(2), numeric: row.get(3) }
 }

@@ -20,10 +20,14 @@ pub(super) struct KeyRange {
 /// How a row is hashed; both sides must use the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Hashing {
-    /// `hash_record_extended(ROW(...))` (PostgreSQL 14+): hashes each value with its type's own hash
-    /// function, no text conversion. Columns of types without a hash opclass go in as text.
-    Record,
-    /// `hashtextextended(ROW(...)::text)`: the text form of the whole row (older servers).
+    /// Each value through its type's own extended hash function with a seed per column (no text
+    /// conversion, no row value built: about twice as fast as `hash_record_extended`), the column hashes
+    /// XORed and hashed again so a row's hash depends on its values together (a sum over rows of
+    /// separate column hashes would not see values swapped between rows). Types without a hash
+    /// function of their own go through their text form.
+    Columns,
+    /// `hashtextextended(ROW(...)::text)`: the text form of the whole row (servers without extended
+    /// hash functions, before PostgreSQL 11).
     Text,
 }
 
@@ -42,16 +46,22 @@ fn row_hash(table: &TableSpec, hashing: Hashing) -> String {
         return "0::int8".into();
     }
     match hashing {
-        Hashing::Record => {
+        Hashing::Columns => {
             let values: Vec<String> = table
                 .columns
                 .iter()
-                .map(|c| match c.hashable {
-                    true => quote_ident(&c.name),
-                    false => format!("{}::text", quote_ident(&c.name)),
+                .enumerate()
+                .map(|(n, c)| {
+                    let (seed, column) = (n + 1, quote_ident(&c.name));
+                    // Strict hash functions return NULL for NULL: a constant of its own per column
+                    // keeps the row hash defined and tells NULL from any value.
+                    match &c.hash_function {
+                        Some(function) => format!("coalesce({function}({column}, {seed}), -{seed})"),
+                        None => format!("coalesce(hashtextextended({column}::text, {seed}), -{seed})"),
+                    }
                 })
                 .collect();
-            format!("hash_record_extended(ROW({}), 0)", values.join(", "))
+            format!("hashint8extended({}, 0)", values.join(" # "))
         }
         Hashing::Text => {
             let values: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
@@ -191,7 +201,12 @@ mod tests {
     use super::*;
 
     fn column(name: &str, type_sql: &str, numeric: bool) -> Column {
-        Column { name: name.into(), type_sql: type_sql.into(), hashable: type_sql != "json", numeric }
+        let hash_function = match type_sql {
+            "integer" => Some("hashint4extended".to_owned()),
+            "text" => Some("hashtextextended".to_owned()),
+            _ => None,
+        };
+        Column { name: name.into(), type_sql: type_sql.into(), hash_function, numeric }
     }
 
     fn table() -> TableSpec {
@@ -208,8 +223,10 @@ mod tests {
     #[test]
     fn checksums_list_columns_by_name_and_hash_unhashable_types_as_text() {
         let range = KeyRange { lower: Some(vec!["1".into(), "a'b".into()]), upper: None };
-        let sql = checksum(&table(), &range, Hashing::Record);
-        assert!(sql.contains("hash_record_extended(ROW(\"doc\"::text, \"id\", \"tag\"), 0)"), "{sql}");
+        let sql = checksum(&table(), &range, Hashing::Columns);
+        let row = "hashint8extended(coalesce(hashtextextended(\"doc\"::text, 1), -1) # \
+                   coalesce(hashint4extended(\"id\", 2), -2) # coalesce(hashtextextended(\"tag\", 3), -3), 0)";
+        assert!(sql.contains(row), "{sql}");
         assert!(sql.contains("FROM ONLY \"app\".\"Order\"\"s\""), "{sql}");
         assert!(sql.contains("(\"id\", \"tag\") >= (CAST('1' AS integer), CAST('a''b' AS text))"), "{sql}");
         let text = checksum(&table(), &KeyRange::default(), Hashing::Text);
