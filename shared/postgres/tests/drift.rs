@@ -71,12 +71,13 @@ async fn new_tables_with_hostile_names_are_created_linked_and_copied() {
              INSERT INTO \"Toy\"\"Store\" SELECT g, 'toy ' || g FROM generate_series(1, 5) g;
              CREATE SCHEMA \"Nÿ schema\";
              CREATE TABLE \"Nÿ schema\".\"Tøy'商店\" (id bigserial PRIMARY KEY, note text);
-             INSERT INTO \"Nÿ schema\".\"Tøy'商店\" (note) VALUES ('før'), ('after ''quote''');",
+             INSERT INTO \"Nÿ schema\".\"Tøy'商店\" (note) VALUES ('før'), ('after ''quote''');
+             CREATE SEQUENCE \"Nÿ schema\".\"seq\"\"1'\" INCREMENT BY 5 START 1000;",
         )
         .await
         .unwrap();
     let carried = |o: &Observation| {
-        ["public.Toy\"Store", "Nÿ schema.Tøy'商店"].iter().all(|t| change(o, t).is_some_and(|c| c.carried))
+        ["public.Toy\"Store", "Nÿ schema.Tøy'商店", "Nÿ schema.seq\"1'"].iter().all(|t| change(o, t).is_some_and(|c| c.carried))
     };
     let observation = observe_until(&engine, &plan, 30, carried).await;
     assert_eq!(observation.blocking_drift().count(), 0, "{:#?}", observation.drift);
@@ -99,6 +100,14 @@ async fn new_tables_with_hostile_names_are_created_linked_and_copied() {
         .unwrap()
         .get(0);
     assert_eq!(keys, 1, "the new table's primary key came with it");
+    let increment: i64 = target
+        .query_one("SELECT increment_by FROM pg_sequences WHERE schemaname = 'Nÿ schema' AND sequencename = 'seq\"1'''", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(increment, 5, "the new sequence has the source's parameters");
+    let set = engine.finalize(&plan).await.expect("finalize sets every sequence, the new ones included").sequences_set;
+    assert_eq!(set, 2, "the new table's own sequence and the new free-standing one");
     cleanup(&engine, &plan).await;
 }
 
