@@ -21,11 +21,22 @@
 //! recomputed from the catalogs at every comparison, so a restart loses none; the list of carried ones is
 //! memory only (after a restart the target already has them, and nothing is left to report).
 //!
-//! Not done: changes to indexes, constraints (other than NOT NULL), triggers, views, functions, types and
-//! extensions are not compared; a new column whose type is new on the source fails to carry and is
-//! reported with the error (create the type on the target). A change made in the last seconds before a
-//! cutover is only seen if a check ran after it: the cutover itself does not run this check after the
-//! fence.
+//! Cost, measured on a 204-table database over loopback (release build): an observation whose drift
+//! check is not due costs nothing extra (about 37 ms for observe as a whole); a due check with unchanged
+//! fingerprints adds about 33 ms (two sessions, opened at once, and one fingerprint query per side of
+//! 10-17 ms of server time); a comparison that carries a column change about 45 ms. Once every three
+//! seconds, that is about 11 ms per one-second poll.
+//!
+//! Not done:
+//! - Indexes, constraints other than NOT NULL, triggers, views, functions, types, extensions and sequence
+//!   parameters (INCREMENT, ...) are not compared. A new table or column whose type is new on the source
+//!   fails to carry and is reported with the error (create the type on the target).
+//! - A renamed partition is not recognised as a rename (see `diff`); a new partition below a new
+//!   partition of an existing table needs two checks (the first creates the upper level).
+//! - The check runs on observe's schedule only, never after the fence: DDL in the last seconds before a
+//!   cutover is caught by the cutover's verification (its scope check), not here.
+//! - Carried changes are remembered by this process only; after a restart they are simply no longer
+//!   listed (the target has them). Blocking ones are found again at the first comparison.
 mod carry;
 mod catalog;
 mod diff;
