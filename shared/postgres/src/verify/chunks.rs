@@ -88,20 +88,29 @@ pub(super) struct Batch {
 /// Rounds of re-reading a whole keyless table that differs while the source keeps changing.
 const KEYLESS_ROUNDS: usize = 5;
 
+/// A chunk whose sides differed: its range and latest checksums.
+struct Differing {
+    chunk: usize,
+    range: KeyRange,
+    source: Sums,
+    target: Sums,
+    /// The same sums in two matched reads in a row (or static): not a passing change.
+    stable: bool,
+}
+
 pub(super) async fn compare_batch(pair: &Pair, context: &Context, tables: &[TableSpec], batch: Batch) -> Result<Vec<ChunkOutcome>, EngineError> {
     let table = &tables[batch.table];
-    let outcome = |chunk: usize, source: &Sums, target_rows: u64| ChunkOutcome {
+    let outcome = |chunk: usize, source_rows: u64, target_rows: u64| ChunkOutcome {
         table: batch.table,
         chunk: batch.first_chunk + chunk,
-        source_rows: source.rows,
+        source_rows,
         target_rows,
         differing: Vec::new(),
         unsettled: None,
     };
+    let lagging = |chunk: usize| ChunkOutcome { unsettled: Some(LAG), ..outcome(chunk, 0, 0) };
     let Some((sources, targets)) = narrow::compare(pair, context, table, &batch.ranges).await? else {
-        return Ok((0..batch.ranges.len())
-            .map(|n| ChunkOutcome { unsettled: Some(LAG), ..outcome(n, &Sums { rows: 0, sum: String::new() }, 0) })
-            .collect());
+        return Ok((0..batch.ranges.len()).map(lagging).collect());
     };
     if batch.whole && sources[0] != targets[0] && !table.key.is_empty() {
         let ranges = plan(&pair.src, table).await?;
@@ -111,35 +120,57 @@ pub(super) async fn compare_batch(pair: &Pair, context: &Context, tables: &[Tabl
         }
     }
     let mut out = Vec::with_capacity(batch.ranges.len());
-    for (n, ((range, source), target)) in batch.ranges.iter().zip(sources).zip(targets).enumerate() {
-        if source == target {
-            out.push(outcome(n, &source, target.rows));
-            continue;
+    let mut differing = Vec::new();
+    for (chunk, ((range, source), target)) in batch.ranges.iter().zip(sources).zip(targets).enumerate() {
+        match source == target {
+            true => out.push(outcome(chunk, source.rows, target.rows)),
+            false => differing.push(Differing { chunk, range: range.clone(), source, target, stable: context.slot.is_none() }),
         }
-        let (source, target, stable) = match context.slot.is_some() {
-            // Live: a source change between the matched snapshots makes a chunk differ too; a second
-            // matched read tells that from a difference.
-            true => {
-                let Some((mut again, mut on_target)) = narrow::compare(pair, context, table, std::slice::from_ref(range)).await? else {
-                    out.push(ChunkOutcome { unsettled: Some(LAG), ..outcome(n, &source, target.rows) });
-                    continue;
-                };
-                let (again, on_target) = (again.remove(0), on_target.remove(0));
-                if again == on_target {
-                    out.push(outcome(n, &again, on_target.rows));
-                    continue;
-                }
-                let stable = again == source && on_target == target;
-                (again, on_target, stable)
+    }
+    if context.slot.is_some() && !differing.is_empty() {
+        // Live: a source change between the matched snapshots makes a chunk differ too; a second matched
+        // read of every differing chunk at once tells most of those from a difference.
+        let ranges: Vec<KeyRange> = differing.iter().map(|d| d.range.clone()).collect();
+        let Some((sources, targets)) = narrow::compare(pair, context, table, &ranges).await? else {
+            out.extend(differing.iter().map(|d| lagging(d.chunk)));
+            return Ok(out);
+        };
+        let mut still = Vec::new();
+        for ((mut d, source), target) in differing.into_iter().zip(sources).zip(targets) {
+            if source == target {
+                out.push(outcome(d.chunk, source.rows, target.rows));
+                continue;
             }
-            false => (source, target, true),
-        };
+            d.stable = d.source == source && d.target == target;
+            (d.source, d.target) = (source, target);
+            still.push(d);
+        }
+        differing = still;
+    }
+    out.extend(resolve(pair, context, batch.table, table, differing).await?.into_iter().map(|(d, found)| {
+        let target_rows = found.row_delta.map_or(d.target.rows, |delta| (d.source.rows as i64 + delta).max(0) as u64);
+        ChunkOutcome { differing: found.ranges, unsettled: found.unsettled, ..outcome(d.chunk, d.source.rows, target_rows) }
+    }));
+    out.sort_by_key(|o| o.chunk);
+    Ok(out)
+}
+
+/// Narrows every differing chunk: a keyless table as a whole; while the link syncs, chunks small enough
+/// row by row all together (one wait for the link per step); the rest by halving.
+async fn resolve(pair: &Pair, context: &Context, index: usize, table: &TableSpec, differing: Vec<Differing>) -> Result<Vec<(Differing, Narrowed)>, EngineError> {
+    let mut out = Vec::with_capacity(differing.len());
+    let small = |d: &Differing| context.slot.is_some() && d.source.rows.max(d.target.rows) <= narrow::LIVE_LEAF_ROWS;
+    let (together, apart): (Vec<Differing>, Vec<Differing>) = differing.into_iter().partition(|d| !table.key.is_empty() && small(d));
+    if !together.is_empty() {
+        let ranges: Vec<KeyRange> = together.iter().map(|d| d.range.clone()).collect();
+        out.extend(together.into_iter().zip(narrow::leaves(pair, context, index, table, &ranges).await?));
+    }
+    for d in apart {
         let found = match table.key.is_empty() {
-            true => keyless(pair, context, table, source.clone(), target.clone(), stable).await?,
-            false => narrow::narrow(pair, context, batch.table, table, range.clone(), (source.clone(), target.clone()), 0).await?,
+            true => keyless(pair, context, table, d.source.clone(), d.target.clone(), d.stable).await?,
+            false => narrow::narrow(pair, context, index, table, d.range.clone(), (d.source.clone(), d.target.clone()), 0).await?,
         };
-        let target_rows = found.row_delta.map_or(target.rows, |delta| (source.rows as i64 + delta).max(0) as u64);
-        out.push(ChunkOutcome { differing: found.ranges, unsettled: found.unsettled, ..outcome(n, &source, target_rows) });
+        out.push((d, found));
     }
     Ok(out)
 }

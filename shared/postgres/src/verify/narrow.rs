@@ -23,7 +23,7 @@ use std::sync::atomic::Ordering;
 const LEAF_ROWS: u64 = 2_000;
 /// The same while the link syncs: every halving costs a wait for the link, more than reading the rows
 /// of a chunk, so a chunk is read row by row at once.
-const LIVE_LEAF_ROWS: u64 = 100_000;
+pub(super) const LIVE_LEAF_ROWS: u64 = 100_000;
 /// Halving stops here whatever the counts say (a range that keeps changing under load).
 const MAX_DEPTH: u32 = 24;
 /// Rounds of re-reading a key that differs while the source keeps changing it.
@@ -181,36 +181,62 @@ pub(super) fn merge(source: RowHashes, target: RowHashes) -> Vec<Entry> {
     out
 }
 
-/// Row hashes of a range on both sides, merged: at once when static, in matched snapshots when live.
-async fn leaf_entries(pair: &Pair, context: &Context, table: &TableSpec, range: &KeyRange) -> Result<Option<Vec<Entry>>, EngineError> {
+/// Row hashes of ranges on both sides, merged per range: at once when static, in one pair of matched
+/// snapshots when live.
+async fn leaf_entries(pair: &Pair, context: &Context, table: &TableSpec, ranges: &[KeyRange]) -> Result<Option<Vec<Vec<Entry>>>, EngineError> {
     let hashing = context.hashing;
-    let source = read::row_hashes(&pair.src, table, range, hashing);
-    let target = read::row_hashes(&pair.tgt, table, range, hashing);
+    let all = |session| async move {
+        let mut out = Vec::with_capacity(ranges.len());
+        for range in ranges {
+            out.push(read::row_hashes(session, table, range, hashing).await?);
+        }
+        Ok::<_, EngineError>(out)
+    };
+    let (source, target) = (all(&pair.src), all(&pair.tgt));
     let both = match &context.slot {
         None => Some(tokio::try_join!(source, target)?),
         Some(slot) => read::matched(pair, slot, source, target).await?,
     };
-    Ok(both.map(|(source, target)| merge(source, target)))
+    Ok(both.map(|(source, target)| source.into_iter().zip(target).map(|(s, t)| merge(s, t)).collect()))
 }
 
-/// A range small enough to compare row by row.
 async fn leaf(pair: &Pair, context: &Context, index: usize, table: &TableSpec, range: &KeyRange) -> Result<Narrowed, EngineError> {
-    let Some(mut entries) = leaf_entries(pair, context, table, range).await? else {
-        return Ok(Narrowed { unsettled: Some(LAG), ..Narrowed::default() });
+    Ok(leaves(pair, context, index, table, std::slice::from_ref(range)).await?.remove(0))
+}
+
+/// Ranges small enough to compare row by row, read together; while the link syncs, their candidate keys
+/// are settled together too (one wait for the link per round, however many ranges).
+pub(super) async fn leaves(pair: &Pair, context: &Context, index: usize, table: &TableSpec, ranges: &[KeyRange]) -> Result<Vec<Narrowed>, EngineError> {
+    let unsettled = |why| (0..ranges.len()).map(|_| Narrowed { unsettled: Some(why), ..Narrowed::default() }).collect();
+    let Some(per_range) = leaf_entries(pair, context, table, ranges).await? else {
+        return Ok(unsettled(LAG));
     };
-    let mut unsettled = None;
+    let spans: Vec<usize> = per_range.iter().map(Vec::len).collect();
+    let mut entries: Vec<Entry> = per_range.into_iter().flatten().collect();
+    let mut why = None;
     if context.slot.is_some() {
         let candidates: Vec<usize> = (0..entries.len()).filter(|&n| entries[n].differs()).collect();
         let before = context.candidates[index].fetch_add(candidates.len(), Ordering::SeqCst);
         if before + candidates.len() > MAX_CANDIDATES {
-            return Ok(Narrowed { unsettled: Some(HOT), ..Narrowed::default() });
+            return Ok(unsettled(HOT));
         }
-        unsettled = settle(pair, context, table, &mut entries, candidates).await?;
+        why = settle(pair, context, table, &mut entries, candidates).await?;
     }
+    let mut out = Vec::with_capacity(ranges.len());
+    let mut start = 0;
+    for len in spans {
+        out.push(Narrowed { unsettled: why, ..report(context, index, table, &entries[start..start + len]) });
+        start += len;
+    }
+    Ok(out)
+}
+
+/// The differing range of one compared leaf, its keys listed within the table's allowance.
+fn report(context: &Context, index: usize, table: &TableSpec, entries: &[Entry]) -> Narrowed {
     let differing: Vec<usize> = (0..entries.len()).filter(|&n| entries[n].differs()).collect();
     let row_delta = differing.iter().map(|&n| i64::from(entries[n].target.is_some()) - i64::from(entries[n].source.is_some())).sum();
     let (Some(&first), Some(&last)) = (differing.first(), differing.last()) else {
-        return Ok(Narrowed { ranges: Vec::new(), row_delta: Some(0), unsettled });
+        return Narrowed { ranges: Vec::new(), row_delta: Some(0), unsettled: None };
     };
     let before = context.listed[index].fetch_add(differing.len(), Ordering::SeqCst);
     let allowed = MAX_LISTED_KEYS.saturating_sub(before).min(differing.len());
@@ -223,7 +249,7 @@ async fn leaf(pair: &Pair, context: &Context, index: usize, table: &TableSpec, r
         target_rows: span.iter().filter(|e| e.target.is_some()).count() as u64,
         keys: differing.iter().take(allowed).map(|&n| display(n)).collect(),
     };
-    Ok(Narrowed { ranges: vec![range], row_delta: Some(row_delta), unsettled })
+    Narrowed { ranges: vec![range], row_delta: Some(row_delta), unsettled: None }
 }
 
 /// Settles the `candidates` (indexes into `entries`) at matched positions; entries found equal are
