@@ -23,3 +23,6 @@ else
     echo "test.sh: cargo-nextest not found, using cargo test (install it with: cargo install cargo-nextest --locked)"
     cargo test --locked --workspace --no-fail-fast "$@"
 fi
+
+# The web UI in a real browser (installs chromium and the pinned Playwright when missing).
+bash dev/ui-test.sh

@@ -131,7 +131,7 @@ test('the Tailspin journey, by clicks', async ({ page }) => {
     throw new Error(`${error.message}\n--- milink log (tail) ---\n${milink.logs().slice(-4000)}`);
   } finally {
     milink.stop();
-    dropEverywhere(toystore);
-    dropEverywhere(customer360);
+    dropEverywhere(toystore, { bestEffort: true });
+    dropEverywhere(customer360, { bestEffort: true });
   }
 });

@@ -5,6 +5,8 @@ import { defineConfig } from '@playwright/test';
 export default defineConfig({
   testDir: '.',
   testMatch: /.*\.spec\.mjs/,
+  // Traces and failure context go beside the screenshots, never into the source tree.
+  outputDir: '../../target/ui-test-results',
   timeout: 10 * 60 * 1000,
   workers: 1,
   reporter: [['list']],

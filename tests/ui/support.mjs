@@ -34,9 +34,14 @@ function psql(url, args) {
 
 const onDatabase = (url, database) => url.replace(/\/postgres$/, `/${database}`);
 
-export function dropEverywhere(database) {
+export function dropEverywhere(database, { bestEffort = false } = {}) {
   for (const url of [pg.MILINK_PG_SOURCE_URL, pg.MILINK_PG_TARGET_URL]) {
-    psql(url, ['-c', `DROP DATABASE IF EXISTS "${database}" WITH (FORCE)`]);
+    try {
+      psql(url, ['-c', `DROP DATABASE IF EXISTS "${database}" WITH (FORCE)`]);
+    } catch (error) {
+      // Cleanup after a failure must not hide the failure.
+      if (!bestEffort) throw error;
+    }
   }
 }
 

@@ -83,7 +83,7 @@ impl NextAction {
 const TERMINAL: &[&str] = &["Completed", "FailedBack", "Failed", "Cancelled"];
 
 /// What to do next, most urgent first: cut over what is ready, look at what is stuck, fix blockers, start
-/// what is ready and not migrating, assess what was never assessed. Sources are the connections not used
+/// what is ready and not migrating (one line per source), assess what was never assessed. Sources are the connections not used
 /// as a migration's target.
 pub fn next_actions(connections: &[String], targets: &[String], assessments: &[AssessmentFact], migrations: &[MigrationFact]) -> Vec<NextAction> {
     let mut actions = Vec::new();
@@ -117,12 +117,24 @@ pub fn next_actions(connections: &[String], targets: &[String], assessments: &[A
         }
     }
     for assessment in assessments {
-        for db in assessment.databases.iter().filter(|d| d.readiness != Readiness::NotReady && !migrating(&assessment.connection, &d.name)) {
-            let mut action = NextAction::new("startMigration", format!("Start migrating {} from {}", db.name, assessment.connection));
-            action.connection = Some(assessment.connection.clone());
-            action.database = Some(db.name.clone());
-            actions.push(action);
-        }
+        let ready: Vec<&str> = assessment
+            .databases
+            .iter()
+            .filter(|d| d.readiness != Readiness::NotReady && !migrating(&assessment.connection, &d.name))
+            .map(|d| d.name.as_str())
+            .collect();
+        // One line per source, not per database: a server with fifty ready databases is one decision.
+        let mut action = match ready.as_slice() {
+            [] => continue,
+            [one] => {
+                let mut action = NextAction::new("startMigration", format!("Start migrating {one} from {}", assessment.connection));
+                action.database = Some((*one).to_owned());
+                action
+            }
+            many => NextAction::new("startMigration", format!("Start migrating the {} ready databases of {}", many.len(), assessment.connection)),
+        };
+        action.connection = Some(assessment.connection.clone());
+        actions.push(action);
     }
     for connection in connections.iter().filter(|c| !targets.contains(c) && !assessments.iter().any(|a| &a.connection == *c)) {
         let mut action = NextAction::new("assess", format!("Assess {connection}"));
@@ -257,6 +269,17 @@ mod tests {
         assert_eq!(kinds(&actions), vec![("cutover", Some("ToyStore")), ("fixBlockers", Some("Customer360"))]);
         let again = next_actions(&connections, &targets, &[tailspin()], &[migration("ToyStore", "Cancelled")]);
         assert!(kinds(&again).contains(&("startMigration", Some("ToyStore"))), "a cancelled migration can be started again");
+    }
+
+    #[test]
+    fn many_ready_databases_on_one_source_are_one_action() {
+        let mut assessment = tailspin();
+        assessment.databases.push(AssessedDatabase { name: "Catalog".into(), readiness: Readiness::ReadyWithWarnings });
+        let actions = next_actions(&["src".to_owned()], &[], &[assessment], &[]);
+        let start: Vec<_> = actions.iter().filter(|a| a.kind == "startMigration").collect();
+        assert_eq!(start.len(), 1);
+        assert_eq!(start[0].title, "Start migrating the 2 ready databases of src");
+        assert_eq!((start[0].connection.as_deref(), start[0].database.as_deref()), (Some("src"), None));
     }
 
     #[test]

@@ -30,20 +30,24 @@ function confirmDialog(title, explanation, confirmLabel, actionLabel, onConfirm)
   box.showModal();
 }
 
+const has = (value) => value !== null && value !== undefined;
+
 function timeline(m) {
   const c = m.cutover || {};
-  const verification = c.verification;
-  const steps = [
-    ['Cutover requested', c.requestedAt, c.attempt ? `attempt ${c.attempt}` : ''],
-    ['Fence the source', c.fencedAt, c.fencePosition !== null && c.fencePosition !== undefined ? `writes stopped at position ${c.fencePosition}` : ''],
-    ['Drain: the target holds every committed change', c.drainedPosition !== null && c.drainedPosition !== undefined, c.drainedPosition !== null && c.drainedPosition !== undefined ? `target reached position ${c.drainedPosition}` : ''],
-    ['Finalize and verify', Boolean(verification), verification ? `${verification.complete ? 'complete' : 'incomplete'}, ${(verification.tables || []).length} table(s), ${verification.sequencesSet || 0} sequence(s) set` : ''],
-    ['Switch: the target is primary', c.switchedAt, typeof c.writeDowntimeMs === 'number' ? `write downtime ${c.writeDowntimeMs} ms` : ''],
-  ];
   if (!c.requestedAt) return h('p', {}, 'No cutover requested yet.');
-  return h('ol', { class: 'timeline' }, steps.map(([name, done, detail]) => h('li', { class: done ? 'done' : '' },
+  const took = Object.fromEntries((c.steps || []).map((s) => [s.step, s.ms]));
+  const v = c.verification;
+  const steps = [
+    ['Cutover requested', c.requestedAt, c.attempt ? `attempt ${c.attempt}` : '', null],
+    ['Fence the source', c.fencedAt, has(c.fencePosition) ? `writes stopped at position ${c.fencePosition}` : '', 'Fencing'],
+    ['Drain: the target holds every committed change', has(c.drainedPosition), has(c.drainedPosition) ? `target reached position ${c.drainedPosition}` : '', 'Draining'],
+    ['Finalize and verify', Boolean(v), v ? `${v.complete ? 'complete' : 'incomplete'}, ${(v.tables || []).length} table(s), ${v.sequencesSet || 0} sequence(s) set` : '', 'Finalizing'],
+    ['Switch: the target is primary', c.switchedAt, typeof c.writeDowntimeMs === 'number' ? `write downtime ${c.writeDowntimeMs} ms` : '', 'Switching'],
+  ];
+  return h('ol', { class: 'timeline' }, steps.map(([name, done, detail, key]) => h('li', { class: done ? 'done' : '' },
     h('span', { class: 'visually-hidden' }, done ? 'Done: ' : 'Pending: '), h('strong', {}, name),
-    typeof done === 'string' ? ` ${when(done)}` : '', detail ? ` — ${detail}` : '')),
+    typeof done === 'string' ? ` ${when(done)}` : '', detail ? ` — ${detail}` : '',
+    key && has(took[key]) ? ` (step took ${took[key]} ms)` : '')),
   c.abandonedReason ? h('li', { class: 'error' }, `Abandoned: ${c.abandonedReason}`) : null);
 }
 

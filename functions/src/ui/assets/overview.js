@@ -4,7 +4,7 @@ import { get, post } from './api.js';
 import { h, replace, table, badge, when, announce, errorText } from './dom.js';
 
 function actionLink(action) {
-  const q = (params) => new URLSearchParams(params).toString();
+  const q = (params) => new URLSearchParams(Object.entries(params).filter(([, v]) => v !== undefined && v !== null)).toString();
   switch (action.kind) {
     case 'cutover':
     case 'investigate':
@@ -74,5 +74,5 @@ export async function overviewPage(main) {
     h('section', { 'aria-labelledby': 'next' }, h('h2', { id: 'next' }, 'What to do next'), nextActions(overview.nextActions)),
     h('section', { 'aria-labelledby': 'sources' }, h('h2', { id: 'sources' }, 'Sources and targets'), sources(overview)),
     h('section', { 'aria-labelledby': 'migrations' }, h('h2', { id: 'migrations' }, 'Migrations by status'), byStatus(overview.migrationsByStatus),
-      h('p', {}, h('a', { href: '#/monitor' }, 'Monitor and cutover')))); 
+      h('p', {}, h('a', { href: '#/monitor' }, 'Monitor and cutover'))));
 }
