@@ -5,7 +5,7 @@
 //! key by a Bernoulli sample of keys, sorted, taking evenly spaced boundaries. The first and last chunks
 //! are unbounded below and above, so a target row outside the source's key span still falls in a chunk.
 use super::narrow::{self, Narrowed, HOT, LAG};
-use super::read::Sums;
+use super::read::{self, Sums};
 use super::scope::TableSpec;
 use super::sql::{self, KeyRange, KeyValues};
 use super::{Context, Pair};
@@ -88,18 +88,9 @@ pub(super) struct Batch {
 /// Rounds of re-reading a whole keyless table that differs while the source keeps changing.
 const KEYLESS_ROUNDS: usize = 5;
 
-/// A chunk whose sides differed: its range and latest checksums.
-struct Differing {
-    chunk: usize,
-    range: KeyRange,
-    source: Sums,
-    target: Sums,
-    /// The same sums in two matched reads in a row (or static): not a passing change.
-    stable: bool,
-}
-
 pub(super) async fn compare_batch(pair: &Pair, context: &Context, tables: &[TableSpec], batch: Batch) -> Result<Vec<ChunkOutcome>, EngineError> {
     let table = &tables[batch.table];
+    let keyed = !table.key.is_empty();
     let outcome = |chunk: usize, source_rows: u64, target_rows: u64| ChunkOutcome {
         table: batch.table,
         chunk: batch.first_chunk + chunk,
@@ -108,70 +99,45 @@ pub(super) async fn compare_batch(pair: &Pair, context: &Context, tables: &[Tabl
         differing: Vec::new(),
         unsettled: None,
     };
-    let lagging = |chunk: usize| ChunkOutcome { unsettled: Some(LAG), ..outcome(chunk, 0, 0) };
-    let Some((sources, targets)) = narrow::compare(pair, context, table, &batch.ranges).await? else {
-        return Ok((0..batch.ranges.len()).map(lagging).collect());
-    };
-    if batch.whole && sources[0] != targets[0] && !table.key.is_empty() {
-        let ranges = plan(&pair.src, table).await?;
-        if ranges.len() > 1 {
-            let chunks = Batch { table: batch.table, first_chunk: 0, ranges, whole: false };
-            return Box::pin(compare_batch(pair, context, tables, chunks)).await;
+    // Checksums, and the descent into every differing chunk, in one pair of matched snapshots when live.
+    let work = async {
+        let (sources, targets) = narrow::checksums(pair, context, table, &batch.ranges).await?;
+        let mut found = Vec::new();
+        for (n, range) in batch.ranges.iter().enumerate() {
+            if sources[n] != targets[n] && keyed && !batch.whole {
+                let sides = (sources[n].clone(), targets[n].clone());
+                found.push((n, narrow::descend(pair, context, batch.table, table, range.clone(), sides, 0).await?));
+            }
         }
+        Ok((sources, targets, found))
+    };
+    let read = match &context.slot {
+        None => Some(work.await?),
+        Some(slot) => read::matched(pair, slot, work).await?,
+    };
+    let Some((sources, targets, found)) = read else {
+        return Ok((0..batch.ranges.len()).map(|n| ChunkOutcome { unsettled: Some(LAG), ..outcome(n, 0, 0) }).collect());
+    };
+    if batch.whole && keyed && sources[0] != targets[0] {
+        let chunks = Batch { table: batch.table, first_chunk: 0, ranges: plan(&pair.src, table).await?, whole: false };
+        return Box::pin(compare_batch(pair, context, tables, chunks)).await;
     }
     let mut out = Vec::with_capacity(batch.ranges.len());
-    let mut differing = Vec::new();
-    for (chunk, ((range, source), target)) in batch.ranges.iter().zip(sources).zip(targets).enumerate() {
-        match source == target {
-            true => out.push(outcome(chunk, source.rows, target.rows)),
-            false => differing.push(Differing { chunk, range: range.clone(), source, target, stable: context.slot.is_none() }),
+    for (n, (source, target)) in sources.iter().zip(&targets).enumerate() {
+        if source == target {
+            out.push(outcome(n, source.rows, target.rows));
+        } else if !keyed {
+            let found = keyless(pair, context, table, source.clone(), target.clone(), context.slot.is_none()).await?;
+            out.push(ChunkOutcome { differing: found.ranges, unsettled: found.unsettled, ..outcome(n, source.rows, target.rows) });
         }
     }
-    if context.slot.is_some() && !differing.is_empty() {
-        // Live: a source change between the matched snapshots makes a chunk differ too; a second matched
-        // read of every differing chunk at once tells most of those from a difference.
-        let ranges: Vec<KeyRange> = differing.iter().map(|d| d.range.clone()).collect();
-        let Some((sources, targets)) = narrow::compare(pair, context, table, &ranges).await? else {
-            out.extend(differing.iter().map(|d| lagging(d.chunk)));
-            return Ok(out);
-        };
-        let mut still = Vec::new();
-        for ((mut d, source), target) in differing.into_iter().zip(sources).zip(targets) {
-            if source == target {
-                out.push(outcome(d.chunk, source.rows, target.rows));
-                continue;
-            }
-            d.stable = d.source == source && d.target == target;
-            (d.source, d.target) = (source, target);
-            still.push(d);
-        }
-        differing = still;
+    let (chunks, found): (Vec<usize>, Vec<Vec<narrow::Found>>) = found.into_iter().unzip();
+    for (n, narrowed) in chunks.into_iter().zip(narrow::conclude(pair, context, batch.table, table, found).await?) {
+        let (source, target) = (&sources[n], &targets[n]);
+        let target_rows = narrowed.row_delta.map_or(target.rows, |delta| (source.rows as i64 + delta).max(0) as u64);
+        out.push(ChunkOutcome { differing: narrowed.ranges, unsettled: narrowed.unsettled, ..outcome(n, source.rows, target_rows) });
     }
-    out.extend(resolve(pair, context, batch.table, table, differing).await?.into_iter().map(|(d, found)| {
-        let target_rows = found.row_delta.map_or(d.target.rows, |delta| (d.source.rows as i64 + delta).max(0) as u64);
-        ChunkOutcome { differing: found.ranges, unsettled: found.unsettled, ..outcome(d.chunk, d.source.rows, target_rows) }
-    }));
     out.sort_by_key(|o| o.chunk);
-    Ok(out)
-}
-
-/// Narrows every differing chunk: a keyless table as a whole; while the link syncs, chunks small enough
-/// row by row all together (one wait for the link per step); the rest by halving.
-async fn resolve(pair: &Pair, context: &Context, index: usize, table: &TableSpec, differing: Vec<Differing>) -> Result<Vec<(Differing, Narrowed)>, EngineError> {
-    let mut out = Vec::with_capacity(differing.len());
-    let small = |d: &Differing| context.slot.is_some() && d.source.rows.max(d.target.rows) <= narrow::LIVE_LEAF_ROWS;
-    let (together, apart): (Vec<Differing>, Vec<Differing>) = differing.into_iter().partition(|d| !table.key.is_empty() && small(d));
-    if !together.is_empty() {
-        let ranges: Vec<KeyRange> = together.iter().map(|d| d.range.clone()).collect();
-        out.extend(together.into_iter().zip(narrow::leaves(pair, context, index, table, &ranges).await?));
-    }
-    for d in apart {
-        let found = match table.key.is_empty() {
-            true => keyless(pair, context, table, d.source.clone(), d.target.clone(), d.stable).await?,
-            false => narrow::narrow(pair, context, index, table, d.range.clone(), (d.source.clone(), d.target.clone()), 0).await?,
-        };
-        out.push((d, found));
-    }
     Ok(out)
 }
 

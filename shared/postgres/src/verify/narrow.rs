@@ -2,12 +2,14 @@
 //! only differing halves descended), then row hashes of small ranges merged in key order, and, while the
 //! link syncs, each candidate key settled at matched positions.
 //!
-//! Settling (live only): a key that differs may only have changed between the matched snapshots. Its
-//! rows are read in matched snapshots again (source at L, target once it applied L), then the source row
-//! once more: a target row equal to either source read clears it; a source row unchanged across both
-//! reads with a target that still differs is a real difference (the target's snapshot lies between the
-//! two source reads); a source row that changed in between is read again, a few rounds, and then called
-//! unsettled, never a difference.
+//! While the link syncs, the whole descent runs inside the pair of matched snapshots the chunk was
+//! compared in (both sides frozen, so no wait for the link per step); what it finds are *candidates*:
+//! real differences plus the few rows changed on the source between the two snapshots. Settling tells
+//! them apart: the candidates' rows are read in fresh matched snapshots, then once more on the source; a
+//! target row equal to either source read clears it; a source row unchanged across both reads with a
+//! target that still differs is a real difference (the target's snapshot lies between the two source
+//! reads); a source row that changed in between is read again, a few rounds, and then called unsettled,
+//! never a difference.
 use super::read::{self, RowHashes, Sums};
 use super::scope::TableSpec;
 use super::sql::{self, KeyRange, KeyValues};
@@ -21,15 +23,15 @@ use std::sync::atomic::Ordering;
 
 /// Ranges this small are compared row by row instead of being halved again.
 const LEAF_ROWS: u64 = 2_000;
-/// The same while the link syncs: every halving costs a wait for the link, more than reading the rows
-/// of a chunk, so a chunk is read row by row at once.
-pub(super) const LIVE_LEAF_ROWS: u64 = 100_000;
-/// Halving stops here whatever the counts say (a range that keeps changing under load).
+/// Halving stops here whatever the counts say.
 const MAX_DEPTH: u32 = 24;
 /// Rounds of re-reading a key that differs while the source keeps changing it.
 const SETTLE_ROUNDS: usize = 5;
 /// Candidate keys a live verification settles per table before giving up on the rest as unsettled.
 const MAX_CANDIDATES: usize = 10 * MAX_LISTED_KEYS;
+
+pub(super) const LAG: &str = "the link did not pass the source's position in time";
+pub(super) const HOT: &str = "rows kept changing on the source on every read";
 
 /// What narrowing one differing range found.
 #[derive(Debug, Default)]
@@ -42,36 +44,38 @@ pub(super) struct Narrowed {
     pub(super) unsettled: Option<&'static str>,
 }
 
-impl Narrowed {
-    fn merge(&mut self, other: Narrowed) {
-        self.ranges.extend(other.ranges);
-        self.row_delta = match (self.row_delta, other.row_delta) {
-            (Some(a), Some(b)) => Some(a + b),
-            _ => None,
-        };
-        self.unsettled = self.unsettled.or(other.unsettled);
-    }
+/// What the descent found in one differing chunk, before settling.
+#[derive(Debug)]
+pub(super) enum Found {
+    /// A small range compared row by row: every row of it, merged.
+    Rows(Vec<Entry>),
+    /// A range not narrowed (the table already lists [`MAX_LISTED_KEYS`]; static only).
+    Unlisted(DifferingRange),
 }
 
-pub(super) const LAG: &str = "the link did not pass the source's position in time";
-pub(super) const HOT: &str = "rows kept changing on the source on every read";
+/// Both sides' checksums of `ranges`, read at once (inside matched snapshots when the caller holds them).
+pub(super) async fn checksums(pair: &Pair, context: &Context, table: &TableSpec, ranges: &[KeyRange]) -> Result<(Vec<Sums>, Vec<Sums>), EngineError> {
+    tokio::try_join!(
+        read::checksums(&pair.src, table, ranges, context.hashing),
+        read::checksums(&pair.tgt, table, ranges, context.hashing)
+    )
+}
 
-/// Both sides' checksums of `ranges`: at once when static, in matched snapshots when live. None when
-/// the link did not reach the source's position in time.
+/// [`checksums`] at once when static, in fresh matched snapshots when live. None when the link did not
+/// reach the source's position in time.
 pub(super) async fn compare(pair: &Pair, context: &Context, table: &TableSpec, ranges: &[KeyRange]) -> Result<Option<(Vec<Sums>, Vec<Sums>)>, EngineError> {
-    let hashing = context.hashing;
-    let source = read::checksums(&pair.src, table, ranges, hashing);
-    let target = read::checksums(&pair.tgt, table, ranges, hashing);
+    let work = checksums(pair, context, table, ranges);
     match &context.slot {
-        None => Ok(Some(tokio::try_join!(source, target)?)),
-        Some(slot) => read::matched(pair, slot, source, target).await,
+        None => Ok(Some(work.await?)),
+        Some(slot) => read::matched(pair, slot, work).await,
     }
 }
 
-type Boxed<'a> = Pin<Box<dyn Future<Output = Result<Narrowed, EngineError>> + Send + 'a>>;
+type Boxed<'a> = Pin<Box<dyn Future<Output = Result<Vec<Found>, EngineError>> + Send + 'a>>;
 
-/// Narrows a range whose sides differ (`source`/`target` are its checksums) down to keys.
-pub(super) fn narrow<'a>(
+/// Descends into a range whose sides differ (`sides` are its checksums), reading both sides as they
+/// are (static, or frozen in the caller's matched snapshots).
+pub(super) fn descend<'a>(
     pair: &'a Pair,
     context: &'a Context,
     index: usize,
@@ -82,28 +86,27 @@ pub(super) fn narrow<'a>(
 ) -> Boxed<'a> {
     Box::pin(async move {
         let (source, target) = sides;
-        let budget_left = context.listed[index].load(Ordering::SeqCst) < MAX_LISTED_KEYS;
-        if context.slot.is_none() && !budget_left {
-            return unlisted(pair, table, &range, &source, &target).await;
+        if context.slot.is_none() && context.listed[index].load(Ordering::SeqCst) >= MAX_LISTED_KEYS {
+            return Ok(vec![Found::Unlisted(unlisted(pair, table, &range, &source, &target).await?)]);
         }
-        let leaf_rows = if context.slot.is_some() { LIVE_LEAF_ROWS } else { LEAF_ROWS };
-        if source.rows.max(target.rows) <= leaf_rows || depth >= MAX_DEPTH {
-            return leaf(pair, context, index, table, &range).await;
+        let rows = |session| read::row_hashes(session, table, &range, context.hashing);
+        if source.rows.max(target.rows) <= LEAF_ROWS || depth >= MAX_DEPTH {
+            let (s, t) = tokio::try_join!(rows(&pair.src), rows(&pair.tgt))?;
+            return Ok(vec![Found::Rows(merge(s, t))]);
         }
         let Some(middle) = middle_key(pair, table, &range, &source, &target).await? else {
-            return leaf(pair, context, index, table, &range).await;
+            let (s, t) = tokio::try_join!(rows(&pair.src), rows(&pair.tgt))?;
+            return Ok(vec![Found::Rows(merge(s, t))]);
         };
         let halves = [
             KeyRange { lower: range.lower.clone(), upper: Some(middle.clone()) },
             KeyRange { lower: Some(middle), upper: range.upper.clone() },
         ];
-        let Some((sources, targets)) = compare(pair, context, table, &halves).await? else {
-            return Ok(Narrowed { unsettled: Some(LAG), ..Narrowed::default() });
-        };
-        let mut found = Narrowed { row_delta: Some(0), ..Narrowed::default() };
+        let (sources, targets) = checksums(pair, context, table, &halves).await?;
+        let mut found = Vec::new();
         for ((half, s), t) in halves.into_iter().zip(sources).zip(targets) {
             if s != t {
-                found.merge(narrow(pair, context, index, table, half, (s, t), depth + 1).await?);
+                found.extend(descend(pair, context, index, table, half, (s, t), depth + 1).await?);
             }
         }
         Ok(found)
@@ -118,16 +121,65 @@ async fn middle_key(pair: &Pair, table: &TableSpec, range: &KeyRange, source: &S
     Ok(row.map(|r| r.get(0)).filter(|key: &KeyValues| Some(key) != range.lower.as_ref()))
 }
 
-/// A differing range reported without keys (the table already lists [`MAX_LISTED_KEYS`]).
-async fn unlisted(pair: &Pair, table: &TableSpec, range: &KeyRange, source: &Sums, target: &Sums) -> Result<Narrowed, EngineError> {
+/// A differing range reported without keys, named by its first and last keys.
+async fn unlisted(pair: &Pair, table: &TableSpec, range: &KeyRange, source: &Sums, target: &Sums) -> Result<DifferingRange, EngineError> {
     let session = if source.rows > 0 { &pair.src } else { &pair.tgt };
     let edge = |descending| async move {
         let row = session.maybe_row("naming a differing range", &sql::edge_key(table, range, descending), &[]).await?;
         Ok::<_, EngineError>(row.map(|r| sql::key_display(&table.key, &r.get::<_, KeyValues>(0))).unwrap_or_default())
     };
     let (from_key, to_key) = tokio::try_join!(edge(false), edge(true))?;
-    let range = DifferingRange { from_key, to_key, source_rows: source.rows, target_rows: target.rows, keys: Vec::new() };
-    Ok(Narrowed { ranges: vec![range], row_delta: None, unsettled: None })
+    Ok(DifferingRange { from_key, to_key, source_rows: source.rows, target_rows: target.rows, keys: Vec::new() })
+}
+
+/// Turns what the descents of several chunks found into their reports; while the link syncs, all their
+/// candidate keys are settled together first (one wait for the link per round).
+pub(super) async fn conclude(pair: &Pair, context: &Context, index: usize, table: &TableSpec, chunks: Vec<Vec<Found>>) -> Result<Vec<Narrowed>, EngineError> {
+    let mut why = None;
+    let mut chunks = chunks;
+    if context.slot.is_some() {
+        let mut candidates: Vec<(usize, usize, usize)> = Vec::new();
+        for (c, found) in chunks.iter().enumerate() {
+            for (f, item) in found.iter().enumerate() {
+                if let Found::Rows(entries) = item {
+                    candidates.extend((0..entries.len()).filter(|&n| entries[n].differs()).map(|n| (c, f, n)));
+                }
+            }
+        }
+        let before = context.candidates[index].fetch_add(candidates.len(), Ordering::SeqCst);
+        if before + candidates.len() > MAX_CANDIDATES {
+            return Ok(chunks.iter().map(|_| Narrowed { unsettled: Some(HOT), ..Narrowed::default() }).collect());
+        }
+        let mut flat: Vec<Entry> = candidates
+            .iter()
+            .map(|&(c, f, n)| match &chunks[c][f] {
+                Found::Rows(entries) => entries[n].clone(),
+                Found::Unlisted(_) => unreachable!("candidates come from rows"),
+            })
+            .collect();
+        let all: Vec<usize> = (0..flat.len()).collect();
+        why = settle(pair, context, table, &mut flat, all).await?;
+        for (&(c, f, n), settled) in candidates.iter().zip(flat) {
+            if let Found::Rows(entries) = &mut chunks[c][f] {
+                entries[n] = settled;
+            }
+        }
+    }
+    Ok(chunks
+        .into_iter()
+        .map(|found| {
+            let mut narrowed = Narrowed { row_delta: Some(0), unsettled: why, ..Narrowed::default() };
+            for item in found {
+                let part = match item {
+                    Found::Rows(entries) => report(context, index, table, &entries),
+                    Found::Unlisted(range) => Narrowed { ranges: vec![range], row_delta: None, unsettled: None },
+                };
+                narrowed.ranges.extend(part.ranges);
+                narrowed.row_delta = narrowed.row_delta.zip(part.row_delta).map(|(a, b)| a + b);
+            }
+            narrowed
+        })
+        .collect())
 }
 
 /// One entry of two key-ordered row lists merged: the key and its row hash on each side.
@@ -181,56 +233,6 @@ pub(super) fn merge(source: RowHashes, target: RowHashes) -> Vec<Entry> {
     out
 }
 
-/// Row hashes of ranges on both sides, merged per range: at once when static, in one pair of matched
-/// snapshots when live.
-async fn leaf_entries(pair: &Pair, context: &Context, table: &TableSpec, ranges: &[KeyRange]) -> Result<Option<Vec<Vec<Entry>>>, EngineError> {
-    let hashing = context.hashing;
-    let all = |session| async move {
-        let mut out = Vec::with_capacity(ranges.len());
-        for range in ranges {
-            out.push(read::row_hashes(session, table, range, hashing).await?);
-        }
-        Ok::<_, EngineError>(out)
-    };
-    let (source, target) = (all(&pair.src), all(&pair.tgt));
-    let both = match &context.slot {
-        None => Some(tokio::try_join!(source, target)?),
-        Some(slot) => read::matched(pair, slot, source, target).await?,
-    };
-    Ok(both.map(|(source, target)| source.into_iter().zip(target).map(|(s, t)| merge(s, t)).collect()))
-}
-
-async fn leaf(pair: &Pair, context: &Context, index: usize, table: &TableSpec, range: &KeyRange) -> Result<Narrowed, EngineError> {
-    Ok(leaves(pair, context, index, table, std::slice::from_ref(range)).await?.remove(0))
-}
-
-/// Ranges small enough to compare row by row, read together; while the link syncs, their candidate keys
-/// are settled together too (one wait for the link per round, however many ranges).
-pub(super) async fn leaves(pair: &Pair, context: &Context, index: usize, table: &TableSpec, ranges: &[KeyRange]) -> Result<Vec<Narrowed>, EngineError> {
-    let unsettled = |why| (0..ranges.len()).map(|_| Narrowed { unsettled: Some(why), ..Narrowed::default() }).collect();
-    let Some(per_range) = leaf_entries(pair, context, table, ranges).await? else {
-        return Ok(unsettled(LAG));
-    };
-    let spans: Vec<usize> = per_range.iter().map(Vec::len).collect();
-    let mut entries: Vec<Entry> = per_range.into_iter().flatten().collect();
-    let mut why = None;
-    if context.slot.is_some() {
-        let candidates: Vec<usize> = (0..entries.len()).filter(|&n| entries[n].differs()).collect();
-        let before = context.candidates[index].fetch_add(candidates.len(), Ordering::SeqCst);
-        if before + candidates.len() > MAX_CANDIDATES {
-            return Ok(unsettled(HOT));
-        }
-        why = settle(pair, context, table, &mut entries, candidates).await?;
-    }
-    let mut out = Vec::with_capacity(ranges.len());
-    let mut start = 0;
-    for len in spans {
-        out.push(Narrowed { unsettled: why, ..report(context, index, table, &entries[start..start + len]) });
-        start += len;
-    }
-    Ok(out)
-}
-
 /// The differing range of one compared leaf, its keys listed within the table's allowance.
 fn report(context: &Context, index: usize, table: &TableSpec, entries: &[Entry]) -> Narrowed {
     let differing: Vec<usize> = (0..entries.len()).filter(|&n| entries[n].differs()).collect();
@@ -262,9 +264,10 @@ async fn settle(pair: &Pair, context: &Context, table: &TableSpec, entries: &mut
             return Ok(None);
         }
         let keys: Vec<KeyValues> = candidates.iter().map(|&n| entries[n].key.clone()).collect();
-        let source = read::rows_by_key(&pair.src, table, &keys, hashing);
-        let target = read::rows_by_key(&pair.tgt, table, &keys, hashing);
-        let Some((first, target)) = read::matched(pair, slot, source, target).await? else {
+        let both = async {
+            tokio::try_join!(read::rows_by_key(&pair.src, table, &keys, hashing), read::rows_by_key(&pair.tgt, table, &keys, hashing))
+        };
+        let Some((first, target)) = read::matched(pair, slot, both).await? else {
             return Ok(Some(LAG));
         };
         let again = read::rows_by_key(&pair.src, table, &keys, hashing).await?;

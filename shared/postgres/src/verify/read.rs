@@ -51,16 +51,15 @@ pub(super) async fn rows_by_key(
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
-/// Reads both sides in matched snapshots: a REPEATABLE READ snapshot on the source whose WAL insert
-/// position L is noted as its first statement (every transaction it sees committed before L), then, as
-/// soon as the target has applied L, a REPEATABLE READ snapshot on the target; `source` and `target`
-/// then read at leisure, both sides frozen. The target's snapshot is at most one poll past L, whatever
-/// the link's lag, so a row changed on the source between the two snapshots is rare even under load.
-/// None when the target did not reach L within [`WAIT_LIMIT`].
-pub(super) async fn matched<'a, S, T, FS, FT>(pair: &'a Pair, slot: &'a str, source: FS, target: FT) -> Result<Option<(S, T)>, EngineError>
+/// Runs `work` with both sides in matched snapshots: a REPEATABLE READ snapshot on the source whose WAL
+/// insert position L is noted as its first statement (every transaction it sees committed before L),
+/// then, as soon as the target has applied L, a REPEATABLE READ snapshot on the target; `work` then
+/// reads both sides at leisure (a whole bisection if need be), both frozen. The target's snapshot is at
+/// most one poll past L, whatever the link's lag, so few rows change between the two snapshots even
+/// under load. None when the target did not reach L within [`WAIT_LIMIT`].
+pub(super) async fn matched<'a, R, F>(pair: &'a Pair, slot: &'a str, work: F) -> Result<Option<R>, EngineError>
 where
-    FS: Future<Output = Result<S, EngineError>> + 'a,
-    FT: Future<Output = Result<T, EngineError>> + 'a,
+    F: Future<Output = Result<R, EngineError>> + 'a,
 {
     pair.src.run("opening a snapshot on the source", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
     let result = async {
@@ -71,7 +70,7 @@ where
         }
         pair.tgt.run("opening a snapshot on the target", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
         pair.tgt.row("taking the target's snapshot", "SELECT 1", &[]).await?;
-        Ok(Some(tokio::try_join!(source, target)?))
+        Ok(Some(work.await?))
     }
     .await;
     // Read-only: ending with ROLLBACK is the same as COMMIT, and harmless when no transaction is open
