@@ -2,6 +2,9 @@
 //!
 //! Run: `cargo bench -p milink-e2e --bench pg_cutover -- [--scale N] [--rounds K] [--poll-ms MS]`
 //! (defaults: scale 10, 3 rounds, milink's default 1000 ms poll).
+//! After the rounds, one round runs through PgBouncer (`--no-pooler` skips it, `--pooler-seconds S` sets its
+//! pgbench run, default 20): failed transactions and the p100 latency during the cutover (see the section at
+//! the end of this file).
 //!
 //! Method, per round: a fresh database is filled by `pgbench -i -s N` (pgbench_history gets a primary key,
 //! as milink refuses tables without one); `pgbench -c 4 -j 2` then runs the TPC-B-like write load against it
@@ -208,5 +211,170 @@ async fn main() -> anyhow::Result<()> {
         median(results.iter().map(|r| r.downtime_ms as f64).collect()),
         median(results.iter().map(|r| r.request_to_completed.as_millis() as f64).collect()),
     );
+    if !std::env::args().any(|a| a == "--no-pooler") {
+        let r = pooler_round(scale, arg("--pooler-seconds", 20)).await?;
+        println!(
+            "pooler: {} transactions through PgBouncer, {} failed ({} clients aborted), p100 latency during the cutover {:.0} ms, \
+             pause {} ms, request→completed {} ms, fence/drain/finalize/switch ms {}",
+            r.transactions,
+            r.failed,
+            r.aborted_clients,
+            r.p100_ms,
+            r.pause_ms.map_or("-".into(), |p| p.to_string()),
+            r.request_to_completed.as_millis(),
+            r.steps
+        );
+    }
     Ok(())
+}
+
+// Through the pooler. One more round in which pgbench connects THROUGH PgBouncer (`dev/pgbouncer.sh`:
+// transaction pooling; pgbench's default simple protocol) and milink holds the traffic itself: PAUSE, fence,
+// drain, finalize, switch, repoint the pooler's entry, RELOAD, RESUME. pgbench runs a fixed time
+// (`--pooler-seconds`, default 20) that spans the cutover and logs every transaction (`-l`). Figures: failed
+// transactions (pgbench's count plus one per aborted client) and the longest transaction that ended between
+// the cutover request and 1 s after Completed (p100), plus the pause, PAUSE→RESUME in milink's log. This
+// milink polls every 200 ms (`Milink::start`, the only constructor that takes extra config).
+
+struct PoolerRound {
+    transactions: u64,
+    failed: u64,
+    aborted_clients: u64,
+    p100_ms: f64,
+    pause_ms: Option<i64>,
+    request_to_completed: Duration,
+    steps: serde_json::Value,
+}
+
+fn pgbouncer_vars() -> anyhow::Result<std::collections::HashMap<String, String>> {
+    let script = milink_e2e::workspace_root().join("dev/pgbouncer.sh");
+    let up = Command::new("bash").arg(&script).arg("up").output()?;
+    anyhow::ensure!(up.status.success(), "dev/pgbouncer.sh up: {}", String::from_utf8_lossy(&up.stderr));
+    let env = Command::new("bash").arg(&script).arg("env").output()?;
+    Ok(String::from_utf8_lossy(&env.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("export ")?.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect())
+}
+
+/// Adds or removes the database's entry in the pooler's file the way milink rewrites it (lock, rename).
+fn set_pooler_entry(file: &str, database: &str, present: bool) -> anyhow::Result<()> {
+    let file = std::path::PathBuf::from(file);
+    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(file.with_extension("ini.lock"))?;
+    lock.lock()?;
+    let text = std::fs::read_to_string(&file)?;
+    let mut lines: Vec<String> = text.lines().filter(|l| !l.starts_with(&format!("{database} ="))).map(str::to_owned).collect();
+    if present {
+        lines.push(format!("{database} = host=127.0.0.1 port={} dbname={database}", source_port()));
+    }
+    let temporary = file.with_extension("ini.bench-new");
+    std::fs::write(&temporary, lines.join("\n") + "\n")?;
+    std::fs::set_permissions(&temporary, std::fs::metadata(&file)?.permissions())?;
+    std::fs::rename(&temporary, &file)?;
+    Ok(())
+}
+
+/// pgbench's per-transaction logs: (latency ms, end as seconds since the epoch) per transaction, plus
+/// the number of failed ones.
+fn read_transaction_logs(dir: &std::path::Path) -> anyhow::Result<(Vec<(f64, f64)>, u64)> {
+    let (mut done, mut failed) = (Vec::new(), 0);
+    for entry in std::fs::read_dir(dir)? {
+        for line in std::fs::read_to_string(entry?.path())?.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(latency), Some(epoch), Some(micros)) = (fields.get(2), fields.get(4), fields.get(5)) else { continue };
+            match (latency.parse::<f64>(), epoch.parse::<f64>(), micros.parse::<f64>()) {
+                (Ok(us), Ok(s), Ok(u)) => done.push((us / 1000.0, s + u / 1e6)),
+                _ => failed += 1,
+            }
+        }
+    }
+    Ok((done, failed))
+}
+
+/// A log line without its terminal colour codes (`ESC [ ... m`), which milink writes when asked to.
+fn without_colours(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            chars.by_ref().find(|c| *c == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// PAUSE→RESUME in milink's log (its lines start with an RFC 3339 time).
+fn pause_from_log(log: &str) -> Option<i64> {
+    let at = |needle: &str| {
+        log.lines()
+            .find(|l| l.contains(needle))
+            .map(without_colours)
+            .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+    };
+    Some((at("resumed it")? - at("pooler paused the database")?).num_milliseconds())
+}
+
+async fn pooler_round(scale: u64, seconds: u64) -> anyhow::Result<PoolerRound> {
+    let vars = pgbouncer_vars()?;
+    let database = unique("bench_pooler");
+    pg::drop_everywhere(&database).await;
+    pg::connect(Side::Source, "postgres").await?.batch_execute(&format!("CREATE DATABASE {}", pg::ident(&database))).await?;
+    let init = pgbench(&database, &["-i", "-q", "-s", &scale.to_string()]).output()?;
+    anyhow::ensure!(init.status.success(), "pgbench -i: {}", String::from_utf8_lossy(&init.stderr));
+    pg::connect(Side::Source, &database).await?.batch_execute("ALTER TABLE pgbench_history ADD COLUMN id bigserial PRIMARY KEY").await?;
+    set_pooler_entry(&vars["MILINK_PGBOUNCER_DATABASES_FILE"], &database, true)?;
+    let options = format!(
+        "[connections.src.options]\npooler_admin_url = \"{}\"\npooler_password_file = \"{}\"\npooler_databases_file = \"{}\"\n",
+        vars["MILINK_PGBOUNCER_ADMIN_URL"], vars["MILINK_PGBOUNCER_ADMIN_PASSWORD_FILE"], vars["MILINK_PGBOUNCER_DATABASES_FILE"]
+    );
+    let milink = Milink::start(&options).await?;
+    let id = milink.start_migration(&database, json!({})).await?;
+    milink.wait_status(&id, "ReadyForCutover", Duration::from_secs(1800)).await?;
+
+    let logs = tempfile::tempdir()?;
+    let prefix = logs.path().join("tx").display().to_string();
+    let pooler_port = vars["MILINK_PGBOUNCER_URL"].rsplit(':').next().and_then(|r| r.split('/').next()).unwrap_or("6432").to_owned();
+    let writers = Command::new(pg_bin("pgbench"))
+        .args(["-n", "-c", "4", "-j", "2", "-M", "simple", "-T", &seconds.to_string(), "-l", "--log-prefix", &prefix])
+        .args(["-h", "127.0.0.1", "-p", &pooler_port, "-U", "milink", &database])
+        .env("PGPASSWORD", &pg::servers().password)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (requested, requested_epoch) = (Instant::now(), chrono::Utc::now().timestamp_micros() as f64 / 1e6);
+    let (status, body) = milink.post(&format!("/api/migrations/{id}/cutover"), &json!({ "confirmTrafficStopped": true })).await?;
+    anyhow::ensure!(status == 202, "cutover: {body}");
+    let done = milink.wait_status(&id, "Completed", Duration::from_secs(300)).await?;
+    let request_to_completed = requested.elapsed();
+    let window_end = chrono::Utc::now().timestamp_micros() as f64 / 1e6 + 1.0;
+    let output = writers.wait_with_output()?;
+    let text = String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr);
+    let reported_failed: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("number of failed transactions: "))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    let aborted_clients = text.lines().filter(|l| l.contains("aborted")).count() as u64;
+    let (transactions, logged_failed) = read_transaction_logs(logs.path())?;
+    let p100_ms = transactions
+        .iter()
+        .filter(|(_, end)| *end >= requested_epoch && *end <= window_end)
+        .map(|(latency, _)| *latency)
+        .fold(0.0, f64::max);
+    set_pooler_entry(&vars["MILINK_PGBOUNCER_DATABASES_FILE"], &database, false)?;
+    pg::drop_everywhere(&database).await;
+    Ok(PoolerRound {
+        transactions: transactions.len() as u64,
+        failed: reported_failed.max(logged_failed) + aborted_clients,
+        aborted_clients,
+        p100_ms,
+        pause_ms: pause_from_log(&milink.logs()),
+        request_to_completed,
+        steps: done["cutover"]["steps"].clone(),
+    })
 }
