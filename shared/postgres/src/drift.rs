@@ -42,7 +42,7 @@ mod catalog;
 mod diff;
 
 use crate::connect::{Server, Session};
-use crate::link::subscription_oid;
+use crate::connect::subscription_oid;
 use catalog::Side;
 use chrono::{DateTime, Duration, Utc};
 use milink_core::migration::SchemaChange;

@@ -14,7 +14,8 @@
 //! turn it off; for another role `quiet_logging` reports it, and validation warns
 //! (`password_may_reach_target_log`) with what to do.
 use crate::connect::{Server, Session};
-use crate::errors::{classify_publisher_connect, is_missing_object};
+use crate::connect::{quiet_logging, subscription_oid, writable};
+use crate::errors::{classify_publisher_connect, is_missing_object, reverse_link_not_built};
 use crate::rules::{self, Table};
 use crate::schema;
 use crate::sql::{quote_ident, quote_literal};
@@ -172,60 +173,6 @@ async fn ensure_publication(src: &Session, name: &str, tables: &[&Table]) -> Res
     Ok(true)
 }
 
-/// Sessions on a fenced source database are read-only by default; milink's own DDL must still run.
-pub(crate) async fn writable(session: &Session) -> Result<(), EngineError> {
-    session.run("opening the session for writes", "SET default_transaction_read_only = off").await
-}
-
-/// Settings under which no statement's text reaches the server's log: not when it fails
-/// (`log_min_error_statement`), not as DDL (`log_statement`), not when it is slow or sampled.
-const QUIET_LOGGING: [(&str, &str); 5] = [
-    ("log_min_error_statement", "panic"),
-    ("log_statement", "none"),
-    ("log_min_duration_statement", "-1"),
-    ("log_min_duration_sample", "-1"),
-    ("log_transaction_sample_rate", "0"),
-];
-
-/// Keeps a statement that carries a password (CREATE SUBSCRIPTION ... CONNECTION) out of the server's log
-/// should it fail, and says whether that is guaranteed: the settings are superuser-only (CREATE
-/// SUBSCRIPTION needs superuser on PostgreSQL ≤ 15 anyway), so for another role it is only when the
-/// server or the role already has them so. Utility statements are also kept out of pg_stat_statements
-/// when the role may say so (best effort; that view is for superusers and pg_read_all_stats).
-pub(crate) async fn quiet_logging(session: &Session) -> Result<bool, EngineError> {
-    for (name, value) in QUIET_LOGGING {
-        let _ = session.try_run(&format!("SET {name} = '{value}'")).await;
-    }
-    let _ = session.try_run("SET pg_stat_statements.track_utility = off").await;
-    let row = session
-        .row(
-            "checking statement logging is off",
-            "SELECT current_setting('log_min_error_statement') IN ('fatal', 'panic')
-                AND current_setting('log_statement') = 'none'
-                AND current_setting('log_min_duration_statement') = '-1'
-                AND (current_setting('log_min_duration_sample', true) IS NULL
-                     OR current_setting('log_min_duration_sample', true) = '-1'
-                     OR current_setting('log_statement_sample_rate', true)::float8 = 0)
-                AND coalesce(current_setting('log_transaction_sample_rate', true)::float8, 0) = 0",
-            &[],
-        )
-        .await?;
-    Ok(row.get(0))
-}
-
-/// The subscription's row on the target: its oid, when it exists in this database.
-pub(crate) async fn subscription_oid(tgt: &Session, name: &str) -> Result<Option<u32>, EngineError> {
-    Ok(tgt
-        .maybe_row(
-            "looking for the subscription",
-            "SELECT s.oid FROM pg_subscription s
-             WHERE s.subname = $1 AND s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
-            &[&name],
-        )
-        .await?
-        .map(|row| row.get(0)))
-}
-
 async fn ensure_subscription(
     plan: &LinkPlan,
     source: &Server,
@@ -268,14 +215,6 @@ pub(crate) async fn switch(plan: &LinkPlan, keep_reverse_link: bool) -> Result<(
         return Err(reverse_link_not_built());
     }
     remove_link(plan).await
-}
-
-pub(crate) fn reverse_link_not_built() -> EngineError {
-    EngineError::definite(
-        "reverse_link_not_supported",
-        "keeping a reverse link (failback) is not built for PostgreSQL yet",
-        "Start the migration with keepReverseLink = false; for failback, migrate back with a new migration.",
-    )
 }
 
 pub(crate) async fn drop_link(plan: &LinkPlan, drop_target: bool) -> Result<(), EngineError> {

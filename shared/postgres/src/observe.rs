@@ -19,7 +19,7 @@
 //!   errors from just before it carried a change (a row with the new column arriving first) are forgiven.
 use crate::connect::{Server, Session};
 use crate::drift::{self, Drift};
-use crate::link::subscription_oid;
+use crate::connect::subscription_oid;
 use crate::sql::quote_ident;
 use chrono::{DateTime, Duration, Utc};
 use milink_core::migration::{LinkPhase, LinkProblem, Observation, Position, SchemaChange};

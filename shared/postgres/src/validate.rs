@@ -16,9 +16,8 @@
 //! Connection failures that retrying cannot fix (wrong password, unreachable host, missing database) are
 //! blocker findings; a server that is merely busy or starting up is a transient error, retried.
 use crate::assess::{instance_findings, read_instance};
-use crate::connect::{Server, Session};
-use crate::errors::{as_finding, classify_publisher_connect};
-use crate::link::{quiet_logging, reverse_link_not_built, subscription_oid};
+use crate::connect::{quiet_logging, subscription_oid, Server, Session};
+use crate::errors::{as_finding, classify_publisher_connect, reverse_link_not_built};
 use crate::rules;
 use crate::schema;
 use crate::sql::{quote_ident, quote_literal};

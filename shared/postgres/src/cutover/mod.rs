@@ -43,7 +43,7 @@ mod settings;
 mod subscriptions;
 
 use crate::connect::{Server, Session};
-use crate::link::writable;
+use crate::connect::writable;
 use milink_core::migration::Position;
 use milink_core::ports::{LinkPlan, Positions};
 use milink_core::EngineError;

@@ -18,7 +18,7 @@
 use super::catalog::{sequence_definition, Name};
 use super::diff::{Item, Step};
 use crate::connect::{Server, Session};
-use crate::link::writable;
+use crate::connect::writable;
 use crate::schema;
 use crate::sql::{qualified, quote_ident};
 use std::collections::{BTreeSet, HashMap};
