@@ -8,7 +8,6 @@ use axum::http::StatusCode;
 use axum::Json;
 use milink_core::assessment::Readiness;
 use milink_core::flow::{self, Event};
-use milink_core::message::Envelope;
 use milink_core::migration::{Migration, Settings};
 use milink_core::names::{ConnectionName, DatabaseName, MigrationId};
 use milink_core::ports::{Created, MigrationFilter};
@@ -70,7 +69,8 @@ pub async fn start(State(state): State<ApiState>, body: Bytes) -> Result<(Status
             ctx.clock.now(),
         );
         let transition = flow::start(migration);
-        let outbox = Envelope::for_commands(&transition.migration.id, 1, transition.commands);
+        // Through outbox_for, so the first step continues this request's trace.
+        let outbox = crate::handlers::outbox_for(&transition.migration.id, 1, transition.commands);
         let (migration, existing) = match ctx.migrations.create(&transition.migration, &outbox).await? {
             Created::New(m) => (m, false),
             Created::Existing(m) => (m, true),

@@ -117,7 +117,7 @@ pub fn cutover_recorded(before: &Migration, after: &Migration) {
     let Some(instruments) = INSTRUMENTS.get() else { return };
     let known = if before.cutover.attempt == after.cutover.attempt { before.cutover.steps.len() } else { 0 };
     for step in after.cutover.steps.iter().skip(known) {
-        let name = serde_json::to_value(step.step).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        let name = format!("{:?}", step.step).to_ascii_lowercase();
         instruments.cutover_step_seconds.record(step.ms as f64 / 1000.0, &[KeyValue::new("step", name)]);
     }
     if before.cutover.switched_at.is_none() {

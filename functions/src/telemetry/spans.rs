@@ -28,8 +28,9 @@ pub fn engine(operation: &'static str, engine: &str, plan: &LinkPlan) -> tracing
         otel.name = format!("engine {operation}"),
         operation,
         engine,
-        source = %plan.source.name,
-        target = %plan.target.name,
+        // Not `target`: the tracing bridge already exports the log target under that key.
+        source_connection = %plan.source.name,
+        target_connection = %plan.target.name,
         database = %plan.database,
         otel.status_code = tracing::field::Empty,
         error.code = tracing::field::Empty,
