@@ -214,49 +214,6 @@ impl Session {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use milink_core::ConnectionName;
-
-    fn endpoint(url: &str, password: Option<&str>) -> Endpoint {
-        Endpoint {
-            name: ConnectionName::parse("src").unwrap(),
-            engine: "postgres".into(),
-            url: url.into(),
-            password: password.map(Secret::new),
-            replication_url: None,
-            options: Default::default(),
-        }
-    }
-
-    #[test]
-    fn urls_give_host_port_user_and_maintenance_database() {
-        let server = Server::new("source", &endpoint("postgresql://milink@127.0.0.1:54311/postgres", None)).unwrap();
-        assert_eq!(server.place().address, "127.0.0.1:54311");
-        assert_eq!(server.place().user, "milink");
-        assert_eq!(server.maintenance_database, "postgres");
-        let server = Server::new("source", &endpoint("postgresql://u@db.example", None)).unwrap();
-        assert_eq!(server.place().address, "db.example:5432");
-    }
-
-    #[test]
-    fn a_url_without_user_or_host_is_a_definite_error() {
-        let error = Server::new("source", &endpoint("postgresql://db.example/x", None)).err().unwrap();
-        assert_eq!(error.code, "invalid_url");
-        assert!(Server::new("source", &endpoint("not a url at all ===", None)).is_err());
-    }
-
-    #[test]
-    fn conninfo_quotes_the_database_and_the_password() {
-        let server = Server::new("source", &endpoint("postgresql://milink@127.0.0.1:54311/postgres", Some("p'w\\d"))).unwrap();
-        let info = server.conninfo("Tøy'商店");
-        assert!(info.contains(r"dbname='Tøy\'商店'"), "{info}");
-        assert!(info.contains(r"password='p\'w\\d'"));
-        assert!(!server.conninfo_for_tools("x").contains("password"));
-    }
-}
-
 // Session helpers every step uses (fence, link, validate, observe, drift): here rather than in one of
 // those steps, so the steps depend on connect and never on each other.
 
@@ -312,4 +269,47 @@ pub(crate) async fn subscription_oid(tgt: &Session, name: &str) -> Result<Option
         )
         .await?
         .map(|row| row.get(0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use milink_core::ConnectionName;
+
+    fn endpoint(url: &str, password: Option<&str>) -> Endpoint {
+        Endpoint {
+            name: ConnectionName::parse("src").unwrap(),
+            engine: "postgres".into(),
+            url: url.into(),
+            password: password.map(Secret::new),
+            replication_url: None,
+            options: Default::default(),
+        }
+    }
+
+    #[test]
+    fn urls_give_host_port_user_and_maintenance_database() {
+        let server = Server::new("source", &endpoint("postgresql://milink@127.0.0.1:54311/postgres", None)).unwrap();
+        assert_eq!(server.place().address, "127.0.0.1:54311");
+        assert_eq!(server.place().user, "milink");
+        assert_eq!(server.maintenance_database, "postgres");
+        let server = Server::new("source", &endpoint("postgresql://u@db.example", None)).unwrap();
+        assert_eq!(server.place().address, "db.example:5432");
+    }
+
+    #[test]
+    fn a_url_without_user_or_host_is_a_definite_error() {
+        let error = Server::new("source", &endpoint("postgresql://db.example/x", None)).err().unwrap();
+        assert_eq!(error.code, "invalid_url");
+        assert!(Server::new("source", &endpoint("not a url at all ===", None)).is_err());
+    }
+
+    #[test]
+    fn conninfo_quotes_the_database_and_the_password() {
+        let server = Server::new("source", &endpoint("postgresql://milink@127.0.0.1:54311/postgres", Some("p'w\\d"))).unwrap();
+        let info = server.conninfo("Tøy'商店");
+        assert!(info.contains(r"dbname='Tøy\'商店'"), "{info}");
+        assert!(info.contains(r"password='p\'w\\d'"));
+        assert!(!server.conninfo_for_tools("x").contains("password"));
+    }
 }
