@@ -115,7 +115,8 @@ impl<'a> Admin<'a> {
         let command = format!("RESUME {}", admin_name(database));
         match self.run(&command, COMMAND_TIMEOUT).await? {
             Some(Answer::Done(_)) => Ok(()),
-            Some(Answer::Refused(text)) if text.contains("is not paused") => Ok(()),
+            // Not paused, or not a database the pooler knows (so it cannot be paused): what a repeat finds.
+            Some(Answer::Refused(text)) if text.contains("is not paused") || text.contains("no such database") => Ok(()),
             Some(Answer::Refused(text)) => Err(refused(self.config, &command, &text)),
             None => Err(unreachable(self.config, &command, "no answer within 10 s")),
         }
@@ -185,18 +186,26 @@ pub(crate) async fn resume(plan: &LinkPlan) -> Result<(), EngineError> {
     let admin = match Admin::connect(&config, "connecting to resume the database").await {
         Ok(admin) => admin,
         Err(error) if matches!(error.code.as_str(), "pooler_unreachable" | "pooler_authentication_failed") => {
-            tracing::warn!(
-                database, error = %error.message,
-                "the pooler could not be reached to RESUME the database; it cannot hold a pause milink made, but if it \
-                 shows the database paused (SHOW DATABASES), run RESUME on its admin console"
-            );
+            could_not_have_paused(database, &error);
             return Ok(());
         }
         Err(error) => return Err(error),
     };
-    admin.resume(database).await?;
-    tracing::info!(database, pooler = %config.address, "pooler resumed the database");
+    match admin.resume(database).await {
+        Ok(()) => tracing::info!(database, pooler = %config.address, "pooler resumed the database"),
+        Err(error) if error.code == "pooler_not_admin" => could_not_have_paused(database, &error),
+        Err(error) => return Err(error),
+    }
     Ok(())
+}
+
+/// The pooler refuses milink the way it did at the fence: milink's PAUSE cannot have happened.
+fn could_not_have_paused(database: &str, error: &EngineError) {
+    tracing::warn!(
+        database, error = %error.message,
+        "could not RESUME the database on the pooler; milink cannot have paused it with these settings, but if the \
+         pooler shows the database paused (SHOW DATABASES), run RESUME on its admin console"
+    );
 }
 
 /// After the switch: point the pooler's entry at the target, RELOAD, check, RESUME.
@@ -304,6 +313,18 @@ fn unreachable(config: &PoolerConfig, doing: &str, text: &str) -> EngineError {
 }
 
 fn refused(config: &PoolerConfig, command: &str, text: &str) -> EngineError {
+    if text.contains("admin access needed") {
+        let user = config.admin.get_user().unwrap_or_default();
+        return EngineError::definite(
+            "pooler_not_admin",
+            format!("{}: {command}: the pooler answered: {text}", config.label()),
+            format!(
+                "User '{user}' of pooler_admin_url (connection '{}') may log in but is not an admin: add it to PgBouncer's \
+                 admin_users and RELOAD, then request the cutover again.",
+                config.connection
+            ),
+        );
+    }
     EngineError::definite(
         "pooler_refused",
         format!("{}: {command}: the pooler answered: {text}", config.label()),
