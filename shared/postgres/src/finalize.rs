@@ -19,7 +19,7 @@
 //! are static. All of it lies inside the cutover's write downtime; see the `verify` module doc for its cost.
 use crate::connect::{Server, Session};
 use crate::rules::USER_RELATION;
-use crate::sql::qualified;
+use crate::sql::{qualified, quote_literal};
 use crate::verify;
 use milink_core::migration::{Difference, DifferenceKind, Verification};
 use milink_core::ports::LinkPlan;
@@ -66,8 +66,8 @@ async fn sequence_states(session: &Session, names: &[(String, String)]) -> Resul
                 let relation = qualified(schema, name);
                 format!(
                     "SELECT {n}, last_value, is_called,
-                            (SELECT seqincrement FROM pg_sequence WHERE seqrelid = '{}'::regclass) FROM {relation}",
-                    relation.replace('\'', "''")
+                            (SELECT seqincrement FROM pg_sequence WHERE seqrelid = {}::regclass) FROM {relation}",
+                    quote_literal(&relation)
                 )
             })
             .collect();
