@@ -1,5 +1,10 @@
 //! HTTP-triggered functions: the host's `Data.req` becomes an HTTP request for the shared API router, and
 //! the router's response becomes the `res` output binding.
+//!
+//! The trace continues: the caller's `traceparent` arrives among `Data.req`'s headers and is passed on
+//! with them, so the API's server span ([`crate::telemetry::http`]) is its child. When the caller sent
+//! none but the Functions host put its own on the invocation (its invocation span), that one is used, so
+//! the request still joins the host's trace in Application Insights.
 use super::payload::{HostRequest, InvocationResult};
 use super::AzureHost;
 use crate::api::{self, ApiState};
@@ -10,7 +15,11 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 
 /// Runs one API request. Always 200 to the host: the API's own status travels in `res.statusCode`.
-pub(super) async fn run(host: &AzureHost, trigger: Option<&Value>) -> (StatusCode, InvocationResult) {
+pub(super) async fn run(
+    host: &AzureHost,
+    trigger: Option<&Value>,
+    invocation_trace: Option<&axum::http::HeaderValue>,
+) -> (StatusCode, InvocationResult) {
     let Some(request) = trigger.and_then(HostRequest::decode) else {
         return (StatusCode::BAD_REQUEST, InvocationResult::log("Data.req is missing or not an HTTP request"));
     };
@@ -20,6 +29,10 @@ pub(super) async fn run(host: &AzureHost, trigger: Option<&Value>) -> (StatusCod
         if !matches!(name.to_ascii_lowercase().as_str(), "content-length" | "transfer-encoding" | "host" | "connection") {
             builder = builder.header(name, value);
         }
+    }
+    let caller_traced = request.headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("traceparent"));
+    if let (false, Some(traceparent)) = (caller_traced, invocation_trace) {
+        builder = builder.header("traceparent", traceparent);
     }
     let Ok(http_request) = builder.body(Body::from(request.body)) else {
         return (StatusCode::BAD_REQUEST, InvocationResult::log("the request in Data.req is malformed"));

@@ -96,7 +96,7 @@ async fn ready() -> &'static str {
     "milink custom handler ready"
 }
 
-async fn invoke(State(host): State<AzureHost>, Path(function): Path<String>, body: axum::body::Bytes) -> Response {
+async fn invoke(State(host): State<AzureHost>, Path(function): Path<String>, headers: axum::http::HeaderMap, body: axum::body::Bytes) -> Response {
     let Some(function) = catalog::find(&function) else {
         return answer(StatusCode::NOT_FOUND, InvocationResult::log(format!("no function named {function}")));
     };
@@ -109,7 +109,7 @@ async fn invoke(State(host): State<AzureHost>, Path(function): Path<String>, bod
     };
     let trigger = payload::get(&invocation.data, catalog::binding_name(&function.trigger)).cloned();
     let (status, result) = match function.trigger {
-        Trigger::Http { .. } => http::run(&host, trigger.as_ref()).await,
+        Trigger::Http { .. } => http::run(&host, trigger.as_ref(), headers.get("traceparent")).await,
         Trigger::Queue { stage } => queue::run(&host, stage, trigger.as_ref(), &invocation.metadata).await,
         Trigger::Timer { job, .. } => timers::run(&host, job).await,
     };
