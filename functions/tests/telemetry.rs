@@ -214,3 +214,31 @@ async fn an_assessment_is_traced_from_request_to_engine() {
     });
     no_secret_anywhere(&host, &receiver).await;
 }
+
+/// docs/observability.md lists every metric milink makes, and the Grafana dashboard queries only metrics
+/// the docs list: names are read from the instruments' source, the docs' tables and the dashboard.
+#[test]
+fn the_docs_and_the_dashboard_name_the_metrics_milink_makes() {
+    let root = milink_e2e::workspace_root();
+    let read = |path: &str| std::fs::read_to_string(root.join(path)).unwrap();
+    let names = |text: &str| -> std::collections::BTreeSet<String> {
+        let mut found = std::collections::BTreeSet::new();
+        for (start, _) in text.match_indices("milink_") {
+            let name: String = text[start..].chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
+            let base = ["_bucket", "_sum", "_count", "_total"].iter().fold(name.clone(), |n, suffix| n.strip_suffix(suffix).map_or(n.clone(), str::to_owned));
+            found.insert(base);
+        }
+        found
+    };
+    let source: String = ["metrics.rs", "fleet.rs"].iter().map(|file| read(&format!("functions/src/telemetry/{file}"))).collect();
+    let made: std::collections::BTreeSet<String> = names(&source).into_iter().filter(|n| source.contains(&format!("\"{n}\""))).collect();
+    let docs = read("docs/observability.md");
+    let documented: std::collections::BTreeSet<String> =
+        docs.lines().filter(|line| line.starts_with("| `milink_")).flat_map(|line| names(line.split('|').nth(1).unwrap())).collect();
+    assert!(made.len() >= 15, "the instruments were found in the source: {made:?}");
+    assert_eq!(made, documented, "every instrument documented, nothing documented that is not made");
+    let dashboard: Value = serde_json::from_str(&read("docs/grafana-milink.json")).expect("the dashboard is JSON");
+    for name in names(&dashboard.to_string()) {
+        assert!(documented.contains(&name), "the dashboard queries {name}, which the docs do not list");
+    }
+}
