@@ -191,6 +191,33 @@ async fn a_cross_site_request_with_the_cookie_cannot_change_anything() -> Result
 }
 
 #[tokio::test]
+async fn without_a_token_other_sites_pages_and_rebound_names_are_refused() -> Result<()> {
+    let up = start("127.0.0.1", None).await?;
+    let http = client();
+    let assess = |extra: &[(&str, &str)]| {
+        let mut request = http.post(format!("{}/api/assessments", up.base)).header(CONTENT_TYPE, "text/plain").body(r#"{"connection":"nowhere"}"#);
+        for (name, value) in extra {
+            request = request.header(*name, *value);
+        }
+        request.send()
+    };
+    // A page on another site posting to 127.0.0.1 (a "simple" request: no preflight protects it).
+    let forged = assess(&[("origin", "https://evil.example")]).await?;
+    assert_eq!(forged.status(), 403);
+    assert_eq!(forged.json::<serde_json::Value>().await?["error"]["code"], "cross_site_refused");
+    // DNS rebinding: the attacker's name now points at 127.0.0.1, so its page is "same origin".
+    let rebound = http.get(format!("{}/api/migrations", up.base)).header("host", "evil.example:7878").send().await?;
+    assert_eq!(rebound.status(), 421);
+    // Scripts and the CLI (no Origin) and milink's own pages keep working.
+    assert_eq!(assess(&[]).await?.json::<serde_json::Value>().await?["error"]["code"], "unknown_connection");
+    let host = up.base.trim_start_matches("http://").to_owned();
+    let own = assess(&[("origin", &format!("http://{host}"))]).await?;
+    assert_eq!(own.json::<serde_json::Value>().await?["error"]["code"], "unknown_connection");
+    assert_eq!(http.get(format!("http://localhost:{}/api/migrations", host.rsplit(':').next().unwrap_or_default())).send().await?.status(), 200);
+    Ok(())
+}
+
+#[tokio::test]
 async fn the_cli_sends_milink_token_as_a_bearer() -> Result<()> {
     let up = start("127.0.0.1", Some(TOKEN)).await?;
     let cli = |token: Option<&str>| {

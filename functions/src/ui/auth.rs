@@ -9,7 +9,10 @@
 //! script can only set after a CORS preflight we never answer, and its `Origin`, when present, must be this
 //! host. Bearer requests need neither: a browser never attaches a bearer token on its own.
 //!
-//! Without a token the host answers everyone who can reach it, which `milink up` allows on loopback only.
+//! Without a token the host answers everyone who can reach it, which `milink up` allows on loopback only;
+//! there it still refuses what a web page could make the user's browser send (requests addressed to a
+//! non-loopback name, as DNS rebinding does, and state changes from another origin). Behind a reverse
+//! proxy, forward the original `Host` header: the `Origin` check compares with it.
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -106,7 +109,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Wraps `router` with the access rule; with a token it also serves `/login` and `/logout`.
 pub fn protect(router: Router, access: Access) -> Router {
     if !access.is_protected() {
-        return router;
+        return router.layer(middleware::from_fn(guard_open));
     }
     let login = Router::new()
         .route("/login", get(login_page).post(login))
@@ -147,20 +150,52 @@ fn session_id(headers: &HeaderMap) -> Option<String> {
         .map(|(_, value)| value.to_owned())
 }
 
-/// A cookie-authenticated request that may change state must come from our own pages.
-fn same_site_request(request: &Request) -> bool {
-    if matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
-        return true;
-    }
-    let headers = request.headers();
-    if headers.get(REQUEST_HEADER).is_none() {
-        return false;
-    }
+fn changes_state(request: &Request) -> bool {
+    !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// A browser names the page that sent a request in `Origin`; it must be this host. No `Origin`: not a
+/// browser's cross-origin request (browsers always send it on those).
+fn origin_is_this_host(headers: &HeaderMap) -> bool {
     match (headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()), headers.get(header::HOST).and_then(|v| v.to_str().ok())) {
         (None, _) => true,
         (Some(origin), Some(host)) => origin.split_once("://").is_some_and(|(_, authority)| authority == host),
         (Some(_), None) => false,
     }
+}
+
+/// A cookie-authenticated request that may change state must come from our own pages.
+fn same_site_request(request: &Request) -> bool {
+    !changes_state(request) || (request.headers().get(REQUEST_HEADER).is_some() && origin_is_this_host(request.headers()))
+}
+
+/// Whether the request was addressed to this machine by a loopback name.
+fn addressed_to_loopback(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else { return true };
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Without a token (loopback only) there is no credential, so the browser is the threat: any page the user
+/// visits can send a POST to 127.0.0.1 (a "simple" request needs no preflight), and a name that an attacker
+/// re-points at 127.0.0.1 (DNS rebinding) makes that page same-origin. So the request must be addressed to
+/// a loopback name, and one that changes state must not come from another origin's page.
+async fn guard_open(request: Request, next: Next) -> Response {
+    if request.uri().path() != "/api/health" && !addressed_to_loopback(request.headers()) {
+        return refuse(
+            StatusCode::MISDIRECTED_REQUEST,
+            "not_loopback",
+            "without a token this milink answers requests addressed to localhost or a loopback address only; set MILINK_TOKEN to serve other names",
+        );
+    }
+    if changes_state(&request) && !origin_is_this_host(request.headers()) {
+        return refuse(StatusCode::FORBIDDEN, "cross_site_refused", "this request changes state but came from another site's page");
+    }
+    next.run(request).await
 }
 
 async fn guard(State(access): State<Access>, request: Request, next: Next) -> Response {

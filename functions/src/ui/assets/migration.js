@@ -18,6 +18,7 @@ function confirmDialog(title, explanation, confirmLabel, actionLabel, onConfirm)
   check.addEventListener('change', () => { go.disabled = !check.checked; });
   go.addEventListener('click', async () => {
     go.disabled = true;
+    message.textContent = '';
     try { await onConfirm(); box.close(); } catch (error) { message.textContent = errorText(error); go.disabled = !check.checked; }
   });
   replace(box, h('h2', { id: 'confirm-title' }, title), h('p', {}, explanation),
