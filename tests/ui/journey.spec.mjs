@@ -4,7 +4,7 @@
 // binary and real PostgreSQL; a screenshot of every page lands in target/ui-screenshots.
 import { test, expect } from '@playwright/test';
 import { join } from 'node:path';
-import { loadSample, dropEverywhere, startMilink, unique, screenshotDir } from './support.mjs';
+import { loadSample, dropEverywhere, startMilink, unique, screenshotDir, unnamed } from './support.mjs';
 
 const shots = screenshotDir();
 const shot = (page, name) => page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
@@ -55,6 +55,7 @@ test('the Tailspin journey, by clicks', async ({ page }) => {
     const c360Row = databases.getByRole('row').filter({ has: page.getByRole('rowheader', { name: customer360, exact: true }) });
     await expect(databases.getByRole('row').filter({ has: page.getByRole('rowheader', { name: toystore, exact: true }) })).not.toContainText('Not ready');
     await shot(page, '05-assessment-databases');
+    expect(await unnamed(page)).toEqual([]);
 
     // Customer360 is Not ready: its issues open with the objects and the remediation.
     await c360Row.getByRole('button', { name: 'Not ready: view issues' }).click();
@@ -128,6 +129,10 @@ test('the Tailspin journey, by clicks', async ({ page }) => {
     await expect(cutoverVerification).toContainText('Equal');
     await expect(cutoverVerification).toContainText('products');
     await shot(page, '14-migration-completed');
+    expect(await unnamed(page)).toEqual([]);
+    await page.setViewportSize({ width: 400, height: 800 });
+    await shot(page, '14b-migration-completed-narrow');
+    await page.setViewportSize({ width: 1280, height: 800 });
 
     // The overview ticks every step; a narrow window still reads.
     await page.getByRole('link', { name: 'Overview' }).click();

@@ -2,15 +2,7 @@
 // control with a name a screen reader can read. milink runs without a token here (loopback), as a single
 // user on their own machine runs it.
 import { test, expect } from '@playwright/test';
-import { startMilink } from './support.mjs';
-
-// Buttons, links and form fields without an accessible name (text, label, aria-label).
-const unnamed = (page) => page.evaluate(() => [...document.querySelectorAll('button, a[href], input, select')]
-  .filter((el) => {
-    const labelled = el.labels && [...el.labels].some((l) => l.textContent.trim());
-    return !labelled && !el.textContent.trim() && !el.getAttribute('aria-label') && !el.getAttribute('aria-labelledby');
-  })
-  .map((el) => el.outerHTML));
+import { startMilink, unnamed } from './support.mjs';
 
 async function tabTo(page, name, key = 'Tab') {
   for (let i = 0; i < 30; i += 1) {

@@ -91,3 +91,11 @@ export async function startMilink({ token } = {}) {
     stop: () => { child.kill('SIGTERM'); },
   };
 }
+
+// Buttons, links and form fields without an accessible name (text, label, aria-label).
+export const unnamed = (page) => page.evaluate(() => [...document.querySelectorAll('button, a[href], input, select')]
+  .filter((el) => {
+    const labelled = el.labels && [...el.labels].some((l) => l.textContent.trim());
+    return !labelled && !el.textContent.trim() && !el.getAttribute('aria-label') && !el.getAttribute('aria-labelledby');
+  })
+  .map((el) => el.outerHTML));
