@@ -15,6 +15,8 @@
 //!   answer that says ReadyForCutover;
 //! - write downtime: cutover is requested while the writers run; milink records fence → switch in the
 //!   migration (`writeDowntimeMs`); the bench also prints request → Completed as seen from the API.
+//! After the rounds, the hand recipe (see `hand_recipe`) runs on the same servers under the same load, and its
+//! write downtime is printed with milink's median and their ratio.
 //! The binary measured is the release build (`MILINK_BIN` overrides). Medians are over the rounds. Figures depend on the machine: print them with its description.
 use milink_e2e::milink::Milink;
 use milink_e2e::pg::{self, Side};
@@ -211,6 +213,17 @@ async fn main() -> anyhow::Result<()> {
         median(results.iter().map(|r| r.downtime_ms as f64).collect()),
         median(results.iter().map(|r| r.request_to_completed.as_millis() as f64).collect()),
     );
+    let hand = hand_recipe(scale).await?;
+    let milink_downtime = median(results.iter().map(|r| r.downtime_ms as f64).collect());
+    println!(
+        "hand recipe: write downtime {} ms (fence {} ms, wait for confirmed_flush_lsn {} ms, DROP SUBSCRIPTION {} ms); \
+         milink/hand-recipe ratio {:.2}",
+        hand.total_ms,
+        hand.fence_ms,
+        hand.wait_ms,
+        hand.drop_ms,
+        milink_downtime / hand.total_ms.max(1) as f64
+    );
     if !std::env::args().any(|a| a == "--no-pooler") {
         let r = pooler_round(scale, arg("--pooler-seconds", 20)).await?;
         println!(
@@ -226,6 +239,91 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+// The hand recipe: what a DBA does with a shell and psql on the same servers, under the same load, as the
+// anchor milink's write downtime is compared with. A native publication and subscription (schema copied with
+// pg_dump), pgbench writing, then, timed: ALTER DATABASE ... SET default_transaction_read_only = on and
+// terminate the database's sessions; note pg_current_wal_lsn(); poll the slot every 10 ms until its
+// confirmed_flush_lsn reaches it; DROP SUBSCRIPTION on the target. No sequences, no verification: the
+// recipe proves less than milink does, which is what makes it the floor.
+
+struct HandRecipe {
+    fence_ms: u128,
+    wait_ms: u128,
+    drop_ms: u128,
+    total_ms: u128,
+}
+
+async fn hand_recipe(scale: u64) -> anyhow::Result<HandRecipe> {
+    let database = unique("hand");
+    pg::drop_everywhere(&database).await;
+    for side in [Side::Source, Side::Target] {
+        pg::connect(side, "postgres").await?.batch_execute(&format!("CREATE DATABASE {}", pg::ident(&database))).await?;
+    }
+    let init = pgbench(&database, &["-i", "-q", "-s", &scale.to_string()]).output()?;
+    anyhow::ensure!(init.status.success(), "pgbench -i: {}", String::from_utf8_lossy(&init.stderr));
+    let source = pg::connect(Side::Source, &database).await?;
+    source.batch_execute("ALTER TABLE pgbench_history ADD COLUMN id bigserial PRIMARY KEY; CREATE PUBLICATION hand FOR ALL TABLES").await?;
+    let schema = Command::new(pg_bin("pg_dump"))
+        .args(["--schema-only", "--no-publications", "--no-subscriptions", "-h", "127.0.0.1", "-p", &source_port(), "-U", "milink", &database])
+        .env("PGPASSWORD", &pg::servers().password)
+        .output()?;
+    anyhow::ensure!(schema.status.success(), "pg_dump: {}", String::from_utf8_lossy(&schema.stderr));
+    let target = pg::connect(Side::Target, &database).await?;
+    // psql meta-commands (`\restrict` in newer pg_dump output) are psql's, not the server's.
+    let ddl: String = String::from_utf8_lossy(&schema.stdout).lines().filter(|l| !l.starts_with('\\')).map(|l| format!("{l}\n")).collect();
+    target.batch_execute(&ddl).await?;
+    let conninfo = format!("host=127.0.0.1 port={} user=milink dbname={} password={}", source_port(), database, pg::servers().password);
+    // The password is in the statement: keep it out of the target's log should it fail.
+    target.batch_execute("SET log_min_error_statement = panic; SET log_statement = none").await?;
+    target.batch_execute(&format!("CREATE SUBSCRIPTION hand CONNECTION '{conninfo}' PUBLICATION hand")).await?;
+    let writers = pgbench(&database, &["-n", "-c", "4", "-j", "2", "-T", "3600"]).spawn()?;
+    let started = Instant::now();
+    loop {
+        let waiting: i64 = target.query_one("SELECT count(*) FROM pg_subscription_rel WHERE srsubstate <> 'r'", &[]).await?.get(0);
+        let lag: Option<i64> = source
+            .query_one("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = 'hand'", &[])
+            .await?
+            .get(0);
+        if waiting == 0 && lag.is_some_and(|l| l <= 1024 * 1024) {
+            break;
+        }
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(1800), "the hand-made subscription never caught up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let admin = pg::connect(Side::Source, "postgres").await?;
+    let fence = Instant::now();
+    admin.batch_execute(&format!("ALTER DATABASE {} SET default_transaction_read_only = on", pg::ident(&database))).await?;
+    admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+            &[&database],
+        )
+        .await?;
+    let fence_position: String = admin.query_one("SELECT pg_current_wal_lsn()::text", &[]).await?.get(0);
+    let fence_ms = fence.elapsed().as_millis();
+    let wait = Instant::now();
+    loop {
+        let caught_up: bool = admin
+            .query_one("SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots WHERE slot_name = 'hand'", &[&fence_position])
+            .await?
+            .get(0);
+        if caught_up {
+            break;
+        }
+        anyhow::ensure!(wait.elapsed() < Duration::from_secs(120), "the hand-made subscription never confirmed the fence");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let wait_ms = wait.elapsed().as_millis();
+    let drop = Instant::now();
+    target.batch_execute("DROP SUBSCRIPTION hand").await?;
+    let drop_ms = drop.elapsed().as_millis();
+    let total_ms = fence.elapsed().as_millis();
+    let _ = writers.wait_with_output();
+    pg::drop_everywhere(&database).await;
+    Ok(HandRecipe { fence_ms, wait_ms, drop_ms, total_ms })
 }
 
 // Through the pooler. One more round in which pgbench connects THROUGH PgBouncer (`dev/pgbouncer.sh`:

@@ -43,7 +43,8 @@ mod settings;
 mod subscriptions;
 
 use crate::connect::{Server, Session};
-use crate::connect::writable;
+use crate::connect::{subscription_oid, writable};
+use crate::sql::quote_ident;
 use milink_core::migration::Position;
 use milink_core::ports::{LinkPlan, Positions};
 use milink_core::EngineError;
@@ -84,6 +85,35 @@ async fn lock_fences(admin: &Session, database_oid: u32) -> Result<(), EngineErr
 }
 
 pub(crate) async fn fence(plan: &LinkPlan) -> Result<Position, EngineError> {
+    let (fenced, _) = tokio::join!(fence_source(plan), apply_commits(plan, "on"));
+    fenced
+}
+
+/// The subscription's apply worker commits asynchronously by default (`synchronous_commit = off` is the
+/// subscription default), so it reports a transaction as flushed, and the slot confirms it, only once the
+/// target's WAL writer has flushed it and the worker's next feedback goes out: a drain measured that way
+/// waits on the feedback cadence (hundreds of milliseconds), not on the data. From the fence on, the
+/// worker commits synchronously, so its answer to the walsender's keepalive confirms every applied
+/// transaction at once. The worker takes the new value at its next transaction without restarting (it is
+/// not one of the options that reconnect it). An optimization only: a failure is logged, never fatal;
+/// unfence puts the default back, and switch drops the subscription anyway.
+async fn apply_commits(plan: &LinkPlan, value: &'static str) {
+    let result = async {
+        let target = Server::new("target", &plan.target)?;
+        let session = target.connect(Some(plan.database.as_str())).await?;
+        if subscription_oid(&session, &plan.link_name()).await?.is_none() {
+            return Ok(());
+        }
+        let sql = format!("ALTER SUBSCRIPTION {} SET (synchronous_commit = '{value}')", quote_ident(&plan.link_name()));
+        session.run("setting how the link's apply worker commits", &sql).await
+    }
+    .await;
+    if let Err(error) = result {
+        tracing::warn!(error = %error.message, value, "could not set the apply worker's synchronous_commit; the drain may take longer");
+    }
+}
+
+async fn fence_source(plan: &LinkPlan) -> Result<Position, EngineError> {
     let started = Instant::now();
     let admin = admin_session(plan).await?;
     let database = plan.database.as_str();
@@ -131,6 +161,7 @@ pub(crate) async fn unfence(plan: &LinkPlan) -> Result<(), EngineError> {
     }
     settings::apply(&admin, "restoring the read-only setting", &unfence.statements).await?;
     tracing::info!(database, last = unfence.last, subscriptions_enabled = enabled, "source unfenced");
+    apply_commits(plan, "off").await;
     Ok(())
 }
 
