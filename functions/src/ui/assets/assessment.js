@@ -124,15 +124,17 @@ function tabs(panels, selected) {
 
 export async function assessmentPage(main, route) {
   if (!route.id) return pickConnection(main, route.params);
-  let stopped = false;
+  // The router waits for this page while the assessment runs; the user may leave meanwhile.
+  const here = location.hash;
+  const left = () => location.hash !== here;
   let report = await get(`/assessments/${encodeURIComponent(route.id)}`);
   if (report.status === 'Running') {
     replace(main, h('h1', {}, `Assessment of ${report.connection}`), h('p', { role: 'status' }, 'Running… the report appears here when it is done.'));
-    while (report.status === 'Running' && !stopped) {
+    while (report.status === 'Running' && !left()) {
       await new Promise((resolve) => setTimeout(resolve, 1000));
       report = await get(`/assessments/${encodeURIComponent(route.id)}`);
     }
-    if (stopped) return undefined;
+    if (left()) return undefined;
     announce(`Assessment of ${report.connection} ${report.status === 'Completed' ? 'completed' : 'failed'}`);
   }
   const { connections } = await get('/connections');
@@ -144,9 +146,10 @@ export async function assessmentPage(main, route) {
   });
   if (report.status === 'Failed') {
     replace(main, h('h1', {}, `Assessment of ${report.connection}`), badge('Failed'),
-      h('p', { role: 'alert' }, report.error ? `${report.error.message || JSON.stringify(report.error)}` : 'The assessment failed.'),
+      h('p', { role: 'alert' }, report.error ? `${report.error.message} (${report.error.code})` : 'The assessment failed.'),
+      report.error && report.error.remediation ? h('p', {}, h('strong', {}, 'What to do: '), report.error.remediation) : null,
       h('p', {}, 'It may fail while the source is unreachable or still starting: try again in a few minutes.'), rerun);
-    return () => { stopped = true; };
+    return undefined;
   }
   replace(main, h('h1', {}, `Assessment of ${report.connection}`),
     h('p', { class: 'toolbar' }, badge(report.status), ` Completed ${when(report.completedAt)} `, rerun, ' ',
@@ -163,5 +166,5 @@ export async function assessmentPage(main, route) {
     const row = [...main.querySelectorAll('#panel-databases tbody tr')].find((tr) => tr.firstChild.textContent === focusDatabase);
     if (row) row.classList.add('highlight');
   }
-  return () => { stopped = true; };
+  return undefined;
 }
