@@ -218,6 +218,25 @@ async fn without_a_token_other_sites_pages_and_rebound_names_are_refused() -> Re
 }
 
 #[tokio::test]
+async fn a_token_file_works_like_milink_token_and_its_newline_is_not_part_of_it() -> Result<()> {
+    let dir = config_dir()?;
+    std::fs::write(dir.path().join("token"), format!("{TOKEN}\n"))?;
+    let port = free_port()?;
+    let mut command = up_command(dir.path(), &format!("0.0.0.0:{port}"), None);
+    command.args(["--token-file", "token"]).stdout(Stdio::null()).stderr(Stdio::null());
+    let up = Up { dir, base: format!("http://127.0.0.1:{port}"), child: command.spawn()? };
+    let http = client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http.get(format!("{}/api/health", up.base)).send().await.is_err() {
+        assert!(Instant::now() < deadline, "milink up --token-file did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(http.get(format!("{}/api/migrations", up.base)).send().await?.status(), 401);
+    assert_eq!(http.get(format!("{}/api/migrations", up.base)).bearer_auth(TOKEN).send().await?.status(), 200);
+    Ok(())
+}
+
+#[tokio::test]
 async fn the_cli_sends_milink_token_as_a_bearer() -> Result<()> {
     let up = start("127.0.0.1", Some(TOKEN)).await?;
     let cli = |token: Option<&str>| {
