@@ -201,6 +201,13 @@ impl SqliteStore {
     }
 }
 
+#[async_trait::async_trait]
+impl milink_core::ports::DeadLetters for SqliteStore {
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        SqliteStore::dead_letters(self).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,12 +265,5 @@ mod tests {
         assert!(store.claim(now, 600_000).await.unwrap().is_none());
         assert_eq!(store.release_leases().await.unwrap(), 1);
         assert!(store.claim(now, 600_000).await.unwrap().is_some());
-    }
-}
-
-#[async_trait::async_trait]
-impl milink_core::ports::DeadLetters for SqliteStore {
-    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
-        SqliteStore::dead_letters(self).await
     }
 }
