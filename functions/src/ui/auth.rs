@@ -1,9 +1,10 @@
 //! Who may use the embedded host: nobody but its owner once it listens beyond loopback.
 //!
 //! With a token configured (`MILINK_TOKEN` or `milink up --token-file`), every request but
-//! `GET /api/health` and the login page (with its stylesheet) must carry it: as `Authorization: Bearer <token>` (the CLI, scripts), or as the
-//! session cookie the login page sets (browsers). The cookie holds a random session id, never the token,
-//! and is `HttpOnly` (the page's script cannot read it) and `SameSite=Strict` (another site's page does not
+//! `GET /api/health` and the login page (with its stylesheet) must carry it: as
+//! `Authorization: Bearer <token>` (the CLI, scripts), or as the session cookie the login page sets
+//! (browsers). The cookie holds a random session id, never the token, valid for 12 hours and until milink
+//! restarts (sessions live in memory only), and is `HttpOnly` (the page's script cannot read it) and `SameSite=Strict` (another site's page does not
 //! send it). Because a browser sends cookies by itself, a cookie-authenticated request that changes state
 //! must also carry the `X-Milink-Request` header, which a cross-site form cannot set and a cross-site
 //! script can only set after a CORS preflight we never answer, and its `Origin`, when present, must be this
@@ -22,8 +23,9 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::Deserialize;
 use serde_json::json;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "milink_session";
@@ -36,7 +38,8 @@ const SESSION_SECONDS: u64 = 12 * 3600;
 #[derive(Clone, Default)]
 pub struct Access {
     token: Option<Arc<str>>,
-    sessions: Arc<Mutex<HashSet<String>>>,
+    /// Session id → when it expires.
+    sessions: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 impl std::fmt::Debug for Access {
@@ -79,13 +82,15 @@ impl Access {
     }
 
     fn session_valid(&self, id: &str) -> bool {
-        self.sessions.lock().map(|s| s.contains(id)).unwrap_or(false)
+        self.sessions.lock().map(|s| s.get(id).is_some_and(|expires| *expires > Instant::now())).unwrap_or(false)
     }
 
     fn new_session(&self) -> String {
         let id = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
         if let Ok(mut sessions) = self.sessions.lock() {
-            sessions.insert(id.clone());
+            let now = Instant::now();
+            sessions.retain(|_, expires| *expires > now);
+            sessions.insert(id.clone(), now + Duration::from_secs(SESSION_SECONDS));
         }
         id
     }
@@ -254,7 +259,7 @@ struct LoginForm {
 async fn login(State(access): State<Access>, Form(form): Form<LoginForm>) -> Response {
     if !access.token_matches(form.token.trim()) {
         // Slows guessing down; the token is long enough that this is a courtesy, not the defence.
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
         return login_response(StatusCode::UNAUTHORIZED, r#"<p class="error" role="alert">That token is not this milink's. Try again.</p>"#);
     }
     let id = access.new_session();
