@@ -2,11 +2,12 @@
 //! rendered as Prometheus text at `/metrics` ([`scrape`]) either way. docs/observability.md lists them all.
 //!
 //! Two kinds, so nothing is counted twice:
-//! - **Gauges derived from the store** when they are read: lag, seeding progress, verification,
-//!   migrations by status, queue depth and age ([`super::fleet`]). The store already knows these; keeping a second tally in
-//!   memory would drift from it (and start from zero after every restart, or in every Functions instance).
+//! - **Gauges derived from the store** when they are read ([`super::fleet`]): lag, seeding progress,
+//!   verification, migrations by status, queue depth and age. The store already knows these; a second
+//!   tally in memory would drift from it (and start from zero after every restart, or in every Functions
+//!   instance).
 //! - **Counters and histograms recorded where things happen**: deliveries and their outcomes, retries,
-//!   dead letters and stalls in [`crate::runtime::deliver`] and the handlers, cutover step durations and
+//!   dead letters and stalls in [`crate::runtime::deliver()`] and the handlers, cutover step durations and
 //!   write downtime from the cutover record when a cutover step's answer is saved.
 //!
 //! Cardinality stays bounded: labels are `step`, `outcome`, `status`, and per migration `source`, `target`,
