@@ -144,6 +144,12 @@ test('the Tailspin journey, by clicks', async ({ page }) => {
     const html = await page.content();
     expect(html).not.toContain(token);
     expect(html).not.toContain('127.0.0.1:5431');
+    // Signing out ends the session: the pages ask for the token again.
+    await page.setViewportSize({ width: 1280, height: 800 });
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await expect(page).toHaveURL(/\/login$/);
+    await page.goto(`${milink.base}/`);
+    await expect(page).toHaveURL(/\/login$/);
   } catch (error) {
     await shot(page, 'zz-failure').catch(() => {});
     throw new Error(`${error.message}\n--- milink log (tail) ---\n${milink.logs().slice(-4000)}`);

@@ -31,6 +31,8 @@ use std::time::{Duration, Instant};
 pub const SESSION_COOKIE: &str = "milink_session";
 /// The header a cookie-authenticated state-changing request must carry.
 pub const REQUEST_HEADER: &str = "x-milink-request";
+/// The response header that tells the pages they run on a cookie session.
+pub const SESSION_HEADER: &str = "x-milink-session";
 /// How long a login lasts.
 const SESSION_SECONDS: u64 = 12 * 3600;
 
@@ -211,7 +213,12 @@ async fn guard(State(access): State<Access>, request: Request, next: Next) -> Re
     }
     match credential(&access, request.headers()) {
         Credential::Bearer => next.run(request).await,
-        Credential::Cookie if same_site_request(&request) => next.run(request).await,
+        Credential::Cookie if same_site_request(&request) => {
+            // Tells the pages they run on a signed-in session, so they offer to sign out.
+            let mut response = next.run(request).await;
+            response.headers_mut().insert(SESSION_HEADER, HeaderValue::from_static("cookie"));
+            response
+        }
         Credential::Cookie => refuse(
             StatusCode::FORBIDDEN,
             "cross_site_refused",

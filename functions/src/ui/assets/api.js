@@ -28,6 +28,17 @@ function unauthorized() {
   return true;
 }
 
+// A signed-in browser session (embedded host with a token) can end itself.
+function offerSignOut() {
+  const button = document.getElementById('sign-out');
+  if (!button.hidden) return;
+  button.hidden = false;
+  button.addEventListener('click', async () => {
+    await fetch('/logout', { method: 'POST', headers: { 'X-Milink-Request': '1' }, credentials: 'same-origin' });
+    location.assign('/login');
+  }, { once: true });
+}
+
 export async function api(path, { method = 'GET', body } = {}, retried = false) {
   const headers = { Accept: 'application/json', 'X-Milink-Request': '1' };
   const key = onAzure && sessionStorage.getItem(KEY);
@@ -39,6 +50,7 @@ export async function api(path, { method = 'GET', body } = {}, retried = false) 
     credentials: 'same-origin',
     body: body === undefined ? undefined : JSON.stringify(body),
   });
+  if (response.headers.get('x-milink-session') === 'cookie') offerSignOut();
   if (response.status === 401 && !retried && unauthorized()) {
     return api(path, { method, body }, true);
   }
