@@ -44,11 +44,17 @@ pub enum ErrorCode {
     Conflict,
     /// The route does not take that method.
     MethodNotAllowed,
+    /// This milink needs its token (Bearer or the login cookie).
+    Unauthorized,
+    /// A state change that did not come from milink's own pages.
+    CrossSiteRefused,
+    /// Without a token, milink answers only requests addressed to a loopback name.
+    NotLoopback,
 }
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [ErrorCode; 16] = [ErrorCode::InvalidBody, ErrorCode::InvalidName, ErrorCode::UnknownConnection, ErrorCode::UnsupportedPair, ErrorCode::UnsupportedEngine, ErrorCode::DatabaseNotReady, ErrorCode::ConfirmationRequired, ErrorCode::NotReadyForCutover, ErrorCode::CannotCancel, ErrorCode::NotFound, ErrorCode::StoreUnavailable, ErrorCode::CannotFailBack, ErrorCode::CannotVerify, ErrorCode::InvalidSettings, ErrorCode::Conflict, ErrorCode::MethodNotAllowed];
+    pub const ALL: [ErrorCode; 19] = [ErrorCode::InvalidBody, ErrorCode::InvalidName, ErrorCode::UnknownConnection, ErrorCode::UnsupportedPair, ErrorCode::UnsupportedEngine, ErrorCode::DatabaseNotReady, ErrorCode::ConfirmationRequired, ErrorCode::NotReadyForCutover, ErrorCode::CannotCancel, ErrorCode::NotFound, ErrorCode::StoreUnavailable, ErrorCode::CannotFailBack, ErrorCode::CannotVerify, ErrorCode::InvalidSettings, ErrorCode::Conflict, ErrorCode::MethodNotAllowed, ErrorCode::Unauthorized, ErrorCode::CrossSiteRefused, ErrorCode::NotLoopback];
 
     /// The code as it appears in a response body.
     pub const fn as_str(self) -> &'static str {
@@ -69,6 +75,9 @@ impl ErrorCode {
             ErrorCode::InvalidSettings => "invalid_settings",
             ErrorCode::Conflict => "conflict",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::CrossSiteRefused => "cross_site_refused",
+            ErrorCode::NotLoopback => "not_loopback",
         }
     }
 }

@@ -14,6 +14,7 @@
 //! there it still refuses what a web page could make the user's browser send (requests addressed to a
 //! non-loopback name, as DNS rebinding does, and state changes from another origin). Behind a reverse
 //! proxy, forward the original `Host` header: the `Origin` check compares with it.
+use crate::api::error::ErrorCode;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -195,12 +196,12 @@ async fn guard_open(request: Request, next: Next) -> Response {
     if request.uri().path() != "/api/health" && !addressed_to_loopback(request.headers()) {
         return refuse(
             StatusCode::MISDIRECTED_REQUEST,
-            "not_loopback",
+            ErrorCode::NotLoopback,
             "without a token this milink answers requests addressed to localhost or a loopback address only; set MILINK_TOKEN to serve other names",
         );
     }
     if changes_state(&request) && !origin_is_this_host(request.headers()) {
-        return refuse(StatusCode::FORBIDDEN, "cross_site_refused", "this request changes state but came from another site's page");
+        return refuse(StatusCode::FORBIDDEN, ErrorCode::CrossSiteRefused, "this request changes state but came from another site's page");
     }
     next.run(request).await
 }
@@ -221,12 +222,13 @@ async fn guard(State(access): State<Access>, request: Request, next: Next) -> Re
         }
         Credential::Cookie => refuse(
             StatusCode::FORBIDDEN,
-            "cross_site_refused",
+            ErrorCode::CrossSiteRefused,
             "this request changes state but did not come from milink's own pages (X-Milink-Request header missing or Origin not this host)",
         ),
-        Credential::None if path.starts_with("/api/") || path == "/logout" => refuse(
+        // Machines (the API, a Prometheus scraper) get 401; only a browser's page requests go to the login page.
+        Credential::None if path.starts_with("/api/") || path == "/logout" || path == "/metrics" => refuse(
             StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            ErrorCode::Unauthorized,
             "this milink needs its token: send `Authorization: Bearer <token>` (the CLI sends MILINK_TOKEN) or log in at /login",
         ),
         Credential::None => {
@@ -237,8 +239,8 @@ async fn guard(State(access): State<Access>, request: Request, next: Next) -> Re
     }
 }
 
-fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
-    let mut response = (status, axum::Json(json!({ "error": { "code": code, "message": message } }))).into_response();
+fn refuse(status: StatusCode, code: ErrorCode, message: &str) -> Response {
+    let mut response = (status, axum::Json(json!({ "error": { "code": code.as_str(), "message": message } }))).into_response();
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"milink\""));
     }
