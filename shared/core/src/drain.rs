@@ -32,6 +32,21 @@ impl DrainRule {
         Self { fence, stable_for, reached: None }
     }
 
+    /// The position to reach.
+    pub fn fence(&self) -> Position {
+        self.fence
+    }
+
+    /// The stable period asked for.
+    pub fn stable_for(&self) -> Duration {
+        self.stable_for
+    }
+
+    /// Since when the target has held its current position at or past the fence, if it has.
+    pub fn held_since(&self) -> Option<DateTime<Utc>> {
+        self.reached.map(|(_, since)| since)
+    }
+
     /// Feeds the target's confirmed position at `now`.
     pub fn observe(&mut self, target: Position, now: DateTime<Utc>) -> DrainVerdict {
         if target < self.fence {

@@ -8,7 +8,8 @@
 //! only once [`synchronous_problem`] says both sides are in synchronous commit, connected and synchronized.
 use crate::arm::models::DistributedAvailabilityGroup;
 use crate::observe::SqlServerLinkView;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
+use milink_core::drain::{DrainRule, DrainVerdict};
 use milink_core::migration::Position;
 
 /// Why the link is not in a state where equal hardened LSNs prove anything, `None` when it is.
@@ -59,55 +60,54 @@ pub enum DrainDecision {
     Wait(String),
 }
 
-/// Applies the equal-and-stable rule to successive samples.
+/// Applies the equal-and-stable rule to successive samples: the core's drain rule
+/// ([`milink_core::drain::DrainRule`]) with SQL Server's hardened LSN as the position to reach, started
+/// again whenever that position moves or the two differ.
 #[derive(Debug, Clone)]
 pub struct DrainJudge {
-    stable_for: Duration,
-    equal_since: Option<(DateTime<Utc>, Position)>,
+    stable_seconds: u64,
+    rule: Option<DrainRule>,
 }
 
 impl DrainJudge {
     /// A judge requiring `stable_seconds` of equal, unchanged positions (0 = equal once is enough).
     pub fn new(stable_seconds: u64) -> Self {
-        Self { stable_for: Duration::seconds(i64::try_from(stable_seconds).unwrap_or(i64::MAX / 1000)), equal_since: None }
+        Self { stable_seconds, rule: None }
     }
 
     /// The link is not synchronous and connected ([`synchronous_problem`]): equal positions prove nothing, and
     /// the stable window starts again.
     pub fn not_ready(&mut self, reason: String) -> DrainDecision {
-        self.equal_since = None;
+        self.rule = None;
         DrainDecision::Wait(reason)
     }
 
     /// Feeds one sample (SQL Server's and the MI's `last_hardened_lsn` as positions).
     pub fn observe(&mut self, source: Option<Position>, target: Option<Position>, at: DateTime<Utc>) -> DrainDecision {
         let (Some(source), Some(target)) = (source, target) else {
-            self.equal_since = None;
+            self.rule = None;
             return DrainDecision::Wait(format!(
                 "last_hardened_lsn is not reported on {} yet (the link must be in synchronous commit)",
                 if source.is_none() { "SQL Server" } else { "the managed instance" }
             ));
         };
         if source != target {
-            self.equal_since = None;
+            self.rule = None;
             return DrainDecision::Wait(format!("last_hardened_lsn differs: SQL Server {} / managed instance {}", source.0, target.0));
         }
-        let since = match self.equal_since {
-            Some((since, position)) if position == source => since,
-            _ => {
-                self.equal_since = Some((at, source));
-                at
-            }
+        // SQL Server's position moved: the MI must now hold the new one, for the whole window again.
+        let stable_seconds = self.stable_seconds;
+        let rule = match &mut self.rule {
+            Some(rule) if rule.fence() == source => rule,
+            slot => slot.insert(DrainRule::new(source, stable_seconds)),
         };
-        let stable = at - since;
-        if stable >= self.stable_for {
-            DrainDecision::CaughtUp(source)
-        } else {
-            DrainDecision::Wait(format!(
+        match rule.observe(target, at) {
+            DrainVerdict::Drained(position) => DrainDecision::CaughtUp(position),
+            DrainVerdict::Wait => DrainDecision::Wait(format!(
                 "last_hardened_lsn equal for {}s of the {}s required",
-                stable.num_seconds(),
-                self.stable_for.num_seconds()
-            ))
+                rule.held_since().map_or(0, |since| (at - since).num_seconds()),
+                rule.stable_for().num_seconds()
+            )),
         }
     }
 }
