@@ -241,7 +241,9 @@ resource vaultRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!e
 // The target Managed Instance usually lives in another resource group: a module scoped there.
 module managedInstanceRole 'modules/managed-instance-role.bicep' = if (!empty(targetManagedInstanceId)) {
   name: 'milink-mi-role'
-  scope: resourceGroup(split(targetManagedInstanceId, '/')[2], split(targetManagedInstanceId, '/')[4])
+  // ARM evaluates a module's scope even when its condition is false: with the default '' the split has no
+  // [2] or [4] and validation fails, so the scope falls back to this deployment's own group then.
+  scope: resourceGroup(empty(targetManagedInstanceId) ? subscription().subscriptionId : split(targetManagedInstanceId, '/')[2], empty(targetManagedInstanceId) ? resourceGroup().name : split(targetManagedInstanceId, '/')[4])
   params: {
     managedInstanceName: last(split(targetManagedInstanceId, '/'))
     principalId: identity.properties.principalId

@@ -148,6 +148,14 @@ fn the_bicep_creates_what_the_handler_expects() {
     ] {
         assert!(bicep.contains(setting), "app settings lack {setting}");
     }
+    // Issue 15, Azure item 1: ARM evaluates a conditional module's scope too; an unguarded
+    // split(targetManagedInstanceId, '/')[2] fails validation with the default ''.
+    let scope = bicep.lines().find(|l| l.contains("scope:") && l.contains("targetManagedInstanceId")).expect("the MI role module's scope");
+    assert!(
+        scope.matches("split(targetManagedInstanceId").count() == scope.matches("empty(targetManagedInstanceId)?").count()
+            + scope.matches("empty(targetManagedInstanceId) ?").count(),
+        "every split of targetManagedInstanceId in the scope is guarded by empty(): {scope}"
+    );
     let module = std::fs::read_to_string(repo().join("infra/modules/managed-instance-role.bicep")).unwrap();
     assert!(module.contains("4939a1f6-9ae0-4e48-a1e0-f2cbe897382d"), "SQL Managed Instance Contributor");
     assert!(module.contains("distributedAvailabilityGroups/setRole/action"), "the custom role of mi-link.md §1.3");

@@ -212,17 +212,19 @@ pub(crate) fn key(text: &str) -> String {
 
 /// Most UTF-16 units in one string property (the service allows 32 K).
 const CHUNK_UNITS: usize = 30_000;
-/// Most bytes of JSON in one entity (the service allows 1 MiB for the whole entity).
-const MAX_JSON_BYTES: usize = 900 * 1024;
+/// What the JSON properties of one entity may take of the service's 1 MiB per entity, leaving room for the
+/// entity's other properties (keys, timestamps, counters: a few hundred bytes) and their names.
+const MAX_JSON_ENTITY_BYTES: usize = 1024 * 1024 - 16 * 1024;
+
+/// What Table Storage counts for one string property: 2 bytes per UTF-16 unit of the value plus 4, and
+/// 8 plus 2 per UTF-16 unit of the name. The service stores strings as UTF-16, so UTF-8 lengths undercount
+/// anything but a wholly non-ASCII text: 600 K ASCII characters are 600 KB of UTF-8 and 1.2 MB to the service.
+fn property_bytes(name: &str, value: &str) -> usize {
+    8 + 2 * name.encode_utf16().count() + 4 + 2 * value.encode_utf16().count()
+}
 
 /// Stores `json` in `name`, `name1`, `name2`… with `nameParts` saying how many.
 pub(crate) fn put_json(entity: &mut Entity, name: &str, json: &str) -> Result<(), StoreError> {
-    if json.len() > MAX_JSON_BYTES {
-        return Err(StoreError::Backend(format!(
-            "{name} is {} bytes of JSON, above what one Table Storage entity holds",
-            json.len()
-        )));
-    }
     let mut parts = Vec::new();
     let (mut current, mut units) = (String::new(), 0);
     for c in json.chars() {
@@ -234,6 +236,16 @@ pub(crate) fn put_json(entity: &mut Entity, name: &str, json: &str) -> Result<()
         current.push(c);
     }
     parts.push(current);
+    let bytes: usize = parts
+        .iter()
+        .enumerate()
+        .map(|(index, part)| property_bytes(&if index == 0 { name.to_owned() } else { format!("{name}{index}") }, part))
+        .sum();
+    if bytes > MAX_JSON_ENTITY_BYTES {
+        return Err(StoreError::Backend(format!(
+            "{name} takes {bytes} bytes as Table Storage counts them (UTF-16), above what one entity holds ({MAX_JSON_ENTITY_BYTES})"
+        )));
+    }
     for (index, part) in parts.iter().enumerate() {
         let property = if index == 0 { name.to_owned() } else { format!("{name}{index}") };
         entity.insert(property, Value::String(part.clone()));
@@ -278,6 +290,19 @@ pub(crate) fn timestamp(at: chrono::DateTime<chrono::Utc>) -> String {
 mod tests {
     use super::*;
 
+    /// Issue 15, Azure item 3: the old guard counted UTF-8 bytes against 900 KiB, so 600 K ASCII characters
+    /// (1.2 MB as the service counts them) passed it and failed at the service with EntityTooLarge.
+    #[test]
+    fn the_entity_size_guard_counts_strings_as_the_service_does() {
+        let mut entity = Entity::new();
+        let ascii = format!("\"{}\"", "a".repeat(600_000));
+        let error = put_json(&mut entity, "Report", &ascii).expect_err("1.2 MB as UTF-16 does not fit an entity");
+        assert!(error.to_string().contains("UTF-16"), "{error}");
+        let fits = format!("\"{}\"", "a".repeat(400_000));
+        put_json(&mut entity, "Report", &fits).expect("800 KB as UTF-16 fits");
+        assert_eq!(get_json::<String>(&entity, "Report").unwrap().len(), 400_000);
+    }
+
     #[test]
     fn keys_escape_what_table_storage_forbids_and_stay_readable() {
         assert_eq!(key("Toy/Store#1?\\%"), "Toy%2FStore%231%3F%5C%25");
@@ -299,6 +324,6 @@ mod tests {
         }
         let back: Value = get_json(&e, "State").unwrap();
         assert_eq!(back, value);
-        assert!(put_json(&mut e, "State", &"x".repeat(MAX_JSON_BYTES + 1)).is_err());
+        assert!(put_json(&mut e, "State", &"x".repeat(MAX_JSON_ENTITY_BYTES / 2 + 1)).is_err());
     }
 }
