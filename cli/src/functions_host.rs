@@ -3,8 +3,11 @@
 //! Reads its settings from the environment (the Function App's app settings; see
 //! `milink_functions::azure::settings`), connects to Table Storage and Service Bus, and serves the
 //! invocations the Functions host POSTs on 127.0.0.1:`FUNCTIONS_CUSTOMHANDLER_PORT`. It must answer the
-//! host's readiness probe within the host's start timeout, so everything slow (token, table creation,
-//! config) happens before binding; a broken setting fails the start with a message the host logs.
+//! host's readiness probe within the host's start timeout (30 s), and on a first deploy storage refuses the
+//! identity with 403 for minutes while role assignments propagate: so it binds first, answers the probe at
+//! once (503 "starting: <why>" until storage answers), and connects in the background with retries; an
+//! invocation that arrives meanwhile waits up to a minute for it. A malformed setting still fails the start
+//! with a message the host logs, since waiting cannot fix it.
 use anyhow::Context as _;
 use clap::Args;
 use milink_core::ports::SystemClock;
@@ -32,14 +35,17 @@ pub(crate) async fn run(args: FunctionsArgs) -> anyhow::Result<()> {
         .context("building the HTTP client")?;
     let env = |name: &str| std::env::var(name).ok();
     let settings = AzureSettings::from_env(&env, &http).map_err(anyhow::Error::msg).context("reading app settings")?;
-    let host = settings::connect(settings, Engines::default(), Arc::new(SystemClock), &env, http)
-        .await
-        .map_err(anyhow::Error::msg)
-        .context("connecting to Table Storage and Service Bus")?;
     let address = format!("127.0.0.1:{}", args.port);
     let listener = tokio::net::TcpListener::bind(&address).await.with_context(|| format!("cannot listen on {address}"))?;
-    tracing::info!(%address, connections = host.ctx.config.connections.len(), "milink custom handler ready");
-    azure::serve(host, listener, stop_signal()).await?;
+    tracing::info!(%address, "milink custom handler listening; connecting to Table Storage and Service Bus");
+    let connect = move || {
+        let (settings, http) = (settings.clone(), http.clone());
+        async move {
+            let env = |name: &str| std::env::var(name).ok();
+            settings::connect(settings, Engines::default(), Arc::new(SystemClock), &env, http).await
+        }
+    };
+    azure::serve_when_ready(connect, listener, stop_signal()).await?;
     Ok(())
 }
 

@@ -102,3 +102,44 @@ async fn milink_functions_serves_the_host_with_connections_from_file_and_table()
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
     assert!(!log.contains("from-key-vault"), "the password must never be logged");
 }
+
+/// Issue 15, Azure item 2: on a first deploy storage refuses the identity for minutes while role assignments
+/// propagate. The handler must answer the host's readiness probe at once (any answer counts for the host),
+/// say what it waits for, and keep trying, instead of exiting before it binds (a crash loop).
+#[tokio::test(flavor = "multi_thread")]
+async fn milink_functions_answers_the_probe_while_storage_is_unreachable() {
+    let app_root = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = Command::new(milink_e2e::milink::binary())
+        .arg("functions")
+        .current_dir(app_root.path())
+        .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+        .env("FUNCTIONS_APP_ROOT_PATH", app_root.path())
+        .env("MILINK_STORAGE_ACCOUNT", "devstoreaccount1")
+        .env("MILINK_STORAGE_KEY", AZURITE_KEY)
+        .env("MILINK_TABLE_ENDPOINT", "http://127.0.0.1:1/devstoreaccount1")
+        .env("MILINK_SERVICEBUS_URL", "http://127.0.0.1:1")
+        .env("MILINK_SERVICEBUS_KEY_NAME", bus::KEY_NAME)
+        .env("MILINK_SERVICEBUS_KEY", bus::KEY)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the milink binary starts");
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let probe = loop {
+        if let Ok(response) = http.get(format!("http://127.0.0.1:{port}/")).send().await {
+            break response;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "milink functions exited instead of waiting for storage");
+        assert!(std::time::Instant::now() < deadline, "no answer to the readiness probe within 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(probe.status(), 503);
+    let text = probe.text().await.unwrap();
+    assert!(text.contains("starting"), "{text}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(child.try_wait().unwrap().is_none(), "still running, still retrying");
+    let _ = child.kill();
+    let _ = child.wait();
+}

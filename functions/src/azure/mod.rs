@@ -96,6 +96,88 @@ async fn ready() -> &'static str {
     "milink custom handler ready"
 }
 
+/// How long an invocation that arrives before storage answers waits for it before failing. Failing at
+/// once would make Service Bus redeliver at once, and ten quick failures dead-letter a message.
+const STARTING_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Serves on `listener` at once, while `connect` (token, tables, connections: slow, and refused with 403
+/// while a first deploy's role assignments propagate) runs in the background and is retried until it
+/// succeeds. Meanwhile `GET /` answers 503 with what it waits for (the Functions host counts any answer as
+/// started, so it does not restart the worker), and each invocation waits up to a minute for the host to be
+/// ready, then fails with that reason (the host redelivers it).
+pub async fn serve_when_ready<F, Fut>(
+    connect: F,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<AzureHost, String>> + Send,
+{
+    let (ready_tx, ready_rx) = tokio::sync::watch::channel(Starting::Waiting("connecting to storage".into()));
+    tokio::spawn(async move {
+        let mut delay = std::time::Duration::from_secs(1);
+        loop {
+            match connect().await {
+                Ok(host) => {
+                    tracing::info!(connections = host.ctx.config.connections.len(), "milink custom handler ready");
+                    let _ = ready_tx.send(Starting::Ready(Box::new(host)));
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, retry_in_s = delay.as_secs(), "storage or Service Bus not ready yet; retrying");
+                    let _ = ready_tx.send(Starting::Waiting(error));
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_secs(30));
+                }
+            }
+        }
+    });
+    let router = Router::new().route("/", get(probe_starting)).route("/{function}", post(invoke_starting)).with_state(ready_rx);
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}
+
+/// The host while it connects.
+#[derive(Clone)]
+enum Starting {
+    Waiting(String),
+    Ready(Box<AzureHost>),
+}
+
+async fn probe_starting(State(state): State<tokio::sync::watch::Receiver<Starting>>) -> Response {
+    let waiting = match &*state.borrow() {
+        Starting::Ready(_) => None,
+        Starting::Waiting(why) => Some(why.clone()),
+    };
+    match waiting {
+        None => ready().await.into_response(),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("milink custom handler starting: {why}")).into_response(),
+    }
+}
+
+async fn invoke_starting(
+    State(mut state): State<tokio::sync::watch::Receiver<Starting>>,
+    Path(function): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let host = match tokio::time::timeout(STARTING_WAIT, state.wait_for(|s| matches!(s, Starting::Ready(_)))).await {
+        Ok(Ok(ready)) => match &*ready {
+            Starting::Ready(host) => Some((**host).clone()),
+            Starting::Waiting(_) => None,
+        },
+        _ => None,
+    };
+    let Some(host) = host else {
+        let why = match &*state.borrow() {
+            Starting::Waiting(why) => why.clone(),
+            Starting::Ready(_) => "stopping".into(),
+        };
+        return answer(StatusCode::SERVICE_UNAVAILABLE, InvocationResult::log(format!("milink is starting: {why}")));
+    };
+    invoke(State(host), Path(function), headers, body).await
+}
+
 async fn invoke(State(host): State<AzureHost>, Path(function): Path<String>, headers: axum::http::HeaderMap, body: axum::body::Bytes) -> Response {
     let Some(function) = catalog::find(&function) else {
         return answer(StatusCode::NOT_FOUND, InvocationResult::log(format!("no function named {function}")));

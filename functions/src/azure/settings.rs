@@ -92,7 +92,7 @@ impl AzureSettings {
 
 /// The config: `milink.toml` when present, plus every connection registered in the Connections table that
 /// the file does not define.
-pub async fn load_config(path: &std::path::Path, store: &TableStore, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, String> {
+pub async fn load_config(path: &std::path::Path, store: &TableStore, env: &(dyn Fn(&str) -> Option<String> + Sync)) -> Result<Config, String> {
     let mut text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -116,7 +116,7 @@ pub async fn connect(
     settings: AzureSettings,
     engines: Engines,
     clock: Arc<dyn Clock>,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
     http: reqwest::Client,
 ) -> Result<AzureHost, String> {
     let sender = Arc::new(ServiceBusSender::new(settings.bus, http.clone())?);
