@@ -20,6 +20,7 @@
 //! The binary measured is the release build (`MILINK_BIN` overrides). Medians are over the rounds. Figures depend on the machine: print them with its description.
 use milink_e2e::milink::Milink;
 use milink_e2e::pg::{self, Side};
+use milink_e2e::pgbench::{pg_bin, pgbench, pooler_pause, source_port};
 use milink_e2e::unique;
 use serde_json::json;
 use std::process::{Command, Stdio};
@@ -59,32 +60,6 @@ fn step_durations(m: &serde_json::Value) -> [i64; 4] {
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn pg_bin(tool: &str) -> String {
-    let newest = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()
-        .and_then(|dirs| dirs.filter_map(|d| d.ok()?.file_name().to_str()?.parse::<u32>().ok()).max());
-    match newest {
-        Some(major) => format!("/usr/lib/postgresql/{major}/bin/{tool}"),
-        None => tool.to_owned(),
-    }
-}
-
-fn source_port() -> String {
-    let url = &pg::servers().source_url;
-    url.rsplit(':').next().and_then(|rest| rest.split('/').next()).unwrap_or("54311").to_owned()
-}
-
-fn pgbench(database: &str, args: &[&str]) -> Command {
-    let mut command = Command::new(pg_bin("pgbench"));
-    command
-        .args(args)
-        .args(["-h", "127.0.0.1", "-p", &source_port(), "-U", "milink", database])
-        .env("PGPASSWORD", &pg::servers().password)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    command
 }
 
 async fn lag_ok(database: &str, threshold: i64) -> bool {
@@ -390,31 +365,6 @@ fn read_transaction_logs(dir: &std::path::Path) -> anyhow::Result<(Vec<(f64, f64
     Ok((done, failed))
 }
 
-/// A log line without its terminal colour codes (`ESC [ ... m`), which milink writes when asked to.
-fn without_colours(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            chars.by_ref().find(|c| *c == 'm');
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// PAUSE→RESUME in milink's log (its lines start with an RFC 3339 time).
-fn pause_from_log(log: &str) -> Option<i64> {
-    let at = |needle: &str| {
-        log.lines()
-            .find(|l| l.contains(needle))
-            .map(without_colours)
-            .and_then(|l| l.split_whitespace().next().map(str::to_owned))
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
-    };
-    Some((at("resumed it")? - at("pooler paused the database")?).num_milliseconds())
-}
 
 async fn pooler_round(scale: u64, seconds: u64) -> anyhow::Result<PoolerRound> {
     let vars = pgbouncer_vars()?;
@@ -471,7 +421,7 @@ async fn pooler_round(scale: u64, seconds: u64) -> anyhow::Result<PoolerRound> {
         failed: reported_failed.max(logged_failed) + aborted_clients,
         aborted_clients,
         p100_ms,
-        pause_ms: pause_from_log(&milink.logs()),
+        pause_ms: pooler_pause(&milink.logs()).map(|d| d.as_millis() as i64),
         request_to_completed,
         steps: done["cutover"]["steps"].clone(),
     })

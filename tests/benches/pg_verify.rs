@@ -8,8 +8,9 @@
 //! figures are the engine's, without polling delays). Once the link streams, `pgbench -c 4 -j 2` runs the
 //! TPC-B-like write load. Under that load:
 //! - the anchor: `count(*)` of every table on the source, one after the other on one session;
-//! - `verify`: the full on-demand verification (both sides, every row hashed, matched positions);
-//! the median of the rounds of each is printed with rows/s and the ratio verify / count(*). The issue's
+//! - `verify`: the full on-demand verification (both sides, every row hashed, matched positions).
+//!
+//! The median of the rounds of each is printed with rows/s and the ratio verify / count(*). The issue's
 //! goal is a ratio ≤ 3 at scale 50. Then the load stops, `verify` is timed once idle, the source is
 //! fenced and drained, and `finalize` (sequences, large objects, full static checksum) is timed: that
 //! time lies inside the cutover's write downtime. Figures depend on the machine (both servers share it).
@@ -18,40 +19,15 @@ use milink_core::migration::{LinkPhase, Settings, Verification};
 use milink_core::ports::{Engine, LinkPlan};
 use milink_core::{ConnectionName, DatabaseName, MigrationId};
 use milink_e2e::pg::{self, Side};
+use milink_e2e::pgbench::pgbench;
 use milink_e2e::unique;
 use milink_postgres::PostgresEngine;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn pg_bin(tool: &str) -> String {
-    let newest = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()
-        .and_then(|dirs| dirs.filter_map(|d| d.ok()?.file_name().to_str()?.parse::<u32>().ok()).max());
-    match newest {
-        Some(major) => format!("/usr/lib/postgresql/{major}/bin/{tool}"),
-        None => tool.to_owned(),
-    }
-}
-
-fn source_port() -> String {
-    let url = &pg::servers().source_url;
-    url.rsplit(':').next().and_then(|rest| rest.split('/').next()).unwrap_or("54311").to_owned()
-}
-
-fn pgbench(database: &str, args: &[&str]) -> Command {
-    let mut command = Command::new(pg_bin("pgbench"));
-    command
-        .args(args)
-        .args(["-h", "127.0.0.1", "-p", &source_port(), "-U", "milink", database])
-        .env("PGPASSWORD", &pg::servers().password)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    command
 }
 
 fn endpoint(name: &str, url: &str) -> Endpoint {
@@ -144,7 +120,7 @@ async fn main() -> anyhow::Result<()> {
     let database = unique("verifybench");
     pg::drop_everywhere(&database).await;
     pg::connect(Side::Source, "postgres").await?.batch_execute(&format!("CREATE DATABASE {}", pg::ident(&database))).await?;
-    let init = pgbench(&database, &["-i", "-q", "-s", &scale.to_string()]).status()?;
+    let init = pgbench(&database, &["-i", "-q", "-s", &scale.to_string()]).stdout(Stdio::null()).stderr(Stdio::null()).status()?;
     anyhow::ensure!(init.success(), "pgbench -i failed");
     pg::connect(Side::Source, &database).await?.batch_execute("ALTER TABLE pgbench_history ADD COLUMN id bigserial PRIMARY KEY; ANALYZE").await?;
 
@@ -154,7 +130,7 @@ async fn main() -> anyhow::Result<()> {
     let seeded = until_streaming(&engine, &plan).await?;
     println!("linked and streaming after {:.1} s", seeded.as_secs_f64());
 
-    let load = pgbench(&database, &["-n", "-c", "4", "-j", "2", "-T", "3600"]).spawn()?;
+    let load = pgbench(&database, &["-n", "-c", "4", "-j", "2", "-T", "3600"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (mut counts, mut verifies) = (Vec::new(), Vec::new());
     for round in 1..=rounds {

@@ -7,6 +7,7 @@
 pub mod holds;
 pub mod milink;
 pub mod pg;
+pub mod pgbench;
 pub mod webhook;
 pub mod writer;
 

@@ -151,31 +151,6 @@ async fn write_through_pooler(database: String, client_number: usize, stop: Arc<
     seen
 }
 
-/// A log line without its terminal colour codes (`ESC [ ... m`), which milink writes when asked to.
-fn without_colours(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            chars.by_ref().find(|c| *c == 'm');
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// PAUSE → RESUME, from the times of milink's log lines (each starts with an RFC 3339 time).
-fn pause_in_log(log: &str) -> Option<Duration> {
-    let at = |needle: &str| {
-        log.lines()
-            .find(|l| l.contains(needle))
-            .map(without_colours)
-            .and_then(|l| l.split_whitespace().next().map(str::to_owned))
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
-    };
-    (at("resumed it")? - at("pooler paused the database")?).to_std().ok()
-}
 
 /// Which server a new transaction through the pooler runs on.
 async fn server_port_through_pooler(database: &str) -> anyhow::Result<String> {
@@ -207,7 +182,7 @@ async fn clients_behind_the_pooler_see_a_pause_not_errors_and_land_on_the_target
     let seen = writers.await?;
 
     let target_port = port_of(&pg::servers().target_url);
-    let pause = pause_in_log(&milink.logs()).unwrap_or_else(|| panic!("no PAUSE and RESUME in milink's log:\n{}", milink.logs()));
+    let pause = milink_e2e::pgbench::pooler_pause(&milink.logs()).unwrap_or_else(|| panic!("no PAUSE and RESUME in milink's log:\n{}", milink.logs()));
     println!(
         "pooler cutover: {} transactions, {} failed, max transaction latency {} ms, pause {} ms, write downtime {} ms, steps {}",
         seen.transactions,
