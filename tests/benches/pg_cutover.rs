@@ -15,6 +15,7 @@
 //!   answer that says ReadyForCutover;
 //! - write downtime: cutover is requested while the writers run; milink records fence → switch in the
 //!   migration (`writeDowntimeMs`); the bench also prints request → Completed as seen from the API.
+//!
 //! After the rounds, the hand recipe (see `hand_recipe`) runs on the same servers under the same load, and its
 //! write downtime is printed with milink's median and their ratio.
 //! The binary measured is the release build (`MILINK_BIN` overrides). Medians are over the rounds. Figures depend on the machine: print them with its description.
