@@ -148,7 +148,7 @@ fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     if values.is_empty() { return f64::NAN; }
     let mid = values.len() / 2;
-    if values.len() % 2 == 0 { (values[mid - 1] + values[mid]) / 2.0 } else { values[mid] }
+    if values.len().is_multiple_of(2) { (values[mid - 1] + values[mid]) / 2.0 } else { values[mid] }
 }
 
 #[tokio::main]
@@ -165,7 +165,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let milink = Milink::start_with_poll(poll).await?;
     println!("pg_cutover: pgbench scale {scale}, 4 writer clients, {rounds} rounds, poll every {poll} ms, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
-    println!("{:>5} {:>10} {:>9} {:>11} {:>15} {:>13} {:>14} {:>9}  {}", "round", "accounts", "size MiB", "seeding s", "ready-detect ms", "downtime ms", "req→done ms", "writes", "fence/drain/finalize/switch ms");
+    println!("{:>5} {:>10} {:>9} {:>11} {:>15} {:>13} {:>14} {:>9}  fence/drain/finalize/switch ms", "round", "accounts", "size MiB", "seeding s", "ready-detect ms", "downtime ms", "req→done ms", "writes");
     let mut results = Vec::new();
     for n in 1..=rounds {
         let r = round(&milink, scale).await?;

@@ -107,6 +107,13 @@ impl TableStore {
     }
 }
 
+#[async_trait::async_trait]
+impl milink_core::ports::DeadLetters for TableStore {
+    async fn dead_letters(&self) -> Result<Vec<DeadLetterRecord>, StoreError> {
+        TableStore::dead_letters(self).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,12 +136,5 @@ mod tests {
         let endpoint = config.connections.values().next().unwrap();
         assert_eq!(endpoint.password.as_ref().unwrap().expose(), "from-key-vault");
         assert_eq!(endpoint.options["sslmode"].as_str(), Some("require \"x\""));
-    }
-}
-
-#[async_trait::async_trait]
-impl milink_core::ports::DeadLetters for TableStore {
-    async fn dead_letters(&self) -> Result<Vec<DeadLetterRecord>, StoreError> {
-        TableStore::dead_letters(self).await
     }
 }
