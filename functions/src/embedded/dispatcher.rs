@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// How long a delivery is leased; longer than any step (drain is bounded by its own deadline).
+/// How long a delivery is leased before it must be renewed (the dispatcher renews it while the step runs).
 const LEASE_MS: i64 = 15 * 60 * 1000;
 /// How long to wait when the queue is empty.
 const IDLE: Duration = Duration::from_millis(25);
@@ -59,9 +59,27 @@ pub async fn run(ctx: Context, store: Arc<SqliteStore>, shutdown: CancellationTo
 }
 
 async fn deliver(ctx: Context, store: Arc<SqliteStore>, delivery: Delivery) {
-    let transport = SqliteTransport { store };
+    let transport = SqliteTransport { store: store.clone() };
     let id = delivery.envelope.envelope_id.clone();
-    if let Err(error) = runtime::deliver(&ctx, &delivery.envelope, delivery.delivery_count, &transport).await {
+    let delivered = runtime::deliver(&ctx, &delivery.envelope, delivery.delivery_count, &transport);
+    // A lease that ran out while the step still runs would let the queue hand the same message out again,
+    // beside the running one: renew it every third of a lease for as long as the handler runs.
+    let renew = async {
+        let mut ticker = tokio::time::interval(Duration::from_millis(LEASE_MS as u64 / 3));
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            let until = ctx.clock.now() + chrono::Duration::milliseconds(LEASE_MS);
+            if let Err(error) = store.renew_lease(&id, until).await {
+                tracing::warn!(%error, message = id, "dispatcher: could not renew a lease");
+            }
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = delivered => outcome,
+        () = renew => unreachable!("the renewal loop never ends"),
+    };
+    if let Err(error) = outcome {
         // The message stays leased and is delivered again when the lease expires or at the next start:
         // handlers are idempotent.
         tracing::error!(%error, message = id, "dispatcher: could not settle a message");

@@ -72,6 +72,19 @@ impl SqliteStore {
         .await
     }
 
+    /// Extends the lease of a message being handled to `until` (a step that runs longer than one lease,
+    /// such as a verification of a large database, keeps its message to itself).
+    pub async fn renew_lease(&self, id: &str, until: DateTime<Utc>) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.with(move |connection| {
+            connection
+                .execute("UPDATE queue SET leased_until_ms = ?1 WHERE id = ?2 AND leased_until_ms > 0", params![until.timestamp_millis(), id])
+                .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Takes the next deliverable message and leases it until `now + lease`.
     pub async fn claim(&self, now: DateTime<Utc>, lease_ms: i64) -> Result<Option<Delivery>, StoreError> {
         let now_ms = now.timestamp_millis();
@@ -265,5 +278,19 @@ mod tests {
         assert!(store.claim(now, 600_000).await.unwrap().is_none());
         assert_eq!(store.release_leases().await.unwrap(), 1);
         assert!(store.claim(now, 600_000).await.unwrap().is_some());
+    }
+
+    /// A step that outlives one lease keeps its message: a renewed lease is not handed out again, so the
+    /// same step never runs twice side by side (a verification of a large database can run for longer than
+    /// a lease).
+    #[tokio::test]
+    async fn a_renewed_lease_keeps_a_long_step_to_itself() {
+        let store = SqliteStore::in_memory().unwrap();
+        let now = Utc::now();
+        store.enqueue(&[envelope("a", 1, Command::Verify { request: 1 })]).await.unwrap();
+        let running = store.claim(now, 1_000).await.unwrap().unwrap();
+        store.renew_lease(&running.envelope.envelope_id, now + chrono::Duration::seconds(60)).await.unwrap();
+        assert!(store.claim(now + chrono::Duration::seconds(2), 1_000).await.unwrap().is_none(), "still leased after renewal");
+        assert!(store.claim(now + chrono::Duration::seconds(61), 1_000).await.unwrap().is_some(), "free once the renewed lease ends");
     }
 }
