@@ -33,6 +33,7 @@ pub(crate) async fn validate(plan: &LinkPlan) -> Result<Vec<Finding>, EngineErro
     if plan.settings.keep_reverse_link {
         findings.push(as_finding(&reverse_link_not_built()));
     }
+    findings.extend(crate::pooler::validate(plan));
     if database.len() > MAX_IDENTIFIER_BYTES {
         findings.push(Finding::new(
             "database_name_too_long",

@@ -257,3 +257,18 @@ async fn drop_source(database: &str) {
     let admin = connect(&servers().source_url, "postgres").await;
     admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote(database))).await.unwrap();
 }
+
+/// Pooler problems are said at validation, before anything starts: options that do not parse, and a
+/// databases file without the database's entry (the cutover would otherwise fail only at its fence).
+#[tokio::test(flavor = "multi_thread")]
+async fn validation_names_a_broken_pooler_configuration_before_anything_starts() {
+    let database = support::unique("PoolVal");
+    let engine = PostgresEngine::new();
+    let missing_entry = pooled_plan(&database, "");
+    remove_entry(&database);
+    let findings = engine.validate(&missing_entry).await.unwrap();
+    assert!(findings.iter().any(|f| f.rule == "pooler_entry_missing" && f.severity == milink_core::Severity::Blocker), "{findings:#?}");
+    let unknown_option = pooled_plan(&database, "pooler_paws_timeout = 3");
+    let findings = engine.validate(&unknown_option).await.unwrap();
+    assert!(findings.iter().any(|f| f.message.contains("pooler_paws_timeout")), "{findings:#?}");
+}

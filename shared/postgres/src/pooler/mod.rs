@@ -140,6 +140,37 @@ fn admin_name(database: &str) -> String {
 
 /// Before the fence: PAUSE the database on the pooler, if the source has one. Checks first that the
 /// switch will be able to repoint it, so a cutover that cannot finish never starts.
+/// What validation says about the pooler before anything starts: options that do not parse, and a
+/// databases file without an entry for the database, are blockers (the cutover would fail at its fence).
+pub(crate) fn validate(plan: &LinkPlan) -> Vec<milink_core::Finding> {
+    let config = match PoolerConfig::of(&plan.source) {
+        Ok(Some(config)) => config,
+        Ok(None) => return Vec::new(),
+        Err(error) => return vec![errors::as_finding(&error)],
+    };
+    let database = plan.database.as_str();
+    let text = match std::fs::read_to_string(&config.databases_file) {
+        Ok(text) => text,
+        Err(error) => {
+            return vec![milink_core::Finding::new(
+                "pooler_databases_file_unreadable",
+                milink_core::Severity::Blocker,
+                format!("{}: cannot read {}: {error}", config.label(), config.databases_file.display()),
+                "Point pooler_databases_file at the file pgbouncer.ini %includes, readable and writable by milink.",
+            )]
+        }
+    };
+    match entries::find(&text, database) {
+        Some(_) => Vec::new(),
+        None => vec![milink_core::Finding::new(
+            "pooler_entry_missing",
+            milink_core::Severity::Blocker,
+            format!("{}: {} has no entry for database {database}", config.label(), config.databases_file.display()),
+            format!("Add `{database} = host=<source host> port=<port> dbname={database}` to that file and RELOAD PgBouncer, then start again."),
+        )],
+    }
+}
+
 pub(crate) async fn pause(plan: &LinkPlan) -> Result<Option<PoolerConfig>, EngineError> {
     pause_checked(plan).await.map_err(nothing_fenced)
 }
