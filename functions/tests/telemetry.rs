@@ -72,7 +72,9 @@ async fn a_migration_is_traced_from_request_to_engine_and_its_metrics_match_the_
     let (cutover_trace, cutover_caller, cutover_header) = traceparent();
     host.post(&format!("/api/migrations/{id}/cutover"), &json!({ "confirmTrafficStopped": true }), Some(&cutover_header)).await;
     let done = host.wait_status(&id, "Completed").await;
-    receiver.wait_for("the switch step's engine span", |r| r.spans.iter().any(|s| s.name == "engine switch")).await;
+    // The step span ends after its answer is saved (and the migration shows Completed), so it can reach the
+    // receiver in a later export batch than its engine span: wait for the step itself.
+    receiver.wait_for("the switch step's span", |r| r.spans.iter().any(|s| s.name == "step switch")).await;
 
     receiver.with(|received| {
         let start = assert_http(received, &start_trace, &start_caller, "POST /api/migrations", "/api/migrations");
