@@ -179,6 +179,24 @@ impl Milink {
     pub async fn wait_status(&self, id: &str, status: &str, timeout: Duration) -> Result<Value> {
         self.wait_for(id, status, timeout, |m| m["status"] == status).await
     }
+
+    /// Asks for the cutover the way a user watching the status would: when the migration is ReadyForCutover.
+    /// Under a write load the lag can cross the ready threshold between the poll and the request, and milink
+    /// answers 409 `not_ready_for_cutover` (as it should); then it waits for Ready again and asks again.
+    /// Returns the 202 body; any other refusal is an error.
+    pub async fn cut_over_when_ready(&self, id: &str, timeout: Duration) -> Result<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            self.wait_status(id, "ReadyForCutover", left).await?;
+            let (status, body) = self.post(&format!("/api/migrations/{id}/cutover"), &serde_json::json!({ "confirmTrafficStopped": true })).await?;
+            match status {
+                202 => return Ok(body),
+                409 if body["error"]["code"] == "not_ready_for_cutover" && Instant::now() < deadline => continue,
+                _ => bail!("cutover answered {status}: {body}"),
+            }
+        }
+    }
 }
 
 impl Drop for Milink {

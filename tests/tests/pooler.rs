@@ -174,8 +174,7 @@ async fn clients_behind_the_pooler_see_a_pause_not_errors_and_land_on_the_target
         async move { pooled_writers(&database, stop).await }
     });
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (status, body) = milink.post(&format!("/api/migrations/{id}/cutover"), &json!({ "confirmTrafficStopped": true })).await?;
-    assert_eq!(status, 202, "{body}");
+    milink.cut_over_when_ready(&id, READY_TIMEOUT).await?;
     let done = milink.wait_status(&id, "Completed", Duration::from_secs(120)).await?;
     tokio::time::sleep(Duration::from_secs(1)).await; // writes after the cutover, on the target
     stop.store(true, Ordering::SeqCst);

@@ -57,8 +57,7 @@ async fn tailspin_assess_link_sync_and_cut_over_under_live_writes() -> anyhow::R
     let (status, body) = milink.post(&format!("/api/migrations/{id}/cutover"), &json!({})).await?;
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("confirmation_required")));
 
-    let (status, body) = milink.post(&format!("/api/migrations/{id}/cutover"), &json!({ "confirmTrafficStopped": true })).await?;
-    assert_eq!(status, 202, "{body}");
+    milink.cut_over_when_ready(&id, READY_TIMEOUT).await?;
     let written = writer.until_fenced().await;
     let stopped_by = written.stopped_by.clone().unwrap_or_default();
     assert!(stopped_by.contains("read-only") || stopped_by.contains("57P01"), "the fence must stop the writer: {stopped_by:?}");
