@@ -238,6 +238,8 @@ case $cmd in
         need_bin; ensure_dirs; lock; ensure_password
         start_cluster source
         start_cluster target
+        # The test CA's certificates, served by reload (dev/tls.sh; docs/tls.md).
+        bash "$HERE/tls.sh" apply 9>&-
         ;;
     replica | replica-only)
         need_bin; ensure_dirs; lock; ensure_password
@@ -256,6 +258,7 @@ case $cmd in
         [[ -n $BIN && -d $DIR ]] || exit 0
         lock
         for name in source target replica; do stop_cluster "$name"; done
+        bash "$HERE/tls.sh" down 9>&-
         ;;
     status)
         for name in source target replica; do

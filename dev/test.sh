@@ -9,6 +9,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash dev/pg.sh up
 bash dev/pg.sh replica
+bash dev/tls.sh up
 bash dev/pgbouncer.sh up
 if [[ -f dev/azurite.sh ]]; then
     bash dev/azurite.sh up
