@@ -12,10 +12,11 @@
 //! pg_dump/psql, quoted by [`ConnInfo`]; those strings are the only place a password is ever written out.
 use crate::errors::{classify, Place};
 use crate::sql::ConnInfo;
+use crate::tls::{SslMode, TlsSettings};
 use milink_core::config::{Endpoint, Secret};
 use milink_core::EngineError;
 use std::time::Duration;
-use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::config::Host;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Config, NoTls, Row};
 
@@ -29,7 +30,7 @@ pub(crate) struct Server {
     port: u16,
     user: String,
     maintenance_database: String,
-    ssl_mode: Option<&'static str>,
+    tls: TlsSettings,
     connect_timeout: Duration,
     password: Option<Secret>,
 }
@@ -59,15 +60,11 @@ impl Server {
         };
         // The driver's parser understands both URLs and key=value strings; its error text is not echoed
         // because a malformed url could hold anything.
+        let (url, tls) = crate::tls::split_url(url).map_err(|why| invalid(&why))?;
         let parsed: Config = url.parse().map_err(|_| invalid("it does not parse as a PostgreSQL url"))?;
         let host = parsed.get_hosts().first().cloned().ok_or_else(|| invalid("it names no host"))?;
         let port = parsed.get_ports().first().copied().unwrap_or(5432);
         let user = parsed.get_user().ok_or_else(|| invalid("it names no user"))?.to_owned();
-        let ssl_mode = match parsed.get_ssl_mode() {
-            SslMode::Disable => Some("disable"),
-            SslMode::Require => Some("require"),
-            _ => None,
-        };
         let address = match &host {
             Host::Tcp(name) if name.contains(':') => format!("[{name}]:{port}"),
             Host::Tcp(name) => format!("{name}:{port}"),
@@ -80,7 +77,7 @@ impl Server {
             port,
             user,
             maintenance_database: parsed.get_dbname().unwrap_or("postgres").to_owned(),
-            ssl_mode,
+            tls,
             connect_timeout: parsed.get_connect_timeout().copied().unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             password,
         })
@@ -113,26 +110,42 @@ impl Server {
             .keepalives_idle(Duration::from_secs(30))
             // DDL that waits behind an application's lock gives up and is retried instead of hanging.
             .options("-c lock_timeout=30s");
-        config.ssl_mode(match self.ssl_mode {
-            Some("disable") => SslMode::Disable,
-            Some("require") => SslMode::Require,
-            _ => SslMode::Prefer,
-        });
         if let Some(password) = &self.password {
             config.password(password.expose());
         }
-        let failed = |e: tokio_postgres::Error| classify(&e, &self.place, "connecting");
-        // Errors of the connection task surface on the client's next call; nothing to do with them there.
-        let client = if self.ssl_mode == Some("disable") {
-            let (client, connection) = config.connect(NoTls).await.map_err(failed)?;
-            tokio::spawn(async move { drop(connection.await) });
-            client
-        } else {
-            let (client, connection) = config.connect(crate::tls::connector()).await.map_err(failed)?;
-            tokio::spawn(async move { drop(connection.await) });
-            client
-        };
+        let client = self.open(&mut config, crate::tls::SeenCertificate::default()).await?;
         Ok(Session { client, place: self.place.clone(), database: database.to_owned() })
+    }
+
+    /// Connects with the url's sslmode, as libpq would; `seen` receives the server's certificate.
+    async fn open(&self, config: &mut Config, seen: crate::tls::SeenCertificate) -> Result<Client, EngineError> {
+        use tokio_postgres::config::SslMode as DriverMode;
+        let failed = |e: tokio_postgres::Error| {
+            crate::tls::certificate_error(&e, &self.place, &self.tls).unwrap_or_else(|| classify(&e, &self.place, "connecting"))
+        };
+        // Errors of the connection task surface on the client's next call; nothing to do with them there.
+        let plain = |config: &mut Config| {
+            let mut config = config.clone();
+            async move {
+                let (client, connection) = config.ssl_mode(DriverMode::Disable).connect(NoTls).await?;
+                tokio::spawn(async move { drop(connection.await) });
+                Ok::<_, tokio_postgres::Error>(client)
+            }
+        };
+        let mode = self.tls.effective_mode();
+        match mode {
+            SslMode::Disable => return plain(config).await.map_err(failed),
+            // libpq's allow: without TLS first, with TLS only when the server refused that.
+            SslMode::Allow => match plain(config).await {
+                Err(e) if e.as_db_error().is_some() => {}
+                other => return other.map_err(failed),
+            },
+            _ => {}
+        }
+        config.ssl_mode(if mode == SslMode::Prefer { DriverMode::Prefer } else { DriverMode::Require });
+        let (client, connection) = config.connect(crate::tls::connector_for(&self.tls, &self.place, seen)?).await.map_err(failed)?;
+        tokio::spawn(async move { drop(connection.await) });
+        Ok(client)
     }
 
     /// A libpq connection string for `database`, with the password when there is one: for CREATE
@@ -152,14 +165,14 @@ impl Server {
             #[cfg(unix)]
             Host::Unix(path) => path.display().to_string(),
         };
-        ConnInfo::default()
+        let info = ConnInfo::default()
             .with("host", &host)
             .with("port", &self.port.to_string())
             .with("user", &self.user)
-            .with("dbname", database)
-            .with_opt("sslmode", self.ssl_mode)
-            .with("connect_timeout", &self.connect_timeout.as_secs().max(2).to_string())
-            .with("application_name", "milink")
+            .with("dbname", database);
+        // The url's TLS settings as written, so the target's libpq verifies the way milink does.
+        let info = self.tls.conninfo_pairs().into_iter().fold(info, |info, (key, value)| info.with(key, value));
+        info.with("connect_timeout", &self.connect_timeout.as_secs().max(2).to_string()).with("application_name", "milink")
     }
 }
 
@@ -180,6 +193,11 @@ impl Session {
     /// The database this session is on.
     pub(crate) fn database(&self) -> &str {
         &self.database
+    }
+
+    /// The driver's client, for what the methods here do not cover (COPY streams).
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
     }
 
     pub(crate) async fn rows(&self, doing: &str, sql: &str, params: Params<'_>) -> Result<Vec<Row>, EngineError> {

@@ -167,6 +167,9 @@ pub(crate) fn classify_sqlstate(code: &str, text: &str, place: &Place, doing: &s
 /// target wraps the source's error in its own (SQLSTATE 08001 and the text of libpq), so the cause is read
 /// from the text. `source` describes the source as the target reaches it.
 pub(crate) fn classify_publisher_connect(text: &str, source: &Place, doing: &str) -> EngineError {
+    if let Some(error) = crate::tls::publisher_certificate_error(text, source, doing) {
+        return error;
+    }
     if text.contains("password authentication failed") || text.contains("no password supplied") {
         return authentication_failed(source, doing, text);
     }
