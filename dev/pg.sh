@@ -3,6 +3,8 @@
 #
 #   dev/pg.sh up          start clusters "source" (54311) and "target" (54312); idempotent
 #   dev/pg.sh replica     also start cluster "replica" (54313) with wal_level=replica, to show that error
+#   dev/pg.sh small       also start cluster "small" (54315): a target with few logical replication workers
+#                         (max_logical_replication_workers = 4), for admission-control tests and benches
 #   dev/pg.sh env         print the exports tests and milink.toml use (URLs, password file)
 #   dev/pg.sh tailspin    (re)load the Tailspin sample (ToyStore, Customer360) into the source
 #   dev/pg.sh down        stop every cluster started here
@@ -22,6 +24,7 @@ DIR=${MILINK_PG_DIR:-/tmp/milink-pg}
 SOURCE_PORT=${MILINK_PG_SOURCE_PORT:-54311}
 TARGET_PORT=${MILINK_PG_TARGET_PORT:-54312}
 REPLICA_PORT=${MILINK_PG_REPLICA_PORT:-54313}
+SMALL_PORT=${MILINK_PG_SMALL_PORT:-54315}
 ROLE=milink
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
@@ -87,6 +90,7 @@ port_of() {
         source) echo "$SOURCE_PORT" ;;
         target) echo "$TARGET_PORT" ;;
         replica) echo "$REPLICA_PORT" ;;
+        small) echo "$SMALL_PORT" ;;
     esac
 }
 
@@ -149,6 +153,10 @@ ssl = $ssl
 hba_file = '$data/milink_hba.conf'
 EOF
 )
+    if [[ $name == small ]]; then
+        # Later lines win: a target that holds only a few links at once (admission control's tests).
+        conf+=$'\n''max_logical_replication_workers = 4'$'\n''max_worker_processes = 8'
+    fi
     printf '%s\n' "$conf" | write_server_file "$data/milink.conf"
 }
 
@@ -216,6 +224,7 @@ print_env() {
     echo "export MILINK_PG_SOURCE_URL=postgresql://$ROLE@127.0.0.1:$SOURCE_PORT/postgres"
     echo "export MILINK_PG_TARGET_URL=postgresql://$ROLE@127.0.0.1:$TARGET_PORT/postgres"
     echo "export MILINK_PG_REPLICA_URL=postgresql://$ROLE@127.0.0.1:$REPLICA_PORT/postgres"
+    echo "export MILINK_PG_SMALL_URL=postgresql://$ROLE@127.0.0.1:$SMALL_PORT/postgres"
     echo "export MILINK_PG_PASSWORD_FILE=$DIR/password"
 }
 
@@ -245,6 +254,10 @@ case $cmd in
         need_bin; ensure_dirs; lock; ensure_password
         start_cluster replica
         ;;
+    small)
+        need_bin; ensure_dirs; lock; ensure_password
+        start_cluster small
+        ;;
     env)
         print_env
         ;;
@@ -257,16 +270,16 @@ case $cmd in
     down)
         [[ -n $BIN && -d $DIR ]] || exit 0
         lock
-        for name in source target replica; do stop_cluster "$name"; done
+        for name in source target replica small; do stop_cluster "$name"; done
         bash "$HERE/tls.sh" down 9>&-
         ;;
     status)
-        for name in source target replica; do
+        for name in source target replica small; do
             if [[ -n $BIN ]] && running "$name"; then say "$name running on 127.0.0.1:$(port_of "$name")"
             else say "$name stopped"; fi
         done
         ;;
     *)
-        die "usage: dev/pg.sh up|replica|env|tailspin|down|status"
+        die "usage: dev/pg.sh up|replica|small|env|tailspin|down|status"
         ;;
 esac

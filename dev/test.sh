@@ -9,6 +9,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash dev/pg.sh up
 bash dev/pg.sh replica
+bash dev/pg.sh small
 bash dev/tls.sh up
 bash dev/pgbouncer.sh up
 if [[ -f dev/azurite.sh ]]; then

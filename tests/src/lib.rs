@@ -4,6 +4,7 @@
 //! independently of milink.
 #![allow(missing_docs, unreachable_pub)]
 
+pub mod fleet;
 pub mod holds;
 pub mod milink;
 pub mod pg;

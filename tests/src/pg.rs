@@ -86,7 +86,11 @@ pub async fn drop_everywhere(database: &str) {
 
 /// Row count, and a checksum of every row's text, per table, ordered by table name.
 pub async fn table_fingerprints(side: Side, database: &str) -> Result<Vec<(String, i64, String)>> {
-    let client = connect(side, database).await?;
+    fingerprints(&connect(side, database).await?).await
+}
+
+/// [`table_fingerprints`] over an open connection (any server).
+pub async fn fingerprints(client: &Client) -> Result<Vec<(String, i64, String)>> {
     let tables = client
         .query(
             "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables \

@@ -142,6 +142,10 @@ async fn run_command(ctx: &Context, id: &MigrationId, command: &Command, envelop
     match event {
         Ok(event) => {
             let saved = apply(ctx, id, &event).await.map_err(Retry::from)?;
+            if matches!(command, Command::Validate) {
+                // Queued by the validation: start it now if it fits, rather than a poll tick later.
+                crate::runtime::admission::run(ctx).await;
+            }
             if crate::telemetry::metrics::is_cutover_step(command) {
                 crate::telemetry::metrics::cutover_recorded(&migration, &saved);
             }

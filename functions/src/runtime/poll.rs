@@ -94,6 +94,8 @@ pub async fn tick_once(ctx: &Context, settings: &PollSettings, running: &tokio::
 pub async fn tick(ctx: &Context, settings: &PollSettings) -> PollTick {
     let started = Instant::now();
     let deadline = started + settings.budget;
+    // Capacity freed since the last tick (a link streams, a migration ended) starts queued migrations.
+    crate::runtime::admission::run(ctx).await;
     let migrations = match ctx.migrations.list(&MigrationFilter { active_only: true }).await {
         Ok(migrations) => migrations,
         Err(error) => {

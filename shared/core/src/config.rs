@@ -143,6 +143,8 @@ struct RawConfig {
     #[serde(default)]
     notify: NotifyConfig,
     #[serde(default)]
+    admission: crate::admission::Caps,
+    #[serde(default)]
     connections: BTreeMap<String, RawConnection>,
 }
 
@@ -153,6 +155,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Notifications.
     pub notify: NotifyConfig,
+    /// Caps on active migrations (`[admission]`).
+    pub admission: crate::admission::Caps,
     /// Connections by name.
     pub connections: BTreeMap<ConnectionName, Endpoint>,
 }
@@ -182,7 +186,7 @@ impl Config {
         if server.state.is_relative() {
             server.state = base.join(&server.state);
         }
-        Ok(Self { server, notify: raw.notify, connections })
+        Ok(Self { server, notify: raw.notify, admission: raw.admission, connections })
     }
 
     /// The endpoint named `name`, or an error that lists the names there are.

@@ -46,6 +46,13 @@ pub enum Event {
         /// Findings of the validation.
         findings: Vec<crate::assessment::Finding>,
     },
+    /// Admission control found room on both servers for a queued migration: create its link.
+    Admitted,
+    /// Admission control looked again and the queued migration still does not fit (the reason may differ).
+    StillQueued {
+        /// Why it waits.
+        reason: String,
+    },
     /// The link exists (publication and subscription, AG and DAG, ...).
     LinkCreated,
     /// The poll timer looked at the link.
@@ -310,7 +317,15 @@ pub fn decide(state: &Migration, event: &Event, now: DateTime<Utc>) -> Result<Tr
 
 fn apply(m: &mut Migration, event: &Event, now: DateTime<Utc>, out: &mut Vec<Command>) -> Result<(), Rejection> {
     match event {
-        Event::Validated { findings } => on_validated(m, findings, now, out),
+        Event::Validated { findings } => on_validated(m, findings, now),
+        Event::Admitted if matches!(m.phase, Phase::Queued { .. }) => {
+            m.phase = Phase::Deploying;
+            m.record(now, "admitted: both servers have room for the link");
+            out.push(Command::CreateLink);
+        }
+        Event::StillQueued { reason } if matches!(m.phase, Phase::Queued { .. }) => {
+            m.phase = Phase::Queued { reason: reason.clone() };
+        }
         Event::LinkCreated if m.phase == Phase::Deploying => {
             m.phase = Phase::Syncing;
             m.stall = None;
@@ -402,17 +417,17 @@ fn at_step(m: &Migration, attempt: u32, step: CutoverStep) -> bool {
     m.phase == (Phase::CuttingOver { step }) && m.cutover.attempt == attempt
 }
 
-fn on_validated(m: &mut Migration, findings: &[crate::assessment::Finding], now: DateTime<Utc>, out: &mut Vec<Command>) {
+fn on_validated(m: &mut Migration, findings: &[crate::assessment::Finding], now: DateTime<Utc>) {
     if m.phase != Phase::Validating {
         return;
     }
     m.stall = None;
     let blockers: Vec<_> = findings.iter().filter(|f| f.severity == crate::assessment::Severity::Blocker).collect();
     if blockers.is_empty() {
-        m.phase = Phase::Deploying;
+        // Admission control ([`crate::admission`]) moves it on with `Admitted` when both servers have room.
+        m.phase = Phase::Queued { reason: "waiting for admission: checking the capacity of both servers".into() };
         let warnings = findings.iter().filter(|f| f.severity == crate::assessment::Severity::Warning).count();
         m.record(now, format!("validation passed ({warnings} warnings)"));
-        out.push(Command::CreateLink);
     } else {
         let message = blockers.iter().map(|f| f.message.as_str()).collect::<Vec<_>>().join("; ");
         let remediation = blockers.iter().map(|f| f.remediation.as_str()).collect::<Vec<_>>().join("; ");
@@ -564,6 +579,12 @@ fn on_cancel_requested(m: &mut Migration, now: DateTime<Utc>, out: &mut Vec<Comm
         }
         _ => {}
     }
+    if matches!(m.phase, Phase::Queued { .. }) {
+        // Nothing exists on either server yet: nothing to drop.
+        m.phase = Phase::Cancelled;
+        m.record(now, "cancelled while queued");
+        return Ok(());
+    }
     let unfence = m.cutover.fence_active;
     m.verify.running = None;
     m.phase = Phase::Cancelling;
@@ -661,6 +682,7 @@ pub fn pending_command(m: &Migration) -> Option<Command> {
     let attempt = m.cutover.attempt;
     match m.phase {
         Phase::Validating => Some(Command::Validate),
+        Phase::Queued { .. } => None,
         Phase::Deploying => Some(Command::CreateLink),
         Phase::CuttingOver { step: CutoverStep::Fencing } => Some(Command::Fence { attempt }),
         Phase::CuttingOver { step: CutoverStep::Draining } => Some(Command::Drain {

@@ -42,6 +42,7 @@ fn step(m: &Migration, event: Event, at: i64) -> Transition {
 fn ready() -> Migration {
     let m = start(new_migration()).migration;
     let m = step(&m, Event::Validated { findings: vec![] }, 1).migration;
+    let m = step(&m, Event::Admitted, 1).migration;
     let m = step(&m, Event::LinkCreated, 2).migration;
     step(&m, Event::Observed { observation: observation(3, LinkPhase::Streaming, 0) }, 3).migration
 }
@@ -267,6 +268,7 @@ fn blockers_fail_validation_with_every_reason() {
 fn exhausted_steps_stall_and_are_retried_by_the_timer_then_recover() {
     let m = start(new_migration()).migration;
     let m = step(&m, Event::Validated { findings: vec![] }, 1).migration;
+    let m = step(&m, Event::Admitted, 1).migration;
     let error = EngineError::transient("unreachable", "cannot reach target:5432", "start the target");
     let tr = step(&m, Event::StepExhausted { command: Command::CreateLink, error }, 2);
     assert_eq!(tr.migration.status(), Status::Stalled);
@@ -359,6 +361,7 @@ fn any_event() -> impl Strategy<Value = Event> {
     let attempt = 0u32..3;
     prop_oneof![
         Just(Event::Validated { findings: vec![] }),
+        Just(Event::Admitted),
         Just(Event::Validated { findings: vec![Finding::new("r", Severity::Blocker, "b", "f")] }),
         Just(Event::LinkCreated),
         (0i64..200, prop_oneof![Just(LinkPhase::Seeding), Just(LinkPhase::Streaming)], 0u64..200_000)
@@ -438,7 +441,8 @@ proptest! {
         let m = run(&events);
         match decide(&m, &Event::CancelRequested, t(5000)) {
             Ok(tr) => {
-                if m.phase != Phase::Cancelling {
+                // A queued migration has nothing on either server: it is cancelled at once.
+                if m.phase != Phase::Cancelling && !matches!(m.phase, Phase::Queued { .. }) {
                     let drops = tr.commands.iter().any(|c| matches!(c, Command::DropLink { .. }));
                     prop_assert!(drops);
                 }
@@ -492,4 +496,23 @@ fn one_failed_observation_is_not_a_stall_three_are() {
     }
     let m = step(&m, Event::Observed { observation: observation(20, LinkPhase::Streaming, 0) }, 20).migration;
     assert_eq!(m.status(), Status::ReadyForCutover);
+}
+
+#[test]
+fn a_validated_migration_waits_queued_until_admitted_and_a_queued_one_cancels_without_touching_servers() {
+    let m = start(new_migration()).migration;
+    let queued = step(&m, Event::Validated { findings: vec![] }, 1);
+    assert_eq!(queued.migration.status(), Status::Queued);
+    assert!(queued.commands.iter().all(|c| !matches!(c, Command::CreateLink)), "no link before admission");
+    let why = "waiting for a logical replication worker on dst: 4 of 4 in use";
+    let waiting = step(&queued.migration, Event::StillQueued { reason: why.into() }, 2);
+    assert_eq!(waiting.migration.reason().as_deref(), Some(why));
+    let same = step(&waiting.migration, Event::StillQueued { reason: why.into() }, 3);
+    assert!(!same.changed, "the same reason again writes nothing");
+    let admitted = step(&waiting.migration, Event::Admitted, 4);
+    assert_eq!(admitted.migration.status(), Status::Deploying);
+    assert!(admitted.commands.contains(&Command::CreateLink));
+    let cancelled = step(&waiting.migration, Event::CancelRequested, 5);
+    assert_eq!(cancelled.migration.status(), Status::Cancelled);
+    assert!(cancelled.commands.iter().all(|c| !matches!(c, Command::DropLink { .. })));
 }

@@ -7,6 +7,7 @@
 //! means every rule of the migration flow can be tested exhaustively without a database.
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod assessment;
 pub mod config;
 pub mod drain;

@@ -152,6 +152,12 @@ pub enum CutoverStep {
 pub enum Phase {
     /// Prerequisites and connection test.
     Validating,
+    /// Validated; waiting until both servers have the capacity the link needs (admission control,
+    /// [`crate::admission`]). Nothing exists on either server yet.
+    Queued {
+        /// Why it waits, in words ("waiting for a logical replication worker on dst: 4 of 4 in use").
+        reason: String,
+    },
     /// Creating the link.
     Deploying,
     /// Link exists: seeding, catching up or ready, per the observation.
@@ -180,6 +186,7 @@ impl Phase {
     pub fn key(&self) -> &'static str {
         match self {
             Phase::Validating => "validating",
+            Phase::Queued { .. } => "queued",
             Phase::Deploying => "deploying",
             Phase::Syncing => "syncing",
             Phase::CuttingOver { .. } => "cuttingOver",
@@ -303,6 +310,9 @@ pub struct HistoryEntry {
     pub message: String,
 }
 
+/// What a user can do about a queued migration.
+pub const QUEUED_REMEDIATION: &str = "nothing is needed: it starts by itself, in start order, when capacity frees (another migration completes or is cancelled); to start sooner raise the setting named in the reason on that server, or lower milink's [admission] caps";
+
 /// History lines kept per migration.
 pub const MAX_HISTORY: usize = 200;
 const KEPT_FIRST_HISTORY: usize = 10;
@@ -361,6 +371,8 @@ pub struct Migration {
 pub enum Status {
     /// Prerequisites and connection test.
     Validating,
+    /// Waiting for capacity on the source or the target; see the reason. Starts by itself.
+    Queued,
     /// Creating the link.
     Deploying,
     /// Initial copy.
@@ -395,6 +407,7 @@ impl Status {
     pub fn as_str(&self) -> &'static str {
         match self {
             Status::Validating => "Validating",
+            Status::Queued => "Queued",
             Status::Deploying => "Deploying",
             Status::Seeding => "Seeding",
             Status::CatchingUp => "CatchingUp",
@@ -452,6 +465,7 @@ impl Migration {
         match &self.phase {
             Phase::Validating if self.stall.is_some() => Status::Stalled,
             Phase::Validating => Status::Validating,
+            Phase::Queued { .. } => Status::Queued,
             Phase::Deploying if self.stall.is_some() => Status::Stalled,
             Phase::Deploying => Status::Deploying,
             Phase::Syncing => self.sync_status(),
@@ -519,6 +533,9 @@ impl Migration {
         }
         if let Some(stall) = &self.stall {
             return Some((&stall.reason, &stall.remediation));
+        }
+        if let Phase::Queued { reason } = &self.phase {
+            return Some((reason, QUEUED_REMEDIATION));
         }
         if let Some(problem) = self.observation.as_ref().and_then(|o| o.problem.as_ref()) {
             return Some((&problem.reason, &problem.remediation));

@@ -34,7 +34,7 @@ impl LinkPlan {
     /// The name milink gives the objects it creates for this link (publication, subscription, slot,
     /// availability group): derived from the migration id so it never contains user input.
     pub fn link_name(&self) -> String {
-        format!("milink_{}", self.migration_id.short())
+        crate::admission::link_name(&self.migration_id)
     }
 }
 
@@ -108,6 +108,13 @@ pub trait Engine: Send + Sync {
             format!("the {} engine keeps no reverse link, so it cannot fail back", self.name()),
             "migrate back with a new migration from the target to the source",
         ))
+    }
+
+    /// What `server` has and uses of the resources a link takes in `role` (admission control,
+    /// [`crate::admission`]). `None`: the engine cannot tell, and only the user's caps apply.
+    async fn capacity(&self, server: &Endpoint, role: crate::admission::Role) -> Result<Option<crate::admission::Capacity>, EngineError> {
+        let _ = (server, role);
+        Ok(None)
     }
 
     /// Removes everything `create_link` made; drops the target database only when `drop_target`.

@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 mod assess;
+mod capacity;
 mod connect;
 mod cutover;
 mod drift;
@@ -130,6 +131,15 @@ impl Engine for PostgresEngine {
         self.watches.forget(&plan.link_name());
         // The pooler follows the primary: repoint its entry, RELOAD, RESUME (each safe to repeat).
         pooler::scrubbed(plan, pooler::repoint(plan).await)
+    }
+
+    async fn capacity(
+        &self,
+        server: &Endpoint,
+        role: milink_core::admission::Role,
+    ) -> Result<Option<milink_core::admission::Capacity>, EngineError> {
+        let secrets: Vec<&Secret> = server.password.iter().collect();
+        capacity::capacity(server, role).await.map(Some).map_err(|error| errors::redact(error, &secrets))
     }
 
     async fn drop_link(&self, plan: &LinkPlan, drop_target: bool) -> Result<(), EngineError> {

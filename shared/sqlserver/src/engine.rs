@@ -127,6 +127,29 @@ impl Engine for SqlServerEngine {
         SqlServerEngine::failback(self, plan).await
     }
 
+    /// Azure Arc's documented limit: 10 migrations at once per SQL Server instance. milink cannot read
+    /// what other tools use there, so the pool counts milink's own links only; the `[admission]` caps
+    /// apply on top (per target: a managed instance).
+    async fn capacity(
+        &self,
+        _server: &Endpoint,
+        role: milink_core::admission::Role,
+    ) -> Result<Option<milink_core::admission::Capacity>, EngineError> {
+        if role != milink_core::admission::Role::Source {
+            return Ok(None);
+        }
+        let pool = milink_core::admission::Pool {
+            what: "MI link migration slot".into(),
+            setting: "the Azure Arc limit of 10 migrations per SQL Server instance".into(),
+            total: 10,
+            in_use: 0,
+            by_link: Default::default(),
+            seeding_need: 1,
+            streaming_need: 1,
+        };
+        Ok(Some(milink_core::admission::Capacity { pools: vec![pool] }))
+    }
+
     /// mi-link.md §3.3: the hardened LSNs must match and stay unchanged for a while before failover.
     fn min_drain_stable_seconds(&self) -> u64 {
         10

@@ -1,0 +1,85 @@
+//! Fleet: admission control by capacity, with the real binary and real PostgreSQL.
+//! - Against a target with 4 logical replication workers (`dev/pg.sh small`), four migrations started at
+//!   once: two start (each seeding link needs 2 workers), the others wait Queued saying why, the third
+//!   starts by itself once the first two stream, the fourth once a cutover frees a worker; all end equal.
+//! - Queued migrations stay queued across a restart of milink, and start in start order.
+use milink_e2e::fleet::{self, count, start_many, wait_all, SMALL};
+use milink_e2e::milink::Milink;
+use milink_e2e::{pg, unique};
+use serde_json::json;
+use std::time::Duration;
+
+const TIMEOUT: Duration = Duration::from_secs(180);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn queued_migrations_start_by_themselves_when_a_worker_limited_target_frees_capacity() -> anyhow::Result<()> {
+    let databases: Vec<String> = (1..=4).map(|n| unique(&format!("FleetAdmit{n}"))).collect();
+    for database in &databases {
+        fleet::load_for_small(database).await?;
+    }
+    let milink = Milink::start(&fleet::small_connection()).await?;
+    let ids = start_many(&milink, "src", SMALL, &databases).await?;
+    // Never more than two links seeding at once on 4 workers; the rest wait with the reason.
+    let all = wait_all(&milink, &ids, "two started, two queued", TIMEOUT, |all| {
+        count(all, "Queued") == 2 && all[3]["reason"].as_str().is_some_and(|r| r.contains("in use"))
+    })
+    .await?;
+    let queued_reason = all[3]["reason"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        queued_reason.contains("logical replication worker on small") && queued_reason.contains("of 4 in use"),
+        "the queued migration says what it waits for: {queued_reason}"
+    );
+    assert_eq!(all[0]["status"] != "Queued", all[1]["status"] != "Queued", "the first two started: {all:#?}");
+    // Once the first two stream (one worker each), the third fits and starts without anyone asking.
+    let all = wait_all(&milink, &ids, "three ready, the fourth queued", TIMEOUT, |all| count(all, "ReadyForCutover") == 3).await?;
+    assert_eq!(all[3]["status"], "Queued", "3 streaming links + 2 for a seeding one exceed 4 workers: {all:#?}");
+    assert!(all[3]["reason"].as_str().unwrap_or_default().contains("3 of 4 in use"), "{:#}", all[3]);
+    // A cutover drops its subscription: the fourth starts.
+    milink.cut_over_when_ready(&ids[0], TIMEOUT).await?;
+    milink.wait_status(&ids[0], "Completed", TIMEOUT).await?;
+    milink.wait_status(&ids[3], "ReadyForCutover", TIMEOUT).await?;
+    for id in &ids[1..] {
+        milink.cut_over_when_ready(id, TIMEOUT).await?;
+    }
+    wait_all(&milink, &ids, "all completed", TIMEOUT, |all| count(all, "Completed") == 4).await?;
+    for database in &databases {
+        fleet::assert_equal_on_small(database).await?;
+        pg::drop_everywhere(database).await;
+        fleet::drop_on_small(database).await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn queued_migrations_stay_queued_in_order_across_a_restart() -> anyhow::Result<()> {
+    let databases: Vec<String> = (1..=3).map(|n| unique(&format!("FleetRestart{n}"))).collect();
+    for database in &databases {
+        pg::load_sample(database, "toystore.sql").await?;
+    }
+    // A target connection of its own, capped at one active migration.
+    let config = format!("{}\n[admission]\nmax_active_per_target = 1\n", fleet::second_target("capped"));
+    let mut milink = Milink::start(&config).await?;
+    let ids = start_many(&milink, "src", "capped", &databases).await?;
+    let all = wait_all(&milink, &ids, "one started, two queued", TIMEOUT, |all| count(all, "Queued") == 2 && all[0]["status"] != "Queued" && all[0]["status"] != "Validating").await?;
+    for queued in &all[1..] {
+        let reason = queued["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains("max_active_per_target") || reason.contains("behind older"), "{reason}");
+    }
+    milink.restart().await?;
+    tokio::time::sleep(Duration::from_secs(2)).await; // ten poll ticks of the restarted milink
+    let all = fleet::show_all(&milink, &ids).await?;
+    assert_eq!([&all[1]["status"], &all[2]["status"]], ["Queued", "Queued"], "still queued after a restart: {all:#?}");
+    // Freeing the slot starts the oldest queued migration, not the newest.
+    let (status, body) = milink.post(&format!("/api/migrations/{}/cancel", ids[0]), &json!({})).await?;
+    assert_eq!(status, 202, "{body}");
+    let all = wait_all(&milink, &ids, "the second started", TIMEOUT, |all| all[1]["status"] != "Queued").await?;
+    assert_eq!(all[2]["status"], "Queued", "the third waits behind the second: {all:#?}");
+    for id in &ids {
+        milink.post(&format!("/api/migrations/{id}/cancel"), &json!({})).await?;
+    }
+    wait_all(&milink, &ids, "all cancelled", TIMEOUT, |all| count(all, "Cancelled") == 3).await?;
+    for database in &databases {
+        pg::drop_everywhere(database).await;
+    }
+    Ok(())
+}
