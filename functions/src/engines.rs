@@ -37,6 +37,19 @@ impl Engines {
         self.lookup(source).map(|(engine, _)| engine.clone())
     }
 
+    /// The engine that reaches a connection, source or target (the connection test).
+    pub fn for_connection(&self, endpoint: &Endpoint) -> Result<Arc<dyn Engine>, LookupError> {
+        if let Some((engine, _)) = self.by_source_kind.get(endpoint.engine.as_str()) {
+            return Ok(engine.clone());
+        }
+        let by_target = self.by_source_kind.values().find(|(_, target_kind)| *target_kind == endpoint.engine);
+        by_target.map(|(engine, _)| engine.clone()).ok_or_else(|| LookupError::UnsupportedEngine {
+            connection: endpoint.name.to_string(),
+            engine: endpoint.engine.clone(),
+            known: self.known(),
+        })
+    }
+
     /// The engine for a source → target pair, refusing pairs no engine supports.
     pub fn for_pair(&self, source: &Endpoint, target: &Endpoint) -> Result<Arc<dyn Engine>, LookupError> {
         let (engine, target_kind) = self.lookup(source)?;

@@ -4,7 +4,7 @@
 // binary and real PostgreSQL; a screenshot of every page lands in target/ui-screenshots.
 import { test, expect } from '@playwright/test';
 import { join } from 'node:path';
-import { loadSample, dropEverywhere, startMilink, unique, screenshotDir, unnamed } from './support.mjs';
+import { loadSample, dropEverywhere, startMilink, unique, screenshotDir, unnamed, applicationSession } from './support.mjs';
 
 const shots = screenshotDir();
 const shot = (page, name) => page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
@@ -15,6 +15,8 @@ test('the Tailspin journey, by clicks', async ({ page }) => {
   loadSample(toystore, 'toystore.sql');
   loadSample(customer360, 'customer360.sql');
   const token = `ui-test-${unique('token')}-0123456789`;
+  // ToyStore's application is connected: the connection summary and the cutover dialog must say so.
+  const app = applicationSession(toystore, 'ToyStore.Web');
   const milink = await startMilink({ token });
   const starts = [];
   page.on('request', (request) => {
@@ -46,10 +48,19 @@ test('the Tailspin journey, by clicks', async ({ page }) => {
     await expect(page.getByRole('tabpanel', { name: 'Source properties' })).toContainText('Version');
     await shot(page, '03-assessment-source');
     await page.getByRole('tab', { name: 'SKU recommendation' }).click();
-    await expect(page.getByRole('tabpanel', { name: 'SKU recommendation' })).toContainText('vCores');
+    const sku = page.getByRole('tabpanel', { name: 'SKU recommendation' });
+    await expect(sku).toContainText('vCores');
+    // PostgreSQL targets have no price list: the page says so instead of showing a number from nowhere.
+    await expect(sku.locator('#price-source')).toContainText('milink has no price list for this kind of target');
     await shot(page, '04-assessment-sku');
     await page.getByRole('tab', { name: 'Connection summary' }).click();
-    await expect(page.getByRole('tabpanel', { name: 'Connection summary' })).toContainText('no connection summary');
+    const summary = page.getByRole('tabpanel', { name: 'Connection summary' });
+    const appRow = summary.getByRole('table', { name: 'Who is connected' }).getByRole('row').filter({ hasText: 'ToyStore.Web' });
+    await expect(appRow).toContainText(toystore);
+    await expect(appRow).toContainText('127.0.0.1');
+    await expect(appRow.getByRole('cell').last()).toHaveText('1');
+    await expect(summary.getByRole('table', { name: 'Sessions per database' }).getByRole('row').filter({ hasText: toystore })).toContainText('1');
+    await shot(page, '04b-assessment-connections');
     await page.getByRole('tab', { name: 'User databases' }).click();
     const databases = page.getByRole('tabpanel', { name: 'User databases' });
     const c360Row = databases.getByRole('row').filter({ has: page.getByRole('rowheader', { name: customer360, exact: true }) });
@@ -78,8 +89,18 @@ test('the Tailspin journey, by clicks', async ({ page }) => {
     // keeps the link from flapping out of Ready for cutover while the test clicks.
     await page.getByLabel(/Ready at lag/).fill(String(64 * 1024 * 1024));
     await shot(page, '08-new-migration-settings');
+    // Test connection: both servers answer; the table says version, TLS and latency.
+    // From the keyboard: the button takes Enter, and the result arrives in a live region.
+    await page.getByRole('button', { name: 'Test connections' }).focus();
+    await page.keyboard.press('Enter');
+    const tested = page.getByRole('table', { name: 'Connection test' });
+    await expect(tested.getByRole('row').filter({ hasText: 'Connected' })).toHaveCount(2);
+    await expect(tested).toContainText('ms to connect');
+    expect(await unnamed(page)).toEqual([]);
+    await shot(page, '08b-new-migration-connection-test');
     await page.getByRole('button', { name: 'Next: review' }).click();
     await expect(page.locator('main dl')).toContainText(toystore);
+    await expect(page.locator('main')).toContainText('Connection test passed for src and dst');
     await shot(page, '09-new-migration-review');
 
     // A double click on Start: one request, one migration.
@@ -107,6 +128,10 @@ test('the Tailspin journey, by clicks', async ({ page }) => {
     await page.getByRole('button', { name: 'Complete cutover' }).click();
     const dialog = page.getByRole('dialog', { name: 'Complete cutover' });
     await expect(dialog.getByRole('button', { name: 'Complete cutover' })).toBeDisabled();
+    // The dialog reminds who was connected at assessment time; the DBA stops the application.
+    await expect(dialog.locator('#connected-sessions')).toContainText(`1 session(s) were connected to ${toystore}`);
+    await expect(dialog.locator('#connected-sessions')).toContainText('ToyStore.Web');
+    app.end();
     await dialog.getByLabel('I confirm that I have stopped all incoming traffic to the source database').check();
     await shot(page, '13-cutover-dialog');
     // Should the link have dropped out of Ready meanwhile, the dialog says so and stays open: try again.
@@ -154,6 +179,7 @@ test('the Tailspin journey, by clicks', async ({ page }) => {
     await shot(page, 'zz-failure').catch(() => {});
     throw new Error(`${error.message}\n--- milink log (tail) ---\n${milink.logs().slice(-4000)}`);
   } finally {
+    app.end();
     milink.stop();
     dropEverywhere(toystore, { bestEffort: true });
     dropEverywhere(customer360, { bestEffort: true });

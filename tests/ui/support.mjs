@@ -52,6 +52,15 @@ export function loadSample(database, file) {
   psql(onDatabase(pg.MILINK_PG_SOURCE_URL, database), ['-f', join(root, 'dev/tailspin', file)]);
 }
 
+// An application session on `database` of the source, idle like a connection pool's, announcing
+// `application` as its name: what the assessment's connection summary must list. `end()` closes it.
+export function applicationSession(database, application) {
+  const child = spawn('psql', [onDatabase(pg.MILINK_PG_SOURCE_URL, database), '-q'], {
+    env: { ...process.env, PGPASSWORD: password, PGAPPNAME: application }, stdio: ['pipe', 'ignore', 'ignore'],
+  });
+  return { end: () => { child.stdin.end(); child.kill('SIGTERM'); } };
+}
+
 async function freePort() {
   return new Promise((resolve, reject) => {
     const server = net.createServer();

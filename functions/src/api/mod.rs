@@ -2,6 +2,7 @@
 //! the tests all serve the same routes and bodies. JSON, camelCase; errors are
 //! `{"error":{"code","message"}}` with stable codes ([`error::ApiError`]).
 pub mod assessments;
+pub mod connections;
 pub mod error;
 pub mod migrations;
 pub mod view;
@@ -35,6 +36,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/api/openapi.json", get(openapi))
         .route("/api/assessments", post(assessments::create))
         .route("/api/assessments/{id}", get(assessments::get))
+        .route("/api/connections/{name}/test", post(connections::test))
         .route("/api/migrations", post(migrations::start).get(migrations::list))
         .route("/api/migrations/{id}", get(migrations::show))
         .route("/api/migrations/{id}/cutover", post(migrations::cutover))

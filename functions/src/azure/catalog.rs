@@ -86,6 +86,7 @@ pub const FUNCTIONS: &[Function] = &[
     http("MigrationVerify", "migrations/{id}/verify", &["post"]),
     http("Overview", "overview", &["get"]),
     http("Connections", "connections", &["get"]),
+    http("ConnectionTest", "connections/{name}/test", &["post"]),
     // The web UI's files (crate::ui), at /api/ui/. Anonymous: they hold no secret, and a browser cannot add
     // a function key to a page navigation; every API call the pages make still needs the key.
     Function { name: "Ui", trigger: Trigger::Http { route: "ui/{*path}", methods: &["get"], auth_level: "anonymous" } },

@@ -61,6 +61,7 @@ impl Engine for ScriptedEngine {
                 },
             ],
             recommendation: None,
+            connection_summary: None,
         })
     }
 

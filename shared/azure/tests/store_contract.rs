@@ -251,6 +251,7 @@ async fn assessments_keep_the_newest_completed_report<S: Subject>(store: Arc<S>)
         instance_findings: vec![],
         databases: vec![DatabaseAssessment { name: "ToyStore".into(), readiness: Readiness::Ready, findings: vec![], size_bytes: Some(1) }],
         recommendation: None,
+        connection_summary: None,
     };
     store.put_assessment(&older, &[]).await.unwrap();
     store.put_assessment(&newer, &[]).await.unwrap();

@@ -102,6 +102,122 @@ pub struct Recommendation {
     pub reasons: Vec<String>,
     /// `High`, `Medium` or `Low`, from how much activity was observed.
     pub confidence: String,
+    /// Where the prices behind `monthly_cost_usd` come from, and their date; `None` when there is no cost.
+    #[serde(default)]
+    pub price_list: Option<PriceListSource>,
+}
+
+/// The price list a monthly cost was computed from: the reader must see how old and how sure it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PriceListSource {
+    /// `builtIn` (the table shipped inside milink) or `file` (a deployment's own `price_file`).
+    pub origin: PriceListOrigin,
+    /// Where the figures come from, in the list's own words.
+    pub source: String,
+    /// The date the figures were read (`2026-09-13`).
+    pub as_of: String,
+    /// Azure region the prices are for.
+    pub region: String,
+    /// Currency of the prices.
+    pub currency: String,
+    /// The list says its figures are estimates, not prices read from the provider for this purchase.
+    pub estimate: bool,
+}
+
+/// Where a price list was loaded from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PriceListOrigin {
+    /// The table built into milink (no price service is asked).
+    BuiltIn,
+    /// A file named by the connection's `price_file` option.
+    File,
+}
+
+/// Who is connected to the source now: the sessions the DBA must stop before cutover.
+///
+/// Engines read the server's session list once (milink's own sessions and the server's background
+/// processes left out) and group it by application, client host, login and database. At most
+/// [`ConnectionSummary::MAX_GROUPS`] groups are kept, busiest first, so a server with thousands of distinct
+/// clients still gives a report a store can hold; `total_sessions` always counts every session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionSummary {
+    /// Client sessions in all.
+    pub total_sessions: u64,
+    /// Sessions per database, busiest first (sessions with no database, e.g. a login still on `master`,
+    /// count under the database the server reports).
+    pub databases: Vec<DatabaseSessions>,
+    /// One row per application, host, login and database, busiest first.
+    pub groups: Vec<SessionGroup>,
+    /// Groups left out beyond [`ConnectionSummary::MAX_GROUPS`].
+    pub groups_left_out: u64,
+}
+
+/// Client sessions on one database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseSessions {
+    /// Database name.
+    pub database: String,
+    /// Its sessions.
+    pub sessions: u64,
+}
+
+/// Sessions that share an application, a client host, a login and a database.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionGroup {
+    /// The application name the client announced (empty when it announced none).
+    pub application: String,
+    /// Client address or host name; `local` for a Unix socket or shared-memory connection.
+    pub host: String,
+    /// Login (SQL Server) or role (PostgreSQL).
+    pub login: String,
+    /// The database the sessions are in.
+    pub database: String,
+    /// How many sessions.
+    pub sessions: u64,
+}
+
+impl ConnectionSummary {
+    /// Groups kept in a report.
+    pub const MAX_GROUPS: usize = 200;
+
+    /// Builds the summary from groups as an engine read them (in any order, possibly with repeats of a
+    /// key, which are added up): totals per database, busiest first, ties by name.
+    pub fn from_groups(groups: impl IntoIterator<Item = SessionGroup>) -> Self {
+        let mut merged: std::collections::BTreeMap<(String, String, String, String), u64> = Default::default();
+        for g in groups {
+            *merged.entry((g.application, g.host, g.login, g.database)).or_default() += g.sessions;
+        }
+        let mut per_database: std::collections::BTreeMap<String, u64> = Default::default();
+        for ((_, _, _, database), sessions) in &merged {
+            *per_database.entry(database.clone()).or_default() += sessions;
+        }
+        let mut groups: Vec<SessionGroup> = merged
+            .into_iter()
+            .filter(|(_, sessions)| *sessions > 0)
+            .map(|((application, host, login, database), sessions)| SessionGroup { application, host, login, database, sessions })
+            .collect();
+        groups.sort_by(|a, b| b.sessions.cmp(&a.sessions).then_with(|| a.cmp(b)));
+        let mut databases: Vec<DatabaseSessions> = per_database
+            .into_iter()
+            .filter(|(_, sessions)| *sessions > 0)
+            .map(|(database, sessions)| DatabaseSessions { database, sessions })
+            .collect();
+        databases.sort_by(|a, b| b.sessions.cmp(&a.sessions).then_with(|| a.database.cmp(&b.database)));
+        let total_sessions = databases.iter().map(|d| d.sessions).sum();
+        let groups_left_out = groups.len().saturating_sub(Self::MAX_GROUPS) as u64;
+        groups.truncate(Self::MAX_GROUPS);
+        Self { total_sessions, databases, groups, groups_left_out }
+    }
+
+    /// Sessions on `database`.
+    pub fn sessions_on(&self, database: &str) -> u64 {
+        self.databases.iter().find(|d| d.database == database).map_or(0, |d| d.sessions)
+    }
 }
 
 /// What an engine's assessment returns.
@@ -116,6 +232,9 @@ pub struct Assessment {
     pub databases: Vec<DatabaseAssessment>,
     /// Size recommendation.
     pub recommendation: Option<Recommendation>,
+    /// Who is connected now; `None` when the engine could not read the session list.
+    #[serde(default)]
+    pub connection_summary: Option<ConnectionSummary>,
 }
 
 /// Status of an assessment run.
@@ -159,6 +278,9 @@ pub struct AssessmentReport {
     pub databases: Vec<DatabaseAssessment>,
     /// Size recommendation.
     pub recommendation: Option<Recommendation>,
+    /// Who was connected to the source when it was assessed (the sessions to stop at cutover).
+    #[serde(default)]
+    pub connection_summary: Option<ConnectionSummary>,
     /// Why it failed, when it did.
     pub error: Option<crate::error::EngineError>,
 }
@@ -175,6 +297,7 @@ impl AssessmentReport {
             instance: InstanceReport::default(),
             databases: Vec::new(),
             recommendation: None,
+            connection_summary: None,
             error: None,
         }
     }
@@ -193,6 +316,7 @@ impl AssessmentReport {
             .collect();
         self.instance = InstanceReport { version: Some(assessment.server_version), findings: assessment.instance_findings };
         self.recommendation = assessment.recommendation;
+        self.connection_summary = assessment.connection_summary;
         self.status = AssessmentStatus::Completed;
         self.completed_at = Some(now);
         self
@@ -250,10 +374,44 @@ mod tests {
                 size_bytes: None,
             }],
             recommendation: None,
+            connection_summary: None,
         };
         let report = report.completed(assessment, Utc::now());
         assert_eq!(report.databases[0].readiness, Readiness::NotReady);
         assert_eq!(report.blockers_for("db").unwrap().len(), 1);
         assert!(report.blockers_for("other").is_none());
+    }
+
+    fn group(application: &str, database: &str, sessions: u64) -> SessionGroup {
+        SessionGroup { application: application.into(), host: "10.0.0.5".into(), login: "app".into(), database: database.into(), sessions }
+    }
+
+    #[test]
+    fn a_connection_summary_adds_up_repeats_and_puts_the_busiest_first() {
+        let summary = ConnectionSummary::from_groups([
+            group("web", "ToyStore", 2),
+            group("report", "Customer360", 1),
+            group("web", "ToyStore", 3),
+            group("batch", "ToyStore", 1),
+            group("idle", "ToyStore", 0),
+        ]);
+        assert_eq!(summary.total_sessions, 7);
+        assert_eq!(summary.groups[0], group("web", "ToyStore", 5));
+        assert_eq!(summary.groups.len(), 3, "zero-session groups are not listed");
+        assert_eq!(summary.databases, vec![
+            DatabaseSessions { database: "ToyStore".into(), sessions: 6 },
+            DatabaseSessions { database: "Customer360".into(), sessions: 1 },
+        ]);
+        assert_eq!((summary.sessions_on("ToyStore"), summary.sessions_on("nope")), (6, 0));
+    }
+
+    #[test]
+    fn a_connection_summary_keeps_the_busiest_groups_and_counts_every_session() {
+        let many = (0..ConnectionSummary::MAX_GROUPS as u64 + 5).map(|i| group(&format!("app{i:04}"), "db", 1 + u64::from(i == 7)));
+        let summary = ConnectionSummary::from_groups(many);
+        assert_eq!(summary.groups.len(), ConnectionSummary::MAX_GROUPS);
+        assert_eq!(summary.groups_left_out, 5);
+        assert_eq!(summary.groups[0].application, "app0007");
+        assert_eq!(summary.total_sessions, ConnectionSummary::MAX_GROUPS as u64 + 6);
     }
 }

@@ -119,6 +119,32 @@ pub trait Engine: Send + Sync {
 
     /// Removes everything `create_link` made; drops the target database only when `drop_target`.
     async fn drop_link(&self, plan: &LinkPlan, drop_target: bool) -> Result<(), EngineError>;
+
+    /// Connects to one configured server the way milink will (its url, credentials and TLS settings), runs
+    /// one read-only query and says what answered: the wizard's "Test connection". Engines that cannot
+    /// refuse with a definite error.
+    async fn test_connection(&self, endpoint: &Endpoint) -> Result<ConnectionCheck, EngineError> {
+        Err(EngineError::definite(
+            "test_connection_not_supported",
+            format!("the {} engine cannot test connection '{}' on its own", self.name(), endpoint.name),
+            "start the migration: its validation step tests both connections",
+        ))
+    }
+}
+
+/// What answered a connection test: the server let milink in and ran a query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectionCheck {
+    /// The server's version, as it reports it.
+    pub server_version: String,
+    /// Whether the session is encrypted; `None` when the engine cannot tell.
+    pub tls: Option<bool>,
+    /// The TLS protocol in use (`TLSv1.3`), when encrypted and reported.
+    pub tls_protocol: Option<String>,
+    /// Time to open the session (network, TLS handshake, authentication), in milliseconds.
+    pub connect_ms: f64,
+    /// One query's round trip on the open session, in milliseconds.
+    pub round_trip_ms: f64,
 }
 
 /// Errors of a store.

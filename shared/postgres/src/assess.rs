@@ -9,7 +9,7 @@ use crate::connect::{Server, Session};
 use crate::rules;
 use crate::sizing::{self, Activity};
 use futures::stream::{self, StreamExt};
-use milink_core::assessment::{readiness, Assessment, DatabaseAssessment};
+use milink_core::assessment::{readiness, Assessment, ConnectionSummary, DatabaseAssessment, SessionGroup};
 use milink_core::config::Endpoint;
 use milink_core::{EngineError, Finding, Severity};
 
@@ -134,6 +134,7 @@ pub(crate) async fn assess(source: &Endpoint) -> Result<Assessment, EngineError>
     let session = server.connect(None).await?;
     let instance = read_instance(&session).await?;
     let instance_findings = instance_findings(&instance, &server.place().address);
+    let connection_summary = connection_summary(&session).await?;
     let names: Vec<String> = session
         .rows(
             "listing databases",
@@ -172,7 +173,38 @@ pub(crate) async fn assess(source: &Endpoint) -> Result<Assessment, EngineError>
         instance_findings,
         databases,
         recommendation: Some(sizing::recommend(&activity)),
+        connection_summary: Some(connection_summary),
     })
+}
+
+/// Who is connected now (the sessions the DBA must stop at cutover): client backends only (no
+/// walsender, autovacuum or other background process), neither this session nor any other of milink's
+/// (they announce `application_name = 'milink'`), grouped by application, client address, role and
+/// database. Without superuser or `pg_read_all_stats` the server hides other roles' client addresses;
+/// those read as `hidden` rather than being mistaken for local sockets (`client_port = -1`).
+pub(crate) async fn connection_summary(session: &Session) -> Result<ConnectionSummary, EngineError> {
+    let rows = session
+        .rows(
+            "listing who is connected",
+            "SELECT coalesce(application_name, ''),
+                    CASE WHEN client_addr IS NOT NULL THEN host(client_addr)
+                         WHEN client_port = -1 THEN 'local'
+                         ELSE 'hidden' END,
+                    coalesce(usename::text, ''), coalesce(datname::text, ''), count(*)
+             FROM pg_stat_activity
+             WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+               AND coalesce(application_name, '') <> 'milink'
+             GROUP BY 1, 2, 3, 4",
+            &[],
+        )
+        .await?;
+    Ok(ConnectionSummary::from_groups(rows.iter().map(|row| SessionGroup {
+        application: row.get(0),
+        host: row.get(1),
+        login: row.get(2),
+        database: row.get(3),
+        sessions: row.get::<_, i64>(4).max(0) as u64,
+    })))
 }
 
 /// One database; `None` when it was dropped while we looked.

@@ -26,6 +26,7 @@ mod finalize;
 mod link;
 mod observe;
 mod pooler;
+mod reach;
 mod rules;
 mod schema;
 mod sizing;
@@ -39,7 +40,7 @@ use chrono::{DateTime, Utc};
 use milink_core::assessment::Assessment;
 use milink_core::config::{Endpoint, Secret};
 use milink_core::migration::{Observation, Position, Verification};
-use milink_core::ports::{Engine, LinkPlan, Positions};
+use milink_core::ports::{ConnectionCheck, Engine, LinkPlan, Positions};
 use milink_core::{EngineError, Finding};
 
 /// The PostgreSQL engine. Cheap to build; share one per process (it remembers recent error counters
@@ -82,6 +83,11 @@ impl Engine for PostgresEngine {
             }
             Err(error) => Err(errors::redact(error, &secrets)),
         }
+    }
+
+    async fn test_connection(&self, endpoint: &Endpoint) -> Result<ConnectionCheck, EngineError> {
+        let secrets: Vec<&Secret> = endpoint.password.iter().collect();
+        reach::test_connection(endpoint).await.map_err(|error| errors::redact(error, &secrets))
     }
 
     async fn validate(&self, plan: &LinkPlan) -> Result<Vec<Finding>, EngineError> {

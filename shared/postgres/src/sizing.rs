@@ -82,6 +82,7 @@ pub(crate) fn recommend(activity: &Activity) -> Recommendation {
         monthly_cost_usd: None,
         reasons,
         confidence: confidence.into(),
+        price_list: None,
     }
 }
 

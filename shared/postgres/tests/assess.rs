@@ -51,6 +51,35 @@ async fn tailspin_toystore_is_ready_and_customer360_names_the_table_without_a_ke
 }
 
 #[tokio::test]
+async fn the_connection_summary_names_the_applications_connected_and_leaves_milink_out() {
+    let toystore = unique("ToyStore_");
+    create_source_database(&toystore, &sample("toystore.sql")).await;
+    let mut config: tokio_postgres::Config = servers().source_url.parse().unwrap();
+    config.dbname(&toystore).password(&servers().password).application_name("ToyStore.Web");
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        clients.push(client);
+    }
+    // An idle session is still a session to stop at cutover.
+    clients[0].simple_query("SELECT 1").await.unwrap();
+
+    let summary = PostgresEngine::new().assess(&source()).await.expect("assess").connection_summary.expect("a summary");
+
+    let web: Vec<_> = summary.groups.iter().filter(|g| g.database == toystore).collect();
+    assert_eq!(web.len(), 1, "{:?}", summary.groups);
+    assert_eq!((web[0].application.as_str(), web[0].host.as_str(), web[0].sessions), ("ToyStore.Web", "127.0.0.1", 3));
+    assert!(!web[0].login.is_empty());
+    assert_eq!(summary.sessions_on(&toystore), 3);
+    assert!(summary.groups.iter().all(|g| g.application != "milink"), "milink's own sessions are left out: {:?}", summary.groups);
+    assert!(summary.total_sessions >= 3);
+    drop(clients);
+    let admin = connect(&servers().source_url, "postgres").await;
+    admin.batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", quote(&toystore))).await.unwrap();
+}
+
+#[tokio::test]
 async fn validate_refuses_customer360_and_accepts_toystore() {
     let toystore = unique("ToyStore_");
     let customer360 = unique("Customer360_");

@@ -9,6 +9,7 @@ use crate::tds::{rows_as, SqlSession};
 use crate::tsql::probe;
 use crate::versions::Build;
 use async_trait::async_trait;
+use milink_core::assessment::{ConnectionSummary, SessionGroup};
 use milink_core::error::EngineError;
 use serde::Deserialize;
 use std::time::Duration;
@@ -323,6 +324,42 @@ async fn workload(session: &mut dyn SqlSession, pause: &dyn Pause, sample: Durat
         }
     }
     Ok(workload)
+}
+
+/// Who is connected now (the assessment's connection summary), grouped as [`probe::client_sessions`] says.
+pub async fn connection_summary(session: &mut dyn SqlSession) -> Result<ConnectionSummary, EngineError> {
+    #[derive(Deserialize)]
+    struct Row {
+        application: Option<String>,
+        host: Option<String>,
+        login: Option<String>,
+        database_name: Option<String>,
+        sessions: i64,
+    }
+    let rows: Vec<Row> = rows_as(session.query(&probe::client_sessions()).await?, "client sessions")?;
+    Ok(ConnectionSummary::from_groups(rows.into_iter().map(|r| SessionGroup {
+        application: r.application.unwrap_or_default(),
+        host: match r.host.unwrap_or_default() {
+            host if host == "<local machine>" => "local".to_owned(),
+            host => host,
+        },
+        login: r.login.unwrap_or_default(),
+        database: r.database_name.unwrap_or_default(),
+        sessions: r.sessions.max(0) as u64,
+    })))
+}
+
+/// Runs [`probe::connection_test`] on an open session: version and whether it is encrypted.
+pub async fn connection_test(session: &mut dyn SqlSession) -> Result<(String, Option<bool>), EngineError> {
+    #[derive(Deserialize)]
+    struct Row {
+        product_version: Option<String>,
+        encrypt_option: Option<String>,
+    }
+    let rows: Vec<Row> = rows_as(session.query(&probe::connection_test()).await?, "connection test")?;
+    let row = rows.into_iter().next();
+    let version = row.as_ref().and_then(|r| r.product_version.clone()).unwrap_or_default();
+    Ok((version, row.and_then(|r| r.encrypt_option).map(|e| e.eq_ignore_ascii_case("TRUE"))))
 }
 
 async fn io_snapshot(session: &mut dyn SqlSession) -> Result<IoRow, EngineError> {

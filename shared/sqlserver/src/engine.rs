@@ -160,7 +160,37 @@ impl Engine for SqlServerEngine {
         let prices = Self::prices(&source.options)?;
         let mut session = source.connector.connect().await?;
         let inventory = collector::collect(session.as_mut(), self.pause.as_ref(), Duration::from_secs(source.options.sample_seconds)).await?;
-        Ok(Self::assess_inventory(&inventory, &source.options, &prices))
+        let mut assessment = Self::assess_inventory(&inventory, &source.options, &prices);
+        // Who is connected is for the DBA's cutover plan, not for readiness: a refusal costs the summary only.
+        match collector::connection_summary(session.as_mut()).await {
+            Ok(summary) => assessment.connection_summary = Some(summary),
+            Err(error) => assessment.instance_findings.push(Finding::new(
+                "connection_summary_unavailable",
+                Severity::Info,
+                format!("milink could not list who is connected: {}", error.message),
+                "grant milink's login VIEW SERVER STATE, then assess again",
+            )),
+        }
+        Ok(assessment)
+    }
+
+    /// SQL Server sources only: the managed instance's side is reached through ARM, which the migration's
+    /// validation step exercises.
+    async fn test_connection(&self, endpoint: &Endpoint) -> Result<milink_core::ports::ConnectionCheck, EngineError> {
+        if endpoint.engine != "sqlserver" {
+            return Err(EngineError::definite(
+                "test_connection_not_supported",
+                format!("connection '{}' is a managed instance, reached through Azure Resource Manager; milink tests it when the migration is validated", endpoint.name),
+                "start the migration: its validation step checks the instance, the link's network path and the credentials",
+            ));
+        }
+        let source = self.connections.source(endpoint)?;
+        let started = std::time::Instant::now();
+        let mut session = source.connector.connect().await?;
+        let connect_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let asked = std::time::Instant::now();
+        let (server_version, tls) = collector::connection_test(session.as_mut()).await?;
+        Ok(milink_core::ports::ConnectionCheck { server_version, tls, tls_protocol: None, connect_ms, round_trip_ms: asked.elapsed().as_secs_f64() * 1000.0 })
     }
 
     async fn validate(&self, plan: &LinkPlan) -> Result<Vec<Finding>, EngineError> {

@@ -218,4 +218,35 @@ async fn assess_returns_readiness_and_a_priced_recommendation() {
     let recommendation = assessment.recommendation.expect("a size");
     assert!(recommendation.monthly_cost_usd.unwrap() > 0.0);
     assert!(recommendation.reasons.iter().any(|r| r.contains("ESTIMATES")));
+    let prices = recommendation.price_list.expect("the cost says where its prices come from");
+    assert_eq!((prices.origin, prices.as_of.as_str(), prices.currency.as_str()), (milink_core::assessment::PriceListOrigin::BuiltIn, "2026-09-13", "USD"));
+    assert!(prices.estimate);
+}
+
+#[tokio::test]
+async fn test_connection_reports_the_version_and_that_the_session_is_encrypted() {
+    let rig = rig().await;
+    let check = rig.engine.test_connection(&support::source_endpoint()).await.unwrap();
+    assert_eq!((check.server_version.as_str(), check.tls), ("16.0.4135.4", Some(true)));
+    assert!(rig.sql.executed().is_empty(), "a connection test only reads");
+    let mut instance = support::source_endpoint();
+    instance.engine = "azure-sql-mi".into();
+    let refused = rig.engine.test_connection(&instance).await.unwrap_err();
+    assert_eq!(refused.code, "test_connection_not_supported");
+    assert!(refused.message.contains("Azure Resource Manager"), "{}", refused.message);
+}
+
+#[tokio::test]
+async fn assess_lists_who_is_connected_without_system_sessions_or_milink() {
+    use milink_core::assessment::{DatabaseSessions, SessionGroup};
+    let rig = rig().await;
+    let summary = rig.engine.assess(&support::source_endpoint()).await.unwrap().connection_summary.expect("a connection summary");
+    let group = |application: &str, host: &str, login: &str, database: &str, sessions| SessionGroup { application: application.into(), host: host.into(), login: login.into(), database: database.into(), sessions };
+    assert_eq!(summary.groups, vec![
+        group("ToyStore.Web", "10.0.0.21", "toystore_app", "ToyStore", 2),
+        group("Microsoft SQL Server Management Studio", "local", "dba", "master", 1),
+        group("ToyStore.Web", "10.0.0.22", "toystore_app", "ToyStore", 1),
+    ], "system sessions, milink's own and milink's others are left out; shared memory reads as local");
+    assert_eq!(summary.total_sessions, 4);
+    assert_eq!(summary.databases[0], DatabaseSessions { database: "ToyStore".into(), sessions: 3 });
 }

@@ -163,6 +163,8 @@ fn read_only_probes_only_read() {
         probe::cpu_history(),
         probe::io_snapshot(),
         probe::file_sizes(),
+        probe::client_sessions(),
+        probe::connection_test(),
         probe::link_replicas("milink_x"),
         probe::seeding("milink_x", "milink_x_ag"),
         network::instance_redirect_target(),

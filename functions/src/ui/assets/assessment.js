@@ -76,25 +76,49 @@ function databasesTab(report) {
     [d.name, readinessCell(d), bytes(d.sizeBytes), String((d.findings || []).length)]));
 }
 
+// Where the monthly cost comes from, said plainly: a built-in table is a dated snapshot, not a quote.
+function priceSource(r) {
+  const p = r.priceList;
+  if (typeof r.monthlyCostUsd !== 'number') return 'No cost: milink has no price list for this kind of target, so it does not estimate one.';
+  if (!p) return 'This assessment does not say where its prices come from (it predates price sources): run it again.';
+  const origin = p.origin === 'builtIn'
+    ? `A price table built into milink, dated ${p.asOf} (${p.region}, ${p.currency}). milink asks no price service: prices may have changed since.`
+    : `The price file this connection names (price_file), dated ${p.asOf} (${p.region}, ${p.currency}).`;
+  return [origin, p.estimate ? ' The table says its figures are estimates: check them with the Azure pricing calculator or the Retail Prices API before budgeting.' : '',
+    h('br'), h('span', { class: 'muted' }, `Source: ${p.source}`)];
+}
+
 function skuTab(report) {
   const r = report.recommendation;
   if (!r) return h('p', {}, 'This assessment has no size recommendation.');
-  const cost = typeof r.monthlyCostUsd === 'number' ? `${r.monthlyCostUsd.toFixed(2)} USD per month (estimate)` : 'not estimated';
+  const p = r.priceList;
+  const cost = typeof r.monthlyCostUsd === 'number' ? `${r.monthlyCostUsd.toFixed(2)} USD per month${p && p.estimate ? ' (estimate)' : ''}${p ? `, prices as of ${p.asOf}` : ''}` : 'not estimated';
   return [
     h('dl', {},
       h('dt', {}, 'Recommended SKU'), h('dd', {}, r.sku),
       h('dt', {}, 'Size'), h('dd', {}, `${r.vcores} vCores, ${r.memoryGib} GiB memory, ${r.storageGib} GiB storage`),
-      h('dt', {}, 'Monthly cost'), h('dd', {}, cost),
-      h('dt', {}, 'Price source and date'), h('dd', {}, r.priceSource ? `${r.priceSource}, ${when(r.pricedAt)}` : 'not reported by this assessment'),
+      h('dt', {}, 'Monthly cost'), h('dd', { id: 'monthly-cost' }, cost),
+      h('dt', {}, 'Price source and date'), h('dd', { id: 'price-source' }, priceSource(r)),
       h('dt', {}, 'Confidence'), h('dd', {}, r.confidence || '–')),
     h('h3', {}, 'Why'), h('ul', {}, (r.reasons || []).map((reason) => h('li', {}, reason))),
   ];
 }
 
-function connectionsTab(report) {
+// Who is connected: the sessions to stop before cutover, as the source listed them when it was assessed.
+function connectionsTab(report, engine) {
   const summary = report.connectionSummary;
-  if (!summary || !summary.length) return h('p', {}, 'This assessment has no connection summary: the engine did not report who connects to the source.');
-  return table('Who connects', Object.keys(summary[0]), summary.map((row) => Object.values(row).map(String)));
+  if (!summary) return h('p', {}, 'This assessment has no connection summary: the engine could not list who is connected (see the instance findings), or the report predates connection summaries. Run the assessment again.');
+  const login = engine === 'postgres' ? 'Role' : 'Login';
+  const intro = h('p', {}, `${summary.totalSessions} session(s) were connected when the source was assessed (${when(report.completedAt)}). `,
+    'milink\'s own sessions and the server\'s background processes are not counted. Stop these applications before you cut over their database; run the assessment again to see who is connected now.');
+  if (!summary.totalSessions) return [intro, h('p', {}, 'Nobody else was connected.')];
+  return [
+    intro,
+    table('Sessions per database', ['Database', 'Sessions'], summary.databases.map((d) => [d.database, String(d.sessions)])),
+    table('Who is connected', ['Application', 'Host', login, 'Database', 'Sessions'], summary.groups.map((g) =>
+      [g.application || '(none announced)', g.host, g.login, g.database, String(g.sessions)])),
+    summary.groupsLeftOut ? h('p', {}, `${summary.groupsLeftOut} smaller group(s) are not listed; every session is counted above.`) : null,
+  ];
 }
 
 function tabs(panels, selected) {
@@ -159,7 +183,7 @@ export async function assessmentPage(main, route) {
       ['source', 'Source properties', sourceTab(report, engine)],
       ['databases', 'User databases', databasesTab(report)],
       ['sku', 'SKU recommendation', skuTab(report)],
-      ['connections', 'Connection summary', connectionsTab(report)],
+      ['connections', 'Connection summary', connectionsTab(report, engine)],
     ], route.params.get('tab')));
   const focusDatabase = route.params.get('database');
   if (focusDatabase) {

@@ -8,9 +8,9 @@ import { lagChart } from './chart.js';
 import { progressCell, lagText } from './monitor.js';
 
 const SYNCING = ['Seeding', 'CatchingUp', 'ReadyForCutover', 'Stalled', 'Blocked'];
-const CANCELLABLE = ['Validating', 'Deploying', 'Seeding', 'CatchingUp', 'ReadyForCutover', 'Stalled', 'Blocked'];
+const CANCELLABLE = ['Validating', 'Queued', 'Deploying', 'Seeding', 'CatchingUp', 'ReadyForCutover', 'Stalled', 'Blocked'];
 
-function confirmDialog(title, explanation, confirmLabel, actionLabel, onConfirm) {
+function confirmDialog(title, explanation, confirmLabel, actionLabel, onConfirm, extra) {
   const box = h('dialog', { 'aria-labelledby': 'confirm-title' });
   const check = h('input', { type: 'checkbox', id: 'confirm-check' });
   const go = h('button', { type: 'button', class: 'primary', disabled: true }, actionLabel);
@@ -21,7 +21,7 @@ function confirmDialog(title, explanation, confirmLabel, actionLabel, onConfirm)
     message.textContent = '';
     try { await onConfirm(); box.close(); } catch (error) { message.textContent = errorText(error); go.disabled = !check.checked; }
   });
-  replace(box, h('h2', { id: 'confirm-title' }, title), h('p', {}, explanation),
+  replace(box, h('h2', { id: 'confirm-title' }, title), h('p', {}, explanation), extra || null,
     confirmLabel ? h('div', { class: 'check' }, check, h('label', { for: 'confirm-check' }, confirmLabel)) : null,
     message,
     h('div', { class: 'actions' }, h('button', { type: 'button', onclick: () => box.close() }, 'Close'), go));
@@ -32,6 +32,29 @@ function confirmDialog(title, explanation, confirmLabel, actionLabel, onConfirm)
 }
 
 const has = (value) => value !== null && value !== undefined;
+
+// Who was connected to this database when its source was last assessed: the sessions to stop before the
+// cutover. A reminder from the assessment, dated, not a live count; nothing when there is no summary.
+async function connectedAtAssessment(m) {
+  try {
+    const { assessments } = await get('/overview');
+    const latest = assessments.find((a) => a.connection === m.source && a.status === 'Completed');
+    if (!latest) return null;
+    const report = await get(`/assessments/${encodeURIComponent(latest.id)}`);
+    const summary = report.connectionSummary;
+    if (!summary) return null;
+    const groups = summary.groups.filter((g) => g.database === m.database);
+    const total = groups.reduce((sum, g) => sum + g.sessions, 0);
+    const at = `When ${m.source} was assessed (${when(report.completedAt)})`;
+    if (!total) return h('p', { id: 'connected-sessions' }, `${at}, no other session was connected to ${m.database}.`);
+    return h('div', { id: 'connected-sessions', class: 'notice' },
+      h('p', {}, `${at}, ${total} session(s) were connected to ${m.database}:`),
+      h('ul', {}, groups.map((g) => h('li', {}, `${g.sessions} from ${g.application || 'an application that gave no name'} on ${g.host} as ${g.login}`))),
+      h('p', {}, 'Stop them before you confirm; the fence ends any session still open, and its writes fail from then on.'));
+  } catch {
+    return null;
+  }
+}
 
 function timeline(m) {
   const c = m.cutover || {};
@@ -85,10 +108,10 @@ export async function migrationPage(main, route) {
     announce(`${words(answer.status)}: ${what} requested`);
     await load();
   };
-  buttons.cutover.addEventListener('click', () => confirmDialog('Complete cutover',
+  buttons.cutover.addEventListener('click', async () => confirmDialog('Complete cutover',
     `milink stops writes on the source, waits until the target holds every committed change, verifies, and makes the target the primary. Stop the application's traffic to ${current.database} first.`,
     'I confirm that I have stopped all incoming traffic to the source database', 'Complete cutover',
-    () => act('cutover', { confirmTrafficStopped: true })));
+    () => act('cutover', { confirmTrafficStopped: true }), await connectedAtAssessment(current)));
   buttons.failback.addEventListener('click', () => confirmDialog('Fail back to the source',
     'The source becomes the primary again over the reverse link.', 'I confirm that I have stopped all incoming traffic to the target database', 'Fail back',
     () => act('failback', { confirmTrafficStopped: true })));

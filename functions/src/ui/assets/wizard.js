@@ -1,9 +1,10 @@
 // New migration, as the portal's wizard: 1 source and target, 2 databases (with readiness; not-ready ones
 // cannot be picked and open their issues), 3 settings with their defaults, 4 review and start. The start
 // button disables itself on the first click, so a double click sends one request (and the server returns
-// the same migration for a repeated start anyway).
+// the same migration for a repeated start anyway). The settings step tests both connections the way the
+// migration will reach them (POST /api/connections/{name}/test) and the review repeats what it found.
 import { get, post } from './api.js';
-import { h, replace, dialog, announce, errorText } from './dom.js';
+import { h, replace, dialog, announce, errorText, table } from './dom.js';
 import { readinessCell } from './assessment.js';
 
 const SETTINGS = [
@@ -33,6 +34,40 @@ class Wizard {
     this.databases = new Set(params.get('database') ? [params.get('database')] : []);
     this.settings = Object.fromEntries([...SETTINGS.map(([key, , value]) => [key, value]), ...FLAGS.map(([key]) => [key, false])]);
     this.report = null;
+    this.tests = null;
+  }
+
+  // Tests source and target side by side; the result table says what answered or what to fix.
+  async testConnections(button, out) {
+    button.disabled = true;
+    replace(out, h('p', { role: 'status' }, `Testing ${this.source} and ${this.target}…`));
+    const test = async (name) => {
+      try { return await post(`/connections/${encodeURIComponent(name)}/test`, {}); } catch (error) {
+        return { connection: name, ok: false, reachable: false, authenticated: false, error: { code: error.code || 'error', message: errorText(error), remediation: '' } };
+      }
+    };
+    this.tests = await Promise.all([test(this.source), test(this.target)]);
+    this.testedPair = `${this.source}>${this.target}`;
+    button.disabled = false;
+    this.showTests(out);
+    const failed = this.tests.filter((t) => !t.ok && t.error.code !== 'test_connection_not_supported').map((t) => t.connection);
+    announce(failed.length ? `Connection test failed for ${failed.join(' and ')}` : 'Both connections answered');
+  }
+
+  showTests(out) {
+    if (!this.tests || this.testedPair !== `${this.source}>${this.target}`) { replace(out); return; }
+    const result = (t) => {
+      if (t.ok) return h('span', { class: 'badge badge-ready' }, 'Connected');
+      if (t.error && t.error.code === 'test_connection_not_supported') return h('span', { class: 'badge' }, 'Tested at validation');
+      const stage = !t.reachable ? 'Not reachable' : 'Refused';
+      return h('span', { class: 'badge badge-notready' }, stage);
+    };
+    const tls = (t) => (t.tls === true ? `yes${t.tlsProtocol ? ` (${t.tlsProtocol})` : ''}` : t.tls === false ? 'no' : '–');
+    replace(out, table('Connection test', ['Connection', 'Result', 'Version', 'TLS', 'Latency', 'What to fix'], this.tests.map((t) => [
+      t.connection, result(t), t.serverVersion || '–', tls(t),
+      typeof t.connectMs === 'number' ? `${t.connectMs} ms to connect, ${t.roundTripMs} ms per query` : '–',
+      t.ok ? 'nothing' : h('span', {}, `${t.error.message} (${t.error.code})`, t.error.remediation ? h('span', { class: 'remediation' }, ` What to do: ${t.error.remediation}`) : ''),
+    ])));
   }
 
   async loadReport() {
@@ -98,8 +133,15 @@ class Wizard {
   settingsStep() {
     const inputs = SETTINGS.map(([key, label]) => [h('label', { for: key }, label), h('input', { id: key, name: key, type: 'number', min: 0, value: this.settings[key], required: true })]);
     const flags = FLAGS.map(([key, label]) => h('div', { class: 'check' }, h('input', { type: 'checkbox', id: key, checked: this.settings[key] }), h('label', { for: key }, label)));
+    const results = h('div', { id: 'connection-test', 'aria-live': 'polite' });
+    const testButton = h('button', { type: 'button', id: 'test-connections' }, 'Test connections');
+    testButton.addEventListener('click', () => this.testConnections(testButton, results));
+    this.showTests(results);
     return [
       h('fieldset', {}, h('legend', {}, 'Link settings (defaults shown)'), inputs, flags),
+      h('fieldset', {}, h('legend', {}, 'Test connection'),
+        h('p', {}, `Connects to ${this.source} and ${this.target} the way the migration will (their urls, credentials and TLS settings) and runs one read-only query. Nothing is changed.`),
+        testButton, results),
       this.nav('Next: review', () => {
         for (const [key] of SETTINGS) this.settings[key] = Number(this.main.querySelector(`#${key}`).value);
         for (const [key] of FLAGS) this.settings[key] = this.main.querySelector(`#${key}`).checked;
@@ -127,6 +169,14 @@ class Wizard {
     }
   }
 
+  testWarning() {
+    const current = this.tests && this.testedPair === `${this.source}>${this.target}`;
+    if (!current) return h('p', { class: 'notice' }, 'Warning: the connections were not tested. Validation tests them at start; Back to settings to test them now.');
+    const failed = this.tests.filter((t) => !t.ok && t.error.code !== 'test_connection_not_supported');
+    if (failed.length) return h('p', { class: 'notice' }, `Warning: the connection test failed for ${failed.map((t) => t.connection).join(' and ')}: validation will stop this migration until it is fixed.`);
+    return h('p', {}, `Connection test passed for ${this.tests.filter((t) => t.ok).map((t) => t.connection).join(' and ')}.`);
+  }
+
   reviewStep() {
     const request = { source: this.source, target: this.target, databases: [...this.databases], settings: { ...this.settings } };
     const message = h('div', { role: 'alert' });
@@ -137,6 +187,7 @@ class Wizard {
       h('section', { class: 'card' }, h('h2', {}, 'Review'),
         h('dl', {}, h('dt', {}, 'Source'), h('dd', {}, request.source), h('dt', {}, 'Target'), h('dd', {}, request.target),
           h('dt', {}, 'Databases'), h('dd', {}, request.databases.join(', ')), settings),
+        this.testWarning(),
         h('p', {}, 'milink validates prerequisites and tests the connection in both directions first; the migration shows Validating, then Deploying.')),
       h('div', { class: 'actions' }, h('button', { type: 'button', onclick: () => this.go(2) }, 'Back'), button),
       message,

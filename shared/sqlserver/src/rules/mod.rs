@@ -89,6 +89,7 @@ pub fn evaluate(inventory: &Inventory, target: &TargetFacts) -> Assessment {
         instance_findings,
         databases,
         recommendation: None,
+        connection_summary: None,
     }
 }
 

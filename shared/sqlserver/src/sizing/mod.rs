@@ -234,6 +234,7 @@ pub fn recommend(inventory: &Inventory, options: &SizingOptions, prices: &PriceL
         monthly_cost_usd: (prices.currency == "USD").then_some((best.monthly_cost * 100.0).round() / 100.0),
         reasons,
         confidence: need.confidence.to_owned(),
+        price_list: Some(prices.source()),
     })
 }
 

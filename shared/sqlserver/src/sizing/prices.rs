@@ -4,6 +4,7 @@
 //! estimates; a deployment can point `price_file` at its own list. The formula is the calculator's:
 //! `vCores × (base + license if license-included) × 730 h + max(0, reserved GB − 32) × storage rate`.
 use crate::rules::ServiceTier;
+use milink_core::assessment::{PriceListOrigin, PriceListSource};
 use serde::Deserialize;
 
 /// The price list shipped with milink.
@@ -55,6 +56,13 @@ pub struct PriceList {
     /// Storage included per instance, GB.
     pub free_storage_gb: f64,
     tiers: Tiers,
+    /// Built in or read from a deployment's file (not in the file itself).
+    #[serde(skip, default = "from_file")]
+    pub origin: PriceListOrigin,
+}
+
+fn from_file() -> PriceListOrigin {
+    PriceListOrigin::File
 }
 
 impl PriceList {
@@ -65,7 +73,21 @@ impl PriceList {
 
     /// The shipped list.
     pub fn shipped() -> Self {
-        Self::parse(DEFAULT_PRICES).expect("data/prices.toml is valid (tested)")
+        let mut list = Self::parse(DEFAULT_PRICES).expect("data/prices.toml is valid (tested)");
+        list.origin = PriceListOrigin::BuiltIn;
+        list
+    }
+
+    /// Where these prices come from and how old they are, for the report.
+    pub fn source(&self) -> PriceListSource {
+        PriceListSource {
+            origin: self.origin,
+            source: self.source.clone(),
+            as_of: self.as_of.clone(),
+            region: self.region.clone(),
+            currency: self.currency.clone(),
+            estimate: self.estimate,
+        }
     }
 
     /// Prices of a tier.
@@ -120,6 +142,9 @@ mod tests {
         assert!(prices.estimate);
         assert_eq!(prices.hours_per_month, 730.0);
         assert!(prices.provenance().contains("ESTIMATES"));
+        let source = prices.source();
+        assert_eq!((source.origin, source.as_of.as_str(), source.estimate), (PriceListOrigin::BuiltIn, "2026-09-13", true));
+        assert_eq!(PriceList::parse(DEFAULT_PRICES).unwrap().source().origin, PriceListOrigin::File, "a parsed file is a deployment's own");
     }
 
     #[test]

@@ -301,3 +301,34 @@ pub fn availability_group_members(names: &[&str]) -> Statement {
     }
     statement
 }
+
+/// Who is connected now, for the assessment's connection summary (the sessions to stop at cutover):
+/// user sessions only (`is_user_process`, so no system or background task), neither this session nor
+/// any other of milink's (it announces itself as `milink`), grouped by application, client address,
+/// login and database. The host is the client's network address (`<local machine>` for shared memory),
+/// else the workstation name it announced. With `VIEW SERVER STATE` the DMV lists every session; without
+/// it, only the caller's own.
+pub fn client_sessions() -> Statement {
+    Statement::new(
+        "SELECT CAST(ISNULL(s.program_name, N'') AS nvarchar(128)) AS application,\n\
+         \x20   CAST(COALESCE(c.client_net_address, s.host_name, N'') AS nvarchar(128)) AS host,\n\
+         \x20   CAST(s.login_name AS nvarchar(128)) AS login,\n\
+         \x20   CAST(ISNULL(DB_NAME(s.database_id), N'') AS nvarchar(128)) AS database_name,\n\
+         \x20   CAST(COUNT(*) AS bigint) AS sessions\n\
+         FROM sys.dm_exec_sessions AS s\n\
+         LEFT JOIN sys.dm_exec_connections AS c ON c.session_id = s.session_id AND c.parent_connection_id IS NULL\n\
+         WHERE s.is_user_process = 1 AND s.session_id <> @@SPID AND ISNULL(s.program_name, N'') <> N'milink'\n\
+         GROUP BY s.program_name, COALESCE(c.client_net_address, s.host_name, N''), s.login_name, s.database_id",
+    )
+}
+
+/// The connection test: version, and whether this very session is encrypted as SQL Server sees it
+/// (`sys.dm_exec_connections.encrypt_option` of `@@SPID`; readable for one's own session without
+/// `VIEW SERVER STATE`).
+pub fn connection_test() -> Statement {
+    Statement::new(
+        "SELECT CAST(c.encrypt_option AS nvarchar(40)) AS encrypt_option,\n\
+         \x20   CAST(SERVERPROPERTY('ProductVersion') AS nvarchar(128)) AS product_version\n\
+         FROM sys.dm_exec_connections AS c WHERE c.session_id = @@SPID AND c.parent_connection_id IS NULL",
+    )
+}

@@ -85,6 +85,9 @@ impl Default for FakeFabric {
     }
 }
 
+/// `@@SPID` of every session the fake hands out.
+pub const FAKE_SPID: i64 = 52;
+
 /// The fake's state.
 #[derive(Debug, Default)]
 pub struct FakeState {
@@ -112,6 +115,10 @@ pub struct FakeState {
     pub logins: BTreeMap<String, bool>,
     /// Sessions: (id, login).
     pub sessions: Vec<(i64, String)>,
+    /// Rows of `sys.dm_exec_sessions` joined to `sys.dm_exec_connections`, for the connection summary:
+    /// `session_id`, `is_user_process`, `program_name`, `host_name`, `client_net_address`, `login_name`,
+    /// `database_name`. The fake's own session is [`FAKE_SPID`].
+    pub client_sessions: Vec<Value>,
     /// Rows of the link replicas query (when the DAG exists).
     pub replicas: Vec<Value>,
     /// Rows of the seeding query, each with `ag_name`: the AG whose id the row carries.
@@ -161,6 +168,21 @@ impl FakeSqlServer {
             logins: [("toystore_app".to_owned(), false)].into_iter().collect(),
             sessions: vec![(57, "toystore_app".into()), (58, "toystore_app".into()), (61, "dba".into())],
             trace_flags: vec![1800, 9567],
+            client_sessions: [
+                (FAKE_SPID, 1, "milink", "MILINK01", "10.0.0.9", "milink", "master"),
+                (70, 1, "milink", "MILINK01", "10.0.0.9", "milink", "master"),
+                (12, 0, "", "", "", "sa", "master"),
+                (57, 1, "ToyStore.Web", "WEB01", "10.0.0.21", "toystore_app", "ToyStore"),
+                (58, 1, "ToyStore.Web", "WEB01", "10.0.0.21", "toystore_app", "ToyStore"),
+                (59, 1, "ToyStore.Web", "WEB02", "10.0.0.22", "toystore_app", "ToyStore"),
+                (61, 1, "Microsoft SQL Server Management Studio", "SQL01", "<local machine>", "dba", "master"),
+            ]
+            .into_iter()
+            .map(|(id, user, program, host, address, login, database)| json!({
+                "session_id": id, "is_user_process": user, "program_name": program, "host_name": host,
+                "client_net_address": address, "login_name": login, "database_name": database
+            }))
+            .collect(),
             ..FakeState::default()
         };
         Self { state: Arc::new(Mutex::new(state)) }
@@ -194,6 +216,31 @@ fn param(statement: &Statement, index: usize) -> String {
 
 fn rows(values: Vec<Value>) -> Vec<Row> {
     values.into_iter().map(|v| v.as_object().cloned().expect("object row")).collect()
+}
+
+/// Answers the connection summary's query as SQL Server would: its filters apply only when the text has
+/// them (so a query that forgot one counts sessions it must not), the host is the address before the
+/// workstation name when the query says so, and rows are grouped by application, host, login, database.
+fn client_session_groups(sessions: &[Value], sql: &str) -> Vec<Value> {
+    let text = |row: &Value, key: &str| row[key].as_str().unwrap_or_default().to_owned();
+    let mut groups: BTreeMap<(String, String, String, String), i64> = BTreeMap::new();
+    for row in sessions {
+        if sql.contains("s.is_user_process = 1") && row["is_user_process"] != 1 {
+            continue;
+        }
+        if sql.contains("s.session_id <> @@SPID") && row["session_id"] == FAKE_SPID {
+            continue;
+        }
+        if sql.contains("ISNULL(s.program_name, N'') <> N'milink'") && row["program_name"] == "milink" {
+            continue;
+        }
+        let host = if sql.contains("COALESCE(c.client_net_address, s.host_name") { text(row, "client_net_address") } else { text(row, "host_name") };
+        *groups.entry((text(row, "program_name"), host, text(row, "login_name"), text(row, "database_name"))).or_default() += 1;
+    }
+    groups
+        .into_iter()
+        .map(|((application, host, login, database), sessions)| json!({ "application": application, "host": host, "login": login, "database_name": database, "sessions": sessions }))
+        .collect()
 }
 
 fn fake_key(name: &str) -> String {
@@ -266,6 +313,10 @@ impl SqlSession for FakeSession {
         } else if sql.contains("FROM sys.server_principals WHERE name IN") {
             let names: Vec<String> = (0..statement.params.len()).map(|i| param(statement, i)).collect();
             s.logins.iter().filter(|(name, _)| names.contains(name)).map(|(name, disabled)| json!({ "name": name, "is_disabled": i64::from(*disabled) })).collect()
+        } else if sql.contains("encrypt_option") && sql.contains("session_id = @@SPID") {
+            vec![json!({ "product_version": s.version, "encrypt_option": "TRUE" })]
+        } else if sql.contains("FROM sys.dm_exec_sessions AS s\nLEFT JOIN sys.dm_exec_connections") {
+            client_session_groups(&s.client_sessions, sql)
         } else if sql.contains("FROM sys.dm_exec_sessions") {
             let login = param(statement, 0);
             s.sessions.iter().filter(|(_, l)| *l == login).map(|(id, _)| json!({ "session_id": id })).collect()
