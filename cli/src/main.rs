@@ -7,6 +7,7 @@
 //! found differences between source and target.
 mod client;
 mod commands;
+mod doctor;
 mod functions_host;
 mod output;
 mod up;
@@ -36,6 +37,8 @@ enum Command {
     /// Start, watch, cut over and cancel migrations.
     #[command(subcommand)]
     Migrate(commands::Migrate),
+    /// Each connection's TLS as negotiated: version, cipher, server certificate (reads the config itself).
+    Doctor(doctor::DoctorArgs),
     /// Messages that ran out of retries.
     DeadLetters,
     /// Serve the Azure Functions custom handler (host.json runs `milink functions`).
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
             Command::Up(args) => up::run(args).await,
             Command::Assess(args) => commands::assess(&client::Client::new(&cli.server), cli.output, args).await,
             Command::Migrate(command) => commands::migrate(&client::Client::new(&cli.server), cli.output, command).await,
+            Command::Doctor(args) => doctor::run(args, cli.output).await,
             Command::DeadLetters => commands::dead_letters(&client::Client::new(&cli.server), cli.output).await,
             Command::Functions(args) => functions_host::run(args).await,
         }

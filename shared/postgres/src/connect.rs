@@ -94,6 +94,12 @@ impl Server {
     /// Opens a session on `database`, or on the maintenance database.
     pub(crate) async fn connect(&self, database: Option<&str>) -> Result<Session, EngineError> {
         let database = database.unwrap_or(&self.maintenance_database);
+        let mut config = self.driver_config(database);
+        let client = self.open(&mut config, crate::tls::SeenCertificate::default()).await?;
+        Ok(Session { client, place: self.place.clone(), database: database.to_owned() })
+    }
+
+    fn driver_config(&self, database: &str) -> Config {
         let mut config = Config::new();
         match &self.host {
             Host::Tcp(name) => config.host(name),
@@ -113,8 +119,22 @@ impl Server {
         if let Some(password) = &self.password {
             config.password(password.expose());
         }
-        let client = self.open(&mut config, crate::tls::SeenCertificate::default()).await?;
-        Ok(Session { client, place: self.place.clone(), database: database.to_owned() })
+        config
+    }
+
+    /// The url's TLS settings.
+    pub(crate) fn tls(&self) -> &TlsSettings {
+        &self.tls
+    }
+
+    /// A session on the maintenance database, with the certificate the server presented (`milink doctor`).
+    pub(crate) async fn connect_observed(&self) -> Result<(Session, Option<rustls::pki_types::CertificateDer<'static>>), EngineError> {
+        let mut config = self.driver_config(&self.maintenance_database);
+        let seen = crate::tls::SeenCertificate::default();
+        let client = self.open(&mut config, seen.clone()).await?;
+        let certificate = seen.lock().ok().and_then(|mut seen| seen.take());
+        let session = Session { client, place: self.place.clone(), database: self.maintenance_database.clone() };
+        Ok((session, certificate))
     }
 
     /// Connects with the url's sslmode, as libpq would; `seen` receives the server's certificate.

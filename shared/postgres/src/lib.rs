@@ -20,6 +20,7 @@ mod assess;
 mod capacity;
 mod connect;
 mod cutover;
+pub mod doctor;
 mod drift;
 mod errors;
 mod finalize;
