@@ -483,7 +483,10 @@ fn on_cutover_requested(m: &mut Migration, confirmed: bool, now: DateTime<Utc>, 
         return Ok(()); // a second click: the cutover already runs
     }
     let status = m.status();
-    if status != Status::ReadyForCutover {
+    // A failback over a kept reverse link leaves the link running forward again, so failing forward is an
+    // ordinary cutover; nothing observes a failed-back link, and the drain proves catch-up anyway.
+    let again = m.phase == Phase::FailedBack && m.settings.keep_reverse_link;
+    if status != Status::ReadyForCutover && !again {
         return Err(Rejection::NotReadyForCutover { status: status.as_str().to_owned() });
     }
     let attempt = m.cutover.attempt + 1;

@@ -152,6 +152,24 @@ fn failback_runs_only_over_a_kept_reverse_link() {
 }
 
 #[test]
+fn a_failed_back_migration_with_a_reverse_link_can_fail_forward_again() {
+    let kept = completed(true);
+    let m = step(&kept, Event::FailbackRequested { confirm_traffic_stopped: true }, 20).migration;
+    let m = step(&m, Event::FailedBack, 21).migration;
+    let again = step(&m, Event::CutoverRequested { confirm_traffic_stopped: true }, 30);
+    assert_eq!(again.commands, vec![Command::Fence { attempt: 2 }]);
+    let m = step(&again.migration, Event::Fenced { attempt: 2, started_at: t(30), position: Position(200) }, 31).migration;
+    let m = step(&m, Event::Drained { attempt: 2, position: Position(200) }, 32).migration;
+    let m = step(&m, Event::Finalized { attempt: 2, verification: ok_verification() }, 33).migration;
+    let switching = step(&m, Event::Finalized { attempt: 2, verification: ok_verification() }, 33);
+    assert!(!switching.changed, "a duplicate finalized changes nothing");
+    let done = step(&m, Event::Switched { attempt: 2 }, 34).migration;
+    assert_eq!(done.status(), Status::Completed);
+    let m = step(&done, Event::FailbackRequested { confirm_traffic_stopped: true }, 40).migration;
+    assert_eq!(m.status(), Status::FailingBack, "and back again");
+}
+
+#[test]
 fn cutover_needs_the_confirmation_and_a_ready_link() {
     let m = ready();
     assert_eq!(decide(&m, &Event::CutoverRequested { confirm_traffic_stopped: false }, t(5)), Err(Rejection::ConfirmationRequired));

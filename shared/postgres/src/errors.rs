@@ -228,16 +228,6 @@ pub(crate) fn is_missing_object(error: &tokio_postgres::Error) -> bool {
     matches!(error.code().map(|c| c.code()), Some("42704" | "42P01" | "3D000"))
 }
 
-/// Keeping a reverse link (failback) is refused for PostgreSQL: validation says so before anything starts,
-/// and switch says so again before the point of no return.
-pub(crate) fn reverse_link_not_built() -> EngineError {
-    EngineError::definite(
-        "reverse_link_not_supported",
-        "keeping a reverse link (failback) is not built for PostgreSQL yet",
-        "Start the migration with keepReverseLink = false; for failback, migrate back with a new migration.",
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,6 +36,8 @@ pub(crate) async fn finalize(plan: &LinkPlan) -> Result<Verification, EngineErro
     let target = Server::new("target", &plan.target)?;
     let database = plan.database.as_str();
     let (src, tgt) = tokio::try_join!(source.connect(Some(database)), target.connect(Some(database)))?;
+    // The target may be fenced: the source, when failing back over a reverse link (`reverse`).
+    crate::connect::writable(&tgt).await?;
     let (sequences_set, mut differences) = sync_sequences(&src, &tgt).await?;
     differences.extend(carry_large_objects(&src, &tgt).await?);
     let mut verification = verify::compare_static(plan).await?;

@@ -27,6 +27,7 @@ mod finalize;
 mod link;
 mod observe;
 mod pooler;
+mod reverse;
 mod reach;
 mod rules;
 mod schema;
@@ -134,8 +135,17 @@ impl Engine for PostgresEngine {
     }
 
     async fn switch(&self, plan: &LinkPlan, keep_reverse_link: bool) -> Result<(), EngineError> {
-        scrubbed(plan, link::switch(plan, keep_reverse_link).await)?;
+        if keep_reverse_link {
+            // The target may be fenced (a cutover after a failback): dropped from a writable session.
+            scrubbed(plan, reverse::drop_subscription(plan).await)?;
+        }
+        scrubbed(plan, link::switch(plan).await)?;
+        if keep_reverse_link {
+            // Before the pooler releases the clients to the target: its writes must all be in the slot.
+            scrubbed(plan, reverse::keep_reverse_link(plan).await)?;
+        }
         self.watches.forget(&plan.link_name());
+        cutover::forget(plan);
         // The pooler follows the primary: repoint its entry, RELOAD, RESUME (each safe to repeat).
         pooler::scrubbed(plan, pooler::repoint(plan).await)
     }
@@ -147,6 +157,10 @@ impl Engine for PostgresEngine {
     ) -> Result<Option<milink_core::admission::Capacity>, EngineError> {
         let secrets: Vec<&Secret> = server.password.iter().collect();
         capacity::capacity(server, role).await.map(Some).map_err(|error| errors::redact(error, &secrets))
+    }
+
+    async fn failback(&self, plan: &LinkPlan) -> Result<(), EngineError> {
+        pooler::scrubbed(plan, reverse::failback(plan).await)
     }
 
     async fn drop_link(&self, plan: &LinkPlan, drop_target: bool) -> Result<(), EngineError> {

@@ -15,7 +15,7 @@
 //! (`password_may_reach_target_log`) with what to do.
 use crate::connect::{Server, Session};
 use crate::connect::{quiet_logging, subscription_oid, writable};
-use crate::errors::{classify_publisher_connect, is_missing_object, reverse_link_not_built};
+use crate::errors::{classify_publisher_connect, is_missing_object};
 use crate::rules::{self, Table};
 use crate::schema;
 use crate::sql::{quote_ident, quote_literal};
@@ -209,11 +209,8 @@ async fn ensure_subscription(
     })
 }
 
-pub(crate) async fn switch(plan: &LinkPlan, keep_reverse_link: bool) -> Result<(), EngineError> {
-    if keep_reverse_link {
-        // Refused before anything is touched: switching is the point of no return.
-        return Err(reverse_link_not_built());
-    }
+/// Removes the link after the drain; a reverse link, when kept, is made afterwards by `reverse`.
+pub(crate) async fn switch(plan: &LinkPlan) -> Result<(), EngineError> {
     remove_link(plan).await
 }
 

@@ -17,7 +17,7 @@
 //! blocker findings; a server that is merely busy or starting up is a transient error, retried.
 use crate::assess::{instance_findings, read_instance};
 use crate::connect::{quiet_logging, subscription_oid, Server, Session};
-use crate::errors::{as_finding, classify_publisher_connect, reverse_link_not_built};
+use crate::errors::{as_finding, classify_publisher_connect};
 use crate::rules;
 use crate::schema;
 use crate::sql::{quote_ident, quote_literal};
@@ -30,9 +30,6 @@ const MAX_IDENTIFIER_BYTES: usize = 63;
 pub(crate) async fn validate(plan: &LinkPlan) -> Result<Vec<Finding>, EngineError> {
     let mut findings = Vec::new();
     let database = plan.database.as_str();
-    if plan.settings.keep_reverse_link {
-        findings.push(as_finding(&reverse_link_not_built()));
-    }
     findings.extend(crate::pooler::validate(plan));
     if database.len() > MAX_IDENTIFIER_BYTES {
         findings.push(Finding::new(
@@ -61,6 +58,9 @@ pub(crate) async fn validate(plan: &LinkPlan) -> Result<Vec<Finding>, EngineErro
     }
     if let Some(admin) = &target_admin {
         findings.extend(target_findings(plan, &target, admin, &extensions, source_shapes.as_ref()).await?);
+        if plan.settings.keep_reverse_link {
+            findings.extend(crate::reverse::validate(admin).await?);
+        }
     }
     // When milink itself cannot log in to the source, the target (same credentials) cannot either: one
     // finding says it, a second would only repeat it.

@@ -208,23 +208,3 @@ async fn a_live_database_moves_with_every_row_and_sequence() {
         source_admin.batch_execute(&format!("DROP ROLE IF EXISTS {role}")).await.unwrap();
     }
 }
-
-#[tokio::test]
-async fn switch_refuses_a_reverse_link_before_touching_anything() {
-    let database = unique("toystore_reverse_");
-    create_source_database(&database, &sample("toystore.sql")).await;
-    let engine = PostgresEngine::new();
-    let mut plan = plan(&database);
-    plan.settings.keep_reverse_link = true;
-    let findings = engine.validate(&plan).await.unwrap();
-    assert!(findings.iter().any(|f| f.rule == "reverse_link_not_supported" && f.severity == Severity::Blocker));
-    engine.create_link(&plan).await.unwrap();
-    let error = engine.switch(&plan, true).await.unwrap_err();
-    assert_eq!(error.code, "reverse_link_not_supported");
-    assert!(!error.is_transient());
-    let target = connect(&servers().target_url, &database).await;
-    let subscriptions: i64 =
-        target.query_one("SELECT count(*) FROM pg_subscription WHERE subname = $1", &[&plan.link_name()]).await.unwrap().get(0);
-    assert_eq!(subscriptions, 1, "the link is untouched");
-    cleanup(&engine, &plan).await;
-}

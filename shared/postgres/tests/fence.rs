@@ -181,6 +181,32 @@ async fn a_login_in_progress_at_the_fence_cannot_write_after_it() {
     teardown(&database, &app).await;
 }
 
+/// Regression (issue 9): a session that logged in while the source was fenced read `on` at login and stayed
+/// read-only after an abandoned cutover unfenced the database, so the application's writes kept failing on
+/// it (through a pooler, for as long as the pooler kept that server connection).
+#[tokio::test]
+async fn a_session_that_logged_in_during_the_fence_is_not_left_read_only_by_the_unfence() {
+    let (database, app) = setup("fence_during_").await;
+    let engine = PostgresEngine::new();
+    let plan = plan_on(&database);
+    engine.fence(&plan).await.expect("fence");
+    let during = app_session(&database, &app).await.unwrap();
+    let refused = insert(&during).await.expect_err("a session that logged in during the fence wrote");
+    assert_eq!(refused.code(), Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION));
+
+    engine.unfence(&plan).await.expect("unfence");
+    match insert(&during).await {
+        Ok(_) => {}
+        Err(error) => assert_ne!(
+            error.code(),
+            Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION),
+            "a session that logged in during the fence is still read-only after the unfence"
+        ),
+    }
+    assert!(writable(&database, &app).await, "a new session cannot write after the unfence");
+    teardown(&database, &app).await;
+}
+
 #[tokio::test]
 async fn two_migrations_of_one_database_keep_their_own_fences() {
     let (database, app) = setup("fence_fanout_").await;
@@ -344,6 +370,9 @@ async fn the_source_databases_own_subscriptions_stop_at_the_fence_and_come_back(
 
     stop.store(true, Ordering::Relaxed);
     drop(writer.await.unwrap());
+    // `src` logged in while the database was fenced, so the unfence ended it (it would have stayed read-only).
+    assert!(src.batch_execute("SELECT 1").await.is_err(), "a session that logged in during the fence survived the unfence");
+    let src = connect(&servers().source_url, &database).await;
     src.query_one("SELECT pg_drop_replication_slot($1)", &[&watch]).await.unwrap();
     src.batch_execute("SET default_transaction_read_only = off").await.unwrap();
     for suffix in ["sub", "held"] {

@@ -24,8 +24,8 @@
 //! Superuser sessions that reconnect are named in the fence's log line, and the fence fails when one of them
 //! is writing. A role given its own `default_transaction_read_only = off` after the fence is not covered
 //! (the next fence covers it). It also does not touch other databases on the server, and it leaves
-//! walsenders and autovacuum alone. Unfence does not end sessions: one that logged in while the database
-//! was fenced stays read-only by default until it reconnects.
+//! walsenders and autovacuum alone. The last unfence ends the sessions that logged in while the database
+//! was fenced: they read `on` at login and would otherwise stay read-only by default until they reconnect.
 //!
 //! Two migrations of one database (fan-out) each keep their own key, so neither's unfence lifts the other's
 //! fence: the database stays read-only while any key remains, and the unfence removing the last key restores
@@ -38,15 +38,18 @@
 //! leaves a fenced database whose subscriptions were never disabled: a re-fence disables them; an unfence
 //! finds no note and leaves them enabled, as they were. The last unfence enables the subscriptions (and drops
 //! the note) before it restores the settings, so a crash between leaves the key that makes a re-run finish.
+mod positions;
 mod sessions;
 mod settings;
 mod subscriptions;
+
+pub(crate) use positions::{forget, positions};
 
 use crate::connect::{Server, Session};
 use crate::connect::{subscription_oid, writable};
 use crate::sql::quote_ident;
 use milink_core::migration::Position;
-use milink_core::ports::{LinkPlan, Positions};
+use milink_core::ports::LinkPlan;
 use milink_core::EngineError;
 use std::time::Instant;
 use tokio_postgres::types::PgLsn;
@@ -101,6 +104,8 @@ async fn apply_commits(plan: &LinkPlan, value: &'static str) {
     let result = async {
         let target = Server::new("target", &plan.target)?;
         let session = target.connect(Some(plan.database.as_str())).await?;
+        // The subscriber may itself be fenced (the source, subscribing over a reverse link).
+        writable(&session).await?;
         if subscription_oid(&session, &plan.link_name()).await?.is_none() {
             return Ok(());
         }
@@ -160,30 +165,15 @@ pub(crate) async fn unfence(plan: &LinkPlan) -> Result<(), EngineError> {
         enabled = subscriptions::enable(&admin, database, note).await?;
     }
     settings::apply(&admin, "restoring the read-only setting", &unfence.statements).await?;
-    tracing::info!(database, last = unfence.last, subscriptions_enabled = enabled, "source unfenced");
+    let mut fenced_logins = 0;
+    if unfence.last {
+        // Sessions that logged in while fenced keep read-only as their default until they reconnect: end
+        // them (a repeat finds none), so the application, or its pooler, reconnects writable.
+        let cutoff: String = admin.row("noting the unfence's time", "SELECT clock_timestamp()::text", &[]).await?.get(0);
+        fenced_logins = sessions::end_fenced_logins(&admin, database, oid, &cutoff).await?;
+    }
+    tracing::info!(database, last = unfence.last, subscriptions_enabled = enabled, fenced_logins, "source unfenced");
+    forget(plan);
     apply_commits(plan, "off").await;
     Ok(())
-}
-
-pub(crate) async fn positions(plan: &LinkPlan) -> Result<Positions, EngineError> {
-    let source = Server::new("source", &plan.source)?;
-    let admin = source.connect(None).await?;
-    let name = plan.link_name();
-    let row = admin
-        .maybe_row(
-            "reading positions",
-            "SELECT pg_current_wal_lsn(), confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = $1",
-            &[&name],
-        )
-        .await?
-        .ok_or_else(|| {
-            EngineError::definite(
-                "slot_missing",
-                format!("{}: replication slot {name} does not exist", source.place().label()),
-                "The link is gone: cancel the cutover (the source is unfenced) and start the migration again.",
-            )
-        })?;
-    let current = u64::from(row.get::<_, PgLsn>(0));
-    let confirmed = row.get::<_, Option<PgLsn>>(1).map(u64::from).unwrap_or(0);
-    Ok(Positions { source: Position(current), target: Position(confirmed) })
 }

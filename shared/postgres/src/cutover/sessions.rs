@@ -16,6 +16,11 @@
 //!
 //! Superusers can turn read-only off again in any session; a superuser session that reconnects after the
 //! cutoff is reported in the fence's log line, and a fence that finds one writing fails with what to do.
+//!
+//! The unfence has the mirror problem: a session that logged in while the database was fenced read `on` and
+//! keeps it as its default until it disconnects (a pooler's server connection can live for an hour). So the
+//! last unfence ends, the same way, every session that started before the unfence's own cutoff, milink's
+//! own sessions (they turn read-only off themselves) and replication workers (they ignore it) excepted.
 use crate::connect::Session;
 use milink_core::EngineError;
 use std::time::{Duration, Instant};
@@ -27,6 +32,12 @@ const OLDER: &str = "FROM pg_stat_activity
     WHERE datname = $1 AND pid <> pg_backend_pid() AND backend_start < $2::text::timestamptz
       AND backend_type NOT IN ('walsender', 'autovacuum worker', 'parallel worker')";
 
+/// The sessions that logged in while the database was fenced (so read `on`), that the last unfence ends.
+const FENCED_LOGINS: &str = "FROM pg_stat_activity
+    WHERE datname = $1 AND pid <> pg_backend_pid() AND backend_start < $2::text::timestamptz
+      AND backend_type NOT IN ('walsender', 'autovacuum worker', 'parallel worker', 'logical replication worker')
+      AND application_name <> 'milink'";
+
 /// What ending the sessions found, for the fence's log line.
 #[derive(Debug, Default)]
 pub(super) struct Ended {
@@ -37,6 +48,27 @@ pub(super) struct Ended {
 
 /// Ends every session on `database` that started before `cutoff`, logins in progress included.
 pub(super) async fn end_before(admin: &Session, database: &str, database_oid: u32, cutoff: &str) -> Result<Ended, EngineError> {
+    let sessions = end_matching(admin, database, database_oid, cutoff, OLDER, true).await?;
+    let superusers_reconnected = superusers_after(admin, database, cutoff).await?;
+    Ok(Ended { sessions, superusers_reconnected })
+}
+
+/// After the last unfence committed at `cutoff`: ends every session that logged in while the database was
+/// fenced (logins in progress at the unfence included), so none keeps read-only as its default. Returns
+/// how many were ended.
+pub(super) async fn end_fenced_logins(admin: &Session, database: &str, database_oid: u32, cutoff: &str) -> Result<i64, EngineError> {
+    end_matching(admin, database, database_oid, cutoff, FENCED_LOGINS, false).await
+}
+
+/// Ends the sessions `filter` selects (before `cutoff`), waiting for logins in progress to show up first.
+async fn end_matching(
+    admin: &Session,
+    database: &str,
+    database_oid: u32,
+    cutoff: &str,
+    filter: &str,
+    refuse_prepared: bool,
+) -> Result<i64, EngineError> {
     let logging_in: Vec<i32> = admin
         .rows(
             "looking for logins in progress",
@@ -50,18 +82,20 @@ pub(super) async fn end_before(admin: &Session, database: &str, database_oid: u3
         .collect();
     // Signalled without waiting: pg_terminate_backend's own wait (PostgreSQL 14+) sleeps in 100 ms steps,
     // one backend after the other; polling all of them at once is much faster.
-    let terminate = format!("SELECT count(pg_terminate_backend(pid)) {OLDER}");
+    let terminate = format!("SELECT count(pg_terminate_backend(pid)) {filter}");
     let started = Instant::now();
-    let mut ended = Ended::default();
+    let mut ended = 0;
     loop {
         let signalled: i64 = admin.row("ending sessions on the database", &terminate, &[&database, &cutoff]).await?.get(0);
-        ended.sessions = ended.sessions.max(signalled);
-        refuse_prepared_transactions(admin, database).await?;
+        ended = ended.max(signalled);
+        if refuse_prepared {
+            refuse_prepared_transactions(admin, database).await?;
+        }
         let row = admin
             .row(
                 "checking every older session is gone",
                 &format!(
-                    "SELECT (SELECT count(*) {OLDER}),
+                    "SELECT (SELECT count(*) {filter}),
                             (SELECT count(*) FROM pg_locks WHERE locktype = 'object' AND classid = 'pg_database'::regclass
                                AND objid = $3 AND objsubid = 0 AND pid = ANY($4))"
                 ),
@@ -76,8 +110,8 @@ pub(super) async fn end_before(admin: &Session, database: &str, database_oid: u3
             return Err(EngineError::transient(
                 "fence_incomplete",
                 format!(
-                    "{}: {older} session(s) on {database} started before the fence are still there after being ended, \
-                     and {still_logging_in} login(s) that were in progress at the fence have not finished",
+                    "{}: {older} session(s) on {database} started before the fence (or, unfencing, during it) are \
+                     still there after being ended, and {still_logging_in} login(s) in progress then have not finished",
                     admin.place().label()
                 ),
                 "Stop the application (or pause its pooler) and cut over again; milink has not switched anything.",
@@ -85,7 +119,6 @@ pub(super) async fn end_before(admin: &Session, database: &str, database_oid: u3
         }
         tokio::time::sleep(POLL).await;
     }
-    ended.superusers_reconnected = superusers_after(admin, database, cutoff).await?;
     Ok(ended)
 }
 

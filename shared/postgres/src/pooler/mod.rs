@@ -38,7 +38,8 @@
 //! Limits, as built: the options are checked when the fence runs, not by `validate` (a wrong option shows up
 //! as an abandoned cutover, not as a validation finding); the pooler's entry must be named like the database;
 //! the entry is pointed at the host and port of the target connection's url (no separate "as the pooler sees
-//! the target" address yet); failback does not repoint the pooler back; only PgBouncer is supported. The
+//! the target" address yet); only PgBouncer is supported. Failback (`reverse`) pauses the same way and repoints
+//! the entry back at the source. The
 //! pause spans fence, drain, finalize and switch, so the application's longest wait is the cutover's write
 //! downtime (about 1.1 to 3 s on the 2-core test machine, for a PAUSE of about 10 ms).
 mod config;
@@ -248,9 +249,15 @@ fn could_not_have_paused(database: &str, error: &EngineError) {
 
 /// After the switch: point the pooler's entry at the target, RELOAD, check, RESUME.
 pub(crate) async fn repoint(plan: &LinkPlan) -> Result<(), EngineError> {
+    repoint_to(plan, &plan.target).await
+}
+
+/// Points the pooler's entry at `primary` (the target after a cutover, the source after a failback),
+/// RELOAD, check, RESUME.
+pub(crate) async fn repoint_to(plan: &LinkPlan, primary: &Endpoint) -> Result<(), EngineError> {
     let Some(config) = PoolerConfig::of(&plan.source)? else { return Ok(()) };
     let database = plan.database.as_str();
-    let to = destination(&plan.target, database)?;
+    let to = destination(primary, database)?;
     let changed = entries::repoint(&config.databases_file, database, &to).map_err(|e| file_error(&config, database, e))?;
     let admin = Admin::connect(&config, "connecting to repoint the database").await?;
     admin.must("RELOAD").await?;
@@ -271,7 +278,7 @@ pub(crate) async fn repoint(plan: &LinkPlan) -> Result<(), EngineError> {
         ));
     }
     admin.resume(database).await?;
-    tracing::info!(database, pooler = %config.address, target = %format!("{}:{}", to.host, to.port), file_changed = changed, "pooler points the database at the target and resumed it");
+    tracing::info!(database, pooler = %config.address, primary = %format!("{}:{}", to.host, to.port), file_changed = changed, "pooler points the database at the primary and resumed it");
     Ok(())
 }
 

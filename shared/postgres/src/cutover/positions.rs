@@ -1,0 +1,106 @@
+//! The positions that prove the drain, read over sessions kept open between the drain's polls.
+//!
+//! Two facts each prove that the target holds every change committed on the source before the fence
+//! position F (the end of the fence's own WAL record):
+//! - the slot's `confirmed_flush_lsn` ≥ F: the subscriber reported F flushed. It arrives with the apply
+//!   worker's feedback, on its own cadence (the walsender's keepalive, the worker's status interval);
+//! - the subscription's `received_lsn` (`pg_stat_subscription` on the target, the apply worker's row) ≥ F,
+//!   followed by a flush of the target's WAL. The worker handles the stream one message at a time, in
+//!   order, and records a message's position before handling it; every change of a transaction committed
+//!   before F comes before F in the stream. So once it records a position ≥ F (in practice the walsender's
+//!   keepalive, sent as soon as it has decoded past the fence's record), it has applied and committed
+//!   every such transaction. A synchronous commit of our own on the target, after that read, makes them
+//!   durable there too (the WAL is flushed in order). This one needs no feedback round trip.
+//!
+//! The target position reported is the larger of the two. A worker that restarts loses its row until it
+//! receives again, which only makes the second fact arrive later.
+//!
+//! The drain asks every few milliseconds, so the two sessions (the source's maintenance database for the
+//! slot, the target's database for the subscription) are kept per link and reused; a closed one is opened
+//! again, and `forget` closes them when the cutover ends either way.
+use crate::connect::{writable, Server, Session};
+use milink_core::migration::Position;
+use milink_core::ports::{LinkPlan, Positions};
+use milink_core::EngineError;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio_postgres::types::PgLsn;
+
+struct Pair {
+    source: Session,
+    target: Session,
+}
+
+fn kept() -> &'static Mutex<HashMap<String, Arc<Pair>>> {
+    static KEPT: OnceLock<Mutex<HashMap<String, Arc<Pair>>>> = OnceLock::new();
+    KEPT.get_or_init(Default::default)
+}
+
+/// Closes the sessions kept for `plan`'s link (after the switch or the unfence).
+pub(crate) fn forget(plan: &LinkPlan) {
+    kept().lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&plan.link_name());
+}
+
+async fn sessions(plan: &LinkPlan) -> Result<Arc<Pair>, EngineError> {
+    let link = plan.link_name();
+    let existing = kept().lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&link).cloned();
+    if let Some(pair) = existing.filter(|p| !p.source.client().is_closed() && !p.target.client().is_closed()) {
+        return Ok(pair);
+    }
+    let source = Server::new("source", &plan.source)?;
+    let target = Server::new("target", &plan.target)?;
+    let (source, target) = tokio::try_join!(source.connect(None), target.connect(Some(plan.database.as_str())))?;
+    // The target may be fenced (the source, subscribing over a reverse link); its flush must commit.
+    writable(&target).await?;
+    target.run("making the drain's commits synchronous", "SET synchronous_commit = on").await?;
+    let pair = Arc::new(Pair { source, target });
+    kept().lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(link, pair.clone());
+    Ok(pair)
+}
+
+pub(crate) async fn positions(plan: &LinkPlan) -> Result<Positions, EngineError> {
+    let pair = sessions(plan).await?;
+    let result = read(&pair, plan).await;
+    if result.is_err() {
+        forget(plan); // a broken session is opened again at the next poll
+    }
+    result
+}
+
+async fn read(pair: &Pair, plan: &LinkPlan) -> Result<Positions, EngineError> {
+    let name = plan.link_name();
+    let applied = pair
+        .target
+        .maybe_row(
+            "reading what the link's apply worker has handled",
+            "SELECT s.received_lsn FROM pg_stat_subscription s JOIN pg_subscription p ON p.oid = s.subid
+             WHERE p.subname = $1 AND s.relid IS NULL AND s.received_lsn IS NOT NULL",
+            &[&name],
+        )
+        .await?
+        .map(|row| u64::from(row.get::<_, PgLsn>(0)));
+    let row = pair
+        .source
+        .maybe_row(
+            "reading positions",
+            "SELECT pg_current_wal_lsn(), confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = $1",
+            &[&name],
+        )
+        .await?
+        .ok_or_else(|| {
+            EngineError::definite(
+                "slot_missing",
+                format!("{}: replication slot {name} does not exist", pair.source.place().label()),
+                "The link is gone: cancel the cutover (the source is unfenced) and start the migration again.",
+            )
+        })?;
+    let current = u64::from(row.get::<_, PgLsn>(0));
+    let confirmed = row.get::<_, Option<PgLsn>>(1).map(u64::from).unwrap_or(0);
+    let mut target = confirmed;
+    if let Some(applied) = applied.filter(|applied| *applied > confirmed) {
+        // Durable before it counts: a synchronous commit flushes the target's WAL up to here.
+        pair.target.run("flushing the target's WAL", "BEGIN; SELECT txid_current(); COMMIT").await?;
+        target = applied;
+    }
+    Ok(Positions { source: Position(current), target: Position(target) })
+}
