@@ -11,9 +11,19 @@
 //! - `verify`: the full on-demand verification (both sides, every row hashed, matched positions).
 //!
 //! The median of the rounds of each is printed with rows/s and the ratio verify / count(*). The issue's
-//! goal is a ratio ≤ 3 at scale 50. Then the load stops, `verify` is timed once idle, the source is
-//! fenced and drained, and `finalize` (sequences, large objects, full static checksum) is timed: that
-//! time lies inside the cutover's write downtime. Figures depend on the machine (both servers share it).
+//! goal is a ratio ≤ 3 at scale 50. Then `verify` is timed once idle.
+//!
+//! Then the cutover's verification, split as the cutover splits it: `prepare_cutover` (the full
+//! verification before the fence, while the source still takes writes, with the tracking slots) and
+//! `finalize` after fence and drain (sequences, large objects and the comparison of what changed since:
+//! all inside the write-downtime window). Three cutovers, each unfenced after finalize:
+//! - "idle": the load stopped before the cutover was requested (what the cutover's confirmation asks);
+//! - "writes until the fence": the load runs through `prepare_cutover` and stops just before the fence,
+//!   so the window decodes and compares every row written during the full verification;
+//! - "untracked": `finalize` without `prepare_cutover`, the full static comparison inside the window
+//!   (what every cutover did before).
+//! Run at two scales (`--scale 10`, `--scale 50`) to see which window grows with the data. Figures depend
+//! on the machine (both servers share it).
 use milink_core::config::{Endpoint, Secret};
 use milink_core::migration::{LinkPhase, Settings, Verification};
 use milink_core::ports::{Engine, LinkPlan};
@@ -106,6 +116,25 @@ async fn timed_verify(engine: &PostgresEngine, plan: &LinkPlan) -> anyhow::Resul
     Ok((started.elapsed(), v))
 }
 
+async fn timed<T>(work: impl std::future::Future<Output = Result<T, milink_core::EngineError>>) -> anyhow::Result<(Duration, T)> {
+    let started = Instant::now();
+    let value = work.await?;
+    Ok((started.elapsed(), value))
+}
+
+/// Fence, drain, finalize (timed: the verification's part of the write-downtime window), unfence.
+async fn cutover_window(engine: &PostgresEngine, plan: &LinkPlan) -> anyhow::Result<(Duration, Verification)> {
+    let position = engine.fence(plan).await?;
+    let drained = Instant::now();
+    while engine.positions(plan).await?.target < position {
+        anyhow::ensure!(drained.elapsed() < Duration::from_secs(120), "drain did not finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let finalized = timed(engine.finalize(plan)).await?;
+    engine.unfence(plan).await?;
+    Ok(finalized)
+}
+
 fn stop(mut load: Child) {
     let _ = load.kill();
     let _ = load.wait();
@@ -150,8 +179,13 @@ async fn main() -> anyhow::Result<()> {
     }
     let (count, verify) = (median(counts), median(verifies));
     println!("under load, median: count(*) {:.0} ms, verify {:.0} ms, ratio {:.1}×", count * 1e3, verify * 1e3, verify / count);
-    stop(load);
 
+    // The cutover's verification, writes running until just before the fence.
+    let (prepare_time, prepared) = timed(engine.prepare_cutover(&plan)).await?;
+    stop(load);
+    let prepared = prepared.ok_or_else(|| anyhow::anyhow!("no verification before the fence"))?;
+    println!("before the fence, under load: {:.0} ms ({:.0} rows/s): {}", prepare_time.as_secs_f64() * 1e3, prepared.rows_compared as f64 / prepare_time.as_secs_f64(), describe(&prepared));
+    let writes_until_fence = cutover_window(&engine, &plan).await?;
     until_streaming(&engine, &plan).await?;
     let (count_time, _) = count_everything(&database).await?;
     let (idle_time, idle) = timed_verify(&engine, &plan).await?;
@@ -162,25 +196,25 @@ async fn main() -> anyhow::Result<()> {
         idle_time.as_secs_f64() / count_time.as_secs_f64(),
         describe(&idle)
     );
-    let position = engine.fence(&plan).await?;
-    let drained = Instant::now();
-    while engine.positions(&plan).await?.target < position {
-        anyhow::ensure!(drained.elapsed() < Duration::from_secs(120), "drain did not finish");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let (prepare_time, _) = timed(engine.prepare_cutover(&plan)).await?;
+    println!("before the fence, idle: {:.0} ms", prepare_time.as_secs_f64() * 1e3);
+    let idle_window = cutover_window(&engine, &plan).await?;
+    let untracked = cutover_window(&engine, &plan).await?;
+    for (name, (time, v)) in [("idle", &idle_window), ("writes until the fence", &writes_until_fence), ("untracked (full)", &untracked)] {
+        let window = v.window.clone().unwrap_or_default();
+        println!(
+            "in the window, {name}: finalize {:.0} ms ({:.1}× the idle count(*)); {} changes decoded, {} rows compared{}{}: {}",
+            time.as_secs_f64() * 1e3,
+            time.as_secs_f64() / count_time.as_secs_f64(),
+            window.changes,
+            window.rows_compared,
+            window.full_reason.map(|r| format!(", full because: {r}")).unwrap_or_default(),
+            if window.whole_tables.is_empty() { String::new() } else { format!(", whole: {}", window.whole_tables.join(", ")) },
+            describe(v)
+        );
+        anyhow::ensure!(v.is_clean(), "finalize ({name}): {}", v.summary());
     }
-    let started = Instant::now();
-    let finalized = engine.finalize(&plan).await?;
-    let finalize_time = started.elapsed();
-    println!(
-        "finalize after the fence: {:.0} ms ({:.0} rows/s, {:.1}× the idle count(*)): {}",
-        finalize_time.as_secs_f64() * 1e3,
-        finalized.rows_compared as f64 / finalize_time.as_secs_f64(),
-        finalize_time.as_secs_f64() / count_time.as_secs_f64(),
-        describe(&finalized)
-    );
-    engine.unfence(&plan).await?;
     engine.drop_link(&plan, true).await?;
     pg::drop_everywhere(&database).await;
-    anyhow::ensure!(finalized.is_clean(), "finalize: {}", finalized.summary());
     Ok(())
 }

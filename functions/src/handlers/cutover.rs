@@ -30,6 +30,10 @@ pub async fn run(step: &Step<'_>) -> Result<Event, EngineError> {
     let (engine, plan) = (&step.engine, step.plan);
     match step.command {
         Command::Fence { attempt } => {
+            // Outside the write downtime: the source still takes writes until the fence.
+            if let Some(verified) = step.engine_call("verify before the fence", engine.prepare_cutover(plan)).await? {
+                tracing::info!(summary = %verified.summary(), rows = verified.rows_compared, "verified before the fence");
+            }
             let started_at = step.ctx.clock.now();
             let position = step.engine_call("fence", engine.fence(plan)).await?;
             tracing::info!(position = position.0, "source fenced");

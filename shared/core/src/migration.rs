@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use crate::verification::{
-    Difference, DifferenceKind, DifferingRange, SchemaChange, TableCount, Verification, VerifyMethod, MAX_LISTED_KEYS,
+    Difference, DifferenceKind, DifferingRange, SchemaChange, TableCount, Verification, VerifyMethod, WindowCheck, MAX_LISTED_KEYS,
 };
 
 /// Settings of one migration, chosen at start (all have defaults).

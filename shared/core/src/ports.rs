@@ -72,6 +72,15 @@ pub trait Engine: Send + Sync {
     /// Looks at the link: phase, progress, lag, problems.
     async fn observe(&self, plan: &LinkPlan, now: DateTime<Utc>) -> Result<Observation, EngineError>;
 
+    /// Before the fence, while the source still takes writes: what keeps `finalize`'s part of the
+    /// write-downtime window from growing with the data (the PostgreSQL engine verifies every table in
+    /// full and tracks what changes after, so `finalize` compares only that). Informative: `finalize`
+    /// decides, and compares everything when this did not happen.
+    async fn prepare_cutover(&self, plan: &LinkPlan) -> Result<Option<Verification>, EngineError> {
+        let _ = plan;
+        Ok(None)
+    }
+
     /// Stops writes on the source and returns the source position after the fence.
     async fn fence(&self, plan: &LinkPlan) -> Result<Position, EngineError>;
 

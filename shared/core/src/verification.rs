@@ -71,6 +71,30 @@ pub struct Verification {
     /// Why it is not complete, when it is not (tables that never settled under load, for example).
     #[serde(default)]
     pub incomplete_reason: Option<String>,
+    /// At cutover: how the comparison inside the write-downtime window built on the verification made
+    /// before the fence (None for an on-demand verification, or an engine that compares in full).
+    #[serde(default)]
+    pub window: Option<WindowCheck>,
+}
+
+/// What a cutover's verification compared inside the write-downtime window. Every table was compared
+/// in full before the fence (at matched positions, while the link synced); inside the window only what
+/// changed since is compared again: keys changed on the source or written on the target since, and whole
+/// tables that changed without keys (truncated, no key) or were not found equal before the fence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct WindowCheck {
+    /// Changes decoded since the verification before the fence (source, and the target's own writes).
+    pub changes: u64,
+    /// Rows compared inside the window (by key, and whole tables).
+    pub rows_compared: u64,
+    /// Tables compared whole inside the window, each with why.
+    #[serde(default)]
+    pub whole_tables: Vec<String>,
+    /// Why everything was compared inside the window, when it was (no tracked verification before the
+    /// fence: it did not finish, or the target's writes could not be tracked).
+    #[serde(default)]
+    pub full_reason: Option<String>,
 }
 
 /// One table compared on both sides.

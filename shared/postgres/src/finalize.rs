@@ -15,8 +15,10 @@
 //! a verification is never clean with OIDs pointing at nothing. Objects over 1 GB cannot go through a
 //! single bytea and are reported, not carried. Owners and privileges of large objects are not copied.
 //!
-//! Then the full chunked checksum of every table (`verify::compare_static`), exact because both sides
-//! are static. All of it lies inside the cutover's write downtime; see the `verify` module doc for its cost.
+//! Then the content (`verify::compare_static`), exact because both sides are static: only what changed
+//! since the full verification made before the fence (`verify::before_fence`, tracked by logical slots),
+//! or every table when that verification was not tracked. All of it lies inside the cutover's write
+//! downtime; see the `verify` module doc for its cost.
 use crate::connect::{Server, Session};
 use crate::rules::USER_RELATION;
 use crate::sql::{qualified, quote_literal};

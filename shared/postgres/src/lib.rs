@@ -105,6 +105,17 @@ impl Engine for PostgresEngine {
         scrubbed(plan, observe::observe(plan, now, &self.watches).await)
     }
 
+    async fn prepare_cutover(&self, plan: &LinkPlan) -> Result<Option<Verification>, EngineError> {
+        // Never in the cutover's way: without it, finalize compares everything (slower, as safe).
+        match scrubbed(plan, verify::before_fence(plan).await) {
+            Ok(verification) => Ok(Some(verification)),
+            Err(error) => {
+                tracing::warn!(error = %error.message, "no verification before the fence: finalize compares every row");
+                Ok(None)
+            }
+        }
+    }
+
     async fn fence(&self, plan: &LinkPlan) -> Result<Position, EngineError> {
         // With a pooler, its PAUSE comes first so no transaction is in flight when the fence ends sessions;
         // a failed fence lifts it at once (pooler module doc: the traffic is held one attempt at most).
@@ -118,6 +129,10 @@ impl Engine for PostgresEngine {
 
     async fn unfence(&self, plan: &LinkPlan) -> Result<(), EngineError> {
         scrubbed(plan, cutover::unfence(plan).await)?;
+        // The abandoned cutover's tracking slots would hold the source's WAL until the next cutover.
+        if let Err(error) = scrubbed(plan, verify::stop_tracking(plan).await) {
+            tracing::warn!(error = %error.message, "the verification's tracking slots stay until the next cutover or cancel");
+        }
         // Only once the source takes writes again: clients released earlier would meet a read-only source.
         pooler::scrubbed(plan, pooler::resume(plan).await)
     }
@@ -164,6 +179,10 @@ impl Engine for PostgresEngine {
     }
 
     async fn drop_link(&self, plan: &LinkPlan, drop_target: bool) -> Result<(), EngineError> {
+        // Best effort: the source may be gone; a slot left there holds its WAL, so say so.
+        if let Err(error) = scrubbed(plan, verify::stop_tracking(plan).await) {
+            tracing::warn!(error = %error.message, "could not drop the verification's tracking slots ({link}_vt on each server): drop them by hand", link = plan.link_name());
+        }
         scrubbed(plan, link::drop_link(plan, drop_target).await)?;
         self.watches.forget(&plan.link_name());
         Ok(())

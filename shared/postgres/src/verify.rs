@@ -50,15 +50,17 @@ mod narrow;
 mod read;
 mod scope;
 mod sql;
+mod track;
 
 use crate::connect::{Server, Session};
 use chunks::{Batch, ChunkOutcome};
-use milink_core::migration::{Position, TableCount, Verification, VerifyMethod};
+use milink_core::migration::{Position, TableCount, Verification, VerifyMethod, WindowCheck};
 use milink_core::ports::LinkPlan;
 use milink_core::EngineError;
 use scope::TableSpec;
-use sql::Hashing;
-use std::collections::{BTreeSet, VecDeque};
+use sql::{Hashing, KeyValues};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use track::{Recheck, Tracked};
 use std::sync::atomic::AtomicUsize;
 use std::sync::Mutex;
 
@@ -66,6 +68,9 @@ use std::sync::Mutex;
 const WORKERS: usize = 3;
 /// Chunks per source snapshot while the link syncs (one wait for the link per batch).
 const LIVE_BATCH: usize = 8;
+/// The same for a single integer key, whose chunks one grouped scan sums (`sql::grouped_checksum`):
+/// up to 10 M rows per pair of matched snapshots.
+const LIVE_GROUPED_BATCH: usize = 200;
 
 /// One source and one target session, with the verification's settings.
 pub(super) struct Pair {
@@ -95,15 +100,55 @@ async fn open_pair(source: &Server, target: &Server, database: &str) -> Result<P
 
 /// On demand while the link syncs.
 pub(crate) async fn verify(plan: &LinkPlan) -> Result<Verification, EngineError> {
-    compare(plan, Some(plan.link_name())).await
+    Ok(compare(plan, Some(plan.link_name())).await?.0)
 }
 
-/// Both sides static (after the fence and the drain).
+/// Before the fence, while the link syncs: starts tracking changes (`track`), verifies every table in
+/// full at matched positions, and records which tables it found equal, so the cutover's comparison after
+/// the fence ([`compare_static`]) re-reads only what changed since.
+pub(crate) async fn before_fence(plan: &LinkPlan) -> Result<Verification, EngineError> {
+    let (source, target) = (Server::new("source", &plan.source)?, Server::new("target", &plan.target)?);
+    let pair = open_pair(&source, &target, plan.database.as_str()).await?;
+    let link = plan.link_name();
+    let untracked_target = track::start(&pair.src, &pair.tgt, &link).await?;
+    let (verification, unsettled) = compare(plan, Some(link)).await?;
+    let verified: BTreeMap<String, u64> = verification
+        .tables
+        .iter()
+        .filter(|t| !t.differs() && !unsettled.contains(&t.table))
+        .map(|t| (t.table.clone(), t.source_rows))
+        .collect();
+    track::record(&pair.src, &verified, untracked_target.is_none()).await?;
+    tracing::info!(
+        database = plan.database.as_str(),
+        tables = verification.tables.len(),
+        equal = verified.len(),
+        rows = verification.rows_compared,
+        "verified before the fence"
+    );
+    Ok(verification)
+}
+
+/// Drops what `before_fence` left (after the cutover's comparison, on unfence, on drop_link).
+pub(crate) async fn stop_tracking(plan: &LinkPlan) -> Result<(), EngineError> {
+    let source = Server::new("source", &plan.source)?;
+    let src = source.connect(Some(plan.database.as_str())).await?;
+    let tgt = Server::new("target", &plan.target)?.connect(Some(plan.database.as_str())).await.ok();
+    track::stop(&src, tgt.as_ref(), &plan.link_name()).await
+}
+
+/// Both sides static (after the fence and the drain): only what changed since the verification before
+/// the fence when it was tracked, everything otherwise.
 pub(crate) async fn compare_static(plan: &LinkPlan) -> Result<Verification, EngineError> {
-    compare(plan, None).await
+    let verification = compare(plan, None).await?.0;
+    stop_tracking(plan).await?;
+    Ok(verification)
 }
 
-async fn compare(plan: &LinkPlan, slot: Option<String>) -> Result<Verification, EngineError> {
+/// Key lookups per statement when re-comparing changed keys.
+const KEYS_PER_BATCH: usize = 1_000;
+
+async fn compare(plan: &LinkPlan, slot: Option<String>) -> Result<(Verification, BTreeSet<String>), EngineError> {
     let started_at = chrono::Utc::now();
     let source = Server::new("source", &plan.source)?;
     let target = Server::new("target", &plan.target)?;
@@ -121,16 +166,54 @@ async fn compare(plan: &LinkPlan, slot: Option<String>) -> Result<Verification, 
     };
     let start_positions = positions(&first.src, &link).await?;
     let tables: Vec<TableSpec> = scope.tables.into_iter().filter(|t| !seeding.contains(&t.display_name())).collect();
+    let tracked = match slot {
+        Some(_) => None,
+        None => Some(track::changes(&first.src, &first.tgt, &link, &tables).await?),
+    };
+    let changes = match &tracked {
+        Some(Tracked::Changes(changes)) => Some(changes),
+        _ => None,
+    };
+    let mut window = tracked.as_ref().map(|t| WindowCheck {
+        changes: changes.map_or(0, |c| c.decoded),
+        full_reason: match t {
+            Tracked::Untracked(why) => Some(why.clone()),
+            Tracked::Changes(_) => None,
+        },
+        ..WindowCheck::default()
+    });
     let mut queue = VecDeque::new();
-    let batch_size = if slot.is_some() { LIVE_BATCH } else { 1 };
+    let mut incremental = BTreeMap::new();
     for (index, table) in tables.iter().enumerate() {
+        let batch_size = if sql::integer_key(table) { LIVE_GROUPED_BATCH } else { LIVE_BATCH };
+        let whole = Batch { table: index, first_chunk: 0, ranges: vec![Default::default()], whole: true, keys: None };
         if slot.is_none() {
-            queue.push_back(Batch { table: index, first_chunk: 0, ranges: vec![Default::default()], whole: true });
+            match changes.map(|c| c.recheck(table)) {
+                None => queue.push_back(whole),
+                Some(Some(Recheck::Whole(why))) => {
+                    if let Some(window) = window.as_mut() {
+                        window.whole_tables.push(format!("{} ({why})", table.display_name()));
+                    }
+                    queue.push_back(whole);
+                }
+                Some(recheck) => {
+                    let name = table.display_name();
+                    incremental.insert(index, changes.and_then(|c| c.verified.get(&name).copied()).unwrap_or(0));
+                    let keys: Vec<KeyValues> = match recheck {
+                        Some(Recheck::Keys(keys)) => keys.into_iter().collect(),
+                        _ => Vec::new(),
+                    };
+                    for (n, group) in keys.chunks(KEYS_PER_BATCH).enumerate() {
+                        let keys = Some(group.to_vec());
+                        queue.push_back(Batch { table: index, first_chunk: n, ranges: Vec::new(), whole: false, keys });
+                    }
+                }
+            }
             continue;
         }
         let ranges = chunks::plan(&first.src, table).await?;
         for (n, group) in ranges.chunks(batch_size).enumerate() {
-            queue.push_back(Batch { table: index, first_chunk: n * batch_size, ranges: group.to_vec(), whole: false });
+            queue.push_back(Batch { table: index, first_chunk: n * batch_size, ranges: group.to_vec(), whole: false, keys: None });
         }
     }
     let context = Context {
@@ -141,7 +224,11 @@ async fn compare(plan: &LinkPlan, slot: Option<String>) -> Result<Verification, 
     };
     let outcomes = run_workers(first, &source, &target, database, &context, &tables, queue).await?;
     let end_positions = positions_after(&source, database, &link).await?;
-    let mut verification = assemble(&tables, outcomes, &seeding);
+    let (mut verification, unsettled) = assemble(&tables, outcomes, &seeding, &incremental);
+    if let Some(window) = window.as_mut() {
+        window.rows_compared = verification.rows_compared;
+    }
+    verification.window = window;
     verification.differences = scope.differences;
     verification.started_at = Some(started_at);
     verification.finished_at = Some(chrono::Utc::now());
@@ -155,7 +242,7 @@ async fn compare(plan: &LinkPlan, slot: Option<String>) -> Result<Verification, 
         clean = verification.is_clean(),
         "verified content"
     );
-    Ok(verification)
+    Ok((verification, unsettled))
 }
 
 async fn run_workers(
@@ -185,7 +272,14 @@ async fn run_workers(
     Ok(results.into_iter().flatten().collect())
 }
 
-fn assemble(tables: &[TableSpec], mut outcomes: Vec<ChunkOutcome>, seeding: &BTreeSet<String>) -> Verification {
+/// The report, and the tables that did not settle. A table in `incremental` (found equal before the
+/// fence, compared key by key since) reports its rows from then, moved by the rows found only on one side.
+fn assemble(
+    tables: &[TableSpec],
+    mut outcomes: Vec<ChunkOutcome>,
+    seeding: &BTreeSet<String>,
+    incremental: &BTreeMap<usize, u64>,
+) -> (Verification, BTreeSet<String>) {
     outcomes.sort_by_key(|o| (o.table, o.chunk));
     let mut verification = Verification { method: VerifyMethod::Checksum, complete: true, ..Verification::default() };
     let mut unsettled: Vec<String> = Vec::new();
@@ -203,6 +297,10 @@ fn assemble(tables: &[TableSpec], mut outcomes: Vec<ChunkOutcome>, seeding: &BTr
             unsettled.push(format!("{} ({reason})", table.display_name()));
         }
         verification.rows_compared += count.source_rows;
+        if let Some(&before) = incremental.get(&index) {
+            let moved = count.target_rows as i64 - count.source_rows as i64;
+            (count.source_rows, count.target_rows) = (before, (before as i64 + moved).max(0) as u64);
+        }
         verification.tables.push(count);
     }
     let mut reasons = Vec::new();
@@ -216,7 +314,13 @@ fn assemble(tables: &[TableSpec], mut outcomes: Vec<ChunkOutcome>, seeding: &BTr
         verification.complete = false;
         verification.incomplete_reason = Some(reasons.join("; "));
     }
-    verification
+    let unsettled_tables = tables
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| outcomes.iter().any(|o| o.table == *index && o.unsettled.is_some()))
+        .map(|(_, t)| t.display_name())
+        .collect();
+    (verification, unsettled_tables)
 }
 
 /// Tables whose initial copy has not finished (their rows cannot be compared yet), by root table.

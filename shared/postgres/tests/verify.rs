@@ -204,3 +204,66 @@ async fn a_table_the_link_does_not_carry_is_a_difference() {
     assert!(verification.summary().contains("public.late"), "{}", verification.summary());
     cleanup(&engine, &plan).await;
 }
+
+/// The cutover's window compares only what changed after the full verification before the fence: a row
+/// updated on the source since is compared (and equal), rows written on the target behind the link's back
+/// since are found and named, and nothing else is read again.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_window_compares_only_what_changed_since_the_verification_before_the_fence() {
+    let (engine, plan) = linked("verify_window_", SHOP).await;
+    let database = plan.database.as_str().to_owned();
+    let before = engine.prepare_cutover(&plan).await.expect("prepare").expect("a verification before the fence");
+    assert!(before.is_clean(), "{before:#?}");
+
+    let source = connect(&servers().source_url, &database).await;
+    source
+        .batch_execute(
+            "UPDATE items SET price = price + 1 WHERE id IN (3, 4);
+             UPDATE pairs SET code = 'z' WHERE shop = 1 AND code = 'a';
+             INSERT INTO big VALUES (150001, 'new');
+             UPDATE measures SET value = 0 WHERE device = 10;
+             UPDATE kinds SET tz = tz + interval '1 s' WHERE id = md5('7')::uuid;",
+        )
+        .await
+        .unwrap();
+    let target = connect(&servers().target_url, &database).await;
+    target
+        .batch_execute(
+            "UPDATE items SET name = 'tampered' WHERE id = 42;
+             DELETE FROM big WHERE id = 75000;",
+        )
+        .await
+        .unwrap();
+    let position = engine.fence(&plan).await.expect("fence");
+    drain(&engine, &plan, position).await;
+    let finalized = engine.finalize(&plan).await.expect("finalize");
+    let window = finalized.window.clone().expect("a window report");
+    assert_eq!(window.full_reason, None, "{finalized:#?}");
+    assert!(window.whole_tables.is_empty(), "{window:?}");
+    assert!(window.changes >= 8, "source and target changes decoded: {window:?}");
+    assert!(finalized.rows_compared <= 10, "only the changed keys were read again: {finalized:#?}");
+    assert!(!finalized.is_clean());
+    assert_eq!(keys(table(&finalized, "public.items")), ["(42)"], "{finalized:#?}");
+    let big = table(&finalized, "public.big");
+    assert_eq!(keys(big), ["(75000)"]);
+    assert_eq!((big.source_rows, big.target_rows), (150000, 149999), "rows as verified before the fence, moved by the difference");
+    for name in ["public.pairs", "public.measures", "public.kinds", "public.notes"] {
+        assert!(!table(&finalized, name).differs(), "{name}: {finalized:#?}");
+    }
+    assert!(finalized.complete);
+    // The fence ended the sessions that were open.
+    let slots: i64 = connect(&servers().source_url, &database)
+        .await
+        .query_one("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", &[&format!("{}_vt", plan.link_name())])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(slots, 0, "the tracking slot is dropped after the cutover's comparison");
+
+    // Without a verification before the fence (here: its slots gone), the window compares everything.
+    let full = engine.finalize(&plan).await.expect("finalize again");
+    assert!(full.window.as_ref().is_some_and(|w| w.full_reason.is_some()), "{full:#?}");
+    assert_eq!(keys(table(&full, "public.items")), ["(42)"]);
+    assert!(full.rows_compared > 150000);
+    cleanup(&engine, &plan).await;
+}

@@ -83,6 +83,9 @@ pub(super) struct Batch {
     /// The whole table as one range, cut into chunks only if it differs: when both sides are static
     /// and equal, as they should be at cutover, one sequential (parallel) scan per side is the cheapest.
     pub(super) whole: bool,
+    /// Instead of ranges, these keys (static only: inside the cutover's window, the keys changed since
+    /// the verification before the fence).
+    pub(super) keys: Option<Vec<KeyValues>>,
 }
 
 /// Rounds of re-reading a whole keyless table that differs while the source keeps changing.
@@ -99,6 +102,10 @@ pub(super) async fn compare_batch(pair: &Pair, context: &Context, tables: &[Tabl
         differing: Vec::new(),
         unsettled: None,
     };
+    if let Some(keys) = &batch.keys {
+        let (source_rows, target_rows, differing) = compare_keys(pair, context, batch.table, table, keys).await?;
+        return Ok(vec![ChunkOutcome { differing, ..outcome(0, source_rows, target_rows) }]);
+    }
     // Checksums, and the descent into every differing chunk, in one pair of matched snapshots when live.
     let work = async {
         let (sources, targets) = narrow::checksums(pair, context, table, &batch.ranges).await?;
@@ -119,7 +126,7 @@ pub(super) async fn compare_batch(pair: &Pair, context: &Context, tables: &[Tabl
         return Ok((0..batch.ranges.len()).map(|n| ChunkOutcome { unsettled: Some(LAG), ..outcome(n, 0, 0) }).collect());
     };
     if batch.whole && keyed && sources[0] != targets[0] {
-        let chunks = Batch { table: batch.table, first_chunk: 0, ranges: plan(&pair.src, table).await?, whole: false };
+        let chunks = Batch { table: batch.table, first_chunk: 0, ranges: plan(&pair.src, table).await?, whole: false, keys: None };
         return Box::pin(compare_batch(pair, context, tables, chunks)).await;
     }
     let mut out = Vec::with_capacity(batch.ranges.len());
@@ -139,6 +146,29 @@ pub(super) async fn compare_batch(pair: &Pair, context: &Context, tables: &[Tabl
     }
     out.sort_by_key(|o| o.chunk);
     Ok(out)
+}
+
+/// Both sides' rows of `keys` (static sides), compared by row hash: (source rows, target rows, the
+/// differing keys). Rows are paired by the key text each side returns, never by the text looked up, so
+/// a key whose text form differs from the stream's (a `char(n)` key's padding) is still compared.
+async fn compare_keys(
+    pair: &Pair,
+    context: &Context,
+    index: usize,
+    table: &TableSpec,
+    keys: &[KeyValues],
+) -> Result<(u64, u64, Vec<DifferingRange>), EngineError> {
+    let (source, target) = tokio::try_join!(
+        read::rows_by_key(&pair.src, table, keys, context.hashing),
+        read::rows_by_key(&pair.tgt, table, keys, context.hashing)
+    )?;
+    let found: std::collections::BTreeSet<&KeyValues> = source.keys().chain(target.keys()).collect();
+    let entries: Vec<narrow::Entry> = found
+        .into_iter()
+        .map(|key| narrow::Entry { key: key.clone(), source: source.get(key).copied(), target: target.get(key).copied() })
+        .collect();
+    let narrowed = narrow::report(context, index, table, &entries);
+    Ok((source.len() as u64, target.len() as u64, narrowed.ranges))
 }
 
 /// A table without a key differs as a whole: reported without keys once proven (static, or, live, the

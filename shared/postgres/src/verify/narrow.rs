@@ -234,7 +234,7 @@ pub(super) fn merge(source: RowHashes, target: RowHashes) -> Vec<Entry> {
 }
 
 /// The differing range of one compared leaf, its keys listed within the table's allowance.
-fn report(context: &Context, index: usize, table: &TableSpec, entries: &[Entry]) -> Narrowed {
+pub(super) fn report(context: &Context, index: usize, table: &TableSpec, entries: &[Entry]) -> Narrowed {
     let differing: Vec<usize> = (0..entries.len()).filter(|&n| entries[n].differs()).collect();
     let row_delta = differing.iter().map(|&n| i64::from(entries[n].target.is_some()) - i64::from(entries[n].source.is_some())).sum();
     let (Some(&first), Some(&last)) = (differing.first(), differing.last()) else {

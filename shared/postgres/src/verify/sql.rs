@@ -116,6 +116,39 @@ pub(super) fn checksum(table: &TableSpec, range: &KeyRange, hashing: Hashing) ->
     )
 }
 
+/// The checksums of several contiguous ranges of a single integer key in one statement: `(bucket,
+/// count, sum as text)` per non-empty range, `bucket` being the range's index. One scan of the span the
+/// ranges cover instead of one index range scan per range; big enough for the planner's parallel
+/// sequential scan and JIT, which halve the cost per row against 50k-row range scans. The interior
+/// boundaries must be evenly spaced (two ranges always are), so a range's index is arithmetic; None
+/// otherwise (composite or non-integer key, uneven boundaries, a single range).
+pub(super) fn grouped_checksum(table: &TableSpec, ranges: &[KeyRange], hashing: Hashing) -> Option<String> {
+    if ranges.len() < 2 || !integer_key(table) {
+        return None;
+    }
+    let bound = |values: &Option<KeyValues>| values.as_ref().and_then(|v| v.first()).and_then(|v| v.parse::<i64>().ok());
+    let interior: Vec<i64> = ranges[..ranges.len() - 1].iter().map(|r| bound(&r.upper)).collect::<Option<_>>()?;
+    let contiguous = ranges.windows(2).all(|w| w[0].upper == w[1].lower);
+    let widths: Vec<i128> = interior.windows(2).map(|w| i128::from(w[1]) - i128::from(w[0])).collect();
+    let width = widths.first().copied().unwrap_or(1);
+    if !contiguous || width < 1 || widths.iter().any(|w| *w != width) {
+        return None;
+    }
+    let (first, last) = (interior[0], interior[interior.len() - 1]);
+    let key = format!("{}::int8", quote_ident(&table.key[0].name));
+    let bucket = format!(
+        "CASE WHEN {key} < {first} THEN 0 WHEN {key} >= {last} THEN {} ELSE ({key} - {first}) / {width} + 1 END",
+        ranges.len() - 1
+    );
+    let span = KeyRange { lower: ranges[0].lower.clone(), upper: ranges[ranges.len() - 1].upper.clone() };
+    Some(format!(
+        "SELECT bucket::int4, count(*), coalesce(sum(h), 0)::text FROM (SELECT {bucket} AS bucket, {} AS h FROM {} WHERE {}) s GROUP BY bucket",
+        row_hash(table, hashing),
+        relation(table),
+        range_predicate(table, &span)
+    ))
+}
+
 /// Every row of a range as (key values, row hash), in key order.
 pub(super) fn row_hashes(table: &TableSpec, range: &KeyRange, hashing: Hashing) -> String {
     format!(
@@ -231,6 +264,26 @@ mod tests {
         assert!(sql.contains("(\"id\", \"tag\") >= (CAST('1' AS integer), CAST('a''b' AS text))"), "{sql}");
         let text = checksum(&table(), &KeyRange::default(), Hashing::Text);
         assert!(text.contains("hashtextextended(ROW(\"doc\", \"id\", \"tag\")::text, 0)") && text.ends_with("WHERE true"), "{text}");
+    }
+
+    #[test]
+    fn contiguous_even_integer_ranges_are_summed_in_one_grouped_statement() {
+        let mut spec = table();
+        spec.key.truncate(1);
+        let range = |lower: Option<&str>, upper: Option<&str>| KeyRange {
+            lower: lower.map(|v| vec![v.to_string()]),
+            upper: upper.map(|v| vec![v.to_string()]),
+        };
+        let even = [range(None, Some("10")), range(Some("10"), Some("20")), range(Some("20"), Some("30")), range(Some("30"), None)];
+        let sql = grouped_checksum(&spec, &even, Hashing::Columns).expect("grouped");
+        assert!(sql.contains("CASE WHEN \"id\"::int8 < 10 THEN 0 WHEN \"id\"::int8 >= 30 THEN 3 ELSE (\"id\"::int8 - 10) / 10 + 1 END"), "{sql}");
+        assert!(sql.ends_with("WHERE true) s GROUP BY bucket"), "{sql}");
+        let halves = [range(Some("5"), Some("7")), range(Some("7"), Some("9"))];
+        let sql = grouped_checksum(&spec, &halves, Hashing::Columns).expect("two ranges");
+        assert!(sql.contains("\"id\" >= (CAST('5' AS integer)) AND (\"id\") < (CAST('9' AS integer))"), "{sql}");
+        let uneven = [range(None, Some("10")), range(Some("10"), Some("25")), range(Some("25"), Some("30")), range(Some("30"), None)];
+        assert_eq!(grouped_checksum(&spec, &uneven, Hashing::Columns), None);
+        assert_eq!(grouped_checksum(&table(), &even, Hashing::Columns), None, "composite key");
     }
 
     #[test]

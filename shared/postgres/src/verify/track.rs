@@ -1,0 +1,464 @@
+//! What changed after the verification before the fence, so the cutover's window compares only that.
+//!
+//! Before the fence (`start`), a logical slot with the `test_decoding` plugin is created on the source
+//! and, where the target allows it, one on the target; only then does the full verification take its
+//! snapshots, so every commit a snapshot of it did not see comes after the slots' consistent points and
+//! is decoded. When that verification ends, `record` writes its outcome into the source's WAL itself (a
+//! transactional logical message, flushed: the tables it found equal, with their rows). After the fence
+//! and the drain, `changes` peeks both slots: the source's stream up to the fence holds every key
+//! changed on the source since the verification's snapshots, and the message; the target's, decoded
+//! with `only-local`, holds every row written on the target by anything but the link's apply worker
+//! (an application writing to the target during sync, a hand fix). A table is then re-compared in the
+//! window: not at all when neither stream touched it and the verification found it equal; key by key
+//! for the keys either stream names; whole when it was truncated, has no key, changed without keys, or
+//! was not found equal before the fence. So the window's cost follows the writes since the
+//! verification, not the size of the data.
+//!
+//! Falls back to the full comparison (never to less) when anything is missing: no slot (a crash, an
+//! older milink, a target that refused a slot: `wal_level` below logical, no REPLICATION role), or no
+//! message (the verification did not finish). The slots are dropped after the cutover's comparison, by
+//! unfence and by drop_link; until then they hold the source's WAL since the verification began.
+//!
+//! Parsing follows test_decoding's output: `table <schema>.<name>: <ACTION>: <column>[<type>]:<value> ...`
+//! with identifiers quoted as `quote_identifier` does and values as SQL literals (numbers and booleans
+//! bare), `null`, or `unchanged-toast-datum`. Partitions are decoded under their own names and mapped to
+//! their root, the table a verification compares.
+use super::scope::TableSpec;
+use super::sql::KeyValues;
+use crate::connect::{writable, Session};
+use milink_core::EngineError;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// The message's prefix in the source's WAL.
+const PREFIX: &str = "milink_verified";
+/// Keys of one table past which the window compares the table whole instead (cheaper by then).
+const MAX_KEYS_PER_TABLE: usize = 200_000;
+
+/// The tracking slot's name (on both servers): the link's name with a suffix.
+pub(super) fn slot_name(link: &str) -> String {
+    format!("{link}_vt")
+}
+
+/// What re-comparing a table in the window takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Recheck {
+    /// These keys only.
+    Keys(BTreeSet<KeyValues>),
+    /// The whole table.
+    Whole(&'static str),
+}
+
+/// What changed since the verification before the fence, per table (display name); tables absent
+/// from `changed` and present in `verified` are equal without another read.
+#[derive(Debug, Default)]
+pub(super) struct Changes {
+    /// Tables found equal before the fence, with their rows then.
+    pub(super) verified: BTreeMap<String, u64>,
+    pub(super) changed: HashMap<String, Recheck>,
+    /// Changes decoded (both streams), for the log and the report.
+    pub(super) decoded: u64,
+}
+
+impl Changes {
+    /// What table `table` needs in the window; None when nothing.
+    pub(super) fn recheck(&self, table: &TableSpec) -> Option<Recheck> {
+        let name = table.display_name();
+        if let Some(Recheck::Whole(why)) = self.changed.get("") {
+            return Some(Recheck::Whole(why));
+        }
+        if !self.verified.contains_key(&name) {
+            return Some(Recheck::Whole("not found equal before the fence"));
+        }
+        match self.changed.get(&name) {
+            Some(Recheck::Keys(_)) if table.key.is_empty() => Some(Recheck::Whole("no key")),
+            other => other.cloned(),
+        }
+    }
+}
+
+async fn drop_slot(session: &Session, slot: &str) -> Result<(), EngineError> {
+    session
+        .rows(
+            "dropping the verification's tracking slot",
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active",
+            &[&slot],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Drops the tracking slots on both sides (each if present).
+pub(super) async fn stop(src: &Session, tgt: Option<&Session>, link: &str) -> Result<(), EngineError> {
+    let slot = slot_name(link);
+    drop_slot(src, &slot).await?;
+    if let Some(tgt) = tgt {
+        drop_slot(tgt, &slot).await?;
+    }
+    Ok(())
+}
+
+/// Creates the tracking slots (after dropping older ones of this link). The source's is required; the
+/// target's is not: without it the target is not tracked, which `changes` turns into a full comparison.
+/// Returns why the target is not tracked, if it is not.
+pub(super) async fn start(src: &Session, tgt: &Session, link: &str) -> Result<Option<String>, EngineError> {
+    let slot = slot_name(link);
+    stop(src, Some(tgt), link).await?;
+    writable(src).await?;
+    src.row(
+        "creating the verification's tracking slot on the source",
+        "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'test_decoding')",
+        &[&slot],
+    )
+    .await?;
+    let on_target = tgt
+        .row(
+            "creating the verification's tracking slot on the target",
+            "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'test_decoding')",
+            &[&slot],
+        )
+        .await;
+    Ok(on_target.err().map(|e| {
+        tracing::warn!(error = %e.message, "the target's writes cannot be tracked: the cutover compares every row in its window");
+        e.message
+    }))
+}
+
+/// Writes the verification's outcome into the source's WAL, flushed (synchronous commit), so `changes`
+/// finds it in the slot's stream: `v1 target=<0|1>` then, per table found equal, `<rows> <bytes>:<name>`.
+pub(super) async fn record(src: &Session, verified: &BTreeMap<String, u64>, target_tracked: bool) -> Result<(), EngineError> {
+    let mut content = format!("v1 target={}\n", u8::from(target_tracked));
+    for (name, rows) in verified {
+        content.push_str(&format!("{rows} {}:{name}\n", name.len()));
+    }
+    writable(src).await?;
+    src.run("flushing the verification's record", "SET synchronous_commit = on").await?;
+    src.row("recording the verification in the source's WAL", "SELECT pg_logical_emit_message(true, $1, $2)::text", &[&PREFIX, &content])
+        .await?;
+    Ok(())
+}
+
+fn parse_record(content: &str) -> Option<(bool, BTreeMap<String, u64>)> {
+    let (head, mut rest) = content.split_once('\n')?;
+    let target = match head {
+        "v1 target=1" => true,
+        "v1 target=0" => false,
+        _ => return None,
+    };
+    let mut verified = BTreeMap::new();
+    while !rest.is_empty() {
+        let (rows, after) = rest.split_once(' ')?;
+        let (length, after) = after.split_once(':')?;
+        let length: usize = length.parse().ok()?;
+        let name = after.get(..length)?;
+        verified.insert(name.to_owned(), rows.parse().ok()?);
+        rest = after.get(length..)?.strip_prefix('\n')?;
+    }
+    Some((target, verified))
+}
+
+/// Partition (schema, name) → its root's display name, on one side.
+async fn partition_roots(session: &Session) -> Result<HashMap<(String, String), String>, EngineError> {
+    let rows = session
+        .rows(
+            "mapping partitions to their root",
+            "SELECT n.nspname::text, c.relname::text, rn.nspname || '.' || r.relname
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             JOIN pg_class r ON r.oid = pg_partition_root(c.oid) JOIN pg_namespace rn ON rn.oid = r.relnamespace
+             WHERE c.relispartition",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| ((r.get(0), r.get(1)), r.get(2))).collect())
+}
+
+/// Why the window must compare everything, or what changed.
+pub(super) enum Tracked {
+    Changes(Changes),
+    Untracked(String),
+}
+
+/// Reads both streams (peeking: a repeated finalize reads them again) up to their ends; the source is
+/// fenced and drained, so its stream ends past the fence.
+pub(super) async fn changes(src: &Session, tgt: &Session, link: &str, tables: &[TableSpec]) -> Result<Tracked, EngineError> {
+    let slot = slot_name(link);
+    let exists = "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database() AND plugin = 'test_decoding'";
+    let on_source: i64 = src.row("looking for the tracking slot", exists, &[&slot]).await?.get(0);
+    if on_source == 0 {
+        return Ok(Tracked::Untracked("no verification before the fence was tracked".into()));
+    }
+    let peek = |local: bool| {
+        format!(
+            "SELECT data FROM pg_logical_slot_peek_changes($1, NULL, NULL, 'skip-empty-xacts', '1', 'include-xids', '0'{})",
+            if local { ", 'only-local', '1'" } else { "" }
+        )
+    };
+    let keys: HashMap<String, &TableSpec> = tables.iter().map(|t| (t.display_name(), t)).collect();
+    let mut changes = Changes::default();
+    let source_roots = partition_roots(src).await?;
+    let mut record = None;
+    for row in src.rows("reading the source's changes since the verification", &peek(false), &[&slot]).await? {
+        let line: String = row.get(0);
+        if let Some(content) = line.strip_prefix(&format!("message: transactional: 1 prefix: {PREFIX}, sz: ")) {
+            record = content.split_once(" content:").and_then(|(_, c)| parse_record(c));
+            continue;
+        }
+        changes.decoded += note(&mut changes.changed, &line, &keys, &source_roots);
+    }
+    let Some((target_tracked, verified)) = record else {
+        return Ok(Tracked::Untracked("the verification before the fence did not finish".into()));
+    };
+    let on_target: i64 = tgt.row("looking for the tracking slot", exists, &[&slot]).await?.get(0);
+    if !target_tracked || on_target == 0 {
+        return Ok(Tracked::Untracked("writes on the target were not tracked".into()));
+    }
+    let target_roots = partition_roots(tgt).await?;
+    for row in tgt.rows("reading the target's own writes since the verification", &peek(true), &[&slot]).await? {
+        changes.decoded += note(&mut changes.changed, &row.get::<_, String>(0), &keys, &target_roots);
+    }
+    changes.verified = verified;
+    Ok(Tracked::Changes(changes))
+}
+
+/// Notes what one decoded line changed; returns 1 for a change, 0 for anything else.
+fn note(changed: &mut HashMap<String, Recheck>, line: &str, tables: &HashMap<String, &TableSpec>, roots: &HashMap<(String, String), String>) -> u64 {
+    let Some(rest) = line.strip_prefix("table ") else { return 0 };
+    let mut cursor = Cursor { text: rest };
+    let mut names = Vec::new();
+    loop {
+        let Some(schema) = cursor.identifier() else { return whole_unknown(changed, line) };
+        if !cursor.eat(".") {
+            return whole_unknown(changed, line);
+        }
+        let Some(name) = cursor.identifier() else { return whole_unknown(changed, line) };
+        names.push(roots.get(&(schema.clone(), name.clone())).cloned().unwrap_or(format!("{schema}.{name}")));
+        if !cursor.eat(", ") {
+            break;
+        }
+    }
+    if !cursor.eat(": ") {
+        return whole_unknown(changed, line);
+    }
+    let action = cursor.until(": ");
+    if action == "TRUNCATE" || names.len() != 1 {
+        for name in names {
+            changed.insert(name, Recheck::Whole("truncated since the verification"));
+        }
+        return 1;
+    }
+    let name = names.remove(0);
+    let Some(table) = tables.get(&name) else { return 1 };
+    let entry = changed.entry(name).or_insert_with(|| Recheck::Keys(BTreeSet::new()));
+    let Recheck::Keys(keys) = entry else { return 1 };
+    if table.key.is_empty() {
+        *entry = Recheck::Whole("no key");
+        return 1;
+    }
+    // An UPDATE that changed the key names the old key first ("old-key: ... new-tuple: ..."): both count.
+    let mut tuples = Vec::new();
+    if cursor.eat("old-key: ") {
+        tuples.push(cursor.columns(Some("new-tuple: ")));
+        cursor.eat("new-tuple: ");
+    }
+    tuples.push(cursor.columns(None));
+    for tuple in tuples {
+        let key: Option<KeyValues> = tuple.and_then(|columns| {
+            table.key.iter().map(|k| columns.iter().find(|(name, _)| *name == k.name).and_then(|(_, v)| v.clone())).collect()
+        });
+        match key {
+            Some(key) => {
+                keys.insert(key);
+            }
+            None => {
+                *entry = Recheck::Whole("changed without its key in the stream");
+                return 1;
+            }
+        }
+    }
+    if keys.len() > MAX_KEYS_PER_TABLE {
+        *entry = Recheck::Whole("many rows changed since the verification");
+    }
+    1
+}
+
+/// A line that could not be parsed: nothing to attach it to, so it makes the comparison whole.
+fn whole_unknown(changed: &mut HashMap<String, Recheck>, line: &str) -> u64 {
+    tracing::warn!(line = %line.chars().take(200).collect::<String>(), "unparsed change in the tracking stream");
+    changed.insert(String::new(), Recheck::Whole("a change that could not be read"));
+    1
+}
+
+/// Reading test_decoding's output.
+struct Cursor<'a> {
+    text: &'a str,
+}
+
+impl<'a> Cursor<'a> {
+    fn eat(&mut self, token: &str) -> bool {
+        match self.text.strip_prefix(token) {
+            Some(rest) => {
+                self.text = rest;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn until(&mut self, token: &str) -> &'a str {
+        let (head, rest) = self.text.split_once(token).unwrap_or((self.text, ""));
+        self.text = rest;
+        head
+    }
+
+    /// An identifier as `quote_identifier` prints it: bare, or in double quotes with `""` for `"`.
+    fn identifier(&mut self) -> Option<String> {
+        if let Some(rest) = self.text.strip_prefix('"') {
+            let (value, after) = quoted(rest, '"')?;
+            self.text = after;
+            return Some(value);
+        }
+        let end = self.text.find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$')).unwrap_or(self.text.len());
+        if end == 0 {
+            return None;
+        }
+        let (value, after) = self.text.split_at(end);
+        self.text = after;
+        Some(value.to_owned())
+    }
+
+    /// `name[type]:value` separated by spaces, up to `stop` or the end; a value of None is `null` or an
+    /// unchanged TOAST value (not its text). None when the tuple cannot be read (or has no data).
+    fn columns(&mut self, stop: Option<&str>) -> Option<Vec<(String, Option<String>)>> {
+        let mut out = Vec::new();
+        loop {
+            if self.text.is_empty() || stop.is_some_and(|s| self.text.starts_with(s)) {
+                return Some(out);
+            }
+            if self.text.starts_with("(no-tuple-data)") {
+                return None;
+            }
+            let name = self.identifier()?;
+            // The type's name may itself hold brackets (`integer[]`): it ends at the first "]:".
+            let (_, after) = self.text.strip_prefix('[')?.split_once("]:")?;
+            self.text = after;
+            let value = if let Some(rest) = self.text.strip_prefix('\'') {
+                let (value, after) = quoted(rest, '\'')?;
+                self.text = after;
+                Some(value)
+            } else if let Some(rest) = self.text.strip_prefix("B'") {
+                let (value, after) = quoted(rest, '\'')?;
+                self.text = after;
+                Some(value)
+            } else {
+                let end = self.text.find(' ').unwrap_or(self.text.len());
+                let (bare, after) = self.text.split_at(end);
+                self.text = after;
+                match bare {
+                    "null" | "unchanged-toast-datum" => None,
+                    "true" => Some("true".into()),
+                    "false" => Some("false".into()),
+                    number => Some(number.to_owned()),
+                }
+            };
+            out.push((name, value));
+            self.eat(" ");
+        }
+    }
+}
+
+/// The text up to the closing `quote` (a doubled quote is one), and what follows it.
+fn quoted(text: &str, quote: char) -> Option<(String, &str)> {
+    let mut value = String::new();
+    let mut chars = text.char_indices().peekable();
+    while let Some((at, c)) = chars.next() {
+        if c == quote {
+            if chars.peek().is_some_and(|(_, next)| *next == quote) {
+                chars.next();
+                value.push(quote);
+                continue;
+            }
+            return Some((value, &text[at + c.len_utf8()..]));
+        }
+        value.push(c);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::scope::Column;
+    use super::*;
+
+    fn column(name: &str) -> Column {
+        Column { name: name.into(), type_sql: "text".into(), hash_function: None, numeric: false }
+    }
+
+    fn spec(schema: &str, name: &str, key: &[&str]) -> TableSpec {
+        TableSpec {
+            schema: schema.into(),
+            name: name.into(),
+            partitioned: false,
+            columns: key.iter().map(|k| column(k)).collect(),
+            key: key.iter().map(|k| column(k)).collect(),
+            estimated_rows: 0.0,
+        }
+    }
+
+    fn decode(lines: &[&str], tables: &[TableSpec]) -> HashMap<String, Recheck> {
+        let by_name: HashMap<String, &TableSpec> = tables.iter().map(|t| (t.display_name(), t)).collect();
+        let roots = HashMap::from([(("public".to_string(), "m_2024".to_string()), "public.m".to_string())]);
+        let mut changed = HashMap::new();
+        for line in lines {
+            note(&mut changed, line, &by_name, &roots);
+        }
+        changed
+    }
+
+    fn keys(list: &[&[&str]]) -> Recheck {
+        Recheck::Keys(list.iter().map(|k| k.iter().map(|v| v.to_string()).collect()).collect())
+    }
+
+    #[test]
+    fn test_decoding_lines_name_the_changed_keys_old_and_new() {
+        let odd = spec("public", "Odd \"t\"", &["a", "b c"]);
+        let changed = decode(
+            &[
+                r#"table public."Odd ""t""": INSERT: a[integer]:1 "b c"[text]:'x''y z' d[text]:'q'"#,
+                r#"table public."Odd ""t""": UPDATE: old-key: a[integer]:1 "b c"[text]:'x''y z' new-tuple: a[integer]:2 "b c"[text]:'x''y z' d[text]:null"#,
+                r#"table public."Odd ""t""": DELETE: a[integer]:7 "b c"[text]:'w'"#,
+                "BEGIN",
+                "COMMIT",
+            ],
+            &[odd],
+        );
+        assert_eq!(changed["public.Odd \"t\""], keys(&[&["1", "x'y z"], &["2", "x'y z"], &["7", "w"]]));
+    }
+
+    #[test]
+    fn truncates_unreadable_lines_and_partitions_are_handled() {
+        let tables = [spec("public", "p", &["id"]), spec("public", "m", &["id"]), spec("public", "q", &["id"])];
+        let changed = decode(
+            &[
+                "table public.p, public.q: TRUNCATE: (no-flags)",
+                "table public.m_2024: UPDATE: id[integer]:5 tags[text[]]:'{a,b}'",
+                "table public.q: DELETE: (no-tuple-data)",
+            ],
+            &tables,
+        );
+        assert!(matches!(changed["public.p"], Recheck::Whole(_)));
+        assert!(matches!(changed["public.q"], Recheck::Whole(_)));
+        assert_eq!(changed["public.m"], keys(&[&["5"]]));
+        let unreadable = decode(&["table ???"], &tables);
+        assert!(matches!(unreadable[""], Recheck::Whole(_)));
+    }
+
+    #[test]
+    fn the_record_round_trips_names_with_any_characters() {
+        let verified = BTreeMap::from([("public.a b\nc".to_string(), 3), ("s.t".to_string(), 0)]);
+        let mut content = "v1 target=1\n".to_string();
+        for (name, rows) in &verified {
+            content.push_str(&format!("{rows} {}:{name}\n", name.len()));
+        }
+        assert_eq!(parse_record(&content), Some((true, verified)));
+        assert_eq!(parse_record("v2 target=1\n"), None);
+    }
+}
