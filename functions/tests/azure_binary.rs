@@ -143,3 +143,66 @@ async fn milink_functions_answers_the_probe_while_storage_is_unreachable() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Issue 15, Azure item 6: an API request sent chunked (`Transfer-Encoding: chunked`, no Content-Length)
+/// must reach the API with its body. In the Data/Metadata protocol the host leaves such a body out of
+/// `Data.req` (it copies one only when Content-Length > 0), so host.json proxies HTTP functions
+/// (`enableProxyingHttpRequest`) and the real binary answers the proxied request at its own path; a request
+/// that still comes as `Data.req` without its chunked body is refused with 411 instead of running on nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chunked_api_request_reaches_the_api_with_its_body() {
+    let prefix: String = format!("chk{}", uuid::Uuid::new_v4().simple()).chars().take(20).collect();
+    let app_root = tempfile::tempdir().unwrap();
+    std::fs::write(
+        app_root.path().join("milink.toml"),
+        "[connections.pg-from-file]\nengine = \"postgres\"\nurl = \"postgresql://milink@127.0.0.1:1/postgres\"\n",
+    )
+    .unwrap();
+    let bus = bus::BusDouble::default();
+    let namespace = bus.serve().await;
+    let port = free_port();
+    let mut child = Command::new(milink_e2e::milink::binary())
+        .arg("functions")
+        .current_dir(app_root.path())
+        .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+        .env("FUNCTIONS_APP_ROOT_PATH", app_root.path())
+        .env("MILINK_STORAGE_ACCOUNT", "devstoreaccount1")
+        .env("MILINK_STORAGE_KEY", AZURITE_KEY)
+        .env("MILINK_TABLE_ENDPOINT", azurite_endpoint())
+        .env("MILINK_TABLE_PREFIX", &prefix)
+        .env("MILINK_SERVICEBUS_URL", &namespace)
+        .env("MILINK_SERVICEBUS_KEY_NAME", bus::KEY_NAME)
+        .env("MILINK_SERVICEBUS_KEY", bus::KEY)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the milink binary starts");
+    let host = HostDouble::new(format!("http://127.0.0.1:{port}"));
+    host.wait_ready().await;
+
+    // The body is read: the API names the unknown connection, and a known one is accepted.
+    let (status, body) = host.http_chunked("POST", "/api/assessments", &json!({ "connection": "nowhere" })).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("unknown_connection")), "{body}");
+    let (status, body) = host.http_chunked("POST", "/api/assessments", &json!({ "connection": "pg-from-file" })).await;
+    assert_eq!(status, 202, "{body}");
+    let (accepted, _, rejected) = bus.stats();
+    assert_eq!((accepted, rejected.len()), (1, 0), "{rejected:?}");
+
+    // The same request in the `req` shape, as a host without proxying sends it: no Body, the caller's
+    // Transfer-Encoding among the headers. 411, not a route run on an empty body.
+    let headers = json!({ "Content-Type": ["application/json"], "Transfer-Encoding": ["chunked"], "Host": ["localhost:7071"] });
+    let request = json!({
+        "Url": "http://localhost:7071/api/assessments", "Method": "POST", "Query": {}, "Headers": headers, "Identities": [],
+    });
+    let payload = json!({ "Data": { "req": request }, "Metadata": { "Query": {}, "Headers": headers } });
+    match host.invoke("Assessments", &payload).await {
+        azure_support::host::Outcome::Succeeded(result) => {
+            let res = &result["Outputs"]["res"];
+            assert_eq!(res["statusCode"], "411", "{result}");
+            assert!(res["body"].as_str().unwrap().contains("Content-Length"), "{result}");
+        }
+        azure_support::host::Outcome::Failed(reason) => panic!("the Assessments function failed: {reason}"),
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -49,7 +49,10 @@ fn host_json_is_valid_and_runs_the_milink_binary_as_custom_handler() {
     let handler = &host["customHandler"];
     assert_eq!(handler["description"]["defaultExecutablePath"], "milink", "package-functions.sh ships the binary as `milink`");
     assert_eq!(handler["description"]["arguments"], serde_json::json!(["functions"]));
-    assert_eq!(handler["enableForwardingHttpRequest"], false, "HTTP functions use the Data/Metadata protocol");
+    assert_eq!(handler["enableForwardingHttpRequest"], false, "the legacy forwarding drops chunked bodies too (ToHttpRequestMessage)");
+    // Issue 15, Azure item 6: in the Data/Metadata protocol the host drops the body of a chunked request;
+    // proxied, the request reaches the handler as it came.
+    assert_eq!(handler["enableProxyingHttpRequest"], true, "HTTP functions are proxied, so a chunked body arrives");
     assert_eq!(host["extensions"]["http"]["routePrefix"], "api", "the API's routes live under /api");
     // A step may run as long as the function timeout; the session lock must be renewed that long, or
     // Service Bus hands the message to another instance while the first still runs it.

@@ -4,8 +4,11 @@
 //! The host starts our binary, waits until `GET /` answers (any status counts), then POSTs each
 //! invocation to `/{FunctionName}` with `{Data, Metadata}` and expects `{Outputs, Logs, ReturnValue}` as
 //! `application/json` (reference/functions-host.md). Every function is listed once in [`catalog`]:
-//! - **HTTP** functions rebuild the request from `Data.req` and run it through [`crate::api::app`], so the
-//!   routes, bodies and errors are the embedded host's; the response goes back as the `res` output.
+//! - **HTTP** functions run through [`crate::api::app`], so the routes, bodies and errors are the embedded
+//!   host's. host.json turns on `enableProxyingHttpRequest`: the host forwards the caller's request to its
+//!   own path under `/api` (any path the routes below do not take) with its body streamed, chunked or not,
+//!   and returns our response as is. Without proxying the request is rebuilt from `Data.req` and the
+//!   response goes back as the `res` output; that way the host drops a chunked body ([`http`]).
 //! - **Queue** functions decode the envelope (double-encoded JSON string, tolerant of every shape the host
 //!   uses) and call [`crate::handlers::handle`]. A transient failure is retried by sending the same
 //!   envelope again with a scheduled enqueue time (backoff) instead of failing the invocation, because an
@@ -78,9 +81,14 @@ impl AzureHost {
     }
 }
 
-/// The custom handler's router: the readiness probe and one POST route per function.
+/// The custom handler's router: the readiness probe, one POST route per function (`/{FunctionName}`), and
+/// every other path for the requests the host proxies (`/api/...`).
 pub fn router(host: AzureHost) -> Router {
-    Router::new().route("/", get(ready)).route("/{function}", post(invoke)).with_state(host)
+    Router::new().route("/", get(ready)).route("/{function}", post(invoke)).fallback(proxied).with_state(host)
+}
+
+async fn proxied(State(host): State<AzureHost>, request: axum::extract::Request) -> Response {
+    http::proxied(&host, request).await
 }
 
 /// Serves the custom handler on `listener` until `shutdown` resolves, then lets in-flight invocations finish.
@@ -133,7 +141,11 @@ where
             }
         }
     });
-    let router = Router::new().route("/", get(probe_starting)).route("/{function}", post(invoke_starting)).with_state(ready_rx);
+    let router = Router::new()
+        .route("/", get(probe_starting))
+        .route("/{function}", post(invoke_starting))
+        .fallback(proxied_starting)
+        .with_state(ready_rx);
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await
 }
 
@@ -155,12 +167,8 @@ async fn probe_starting(State(state): State<tokio::sync::watch::Receiver<Startin
     }
 }
 
-async fn invoke_starting(
-    State(mut state): State<tokio::sync::watch::Receiver<Starting>>,
-    Path(function): Path<String>,
-    headers: axum::http::HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
+/// The host once it is ready, waiting up to [`STARTING_WAIT`]; otherwise what it still waits for.
+async fn wait_ready(mut state: tokio::sync::watch::Receiver<Starting>) -> Result<AzureHost, String> {
     let host = match tokio::time::timeout(STARTING_WAIT, state.wait_for(|s| matches!(s, Starting::Ready(_)))).await {
         Ok(Ok(ready)) => match &*ready {
             Starting::Ready(host) => Some((**host).clone()),
@@ -168,14 +176,36 @@ async fn invoke_starting(
         },
         _ => None,
     };
-    let Some(host) = host else {
-        let why = match &*state.borrow() {
-            Starting::Waiting(why) => why.clone(),
-            Starting::Ready(_) => "stopping".into(),
-        };
-        return answer(StatusCode::SERVICE_UNAVAILABLE, InvocationResult::log(format!("milink is starting: {why}")));
-    };
-    invoke(State(host), Path(function), headers, body).await
+    host.ok_or_else(|| match &*state.borrow() {
+        Starting::Waiting(why) => why.clone(),
+        Starting::Ready(_) => "stopping".into(),
+    })
+}
+
+async fn invoke_starting(
+    State(state): State<tokio::sync::watch::Receiver<Starting>>,
+    Path(function): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    match wait_ready(state).await {
+        Ok(host) => invoke(State(host), Path(function), headers, body).await,
+        Err(why) => answer(StatusCode::SERVICE_UNAVAILABLE, InvocationResult::log(format!("milink is starting: {why}"))),
+    }
+}
+
+/// A proxied API request before storage answers: waits like an invocation, then 503 in the API's error shape
+/// (the host passes it to the caller as is).
+async fn proxied_starting(State(state): State<tokio::sync::watch::Receiver<Starting>>, request: axum::extract::Request) -> Response {
+    match wait_ready(state).await {
+        Ok(host) => http::proxied(&host, request).await,
+        Err(why) => crate::api::error::ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            crate::api::error::ErrorCode::StoreUnavailable,
+            format!("milink is starting: {why}; retry shortly"),
+        )
+        .into_response(),
+    }
 }
 
 async fn invoke(State(host): State<AzureHost>, Path(function): Path<String>, headers: axum::http::HeaderMap, body: axum::body::Bytes) -> Response {

@@ -106,6 +106,16 @@ pub struct HostRequest {
 }
 
 impl HostRequest {
+    /// Whether the caller sent a chunked body that the host left out: a method that carries a body,
+    /// `Transfer-Encoding: chunked` and no `Content-Length` among the caller's headers. The host fills
+    /// `Body` only when `Content-Length > 0` (azure-functions-host `GetRequestAsJObject`).
+    pub fn lost_chunked_body(&self) -> bool {
+        let header = |name: &str| self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.to_ascii_lowercase());
+        matches!(self.method.as_str(), "POST" | "PUT" | "PATCH")
+            && header("transfer-encoding").is_some_and(|v| v.contains("chunked"))
+            && header("content-length").is_none()
+    }
+
     /// Reads `Data.<binding>`; `None` when it is not an HTTP request.
     pub fn decode(value: &Value) -> Option<Self> {
         let request = trigger_object(value)?;

@@ -3,8 +3,10 @@
 //! `{Data, Metadata}` and the host's headers; Service Bus bodies double-encoded, scalar metadata
 //! JSON-encoded strings (`"DeliveryCount": "1"`), the body's top-level properties leaked into the metadata
 //! as the host's ApplyBindingData does; HTTP requests in the host's `req` shape with route parameters; timer
-//! payloads as TimerInfo. A non-2xx or a dropped connection is a failed invocation: the trigger message is
-//! abandoned (the bus redelivers it) and outputs are dropped.
+//! payloads as TimerInfo. HTTP functions are proxied as they came when host.json enables
+//! `enableProxyingHttpRequest`, else sent in the `req` shape, without the body of a chunked request. A
+//! non-2xx or a dropped connection is a failed invocation: the trigger message is abandoned (the bus
+//! redelivers it) and outputs are dropped.
 use super::bus::{BusDouble, Message};
 use milink_functions::azure::catalog::{Trigger, FUNCTIONS};
 use serde_json::{json, Map, Value};
@@ -19,6 +21,23 @@ pub struct HostDouble {
     base: String,
     http: reqwest::Client,
     invocations: Arc<AtomicU64>,
+    /// host.json's `customHandler.enableProxyingHttpRequest`: HTTP functions are proxied as they came
+    /// instead of sent as `Data.req`.
+    proxying: bool,
+}
+
+/// What the committed host.json says about proxying HTTP functions.
+fn proxying_in_host_json() -> bool {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../host.json");
+    let host: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    host["customHandler"]["enableProxyingHttpRequest"].as_bool().unwrap_or(false)
+}
+
+/// A body sent in 512-byte frames, so reqwest sends it chunked (no Content-Length).
+fn chunked(bytes: Vec<u8>) -> reqwest::Body {
+    let chunks: Vec<Result<http_body::Frame<axum::body::Bytes>, std::io::Error>> =
+        bytes.chunks(512).map(|c| Ok(http_body::Frame::data(axum::body::Bytes::copy_from_slice(c)))).collect();
+    reqwest::Body::wrap(http_body_util::StreamBody::new(futures::stream::iter(chunks)))
 }
 
 /// An invocation's outcome as the host sees it.
@@ -40,7 +59,7 @@ fn encoded(value: &str) -> Value {
 
 impl HostDouble {
     pub fn new(base: String) -> Self {
-        Self { base, http: reqwest::Client::new(), invocations: Arc::default() }
+        Self { base, http: reqwest::Client::new(), invocations: Arc::default(), proxying: proxying_in_host_json() }
     }
 
     /// Waits until the handler answers the readiness probe (any status counts, as for the host).
@@ -62,8 +81,6 @@ impl HostDouble {
     pub async fn invoke(&self, function: &str, payload: &Value) -> Outcome {
         self.invocations.fetch_add(1, Ordering::Relaxed);
         let bytes = serde_json::to_vec(payload).unwrap();
-        let chunks: Vec<Result<http_body::Frame<axum::body::Bytes>, std::io::Error>> =
-            bytes.chunks(512).map(|c| Ok(http_body::Frame::data(axum::body::Bytes::copy_from_slice(c)))).collect();
         let response = self
             .http
             .post(format!("{}/{function}", self.base))
@@ -72,7 +89,7 @@ impl HostDouble {
             .header("X-Azure-Functions-HostVersion", HOST_VERSION)
             .header("User-Agent", format!("Azure-Functions-Host/{HOST_VERSION}"))
             .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
-            .body(reqwest::Body::wrap(http_body_util::StreamBody::new(futures::stream::iter(chunks))))
+            .body(chunked(bytes))
             .send()
             .await;
         let response = match response {
@@ -147,11 +164,52 @@ impl HostDouble {
         self.invoke(function, &json!({ "Data": { "timer": timer }, "Metadata": { "sys": sys(function) } })).await
     }
 
-    /// An API request, routed as the Functions host routes it (function.json routes under `/api`), sent in the
-    /// `req` shape; returns the API's status and JSON body from the `res` output, or 500 when the
-    /// invocation failed (what the host answers the caller then).
+    /// An API request, routed as the Functions host routes it (function.json routes under `/api`); returns
+    /// the API's status and JSON body. The caller's body is sent with a Content-Length.
     pub async fn http(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        self.http_as(method, path, body, false).await
+    }
+
+    /// The same request with the caller's body sent chunked (`Transfer-Encoding: chunked`, no
+    /// Content-Length), as a streaming client or `curl -H 'Transfer-Encoding: chunked'` sends it.
+    pub async fn http_chunked(&self, method: &str, path: &str, body: &Value) -> (u16, Value) {
+        self.http_as(method, path, Some(body), true).await
+    }
+
+    /// As the host does it: with proxying on (host.json), the request goes to the handler at its own path,
+    /// headers and body as they came (YARP streams the body: a chunked one stays chunked) plus the host's
+    /// invocation headers, and the handler's answer is the caller's. Without proxying it goes in the `req`
+    /// shape to `/{FunctionName}`, and `Body` is there only when the caller sent `Content-Length > 0`
+    /// (`GetRequestAsJObject`): a chunked body is dropped. The API's status and body come from the `res`
+    /// output then, or 500 when the invocation failed (what the host answers the caller).
+    async fn http_as(&self, method: &str, path: &str, body: Option<&Value>, send_chunked: bool) -> (u16, Value) {
         let (function, params) = route(method, path).unwrap_or_else(|| panic!("no HTTP function serves {method} {path}"));
+        if self.proxying {
+            self.invocations.fetch_add(1, Ordering::Relaxed);
+            let mut request = self
+                .http
+                .request(method.parse().unwrap(), format!("{}{path}", self.base))
+                .header("Accept", "application/json")
+                .header("User-Agent", "milink-test")
+                .header("X-Forwarded-Host", "localhost:7071")
+                .header("X-Azure-Functions-InvocationId", uuid::Uuid::new_v4().to_string())
+                .header("X-Azure-Functions-HostVersion", HOST_VERSION)
+                .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+            if let Some(body) = body {
+                let bytes = body.to_string().into_bytes();
+                request = request.header("Content-Type", "application/json");
+                request = if send_chunked { request.body(chunked(bytes)) } else { request.body(bytes) };
+            }
+            return match request.send().await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let text = response.text().await.unwrap_or_default();
+                    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+                }
+                // YARP's ForwarderError fails the invocation (EnsureSuccessfulForwardingAsync throws): 500.
+                Err(error) => (500, json!({ "hostError": format!("proxying failed: {error}") })),
+            };
+        }
         let mut headers = json!({ "Accept": ["application/json"], "Host": ["localhost:7071"], "User-Agent": ["milink-test"] });
         let mut request = json!({
             "Url": format!("http://localhost:7071{path}"),
@@ -163,8 +221,12 @@ impl HostDouble {
         });
         if let Some(body) = body {
             headers["Content-Type"] = json!(["application/json"]);
-            headers["Content-Length"] = json!([body.to_string().len().to_string()]);
-            request["Body"] = Value::String(body.to_string());
+            if send_chunked {
+                headers["Transfer-Encoding"] = json!(["chunked"]);
+            } else {
+                headers["Content-Length"] = json!([body.to_string().len().to_string()]);
+                request["Body"] = Value::String(body.to_string());
+            }
         }
         request["Headers"] = headers.clone();
         let mut metadata = json!({ "Query": {}, "Headers": headers, "sys": sys(function) });
