@@ -145,7 +145,8 @@ impl Connections for LiveConnections {
             Some(address) => {
                 let (host, port) = parse_host_port(address, 1433).map_err(|e| errors::config("invalid_options", format!("tds_endpoint: {e}"), "use host:port of the MI's VNet-local endpoint"))?;
                 let auth = auth_for(&options.tds_auth, options.tds_user.clone(), endpoint.password.as_ref(), || self.tokens(&options.credential, &options, SQL_SCOPE.to_owned()))?;
-                let connection = SqlConnection { host, port, database: "master".into(), auth, encrypt: true, trust_server_certificate: options.tds_trust_server_certificate, ca_certificate: None };
+                crate::options::check_tls_options(endpoint.name.as_str(), "tds_", options.tds_trust_server_certificate, options.tds_ca_certificate.as_ref())?;
+                let connection = SqlConnection { host, port, database: "master".into(), auth, encrypt: true, trust_server_certificate: options.tds_trust_server_certificate, ca_certificate: options.tds_ca_certificate.clone() };
                 Some(Arc::new(TdsConnector::new(connection)) as Arc<dyn SqlConnector>)
             }
         };
@@ -165,6 +166,7 @@ pub fn build_source(
     entra: impl FnOnce(&SourceOptions) -> Result<Arc<dyn TokenSource>, EngineError>,
 ) -> Result<(Source, SqlConnection), EngineError> {
     let options: SourceOptions = read_options(endpoint)?;
+    crate::options::check_tls_options(endpoint.name.as_str(), "", options.trust_server_certificate, options.ca_certificate.as_ref())?;
     let url = parse_sql_url(&endpoint.url).map_err(|e| errors::config("invalid_url", format!("connection {}: {e}", endpoint.name), "use sqlserver://login@host:port/database"))?;
     let (replication_host, replication_port) = match &endpoint.replication_url {
         Some(replication) => {

@@ -146,6 +146,8 @@ pub struct TargetOptions {
     pub tds_auth: String,
     /// Accept any certificate on the TDS endpoint (test instances only).
     pub tds_trust_server_certificate: bool,
+    /// CA file for the TDS endpoint's certificate (default: the system's roots).
+    pub tds_ca_certificate: Option<PathBuf>,
     /// Distributed AG / link name (default `milink_<id>`).
     pub link_name: Option<String>,
     /// SQL Server AG name (default `<link>_ag`).
@@ -175,6 +177,7 @@ impl Default for TargetOptions {
             tds_user: None,
             tds_auth: "sql".into(),
             tds_trust_server_certificate: false,
+            tds_ca_certificate: None,
             link_name: None,
             availability_group: None,
             instance_availability_group: None,
@@ -252,6 +255,74 @@ pub fn read_options<T: serde::de::DeserializeOwned>(endpoint: &Endpoint) -> Resu
     })
 }
 
+/// How a TDS connection treats the server's certificate; one place decides, so tiberius's config,
+/// validation's warning and the log all say the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertificateCheck {
+    /// Validated against the system's roots (the default).
+    SystemRoots,
+    /// Validated against this CA file.
+    CaFile(PathBuf),
+    /// Not validated: any certificate is accepted (`trust_server_certificate`, test servers only).
+    TrustAny,
+    /// No TLS for the session (`encrypt = false`, test servers only).
+    Unencrypted,
+}
+
+impl SqlConnection {
+    /// What this connection checks of the server's certificate.
+    pub fn certificate_check(&self) -> CertificateCheck {
+        match (self.encrypt, self.trust_server_certificate, &self.ca_certificate) {
+            (false, _, _) => CertificateCheck::Unencrypted,
+            (true, true, _) => CertificateCheck::TrustAny,
+            (true, false, Some(ca)) => CertificateCheck::CaFile(ca.clone()),
+            (true, false, None) => CertificateCheck::SystemRoots,
+        }
+    }
+}
+
+/// Refuses a TLS configuration that says two things at once (`connection` and option prefix for messages).
+pub fn check_tls_options(connection: &str, prefix: &str, trust_any: bool, ca: Option<&PathBuf>) -> Result<(), EngineError> {
+    if trust_any && ca.is_some() {
+        return Err(errors::config(
+            "invalid_options",
+            format!("connection {connection}: options.{prefix}trust_server_certificate and options.{prefix}ca_certificate are both set"),
+            format!("keep options.{prefix}ca_certificate (the certificate is validated with that CA) and remove {prefix}trust_server_certificate"),
+        ));
+    }
+    Ok(())
+}
+
+/// Validation's warnings for connections whose server certificate is not validated (the config said so).
+pub fn tls_findings(source: &SourceOptions, target: &TargetOptions) -> Vec<milink_core::Finding> {
+    use milink_core::{Finding, Severity};
+    let mut findings = Vec::new();
+    if !source.encrypt {
+        findings.push(Finding::new(
+            "tls_not_encrypted",
+            Severity::Warning,
+            "the connection to SQL Server is not encrypted (options.encrypt = false): logins and data cross the network in clear",
+            "remove options.encrypt = false (test servers only); give options.ca_certificate if the server's certificate comes from a private CA",
+        ));
+    } else if source.trust_server_certificate {
+        findings.push(Finding::new(
+            "tls_certificate_not_verified",
+            Severity::Warning,
+            "SQL Server's certificate is not validated (options.trust_server_certificate = true): milink cannot tell it is talking to that server",
+            "set options.ca_certificate to the CA file that signed SQL Server's certificate and remove trust_server_certificate (test servers only)",
+        ));
+    }
+    if target.tds_endpoint.is_some() && target.tds_trust_server_certificate {
+        findings.push(Finding::new(
+            "tls_certificate_not_verified",
+            Severity::Warning,
+            "the managed instance's TDS endpoint certificate is not validated (options.tds_trust_server_certificate = true)",
+            "remove tds_trust_server_certificate (test instances only); set options.tds_ca_certificate for a private CA",
+        ));
+    }
+    findings
+}
+
 /// `host:port` of `tcp://host:port` (the replication URL or the TDS endpoint).
 pub fn parse_host_port(text: &str, default_port: u16) -> Result<(String, u16), String> {
     let rest = text.split_once("://").map_or(text, |(_, rest)| rest).trim_end_matches('/');
@@ -268,6 +339,34 @@ pub fn parse_host_port(text: &str, default_port: u16) -> Result<(String, u16), S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn connection(encrypt: bool, trust: bool, ca: Option<&str>) -> SqlConnection {
+        let auth = SqlAuth::Sql { user: "u".into(), password: Secret::new("p") };
+        SqlConnection { host: "h".into(), port: 1433, database: "master".into(), auth, encrypt, trust_server_certificate: trust, ca_certificate: ca.map(PathBuf::from) }
+    }
+
+    #[test]
+    fn certificates_are_validated_unless_the_config_says_otherwise() {
+        let defaults = SourceOptions::default();
+        assert!(defaults.encrypt && !defaults.trust_server_certificate);
+        assert_eq!(connection(true, false, None).certificate_check(), CertificateCheck::SystemRoots);
+        assert_eq!(connection(true, false, Some("/ca.pem")).certificate_check(), CertificateCheck::CaFile("/ca.pem".into()));
+        assert_eq!(connection(true, true, None).certificate_check(), CertificateCheck::TrustAny);
+        assert_eq!(connection(false, false, None).certificate_check(), CertificateCheck::Unencrypted);
+        assert!(tls_findings(&defaults, &TargetOptions::default()).is_empty(), "the defaults warn about nothing");
+    }
+
+    #[test]
+    fn trusting_any_certificate_is_a_validation_warning_and_contradictions_are_refused() {
+        let source = SourceOptions { trust_server_certificate: true, ..SourceOptions::default() };
+        let target = TargetOptions { tds_endpoint: Some("mi:1433".into()), tds_trust_server_certificate: true, ..TargetOptions::default() };
+        let findings = tls_findings(&source, &target);
+        assert_eq!(findings.len(), 2);
+        assert!(findings.iter().all(|f| f.rule == "tls_certificate_not_verified" && f.severity == milink_core::Severity::Warning));
+        let error = check_tls_options("sql1", "", true, Some(&PathBuf::from("/ca.pem"))).unwrap_err();
+        assert!(error.message.contains("sql1") && error.remediation.contains("ca_certificate"), "{error:?}");
+        assert!(check_tls_options("sql1", "", true, None).is_ok());
+    }
 
     #[test]
     fn sql_urls_parse() {

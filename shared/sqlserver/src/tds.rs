@@ -9,7 +9,7 @@
 //! by SQL Server error number ([`crate::errors::sql_error`]); the connection's password or token never
 //! appears in one.
 use crate::errors;
-use crate::options::{SqlAuth, SqlConnection};
+use crate::options::{CertificateCheck, SqlAuth, SqlConnection};
 use crate::tsql::{SqlParam, Statement};
 use async_trait::async_trait;
 use milink_core::error::EngineError;
@@ -66,10 +66,13 @@ impl TdsConnector {
         config.database(&c.database);
         config.application_name("milink");
         config.encryption(if c.encrypt { EncryptionLevel::Required } else { EncryptionLevel::Off });
-        if c.trust_server_certificate {
-            config.trust_cert();
-        } else if let Some(ca) = &c.ca_certificate {
-            config.trust_cert_ca(ca.display().to_string());
+        match c.certificate_check() {
+            CertificateCheck::SystemRoots | CertificateCheck::Unencrypted => {}
+            CertificateCheck::CaFile(ca) => config.trust_cert_ca(ca.display().to_string()),
+            CertificateCheck::TrustAny => {
+                tracing::warn!(host, port, "SQL Server's certificate is not validated (trust_server_certificate = true): test servers only");
+                config.trust_cert();
+            }
         }
         let auth = match &c.auth {
             SqlAuth::Sql { user, password } => AuthMethod::sql_server(user, password.expose()),

@@ -43,6 +43,7 @@ pub async fn validate(
     let target = TargetFacts { tier, storage_available_gb: props.storage_size_in_gb, update_policy: policy, collation: props.collation.clone() };
     let assessment = rules::evaluate(&inventory, &target);
     let mut findings = assessment.instance_findings;
+    findings.extend(crate::options::tls_findings(&link.source.options, &link.target.options));
     match assessment.databases.into_iter().find(|d| d.name == link.database) {
         Some(db) => findings.extend(db.findings),
         None => findings.push(Finding::new("database_not_found", Severity::Blocker, format!("SQL Server has no user database named {}", link.database), "check the database name of the migration")),
