@@ -124,12 +124,17 @@ fn describe(error: &tokio_postgres::Error) -> String {
 
 /// Checks that everything the writer was told succeeded is on the target.
 pub async fn assert_acknowledged_on_target(database: &str, written: &Written) -> anyhow::Result<()> {
-    let target = connect(Side::Target, database).await?;
+    assert_acknowledged_on(Side::Target, database, written).await
+}
+
+/// Checks that everything the writer was told succeeded is on `side` (the side that ends primary).
+pub async fn assert_acknowledged_on(side: Side, database: &str, written: &Written) -> anyhow::Result<()> {
+    let target = connect(side, database).await?;
     let found: i64 = target
         .query_one("SELECT count(*) FROM orders WHERE order_id = ANY($1)", &[&written.orders])
         .await?
         .get(0);
-    anyhow::ensure!(found == written.orders.len() as i64, "{} acknowledged orders, {found} on the target", written.orders.len());
+    anyhow::ensure!(found == written.orders.len() as i64, "{} acknowledged orders, {found} on the {side:?}", written.orders.len());
     let mut last = std::collections::BTreeMap::new();
     for (product, stock) in &written.stock_updates {
         last.insert(*product, *stock);
@@ -137,7 +142,7 @@ pub async fn assert_acknowledged_on_target(database: &str, written: &Written) ->
     for (product, stock) in last {
         let on_target: i32 =
             target.query_one("SELECT stock FROM products WHERE product_id = $1", &[&product]).await?.get(0);
-        anyhow::ensure!(on_target == stock, "product {product}: acknowledged stock {stock}, target has {on_target}");
+        anyhow::ensure!(on_target == stock, "product {product}: acknowledged stock {stock}, the {side:?} has {on_target}");
     }
     Ok(())
 }

@@ -12,10 +12,10 @@ use milink_core::flow::{Command, Event};
 use milink_core::migration::Position;
 use std::time::Duration;
 
-/// How often drain compares positions.
-const DRAIN_POLL: Duration = Duration::from_millis(50);
+/// How often drain compares positions (two queries on sessions the engine keeps open, not two logins).
+const DRAIN_POLL: Duration = Duration::from_millis(10);
 /// Every this many polls (about a second), drain checks it is still wanted.
-const RECHECK_EVERY: u32 = 20;
+const RECHECK_EVERY: u32 = 100;
 
 async fn still_wanted(step: &Step<'_>) -> bool {
     match step.ctx.migrations.load(step.id).await {

@@ -88,7 +88,8 @@ async fn lock_fences(admin: &Session, database_oid: u32) -> Result<(), EngineErr
 }
 
 pub(crate) async fn fence(plan: &LinkPlan) -> Result<Position, EngineError> {
-    let (fenced, _) = tokio::join!(fence_source(plan), apply_commits(plan, "on"));
+    // The drain's sessions are opened meanwhile, so its first poll does not pay two logins.
+    let (fenced, _, _) = tokio::join!(fence_source(plan), apply_commits(plan, "on"), positions::warm(plan));
     fenced
 }
 

@@ -58,6 +58,11 @@ async fn sessions(plan: &LinkPlan) -> Result<Arc<Pair>, EngineError> {
     Ok(pair)
 }
 
+/// Opens the sessions ahead of the drain (during the fence); a failure here is the drain's to report.
+pub(super) async fn warm(plan: &LinkPlan) {
+    let _ = sessions(plan).await;
+}
+
 pub(crate) async fn positions(plan: &LinkPlan) -> Result<Positions, EngineError> {
     let pair = sessions(plan).await?;
     let result = read(&pair, plan).await;
