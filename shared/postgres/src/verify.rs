@@ -76,6 +76,9 @@ const LIVE_GROUPED_BATCH: usize = 200;
 pub(super) struct Pair {
     src: Session,
     tgt: Session,
+    /// Verifying before the fence: bounded, so a link or target that cannot keep up never holds the
+    /// cutover (`read::matched` and the sessions' lock_timeout); finalize then compares everything.
+    before_fence: bool,
 }
 
 /// What every worker shares.
@@ -89,18 +92,26 @@ pub(super) struct Context {
     candidates: Vec<AtomicUsize>,
 }
 
-async fn open_pair(source: &Server, target: &Server, database: &str) -> Result<Pair, EngineError> {
+async fn open_pair(source: &Server, target: &Server, database: &str, before_fence: bool) -> Result<Pair, EngineError> {
     let (src, tgt) = tokio::try_join!(source.connect(Some(database)), target.connect(Some(database)))?;
+    let settings = match before_fence {
+        true => format!("{}; SET lock_timeout = '{}s'", sql::SESSION_SETTINGS, BEFORE_FENCE_WAIT.as_secs()),
+        false => sql::SESSION_SETTINGS.to_owned(),
+    };
     tokio::try_join!(
-        src.run("setting the verification's session settings", sql::SESSION_SETTINGS),
-        tgt.run("setting the verification's session settings", sql::SESSION_SETTINGS)
+        src.run("setting the verification's session settings", &settings),
+        tgt.run("setting the verification's session settings", &settings)
     )?;
-    Ok(Pair { src, tgt })
+    Ok(Pair { src, tgt, before_fence })
 }
+
+/// How long the verification before the fence waits for the link, or for a lock, before giving up
+/// (the cutover then goes on and compares everything inside its window).
+pub(super) const BEFORE_FENCE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// On demand while the link syncs.
 pub(crate) async fn verify(plan: &LinkPlan) -> Result<Verification, EngineError> {
-    Ok(compare(plan, Some(plan.link_name())).await?.0)
+    Ok(compare(plan, Some(plan.link_name()), false).await?.0)
 }
 
 /// Before the fence, while the link syncs: starts tracking changes (`track`), verifies every table in
@@ -108,10 +119,10 @@ pub(crate) async fn verify(plan: &LinkPlan) -> Result<Verification, EngineError>
 /// the fence ([`compare_static`]) re-reads only what changed since.
 pub(crate) async fn before_fence(plan: &LinkPlan) -> Result<Verification, EngineError> {
     let (source, target) = (Server::new("source", &plan.source)?, Server::new("target", &plan.target)?);
-    let pair = open_pair(&source, &target, plan.database.as_str()).await?;
+    let pair = open_pair(&source, &target, plan.database.as_str(), true).await?;
     let link = plan.link_name();
     let untracked_target = track::start(&pair.src, &pair.tgt, &link).await?;
-    let (verification, unsettled) = compare(plan, Some(link)).await?;
+    let (verification, unsettled) = compare(plan, Some(link), true).await?;
     let verified: BTreeMap<String, u64> = verification
         .tables
         .iter()
@@ -140,7 +151,7 @@ pub(crate) async fn stop_tracking(plan: &LinkPlan) -> Result<(), EngineError> {
 /// Both sides static (after the fence and the drain): only what changed since the verification before
 /// the fence when it was tracked, everything otherwise.
 pub(crate) async fn compare_static(plan: &LinkPlan) -> Result<Verification, EngineError> {
-    let verification = compare(plan, None).await?.0;
+    let verification = compare(plan, None, false).await?.0;
     stop_tracking(plan).await?;
     Ok(verification)
 }
@@ -148,13 +159,13 @@ pub(crate) async fn compare_static(plan: &LinkPlan) -> Result<Verification, Engi
 /// Key lookups per statement when re-comparing changed keys.
 const KEYS_PER_BATCH: usize = 1_000;
 
-async fn compare(plan: &LinkPlan, slot: Option<String>) -> Result<(Verification, BTreeSet<String>), EngineError> {
+async fn compare(plan: &LinkPlan, slot: Option<String>, before_fence: bool) -> Result<(Verification, BTreeSet<String>), EngineError> {
     let started_at = chrono::Utc::now();
     let source = Server::new("source", &plan.source)?;
     let target = Server::new("target", &plan.target)?;
     let database = plan.database.as_str();
     let link = plan.link_name();
-    let first = open_pair(&source, &target, database).await?;
+    let first = open_pair(&source, &target, database, before_fence).await?;
     let scope = scope::scope(&first.src, &first.tgt, &link).await?;
     let hashing = match first.src.version_num().await?.min(first.tgt.version_num().await?) >= 110_000 {
         true => Hashing::Columns,
@@ -255,10 +266,11 @@ async fn run_workers(
     queue: VecDeque<Batch>,
 ) -> Result<Vec<ChunkOutcome>, EngineError> {
     let workers = WORKERS.min(queue.len()).max(1);
+    let first_before_fence = first.before_fence;
     let queue = Mutex::new(queue);
     let mut pairs = vec![first];
     for _ in 1..workers {
-        pairs.push(open_pair(source, target, database).await?);
+        pairs.push(open_pair(source, target, database, first_before_fence).await?);
     }
     let work = pairs.iter().map(|pair| async {
         let mut out = Vec::new();

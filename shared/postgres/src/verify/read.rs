@@ -73,7 +73,15 @@ where
     let result = async {
         let row = pair.src.row("noting the snapshot's position", "SELECT pg_current_wal_insert_lsn()", &[]).await?;
         let position = u64::from(row.get::<_, PgLsn>(0));
-        if !wait_applied(pair, slot, position).await? {
+        let limit = if pair.before_fence { super::BEFORE_FENCE_WAIT } else { WAIT_LIMIT };
+        if !wait_applied(pair, slot, position, limit).await? {
+            if pair.before_fence {
+                return Err(EngineError::transient(
+                    "verification_link_behind",
+                    format!("the link did not apply the source's position within {} s", limit.as_secs()),
+                    "the cutover compares every row after the fence instead",
+                ));
+            }
             return Ok(None);
         }
         pair.tgt.run("opening a snapshot on the target", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
@@ -126,7 +134,7 @@ async fn applied(tgt: &Session, subscription: &str) -> Result<u64, EngineError> 
 
 /// Waits until the target has applied `position` (or the slot confirmed it: an idle source sends no
 /// commit past it, and only the slot moves then); false when it did not within [`WAIT_LIMIT`].
-async fn wait_applied(pair: &Pair, slot: &str, position: u64) -> Result<bool, EngineError> {
+async fn wait_applied(pair: &Pair, slot: &str, position: u64, limit: Duration) -> Result<bool, EngineError> {
     let started = Instant::now();
     for poll in 0u32.. {
         if applied(&pair.tgt, slot).await? >= position {
@@ -135,7 +143,7 @@ async fn wait_applied(pair: &Pair, slot: &str, position: u64) -> Result<bool, En
         if poll % 20 == 0 && confirmed(&pair.src, slot).await? >= position {
             return Ok(true);
         }
-        if started.elapsed() > WAIT_LIMIT {
+        if started.elapsed() > limit {
             return Ok(false);
         }
         tokio::time::sleep(Duration::from_millis(if poll < 500 { 1 } else { 10 })).await;
