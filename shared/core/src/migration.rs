@@ -33,6 +33,12 @@ pub struct Settings {
     pub fence_roles: Vec<String>,
     /// Seconds without any progress, while not caught up, after which the link is reported Stalled.
     pub stall_after_seconds: u64,
+    /// Seed with milink's parallel copy from one snapshot (true), or with the engine's native initial sync.
+    pub seed_parallel: bool,
+    /// Copy workers for parallel seeding; 0 = automatic (4, fewer when the servers have few free connections).
+    pub seed_workers: u32,
+    /// Size of one copy chunk in MiB for parallel seeding; 0 = automatic (64 MiB).
+    pub seed_chunk_mb: u64,
 }
 
 impl Default for Settings {
@@ -45,6 +51,9 @@ impl Default for Settings {
             drop_target_on_cancel: false,
             fence_roles: Vec::new(),
             stall_after_seconds: 300,
+            seed_parallel: true,
+            seed_workers: 0,
+            seed_chunk_mb: 0,
         }
     }
 }
@@ -64,6 +73,12 @@ impl Settings {
         }
         if !(10..=7 * 24 * 3600).contains(&self.stall_after_seconds) {
             return Err("stallAfterSeconds must be between 10 and 604800 (7 days)".into());
+        }
+        if self.seed_workers > 64 {
+            return Err("seedWorkers must be at most 64 (0 = automatic)".into());
+        }
+        if self.seed_chunk_mb > 64 * 1024 {
+            return Err("seedChunkMb must be at most 65536 (0 = automatic)".into());
         }
         for role in &self.fence_roles {
             if role.is_empty() || role.chars().count() > 128 || role.chars().any(char::is_control) {

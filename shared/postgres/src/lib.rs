@@ -31,6 +31,7 @@ mod reverse;
 mod reach;
 mod rules;
 mod schema;
+mod seed;
 mod sizing;
 mod sql;
 mod tls;
@@ -98,7 +99,7 @@ impl Engine for PostgresEngine {
     }
 
     async fn create_link(&self, plan: &LinkPlan) -> Result<(), EngineError> {
-        scrubbed(plan, link::create(plan).await)
+        scrubbed(plan, link::create(plan, &self.watches.seeders).await)
     }
 
     async fn observe(&self, plan: &LinkPlan, now: DateTime<Utc>) -> Result<Observation, EngineError> {

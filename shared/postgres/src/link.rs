@@ -18,12 +18,13 @@ use crate::connect::{quiet_logging, subscription_oid, writable};
 use crate::errors::{classify_publisher_connect, is_missing_object};
 use crate::rules::{self, Table};
 use crate::schema;
+use crate::seed;
 use crate::sql::{quote_ident, quote_literal};
 use milink_core::ports::LinkPlan;
 use milink_core::EngineError;
 use std::time::Duration;
 
-pub(crate) async fn create(plan: &LinkPlan) -> Result<(), EngineError> {
+pub(crate) async fn create(plan: &LinkPlan, seeders: &seed::Seeders) -> Result<(), EngineError> {
     let source = Server::new("source", &plan.source)?;
     let target = Server::new("target", &plan.target)?;
     let database = plan.database.as_str();
@@ -37,9 +38,15 @@ pub(crate) async fn create(plan: &LinkPlan) -> Result<(), EngineError> {
     let target_admin = target.connect(None).await?;
     ensure_database(&target_admin, &src, database, &plan.link_name()).await?;
     let tgt = target.connect(Some(database)).await?;
-    ensure_schema(&source, &target, &src, &tgt, database).await?;
+    let parallel = ensure_schema(plan, &source, &target, &src, &tgt).await?;
 
+    // Before any slot: a slot decodes with the catalog as it was, so the publication must predate it.
     let publication_changed = ensure_publication(&src, &name, &published).await?;
+    if parallel {
+        seeders.ensure_running(plan);
+        tracing::info!(link = %name, tables = published.len(), "link created; seeding in parallel from one snapshot");
+        return Ok(());
+    }
     ensure_subscription(plan, &source, &tgt, &name, publication_changed).await?;
     tracing::info!(link = %name, tables = published.len(), "link created");
     Ok(())
@@ -99,22 +106,30 @@ async fn ensure_database(target_admin: &Session, src: &Session, database: &str, 
     Ok(())
 }
 
-async fn ensure_schema(
-    source: &Server,
-    target: &Server,
-    src: &Session,
-    tgt: &Session,
-    database: &str,
-) -> Result<(), EngineError> {
+/// Copies the schema into an empty target; true when the link seeds in parallel (`seed` module): then only
+/// the tables are restored now, with the seeding record in the same transaction, and indexes and
+/// constraints come after the rows. A target whose tables were there before milink keeps native sync.
+async fn ensure_schema(plan: &LinkPlan, source: &Server, target: &Server, src: &Session, tgt: &Session) -> Result<bool, EngineError> {
+    let database = plan.database.as_str();
+    let name = plan.link_name();
+    if seed::plan::state(tgt, &name).await?.is_some() {
+        return Ok(true);
+    }
     let target_shapes = schema::shapes(tgt).await?;
     if target_shapes.is_empty() {
         let source_major = src.version_num().await? / 10_000;
         let target_major = tgt.version_num().await? / 10_000;
-        return schema::copy(source, target, database, source_major, target_major).await;
+        if subscription_oid(tgt, &name).await?.is_none() && seed::wanted(plan, src).await? {
+            let record = seed::plan::record_sql(&name);
+            schema::copy_section(source, target, database, (source_major, target_major), "pre-data", &record).await?;
+            return Ok(true);
+        }
+        schema::copy(source, target, database, source_major, target_major).await?;
+        return Ok(false);
     }
     let differences = schema::differences(&schema::shapes(src).await?, &target_shapes);
     if differences.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     Err(EngineError::definite(
         "target_schema_differs",
@@ -189,24 +204,50 @@ async fn ensure_subscription(
     }
     // A slot left by a CREATE SUBSCRIPTION that crashed before committing on the target.
     drop_slot(source, name).await?;
+    let (link, sql) = subscription_statement(plan, name, "copy_data = true, create_slot = true")?;
+    create_subscription(tgt, name, &link, &sql).await
+}
+
+/// The end of parallel seeding: the subscription on the slot the rows were copied from, streaming from its
+/// consistent point, created in one transaction with dropping the seeding record (a crash leaves either
+/// both or neither; CREATE SUBSCRIPTION may run in a transaction when it creates no slot).
+pub(crate) async fn subscribe_to_seeded_slot(plan: &LinkPlan, tgt: &Session, name: &str) -> Result<(), EngineError> {
+    if subscription_oid(tgt, name).await?.is_some() {
+        return tgt.run("dropping the seeding record", &seed::plan::drop_sql()).await;
+    }
+    let (link, create) = subscription_statement(plan, name, "copy_data = false, create_slot = false")?;
+    let sql = format!("BEGIN; {create}; {}; COMMIT", seed::plan::drop_sql());
+    create_subscription(tgt, name, &link, &sql).await
+}
+
+/// CREATE SUBSCRIPTION for the link, with `options` (how the tables are seeded and whether the slot exists).
+fn subscription_statement(plan: &LinkPlan, name: &str, options: &str) -> Result<(Server, String), EngineError> {
     let link = Server::as_seen_by_target(&plan.source)?;
     let sql = format!(
         "CREATE SUBSCRIPTION {sub} CONNECTION {conninfo} PUBLICATION {sub}
-         WITH (copy_data = true, create_slot = true, slot_name = {slot}, enabled = true)",
+         WITH ({options}, slot_name = {slot}, enabled = true)",
         sub = quote_ident(name),
         conninfo = quote_literal(&link.conninfo(plan.database.as_str())),
         slot = quote_literal(name),
     );
+    Ok((link, sql))
+}
+
+async fn create_subscription(tgt: &Session, name: &str, link: &Server, sql: &str) -> Result<(), EngineError> {
     if !quiet_logging(tgt).await? {
         // validate said so (password_may_reach_target_log); the migration goes on, as the user chose.
         tracing::warn!(link = %name, "the target logs failing statements and milink's role cannot turn that off: \
                                       a failing CREATE SUBSCRIPTION would put the source's password in its log");
     }
     let doing = "the target creating the subscription (connecting to the source)";
-    tgt.try_run(&sql).await.map_err(|e| match e.as_db_error() {
+    let created = tgt.try_run(sql).await.map_err(|e| match e.as_db_error() {
         Some(db) if db.code().code().starts_with("08") => classify_publisher_connect(db.message(), link.place(), doing),
         _ => crate::errors::classify(&e, tgt.place(), "creating the subscription"),
-    })
+    });
+    if created.is_err() {
+        let _ = tgt.try_run("ROLLBACK").await;
+    }
+    created
 }
 
 /// Removes the link after the drain; a reverse link, when kept, is made afterwards by `reverse`.
@@ -246,8 +287,14 @@ async fn remove_link(plan: &LinkPlan) -> Result<(), EngineError> {
     let name = plan.link_name();
     let database = plan.database.as_str();
 
+    // A seeding in progress: its snapshot holder goes first (it holds the slot), its record with the link.
+    seed::abandon(&source, &name).await?;
     let subscription = match target.connect(Some(database)).await {
-        Ok(tgt) => drop_subscription(&tgt, &name).await?,
+        Ok(tgt) => {
+            writable(&tgt).await?;
+            tgt.run("dropping the seeding record", &seed::plan::drop_sql()).await?;
+            drop_subscription(&tgt, &name).await?
+        }
         Err(error) if error.code == "database_not_found" => None,
         Err(error) => return Err(error),
     };
@@ -283,7 +330,7 @@ async fn drop_subscription(tgt: &Session, name: &str) -> Result<Option<u32>, Eng
 }
 
 /// Drops a replication slot on the source if it exists, ending the walsender still holding it.
-async fn drop_slot(source: &Server, slot: &str) -> Result<(), EngineError> {
+pub(crate) async fn drop_slot(source: &Server, slot: &str) -> Result<(), EngineError> {
     let admin = source.connect(None).await?;
     writable(&admin).await?;
     for _ in 0..50 {

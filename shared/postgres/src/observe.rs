@@ -19,6 +19,7 @@
 //!   errors from just before it carried a change (a row with the new column arriving first) are forgiven.
 use crate::connect::{Server, Session};
 use crate::drift::{self, Drift};
+use crate::seed;
 use crate::connect::subscription_oid;
 use crate::sql::quote_ident;
 use chrono::{DateTime, Duration, Utc};
@@ -39,6 +40,8 @@ const ERROR_MEMORY_SECONDS: i64 = 60;
 pub(crate) struct Watches {
     links: Mutex<HashMap<String, Watch>>,
     drift: drift::Memory,
+    /// Parallel seeding runs here (started by create_link, restarted by observe after a restart).
+    pub(crate) seeders: seed::Seeders,
 }
 
 impl Watches {
@@ -46,6 +49,7 @@ impl Watches {
     pub(crate) fn forget(&self, link_name: &str) {
         self.links.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(link_name);
         self.drift.forget(link_name);
+        self.seeders.forget(link_name);
     }
 }
 
@@ -70,6 +74,8 @@ pub(crate) struct TargetView {
     /// (apply_error_count, sync_error_count), PostgreSQL 15+.
     errors: Option<(i64, i64)>,
     seconds_since_confirmed: Option<f64>,
+    /// Parallel seeding's progress, while it runs (no subscription yet).
+    seed: Option<seed::Progress>,
 }
 
 /// The source's side: the slot.
@@ -89,6 +95,10 @@ pub(crate) async fn observe(plan: &LinkPlan, now: DateTime<Utc>, watches: &Watch
     let looks = async { tokio::try_join!(look_at_target(&target, plan, &name), look_at_slot(&source, &name)) };
     let (looks, drift) = tokio::join!(looks, watches.drift.check(plan, now));
     let (target_view, slot) = looks?;
+    if let Some(progress) = &target_view.seed {
+        watches.seeders.ensure_running(plan);
+        return Ok(seeding(now, progress, watches.seeders.failure(&name)));
+    }
     let seeding = target_view.tables.iter().any(|(_, state, _)| state != "r");
     let source_bytes = match seeding {
         true => source_sizes(&source, plan, &target_view.tables).await?,
@@ -105,7 +115,9 @@ async fn look_at_target(target: &Server, plan: &LinkPlan, name: &str) -> Result<
         Err(error) if error.code == "database_not_found" => return Ok(TargetView::default()),
         Err(error) => return Err(error),
     };
-    let Some(oid) = subscription_oid(&tgt, name).await? else { return Ok(TargetView::default()) };
+    let Some(oid) = subscription_oid(&tgt, name).await? else {
+        return Ok(TargetView { seed: seed::progress(&tgt, name).await?, ..TargetView::default() });
+    };
     let row = tgt
         .row(
             "reading the subscription's state",
@@ -135,6 +147,7 @@ async fn look_at_target(target: &Server, plan: &LinkPlan, name: &str) -> Result<
         false => None,
     };
     Ok(TargetView {
+        seed: None,
         subscription: true,
         enabled: row.get(0),
         apply_worker: row.get(1),
@@ -174,6 +187,28 @@ async fn look_at_slot(source: &Server, name: &str) -> Result<Option<SlotView>, E
         current: u64::from(r.get::<_, PgLsn>(3)),
         flush_lag_seconds: r.get(4),
     }))
+}
+
+/// A look at a link seeding in parallel: progress over copy and index build; the marker moves with every
+/// byte copied and every index block built, so a copy that stops moving is reported stalled; a failed
+/// seeder (it is restarted) is the problem until it succeeds.
+fn seeding(now: DateTime<Utc>, progress: &seed::Progress, failure: Option<EngineError>) -> Observation {
+    tracing::debug!(
+        copied_bytes = progress.copied_bytes,
+        total_bytes = progress.total_bytes + progress.index_bytes,
+        eta_seconds = progress.eta_seconds(),
+        "seeding progress"
+    );
+    Observation {
+        at: now,
+        phase: LinkPhase::Seeding,
+        progress_percent: progress.percent(),
+        lag_bytes: None,
+        lag_seconds: None,
+        progress_marker: Some(Position(progress.work_marker())),
+        problem: failure.map(|error| LinkProblem { reason: error.message, remediation: error.remediation }),
+        drift: Vec::new(),
+    }
 }
 
 /// Bytes of each subscribed table on the source, the weights of seeding progress.

@@ -13,6 +13,7 @@ fn target(states: &[&str]) -> TargetView {
         tables: states.iter().enumerate().map(|(i, s)| (format!("public.t{i}"), s.to_string(), 0)).collect(),
         errors: Some((0, 0)),
         seconds_since_confirmed: Some(3.0),
+        seed: None,
     }
 }
 

@@ -54,8 +54,8 @@ impl Table {
 
 /// The relations milink looks at, as a predicate on `pg_class c` joined to `pg_namespace n`: user
 /// schemas only, no temporary relations, and no extension members (PostGIS's spatial_ref_sys, ...), which
-/// arrive with CREATE EXTENSION on the target.
-pub(crate) const USER_RELATION: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema')
+/// arrive with CREATE EXTENSION on the target; nor parallel seeding's record on the target (`milink_seed`).
+pub(crate) const USER_RELATION: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema', 'milink_seed')
       AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
       AND c.relpersistence <> 't'
       AND NOT EXISTS (SELECT 1 FROM pg_depend d

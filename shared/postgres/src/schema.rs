@@ -55,7 +55,7 @@ pub(crate) fn differences(source: &Shapes, target: &Shapes) -> Vec<String> {
 }
 
 /// A PostgreSQL client program of `major`'s version when installed, else the one on PATH.
-fn program(name: &str, major: i32) -> PathBuf {
+pub(crate) fn program(name: &str, major: i32) -> PathBuf {
     let versioned = PathBuf::from(format!("/usr/lib/postgresql/{major}/bin/{name}"));
     if versioned.is_file() {
         versioned
@@ -64,7 +64,7 @@ fn program(name: &str, major: i32) -> PathBuf {
     }
 }
 
-fn command(program: PathBuf, server: &Server) -> Command {
+pub(crate) fn command(program: PathBuf, server: &Server) -> Command {
     let mut command = Command::new(program);
     // Our connection string decides where to go; nothing from milink's environment may redirect it.
     for var in ["PGHOST", "PGHOSTADDR", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD", "PGPASSFILE", "PGSERVICE", "PGOPTIONS"] {
@@ -105,6 +105,32 @@ pub(crate) async fn copy_tables(
     (source_major, target_major): (i32, i32),
     tables: &[String],
 ) -> Result<(), EngineError> {
+    let patterns: Vec<String> = tables.iter().map(|table| format!("--table={table}")).collect();
+    dump_and_restore(source, target, database, (source_major, target_major), &patterns, "").await
+}
+
+/// One section of the schema (`pre-data`: tables, types, functions; `post-data`: indexes, constraints,
+/// triggers), restored with `trailer` (SQL) in the same transaction: seeding copies the rows between the
+/// two, and records what it did atomically with the DDL.
+pub(crate) async fn copy_section(
+    source: &Server,
+    target: &Server,
+    database: &str,
+    majors: (i32, i32),
+    section: &str,
+    trailer: &str,
+) -> Result<(), EngineError> {
+    dump_and_restore(source, target, database, majors, &[format!("--section={section}")], trailer).await
+}
+
+async fn dump_and_restore(
+    source: &Server,
+    target: &Server,
+    database: &str,
+    (source_major, target_major): (i32, i32),
+    dump_args: &[String],
+    trailer: &str,
+) -> Result<(), EngineError> {
     let pg_dump = program("pg_dump", source_major);
     let mut dump = command(pg_dump.clone(), source);
     dump.args([
@@ -116,7 +142,7 @@ pub(crate) async fn copy_tables(
         "--no-tablespaces",
         "--no-security-labels",
     ])
-    .args(tables.iter().map(|table| format!("--table={table}")))
+    .args(dump_args)
     .arg(format!("--dbname={}", source.conninfo_for_tools(database)));
     let missing = |e: std::io::Error, name: &str| {
         EngineError::definite(
@@ -151,7 +177,8 @@ pub(crate) async fn copy_tables(
         .stdin(Stdio::piped());
     let mut child = restore.spawn().map_err(|e| missing(e, &psql.display().to_string()))?;
     let mut stdin = child.stdin.take().expect("stdin is piped");
-    let script = output.stdout;
+    let mut script = output.stdout;
+    script.extend_from_slice(trailer.as_bytes());
     // Write and wait concurrently: psql's stderr could fill its pipe while we are still writing.
     let writer = async move {
         let result = stdin.write_all(&script).await;
