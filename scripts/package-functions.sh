@@ -83,6 +83,8 @@ else
 fi
 
 STAGE=$OUT/functions
+# A refused package leaves no zip behind to deploy by mistake.
+rm -f "$OUT/milink-functions.zip"
 rm -rf "$STAGE"
 mkdir -p "$STAGE"
 cp "$ROOT/host.json" "$STAGE/host.json"
@@ -149,7 +151,6 @@ fi
 rm -f "$probe_log"
 say "the packed binary starts and answers the host's probe: $answer"
 
-rm -f "$OUT/milink-functions.zip"
 (cd "$STAGE" && zip -q -r -X "$OUT/milink-functions.zip" .)
 say "laid out $count functions in $STAGE"
 say "zip: $OUT/milink-functions.zip ($(du -h "$OUT/milink-functions.zip" | cut -f1))"
