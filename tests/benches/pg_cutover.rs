@@ -35,22 +35,24 @@ struct Round {
     downtime_ms: i64,
     request_to_completed: Duration,
     transactions: u64,
-    /// Milliseconds spent in fence, drain, finalize, switch (from the migration's history).
-    steps: [i64; 4],
+    /// Milliseconds spent verifying before the fence (outside the window), then in fence, drain, finalize,
+    /// switch (from the migration's history).
+    steps: [i64; 5],
 }
 
-/// Step durations from the history: request → fenced → drained → verified → primary.
-fn step_durations(m: &serde_json::Value) -> [i64; 4] {
+/// Step durations from the history: request → fence begins (after the verification before it) → fenced →
+/// drained → verified → primary. Each includes the hop to the next step's message (the embedded queue).
+fn step_durations(m: &serde_json::Value) -> [i64; 5] {
     let at = |needle: &str| {
         m["history"].as_array().and_then(|h| {
             h.iter().find(|e| e["message"].as_str().is_some_and(|s| s.contains(needle))).and_then(|e| e["at"].as_str())
         })
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
     };
-    let requested = m["cutover"]["requestedAt"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
-    let marks = [requested, at("source fenced"), at("target confirmed"), at("verified"), at("target is primary")];
-    let mut out = [0; 4];
-    for i in 0..4 {
+    let time = |field: &str| m["cutover"][field].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+    let marks = [time("requestedAt"), time("fencedAt"), at("source fenced"), at("target confirmed"), at("verified"), at("target is primary")];
+    let mut out = [0; 5];
+    for i in 0..5 {
         if let (Some(a), Some(b)) = (marks[i], marks[i + 1]) {
             out[i] = (b - a).num_milliseconds();
         }
@@ -165,7 +167,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let milink = Milink::start_with_poll(poll).await?;
     println!("pg_cutover: pgbench scale {scale}, 4 writer clients, {rounds} rounds, poll every {poll} ms, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
-    println!("{:>5} {:>10} {:>9} {:>11} {:>15} {:>13} {:>14} {:>9}  fence/drain/finalize/switch ms", "round", "accounts", "size MiB", "seeding s", "ready-detect ms", "downtime ms", "req→done ms", "writes");
+    println!("{:>5} {:>10} {:>9} {:>11} {:>15} {:>13} {:>14} {:>9}  verify-before-fence/fence/drain/finalize/switch ms", "round", "accounts", "size MiB", "seeding s", "ready-detect ms", "downtime ms", "req→done ms", "writes");
     let mut results = Vec::new();
     for n in 1..=rounds {
         let r = round(&milink, scale).await?;
@@ -188,6 +190,11 @@ async fn main() -> anyhow::Result<()> {
         median(results.iter().filter_map(|r| r.ready_detection).map(|d| d.as_millis() as f64).collect()),
         median(results.iter().map(|r| r.downtime_ms as f64).collect()),
         median(results.iter().map(|r| r.request_to_completed.as_millis() as f64).collect()),
+    );
+    let step = |i: usize| median(results.iter().map(|r| r.steps[i] as f64).collect());
+    println!(
+        "median steps: verify before the fence {:.0} ms (outside the window); fence {:.0}, drain {:.0}, finalize {:.0}, switch {:.0} ms",
+        step(0), step(1), step(2), step(3), step(4)
     );
     let hand = hand_recipe(scale).await?;
     let milink_downtime = median(results.iter().map(|r| r.downtime_ms as f64).collect());
