@@ -29,7 +29,7 @@ async fn load(database: &str, big_rows: i64) -> anyhow::Result<()> {
          INSERT INTO tags SELECT md5(g::text), 'label ' || g FROM generate_series(1, 5000) g;
          CREATE TABLE readings (sensor int NOT NULL, value float8, note text);
          ALTER TABLE readings REPLICA IDENTITY FULL;
-         INSERT INTO readings SELECT g % 17, g / 3.0, CASE WHEN g % 5 = 0 THEN NULL ELSE 'n' END FROM generate_series(1, 20000) g;"
+         INSERT INTO readings SELECT g % 17, g / 3.0, CASE WHEN g % 5 = 0 THEN NULL ELSE 'n' END FROM generate_series(1, 5000) g;"
     );
     pg::connect(Side::Source, database).await?.batch_execute(&sql).await?;
     Ok(())
@@ -53,14 +53,14 @@ fn churn(database: &str) -> (Arc<AtomicBool>, tokio::task::JoinHandle<u64>) {
                  INSERT INTO big (body, n) VALUES ('new', {n});
                  INSERT INTO events VALUES (date '2026-02-01' + ({n} % 300), 100000 + {done}, 'late');
                  UPDATE tags SET label = label || '!' WHERE code = md5('{n}');
-                 UPDATE readings SET note = 'changed' WHERE sensor = {n} % 17 AND value < {n};
+                 UPDATE readings SET note = 'changed' WHERE sensor = {n} % 17 AND value = {n};
                  COMMIT;"
             );
             if client.batch_execute(&sql).await.is_err() {
                 break; // fenced
             }
             done += 1;
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         done
     });
