@@ -68,3 +68,16 @@ async fn the_dashboard_read_models_answer_through_their_functions() {
     assert_eq!(overview["nextActions"][0]["kind"], "assess", "{overview:#}");
     lab.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_wizards_connection_test_answers_through_its_function() {
+    let lab = lab().await;
+    // The scripted engine has no connection test of its own: the answer says so, as a result, not an error.
+    let (status, tested) = lab.host.http("POST", "/api/connections/src/test", Some(&json!({}))).await;
+    assert_eq!(status, 200, "{tested}");
+    assert_eq!((tested["connection"].as_str(), tested["ok"].as_bool()), (Some("src"), Some(false)), "{tested}");
+    assert_eq!(tested["error"]["code"], "test_connection_not_supported", "{tested}");
+    let (status, unknown) = lab.host.http("POST", "/api/connections/nosuch/test", Some(&json!({}))).await;
+    assert_eq!((status, unknown["error"]["code"].as_str()), (400, Some("unknown_connection")), "{unknown}");
+    lab.stop().await;
+}
