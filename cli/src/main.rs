@@ -5,6 +5,7 @@
 //! usage; 3 server unreachable; 4 request refused (4xx: the message says why); 5 the migration ended
 //! Failed or Cancelled, or the cutover was abandoned, while waiting; 6 timed out waiting; 7 a verification
 //! found differences between source and target.
+mod batch;
 mod client;
 mod commands;
 mod doctor;
@@ -37,6 +38,9 @@ enum Command {
     /// Start, watch, cut over and cancel migrations.
     #[command(subcommand)]
     Migrate(commands::Migrate),
+    /// One action on many migrations: cut over or cancel every one from a source, to a target, or by id.
+    #[command(subcommand)]
+    Batch(batch::Batch),
     /// Each connection's TLS as negotiated: version, cipher, server certificate (reads the config itself).
     Doctor(doctor::DoctorArgs),
     /// Messages that ran out of retries.
@@ -59,6 +63,7 @@ fn main() -> ExitCode {
             Command::Up(args) => up::run(args).await,
             Command::Assess(args) => commands::assess(&client::Client::new(&cli.server), cli.output, args).await,
             Command::Migrate(command) => commands::migrate(&client::Client::new(&cli.server), cli.output, command).await,
+            Command::Batch(command) => batch::run(&client::Client::new(&cli.server), cli.output, command).await,
             Command::Doctor(args) => doctor::run(args, cli.output).await,
             Command::DeadLetters => commands::dead_letters(&client::Client::new(&cli.server), cli.output).await,
             Command::Functions(args) => functions_host::run(args).await,

@@ -83,3 +83,80 @@ async fn queued_migrations_stay_queued_in_order_across_a_restart() -> anyhow::Re
     }
     Ok(())
 }
+
+/// Batch cutover of every Ready migration from source `src`: one of them fails its cutover (a row written
+/// on the target makes its verification differ), the other completes; a migration from another source
+/// (`src2`, same server under another name) is not touched.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_cutover_by_source_completes_the_others_when_one_fails() -> anyhow::Result<()> {
+    let databases: Vec<String> = (1..=3).map(|n| unique(&format!("FleetBatch{n}"))).collect();
+    for database in &databases {
+        pg::load_sample(database, "toystore.sql").await?;
+    }
+    let milink = Milink::start(&fleet::second_source("src2")).await?;
+    let mut ids = start_many(&milink, "src", "dst", &databases[..2]).await?;
+    ids.extend(start_many(&milink, "src2", "dst", &databases[2..]).await?);
+    wait_all(&milink, &ids, "all ready", TIMEOUT, |all| count(all, "ReadyForCutover") == 3).await?;
+    // A write on the target that the source does not have: the cutover's verification must refuse it.
+    pg::connect(pg::Side::Target, &databases[1])
+        .await?
+        .batch_execute("INSERT INTO products (product_id, sku, name, category, price) VALUES (999999, 'only-on-target', 'x', 'x', 1)")
+        .await?;
+    let (status, body) = milink.post("/api/batch/cutover", &json!({ "source": "src" })).await?;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("confirmation_required")), "{body}");
+    let (status, body) = milink.post("/api/batch/cutover", &json!({ "source": "src", "confirmTrafficStopped": true })).await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["selected"], 2, "only the migrations from src: {body:#}");
+    assert_eq!(body["counts"]["accepted"], 2, "{body:#}");
+    let all = wait_all(&milink, &ids, "one completed, one abandoned", TIMEOUT, |all| {
+        all[0]["status"] == "Completed" && all[1]["cutover"]["abandonedReason"].is_string() && all[1]["status"] != "CuttingOver"
+    })
+    .await?;
+    assert!(all[1]["cutover"]["abandonedReason"].as_str().unwrap_or_default().contains("differs"), "{:#}", all[1]);
+    assert_eq!(all[2]["status"], "ReadyForCutover", "another source's migration is untouched");
+    pg::assert_target_matches_source(&databases[0]).await?;
+    assert!(milink_e2e::holds::source_writable(&databases[1]).await?, "the failed cutover gave its source its writes back");
+    let (status, body) = milink.post("/api/batch/cancel", &json!({ "ids": [ids[1], ids[2], ids[0]] })).await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((body["counts"]["accepted"].as_u64(), body["counts"]["skipped"].as_u64()), (Some(2), Some(1)), "the completed one is skipped: {body:#}");
+    wait_all(&milink, &ids[1..], "the others cancelled", TIMEOUT, |all| count(all, "Cancelled") == 2).await?;
+    for database in &databases {
+        pg::drop_everywhere(database).await;
+    }
+    Ok(())
+}
+
+/// A link that stops (its subscription disabled on the target) raises one `linkStalled` alert at the
+/// webhook within a minute, not one per poll tick, and one "cleared" when it runs again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_link_raises_one_alert_at_the_webhook_and_clears_it() -> anyhow::Result<()> {
+    let database = unique("FleetAlert");
+    pg::load_sample(&database, "toystore.sql").await?;
+    let hook = milink_e2e::webhook::Webhook::start().await?;
+    let milink = Milink::start(&format!("[alerts]\nwebhook_url = \"{}?code=not-for-logs\"\n", hook.url)).await?;
+    let id = milink.start_migration(&database, json!({})).await?;
+    milink.wait_status(&id, "ReadyForCutover", TIMEOUT).await?;
+    let link = format!("milink_{}", id.chars().filter(char::is_ascii_alphanumeric).take(12).collect::<String>());
+    let target = pg::connect(pg::Side::Target, &database).await?;
+    target.batch_execute(&format!("ALTER SUBSCRIPTION {link} DISABLE")).await?;
+    let stalled_at = std::time::Instant::now();
+    let alerts_for = |raised: bool| hook.received().into_iter().filter(|a| a["alert"] == "linkStalled" && a["raised"] == raised && a["migrationId"] == id.as_str()).count();
+    while alerts_for(true) == 0 {
+        anyhow::ensure!(stalled_at.elapsed() < Duration::from_secs(60), "no linkStalled alert within a minute; log:\n{}", milink.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await; // ten more poll ticks
+    assert_eq!(alerts_for(true), 1, "deduplicated: {:#?}", hook.received());
+    let alert = hook.received().into_iter().find(|a| a["alert"] == "linkStalled").unwrap_or_default();
+    assert!(alert["message"].as_str().unwrap_or_default().contains("disabled"), "the alert says why: {alert:#}");
+    target.batch_execute(&format!("ALTER SUBSCRIPTION {link} ENABLE")).await?;
+    while alerts_for(false) == 0 {
+        anyhow::ensure!(stalled_at.elapsed() < Duration::from_secs(120), "no cleared alert; log:\n{}", milink.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!milink.logs().contains("not-for-logs"), "the webhook's query string reached the log");
+    milink.post(&format!("/api/migrations/{id}/cancel"), &json!({})).await?;
+    milink.wait_status(&id, "Cancelled", TIMEOUT).await?;
+    pg::drop_everywhere(&database).await;
+    Ok(())
+}

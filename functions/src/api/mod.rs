@@ -2,6 +2,7 @@
 //! the tests all serve the same routes and bodies. JSON, camelCase; errors are
 //! `{"error":{"code","message"}}` with stable codes ([`error::ApiError`]).
 pub mod assessments;
+pub mod batch;
 pub mod connections;
 pub mod error;
 pub mod migrations;
@@ -43,6 +44,8 @@ pub fn app(state: ApiState) -> Router {
         .route("/api/migrations/{id}/cancel", post(migrations::cancel))
         .route("/api/migrations/{id}/verify", post(migrations::verify))
         .route("/api/migrations/{id}/failback", post(migrations::failback))
+        .route("/api/batch/cutover", post(batch::cutover))
+        .route("/api/batch/cancel", post(batch::cancel))
         .route("/api/deadletters", get(dead_letters))
         .route("/metrics", get(crate::telemetry::metrics::scrape))
         .merge(crate::ui::routes())

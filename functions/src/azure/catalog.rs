@@ -83,6 +83,8 @@ pub const FUNCTIONS: &[Function] = &[
     http("MigrationCancel", "migrations/{id}/cancel", &["post"]),
     http("MigrationFailback", "migrations/{id}/failback", &["post"]),
     http("DeadLetters", "deadletters", &["get"]),
+    http("BatchCutover", "batch/cutover", &["post"]),
+    http("BatchCancel", "batch/cancel", &["post"]),
     http("MigrationVerify", "migrations/{id}/verify", &["post"]),
     http("Overview", "overview", &["get"]),
     http("Connections", "connections", &["get"]),

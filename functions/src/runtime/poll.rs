@@ -141,6 +141,7 @@ pub async fn tick(ctx: &Context, settings: &PollSettings) -> PollTick {
         summary.deferred += one.deferred;
     }
     crate::telemetry::fleet::refresh_for_export(ctx).await;
+    crate::runtime::alerts::run(ctx).await;
     summary
 }
 

@@ -145,6 +145,8 @@ struct RawConfig {
     #[serde(default)]
     admission: crate::admission::Caps,
     #[serde(default)]
+    alerts: crate::alerts::AlertSettings,
+    #[serde(default)]
     connections: BTreeMap<String, RawConnection>,
 }
 
@@ -157,6 +159,8 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// Caps on active migrations (`[admission]`).
     pub admission: crate::admission::Caps,
+    /// Alert thresholds and where alerts go (`[alerts]`).
+    pub alerts: crate::alerts::AlertSettings,
     /// Connections by name.
     pub connections: BTreeMap<ConnectionName, Endpoint>,
 }
@@ -186,7 +190,7 @@ impl Config {
         if server.state.is_relative() {
             server.state = base.join(&server.state);
         }
-        Ok(Self { server, notify: raw.notify, admission: raw.admission, connections })
+        Ok(Self { server, notify: raw.notify, admission: raw.admission, alerts: raw.alerts, connections })
     }
 
     /// The endpoint named `name`, or an error that lists the names there are.

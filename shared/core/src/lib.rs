@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod admission;
+pub mod alerts;
 pub mod assessment;
 pub mod config;
 pub mod drain;

@@ -35,8 +35,8 @@ pub(crate) async fn capacity(endpoint: &Endpoint, role: Role) -> Result<Capacity
             "SELECT current_setting('max_replication_slots')::int, (SELECT count(*)::int FROM pg_replication_slots),
                     current_setting('max_wal_senders')::int, (SELECT count(*)::int FROM pg_stat_replication)"
                 .to_owned(),
-            "SELECT s.slot_name::text, 1 + (SELECT count(*)::int FROM pg_stat_replication r WHERE r.application_name = s.slot_name::text)
-               FROM pg_replication_slots s WHERE s.slot_name LIKE 'milink\\_%'",
+            // A link's WAL sender is the one serving its slot (its application_name is the conninfo's, not the link's).
+            "SELECT slot_name::text, 1 + (active_pid IS NOT NULL)::int FROM pg_replication_slots WHERE slot_name LIKE 'milink\\_%'",
         ),
         Role::Target => (
             format!(

@@ -1,0 +1,179 @@
+//! Alerts: conditions an operator of a fleet must hear about without watching every migration, raised
+//! once when they start and once when they clear (deduplicated), never again while they hold.
+//!
+//! - `linkStalled`: the migration's status is Stalled (the link's own problem, no progress, a step that
+//!   keeps failing). A disabled subscription or an inactive slot shows up here, with the engine's reason.
+//! - `lagGrowing`: the lag has grown at every observation, without once shrinking, for
+//!   [`AlertSettings::lag_growing_minutes`]: the target applies slower than the source writes.
+//! - `walRetained`: the link's lag in bytes (the WAL the source keeps in the slot for the target) is above
+//!   [`AlertSettings::wal_retained_bytes`]: the source's disk is at risk.
+//!
+//! Pure: the [`Tracker`] is fed the migrations each poll tick and says which alerts to send; the runtime
+//! sends them (log and webhook). It lives in the memory of the process that polls, so a restart may
+//! raise a condition that still holds once more.
+use crate::migration::{Migration, Status};
+use crate::names::MigrationId;
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// `[alerts]` in the config.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertSettings {
+    /// Where alerts are POSTed as JSON (they are always logged). Its query string is never logged.
+    pub webhook_url: Option<String>,
+    /// Minutes of a lag that only grows before `lagGrowing`.
+    pub lag_growing_minutes: u64,
+    /// Bytes of WAL held for a link before `walRetained`.
+    pub wal_retained_bytes: u64,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        Self { webhook_url: None, lag_growing_minutes: 10, wal_retained_bytes: 10 * 1024 * 1024 * 1024 }
+    }
+}
+
+/// Which condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AlertKind {
+    /// Status Stalled.
+    LinkStalled,
+    /// Lag growing for N minutes.
+    LagGrowing,
+    /// WAL retained above the threshold.
+    WalRetained,
+}
+
+/// One alert to send.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Alert {
+    /// The condition.
+    pub alert: AlertKind,
+    /// True when raised, false when the condition cleared.
+    pub raised: bool,
+    /// The migration.
+    pub migration_id: MigrationId,
+    /// Its database.
+    pub database: String,
+    /// Source connection.
+    pub source: String,
+    /// Target connection.
+    pub target: String,
+    /// What is wrong, in words, with what to do.
+    pub message: String,
+    /// Since when the condition holds.
+    pub since: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct LagTrend {
+    last_at: Option<DateTime<Utc>>,
+    last_lag: u64,
+    growing_since: Option<DateTime<Utc>>,
+}
+
+/// What has been raised, and each link's lag trend.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    raised: BTreeMap<(MigrationId, AlertKind), DateTime<Utc>>,
+    lag: BTreeMap<MigrationId, LagTrend>,
+}
+
+impl Tracker {
+    /// Looks at `migrations` (the active ones) at `now`; returns the alerts to send.
+    pub fn check(&mut self, migrations: &[Migration], now: DateTime<Utc>, settings: &AlertSettings) -> Vec<Alert> {
+        let mut out = Vec::new();
+        for m in migrations {
+            for (kind, condition) in self.conditions(m, now, settings) {
+                let key = (m.id.clone(), kind);
+                match (condition, self.raised.get(&key).copied()) {
+                    (Some((since, message)), None) => {
+                        self.raised.insert(key, since);
+                        out.push(alert(m, kind, true, message, since));
+                    }
+                    (None, Some(since)) => {
+                        self.raised.remove(&key);
+                        out.push(alert(m, kind, false, format!("{}: cleared", describe(kind)), since));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        // Migrations that finished or vanished: forget them quietly.
+        let live: std::collections::BTreeSet<&MigrationId> = migrations.iter().map(|m| &m.id).collect();
+        self.raised.retain(|(id, _), _| live.contains(id));
+        self.lag.retain(|id, _| live.contains(id));
+        out
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn conditions(&mut self, m: &Migration, now: DateTime<Utc>, settings: &AlertSettings) -> [(AlertKind, Option<(DateTime<Utc>, String)>); 3] {
+        let stalled = (m.status() == Status::Stalled).then(|| {
+            let since = m.stall.as_ref().map_or(now, |s| s.since);
+            let reason = m.reason().unwrap_or_default();
+            let remediation = m.remediation().unwrap_or_default();
+            (since, format!("{} is stalled: {reason}. {remediation}", m.database))
+        });
+        let observation = m.observation.as_ref();
+        let lag = observation.and_then(|o| o.lag_bytes);
+        let trend = self.lag.entry(m.id.clone()).or_default();
+        if let (Some(o), Some(lag)) = (observation, lag) {
+            if trend.last_at.is_none_or(|at| o.at > at) {
+                match trend.last_at {
+                    Some(_) if lag > trend.last_lag => {
+                        trend.growing_since.get_or_insert(o.at);
+                    }
+                    Some(_) if lag < trend.last_lag => trend.growing_since = None,
+                    _ => {}
+                }
+                trend.last_at = Some(o.at);
+                trend.last_lag = lag;
+            }
+        }
+        let window = Duration::minutes(settings.lag_growing_minutes as i64);
+        let growing = trend.growing_since.filter(|since| now - *since >= window).map(|since| {
+            let message = format!(
+                "{}: the lag has only grown for {} minutes (now {} bytes): the target applies slower than the source writes; check the target's load and the apply worker",
+                m.database, settings.lag_growing_minutes, trend.last_lag
+            );
+            (since, message)
+        });
+        let retained = lag.filter(|lag| *lag > settings.wal_retained_bytes).map(|lag| {
+            let message = format!(
+                "{}: the source keeps {lag} bytes of WAL for this link (threshold {}): watch the source's disk; find why the target does not confirm (lag, stalled apply)",
+                m.database, settings.wal_retained_bytes
+            );
+            (m.observation.as_ref().map_or(now, |o| o.at), message)
+        });
+        [(AlertKind::LinkStalled, stalled), (AlertKind::LagGrowing, growing), (AlertKind::WalRetained, retained)]
+    }
+}
+
+fn describe(kind: AlertKind) -> &'static str {
+    match kind {
+        AlertKind::LinkStalled => "link stalled",
+        AlertKind::LagGrowing => "lag growing",
+        AlertKind::WalRetained => "WAL retained above the threshold",
+    }
+}
+
+fn alert(m: &Migration, kind: AlertKind, raised: bool, message: String, since: DateTime<Utc>) -> Alert {
+    Alert {
+        alert: kind,
+        raised,
+        migration_id: m.id.clone(),
+        database: m.database.to_string(),
+        source: m.source.to_string(),
+        target: m.target.to_string(),
+        message,
+        since,
+    }
+}
+
+#[cfg(test)]
+#[path = "alerts_tests.rs"]
+mod tests;

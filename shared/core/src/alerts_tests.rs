@@ -1,0 +1,70 @@
+use super::*;
+use crate::migration::{LinkPhase, Observation, Phase, Settings, Stall};
+use crate::names::{ConnectionName, DatabaseName};
+use chrono::TimeZone;
+
+fn t(s: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_700_000_000 + s, 0).unwrap()
+}
+
+fn syncing(at: i64, lag: u64) -> Migration {
+    let mut m = Migration::new(
+        MigrationId("00000000-0000-0000-0000-000000000001".into()),
+        ConnectionName::parse("src").unwrap(),
+        ConnectionName::parse("dst").unwrap(),
+        DatabaseName::parse("shop").unwrap(),
+        Settings::default(),
+        t(0),
+    );
+    m.phase = Phase::Syncing;
+    m.observation = Some(Observation {
+        at: t(at),
+        phase: LinkPhase::Streaming,
+        progress_percent: 100.0,
+        lag_bytes: Some(lag),
+        lag_seconds: None,
+        progress_marker: None,
+        problem: None,
+        drift: Vec::new(),
+    });
+    m
+}
+
+#[test]
+fn a_stall_is_raised_once_and_cleared_once() {
+    let mut tracker = Tracker::default();
+    let settings = AlertSettings::default();
+    let mut m = syncing(1, 0);
+    assert!(tracker.check(&[m.clone()], t(1), &settings).is_empty());
+    m.stall = Some(Stall { reason: "subscription disabled".into(), remediation: "enable it".into(), since: t(2), retry_at: None });
+    let raised = tracker.check(&[m.clone()], t(3), &settings);
+    assert_eq!(raised.len(), 1);
+    assert!(raised[0].raised && raised[0].alert == AlertKind::LinkStalled && raised[0].message.contains("subscription disabled"), "{raised:?}");
+    assert!(tracker.check(&[m.clone()], t(4), &settings).is_empty(), "deduplicated");
+    m.stall = None;
+    let cleared = tracker.check(&[m], t(5), &settings);
+    assert_eq!((cleared.len(), cleared[0].raised), (1, false));
+}
+
+#[test]
+fn lag_growing_needs_the_whole_window_and_any_shrink_resets_it() {
+    let mut tracker = Tracker::default();
+    let settings = AlertSettings { lag_growing_minutes: 2, ..AlertSettings::default() };
+    let mut alerts = Vec::new();
+    for (i, lag) in [100, 200, 300, 250, 400, 500, 600, 700].into_iter().enumerate() {
+        let at = i as i64 * 60;
+        alerts.extend(tracker.check(&[syncing(at, lag)], t(at), &settings).into_iter().map(|a| (at, a.alert)));
+    }
+    // Growing from 60 s to 180 s would be 2 minutes, but the shrink at 180 s resets; growing again from
+    // 240 s, the alert comes at 360 s.
+    assert_eq!(alerts, [(360, AlertKind::LagGrowing)]);
+}
+
+#[test]
+fn wal_retained_above_the_threshold_is_raised() {
+    let mut tracker = Tracker::default();
+    let settings = AlertSettings { wal_retained_bytes: 1000, ..AlertSettings::default() };
+    assert!(tracker.check(&[syncing(1, 1000)], t(1), &settings).is_empty());
+    let raised = tracker.check(&[syncing(2, 1001)], t(2), &settings);
+    assert_eq!(raised.iter().map(|a| a.alert).collect::<Vec<_>>(), [AlertKind::WalRetained]);
+}
