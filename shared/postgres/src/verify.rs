@@ -32,19 +32,32 @@
 //! are skipped, which also makes it incomplete. Large objects and sequences are not carried while the
 //! link syncs, so only `finalize` looks at them.
 //!
-//! **Cost, and the cutover's write-downtime window.** Everything in `finalize` after the fence is
-//! downtime: sequences (one statement per 500), large objects (proportional to their size) and the
-//! content check. Static sides let it compare each table whole first (one parallel sequential scan per
-//! side, both sides at once, three tables at a time) and cut it into chunks only when it differs, so a
-//! clean cutover costs about one scan of the data with hashing: it grows linearly with the data. Measured
-//! with `cargo bench -p milink-e2e --bench pg_verify` (pgbench scale 10, 1 M rows, both servers on one
-//! 2-core machine): finalize 0.3 s, 1.4–1.8× a `count(*)` of every table. The on-demand `verify` reads
-//! key-ordered chunks (index range scans, one process per side and worker) and waits for the link once
-//! per batch: about 0.9 s idle (4–6× `count(*)`) and 3–5 s under a 4-client pgbench load on the same 2
-//! cores (9–24×: the load takes the CPU, the link lags 0.1–0.3 s per wait, and hot chunks are descended
-//! and settled). Nothing from an earlier on-demand verification is reused at cutover yet: a table
-//! unchanged since a clean pass could be skipped (its pg_stat_user_tables write counters on the source
-//! unchanged), but that needs a record of the pass the engine does not keep; correctness first.
+//! **Detection strength.** A row's hash is 64 bits (PostgreSQL's own `hash*extended` functions, seeded
+//! per column, combined and mixed again by `hashint8extended`); a chunk's checksum is the exact (numeric)
+//! sum of its rows' hashes plus the row count. A changed row goes unnoticed only if the hash deltas of
+//! the changed rows of one chunk sum to exactly zero: about 2^-64 for accidental changes. These hashes
+//! are not cryptographic: someone able to write chosen rows could craft a collision on purpose; the
+//! verification guards against lost, stale and stray writes, not against an adversary (VDiff's RFC for
+//! SHA-256 rows pays for that). Values equal by their type's equality hash alike (`1.0` and `1.00`).
+//!
+//! **The cutover's write-downtime window.** Before the fence (`before_fence`, called by the engine's
+//! `prepare_cutover` while the source still takes writes) every table is verified in full as above, at
+//! matched positions, after logical slots (`test_decoding`) were created on both servers (`track`); its
+//! outcome, the tables found equal, is written into the source's WAL. After the fence and the drain,
+//! `compare_static` reads both slots' streams: the keys changed on the source since, and the rows the
+//! target wrote itself (`only-local`: an application writing to the target during sync). Only those
+//! keys are compared (key lookups on both sides), plus whole tables that were truncated, have no key, or
+//! were not found equal before the fence. So what lies in the window grows with the writes since the
+//! verification before the fence, not with the data; without that verification (it failed, timed out
+//! after 10 s waiting for the link or a lock, or the target refused a slot) the window compares every
+//! table in full, as safe and slower, and the report says why (`Verification::window`).
+//!
+//! **Cost.** A live batch of an integer key's chunks is summed by one grouped statement per side
+//! (`sql::grouped_checksum`: a parallel sequential scan with JIT, about half the cost per row of 50k-row
+//! index range scans, which stay below the JIT threshold), up to 200 chunks (10 M rows) per pair of
+//! matched snapshots; other keys read 8 chunks per pair. Per row both sides hash every column (about
+//! 2× a `count(*)` of the same rows on an idle server, per side), so on one machine running both servers
+//! the floor is near 2–2.5× `count(*)`; measured with `cargo bench -p milink-e2e --bench pg_verify`.
 mod chunks;
 mod narrow;
 mod read;
@@ -122,12 +135,12 @@ pub(crate) async fn before_fence(plan: &LinkPlan) -> Result<Verification, Engine
     let pair = open_pair(&source, &target, plan.database.as_str(), true).await?;
     let link = plan.link_name();
     let untracked_target = track::start(&pair.src, &pair.tgt, &link).await?;
-    let (verification, unsettled) = compare(plan, Some(link), true).await?;
+    let (verification, unsettled, fingerprints) = compare(plan, Some(link), true).await?;
     let verified: BTreeMap<String, u64> = verification
         .tables
         .iter()
         .filter(|t| !t.differs() && !unsettled.contains(&t.table))
-        .map(|t| (t.table.clone(), t.source_rows))
+        .filter_map(|t| Some((fingerprints.get(&t.table)?.clone(), t.source_rows)))
         .collect();
     track::record(&pair.src, &verified, untracked_target.is_none()).await?;
     tracing::info!(
@@ -159,7 +172,12 @@ pub(crate) async fn compare_static(plan: &LinkPlan) -> Result<Verification, Engi
 /// Key lookups per statement when re-comparing changed keys.
 const KEYS_PER_BATCH: usize = 1_000;
 
-async fn compare(plan: &LinkPlan, slot: Option<String>, before_fence: bool) -> Result<(Verification, BTreeSet<String>), EngineError> {
+/// The verification, the tables that did not settle, and each compared table's [`track::fingerprint`].
+async fn compare(
+    plan: &LinkPlan,
+    slot: Option<String>,
+    before_fence: bool,
+) -> Result<(Verification, BTreeSet<String>, BTreeMap<String, String>), EngineError> {
     let started_at = chrono::Utc::now();
     let source = Server::new("source", &plan.source)?;
     let target = Server::new("target", &plan.target)?;
@@ -208,8 +226,7 @@ async fn compare(plan: &LinkPlan, slot: Option<String>, before_fence: bool) -> R
                     queue.push_back(whole);
                 }
                 Some(recheck) => {
-                    let name = table.display_name();
-                    incremental.insert(index, changes.and_then(|c| c.verified.get(&name).copied()).unwrap_or(0));
+                    incremental.insert(index, changes.and_then(|c| c.verified.get(&track::fingerprint(table)).copied()).unwrap_or(0));
                     let keys: Vec<KeyValues> = match recheck {
                         Some(Recheck::Keys(keys)) => keys.into_iter().collect(),
                         _ => Vec::new(),
@@ -253,7 +270,8 @@ async fn compare(plan: &LinkPlan, slot: Option<String>, before_fence: bool) -> R
         clean = verification.is_clean(),
         "verified content"
     );
-    Ok((verification, unsettled))
+    let fingerprints = tables.iter().map(|t| (t.display_name(), track::fingerprint(t))).collect();
+    Ok((verification, unsettled, fingerprints))
 }
 
 async fn run_workers(

@@ -39,6 +39,14 @@ pub(super) fn slot_name(link: &str) -> String {
     format!("{link}_vt")
 }
 
+/// A table as the record names it: its name and its columns (names and types), so a table whose columns
+/// changed after the verification before the fence (a column added with a default rewrites no row in
+/// the stream) is compared whole, never passed on the strength of rows that had other columns.
+pub(super) fn fingerprint(table: &TableSpec) -> String {
+    let columns: Vec<String> = table.columns.iter().map(|c| format!("{} {}", c.name, c.type_sql)).collect();
+    format!("{}\u{1f}{}", table.display_name(), columns.join("\u{1f}"))
+}
+
 /// What re-comparing a table in the window takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Recheck {
@@ -52,7 +60,7 @@ pub(super) enum Recheck {
 /// from `changed` and present in `verified` are equal without another read.
 #[derive(Debug, Default)]
 pub(super) struct Changes {
-    /// Tables found equal before the fence, with their rows then.
+    /// Tables found equal before the fence (by [`fingerprint`]), with their rows then.
     pub(super) verified: BTreeMap<String, u64>,
     pub(super) changed: HashMap<String, Recheck>,
     /// Changes decoded (both streams), for the log and the report.
@@ -66,8 +74,8 @@ impl Changes {
         if let Some(Recheck::Whole(why)) = self.changed.get("") {
             return Some(Recheck::Whole(why));
         }
-        if !self.verified.contains_key(&name) {
-            return Some(Recheck::Whole("not found equal before the fence"));
+        if !self.verified.contains_key(&fingerprint(table)) {
+            return Some(Recheck::Whole("not found equal before the fence, or its columns changed since"));
         }
         match self.changed.get(&name) {
             Some(Recheck::Keys(_)) if table.key.is_empty() => Some(Recheck::Whole("no key")),
