@@ -176,14 +176,22 @@ async fn the_subscription_the_target_creates_verifies_the_source_too() -> anyhow
 
     // The target stored the verifying settings, and the source sees the subscription's walsender on TLS.
     let target = pg::connect(Side::Target, &database).await?;
-    let row = target.query_one("SELECT subconninfo, subslotname::text FROM pg_subscription WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())", &[]).await?;
-    let (conninfo, slot): (String, String) = (row.get(0), row.get(1));
+    let rows = target.query("SELECT subconninfo, subslotname::text FROM pg_subscription WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())", &[]).await?;
+    assert_eq!(rows.len(), 1, "one subscription in the target database");
+    let (conninfo, slot): (String, String) = (rows[0].get(0), rows[0].get(1));
     assert!(conninfo.contains("sslmode='verify-full'") && conninfo.contains(&format!("sslrootcert='{dir}/ca.crt'")), "{conninfo}");
     let source = pg::connect(Side::Source, "postgres").await?;
-    let row = source
-        .query_one("SELECT s.ssl FROM pg_replication_slots r JOIN pg_stat_ssl s ON s.pid = r.active_pid WHERE r.slot_name = $1", &[&slot])
-        .await?;
-    assert!(row.get::<_, bool>(0), "the subscription's connection to the source is not encrypted");
+    // The slot's walsender: the apply worker may be reconnecting for a moment.
+    let mut encrypted = Vec::new();
+    for _ in 0..100 {
+        let sql = "SELECT s.ssl FROM pg_replication_slots r JOIN pg_stat_ssl s ON s.pid = r.active_pid WHERE r.slot_name = $1";
+        encrypted = source.query(sql, &[&slot]).await?.iter().map(|row| row.get::<_, bool>(0)).collect();
+        if !encrypted.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(encrypted, vec![true], "the subscription's connection to the source (slot {slot}) is encrypted");
     milink.post(&format!("/api/migrations/{id}/cancel"), &json!({})).await?;
     milink.wait_status(&id, "Cancelled", Duration::from_secs(60)).await?;
 
