@@ -155,7 +155,7 @@ async fn milink_seeding(milink: &Milink, database: &str, workers: u64) -> anyhow
     admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", pg::ident(database))).await?;
     let started = Instant::now();
     let id = milink.start_migration(database, json!({ "seedWorkers": workers })).await?;
-    let mut eta_samples = Vec::new();
+    let mut eta_samples: Vec<(f64, f64, f64)> = Vec::new();
     loop {
         let m = milink.get(&format!("/api/migrations/{id}")).await?;
         let status = m["status"].as_str().unwrap_or_default().to_owned();
@@ -172,7 +172,7 @@ async fn milink_seeding(milink: &Milink, database: &str, workers: u64) -> anyhow
             return Ok(seeding);
         }
         if let (Some(progress), Some(eta)) = (m["progress"].as_f64(), m["seed"]["etaSeconds"].as_f64()) {
-            if eta_samples.last().is_none_or(|(at, _, _): &(f64, f64, f64)| started.elapsed().as_secs_f64() - at >= 2.0) {
+            if eta_samples.last().is_none_or(|(at, _, _)| started.elapsed().as_secs_f64() - at >= 2.0) {
                 eta_samples.push((started.elapsed().as_secs_f64(), progress, eta));
             }
         }
