@@ -202,7 +202,8 @@ fn seeding(now: DateTime<Utc>, progress: &seed::Progress, failure: Option<Engine
     Observation {
         at: now,
         phase: LinkPhase::Seeding,
-        progress_percent: progress.percent(),
+        // 100 % is for a link that streams: the subscription still has to start after the last index.
+        progress_percent: progress.percent().min(99.9),
         lag_bytes: None,
         lag_seconds: None,
         progress_marker: Some(Position(progress.work_marker())),

@@ -93,7 +93,9 @@ async fn a_source_with_wal_level_replica_says_exactly_how_to_fix_it() {
     let client = connect(&replica, &database).await;
     client.batch_execute(&sample("toystore.sql")).await.unwrap();
     let engine = PostgresEngine::new();
-    let mut plan = plan(&database);
+    // The native path, whose create_link makes the slot at once (the parallel path makes it in the seeder,
+    // after validation has already blocked this source).
+    let mut plan = native_plan(&database);
     plan.source = endpoint("replica-src", &replica, Some(&servers().password));
 
     let findings = engine.validate(&plan).await.unwrap();

@@ -67,7 +67,7 @@ async fn create_link_twice_reaches_the_same_state_and_drop_link_removes_it_all()
     let database = unique("toystore_link_");
     create_source_database(&database, &sample("toystore.sql")).await;
     let engine = PostgresEngine::new();
-    let plan = plan(&database);
+    let plan = native_plan(&database);
 
     engine.create_link(&plan).await.expect("first create_link");
     let first = link_objects(&plan).await;
@@ -98,7 +98,7 @@ async fn create_link_converges_after_crashes_between_steps() {
     let database = unique("toystore_crash_");
     create_source_database(&database, &sample("toystore.sql")).await;
     let engine = PostgresEngine::new();
-    let plan = plan(&database);
+    let plan = native_plan(&database);
     let name = plan.link_name();
 
     // As if an earlier run died after creating the target database and the publication (with one table

@@ -118,6 +118,15 @@ pub fn plan(database: &str) -> LinkPlan {
     }
 }
 
+/// A plan on the native table-sync path (`seedParallel = false`), where `create_link` makes the slot and
+/// the subscription at once. Tests of those steps use it; the parallel path, where the slot and the
+/// subscription come at the end of the seeding, is covered end to end in `tests/tests/seed.rs`.
+pub fn native_plan(database: &str) -> LinkPlan {
+    let mut plan = plan(database);
+    plan.settings.seed_parallel = false;
+    plan
+}
+
 pub fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
