@@ -115,8 +115,17 @@ async fn look_at_target(target: &Server, plan: &LinkPlan, name: &str) -> Result<
         Err(error) if error.code == "database_not_found" => return Ok(TargetView::default()),
         Err(error) => return Err(error),
     };
-    let Some(oid) = subscription_oid(&tgt, name).await? else {
-        return Ok(TargetView { seed: seed::progress(&tgt, name).await?, ..TargetView::default() });
+    let oid = match subscription_oid(&tgt, name).await? {
+        Some(oid) => oid,
+        None => match seed::progress(&tgt, name).await {
+            Ok(seed) => return Ok(TargetView { seed, ..TargetView::default() }),
+            // The seeder starts the subscription and drops its record in one transaction: a look that found
+            // no subscription just before that commit finds the record gone just after. Look again.
+            Err(error) => match subscription_oid(&tgt, name).await? {
+                Some(oid) => oid,
+                None => return Err(error),
+            },
+        },
     };
     let row = tgt
         .row(
