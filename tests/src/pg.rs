@@ -77,8 +77,38 @@ pub async fn load_sample(database: &str, file: &str) -> Result<()> {
 
 /// Drops `database` on both sides (best effort: cleanup).
 pub async fn drop_everywhere(database: &str) {
+    // A test that failed (or killed milink) may leave its link: the subscription first, detached from its
+    // slot, then every slot of the database on the source (a logical slot blocks DROP DATABASE, and an
+    // inactive one retains the source's WAL for every later test).
+    if let Ok(target) = connect(Side::Target, database).await {
+        let subscriptions = target.query("SELECT subname::text FROM pg_subscription WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())", &[]).await;
+        for row in subscriptions.unwrap_or_default() {
+            let name = ident(row.get::<_, &str>(0));
+            let _ = target
+                .batch_execute(&format!(
+                    "ALTER SUBSCRIPTION {name} DISABLE; ALTER SUBSCRIPTION {name} SET (slot_name = NONE); DROP SUBSCRIPTION {name}"
+                ))
+                .await;
+        }
+    }
     for side in [Side::Source, Side::Target] {
         if let Ok(admin) = connect(side, "postgres").await {
+            let _ = admin
+                .execute(
+                    "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = $1 AND active_pid IS NOT NULL",
+                    &[&database],
+                )
+                .await;
+            for _ in 0..20 {
+                let dropped = admin
+                    .execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1 AND NOT active", &[&database])
+                    .await;
+                let left = admin.query_opt("SELECT 1 FROM pg_replication_slots WHERE database = $1", &[&database]).await;
+                if dropped.is_err() || matches!(left, Ok(None)) {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
             let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(database))).await;
         }
     }

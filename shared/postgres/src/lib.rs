@@ -155,7 +155,7 @@ impl Engine for PostgresEngine {
             // The target may be fenced (a cutover after a failback): dropped from a writable session.
             scrubbed(plan, reverse::drop_subscription(plan).await)?;
         }
-        scrubbed(plan, link::switch(plan).await)?;
+        scrubbed(plan, link::switch(plan, &self.watches.seeders).await)?;
         if keep_reverse_link {
             // Before the pooler releases the clients to the target: its writes must all be in the slot.
             scrubbed(plan, reverse::keep_reverse_link(plan).await)?;
@@ -184,7 +184,7 @@ impl Engine for PostgresEngine {
         if let Err(error) = scrubbed(plan, verify::stop_tracking(plan).await) {
             tracing::warn!(error = %error.message, "could not drop the verification's tracking slots ({link}_vt on each server): drop them by hand", link = plan.link_name());
         }
-        scrubbed(plan, link::drop_link(plan, drop_target).await)?;
+        scrubbed(plan, link::drop_link(plan, drop_target, &self.watches.seeders).await)?;
         self.watches.forget(&plan.link_name());
         Ok(())
     }

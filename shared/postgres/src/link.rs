@@ -251,12 +251,12 @@ async fn create_subscription(tgt: &Session, name: &str, link: &Server, sql: &str
 }
 
 /// Removes the link after the drain; a reverse link, when kept, is made afterwards by `reverse`.
-pub(crate) async fn switch(plan: &LinkPlan) -> Result<(), EngineError> {
-    remove_link(plan).await
+pub(crate) async fn switch(plan: &LinkPlan, seeders: &seed::Seeders) -> Result<(), EngineError> {
+    remove_link(plan, seeders).await
 }
 
-pub(crate) async fn drop_link(plan: &LinkPlan, drop_target: bool) -> Result<(), EngineError> {
-    remove_link(plan).await?;
+pub(crate) async fn drop_link(plan: &LinkPlan, drop_target: bool, seeders: &seed::Seeders) -> Result<(), EngineError> {
+    remove_link(plan, seeders).await?;
     let target = Server::new("target", &plan.target)?;
     let admin = target.connect(None).await?;
     crate::validate::drop_probe(&admin, &plan.link_name()).await?;
@@ -281,18 +281,25 @@ pub(crate) async fn drop_link(plan: &LinkPlan, drop_target: bool) -> Result<(), 
 }
 
 /// Subscription, slot (and table-sync slots), publication: each removed if present.
-async fn remove_link(plan: &LinkPlan) -> Result<(), EngineError> {
+///
+/// A seeding in progress is stopped first, and the slot is dropped only once no seeder runs anywhere: a
+/// seeder still creating its slot would otherwise create it after the drop, and that slot would hold the
+/// source's WAL with nothing to drop it. Here, the seeder of this process is stopped and waited for; a
+/// seeder on another host finds its record gone and ends, releasing the seeding lock this waits for.
+async fn remove_link(plan: &LinkPlan, seeders: &seed::Seeders) -> Result<(), EngineError> {
     let source = Server::new("source", &plan.source)?;
     let target = Server::new("target", &plan.target)?;
     let name = plan.link_name();
     let database = plan.database.as_str();
 
-    // A seeding in progress: its snapshot holder goes first (it holds the slot), its record with the link.
+    seeders.stop(&name).await;
+    // Its snapshot holder goes first (it holds the slot), its record with the link.
     seed::abandon(&source, &name).await?;
     let subscription = match target.connect(Some(database)).await {
         Ok(tgt) => {
             writable(&tgt).await?;
             tgt.run("dropping the seeding record", &seed::plan::drop_sql()).await?;
+            seed::wait_until_stopped(&tgt, &name).await?;
             drop_subscription(&tgt, &name).await?
         }
         Err(error) if error.code == "database_not_found" => None,

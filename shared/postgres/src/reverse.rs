@@ -156,7 +156,8 @@ pub(crate) async fn failback(plan: &LinkPlan) -> Result<(), EngineError> {
         }
     }
     let step = Instant::now();
-    link::switch(&back).await?; // what is left of the reverse link: slot and publication on the target
+    // What is left of the reverse link: slot and publication on the target (a reverse link never seeds).
+    link::switch(&back, &crate::seed::Seeders::default()).await?;
     create_from_now(plan).await?; // the forward link again, before the source takes writes
     cutover::unfence(plan).await?;
     pooler::repoint_to(plan, &plan.source).await?;

@@ -192,3 +192,32 @@ async fn a_disabled_subscription_and_failing_apply_are_reported_with_what_to_do(
     assert!(verification.mismatches().is_empty(), "{verification:?}");
     cleanup(&engine, &plan).await;
 }
+
+/// A link removed while its parallel seeding is starting (the seeder creating its slot on a replication
+/// connection) leaves no slot behind, whatever the moment: a slot nobody drops holds the source's WAL until
+/// its disk fills. Removal at several delays after create_link covers the seeder's steps, from before its
+/// snapshot holder connects to while the copy runs.
+#[tokio::test]
+async fn a_link_removed_while_its_seeding_starts_leaves_no_slot() {
+    let database = unique("toystore_seedcancel_");
+    create_source_database(&database, &sample("toystore.sql")).await;
+    let engine = PostgresEngine::new();
+    let plan = plan(&database);
+    for delay_ms in [0u64, 10, 25, 50, 100, 200, 400] {
+        engine.create_link(&plan).await.expect("create_link");
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        engine.drop_link(&plan, true).await.expect("drop_link");
+        // Long enough for a holder still connecting to have created its slot.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let left = link_objects(&plan).await;
+        assert!(left.slots.is_empty() && left.published.is_empty() && !left.target_database, "after {delay_ms} ms: {left:?}");
+        let holders: i64 = connect(&servers().source_url, "postgres")
+            .await
+            .query_one("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", &[&format!("{}_snapshot", plan.link_name())])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(holders, 0, "after {delay_ms} ms the snapshot holder still runs");
+    }
+    cleanup(&engine, &plan).await;
+}

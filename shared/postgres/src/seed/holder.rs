@@ -70,6 +70,7 @@ pub(crate) async fn start(source: &Server, database: &str, slot: &str, major: i3
             "Install the PostgreSQL client tools on the machine running milink, or set seedParallel to false.",
         )
     })?;
+    let mut unfinished = Unfinished { group: child.id(), flag: flag.clone() };
     let stdout = child.stdout.take().expect("stdout is piped");
     let mut stderr = child.stderr.take().expect("stderr is piped");
     let mut line = String::new();
@@ -80,19 +81,41 @@ pub(crate) async fn start(source: &Server, database: &str, slot: &str, major: i3
         // Reap it in the background when it ends; nothing of it is read any more.
         let exported = Exported { consistent_point: (*lsn).to_owned(), snapshot: (*snapshot).to_owned() };
         tokio::spawn(async move { drop(child.wait().await) });
+        unfinished.group = None;
         return Ok(exported);
     }
     let _ = std::fs::remove_file(&flag);
     let _ = child.start_kill();
     let mut detail = String::new();
     let _ = tokio::time::timeout(Duration::from_secs(2), stderr.read_to_string(&mut detail)).await;
-    let detail = detail.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or("no answer").to_owned();
+    let detail = detail.lines().filter(|l| !l.trim().is_empty()).next_back().unwrap_or("no answer").to_owned();
     Err(EngineError::transient(
         "seed_snapshot_failed",
         format!("{}: creating the seeding slot {slot} with an exported snapshot: {detail}", source.place().label()),
         "Give milink's role REPLICATION and a pg_hba.conf entry for replication connections from milink's host, \
          with a free WAL sender and slot on the source; or set seedParallel to false to seed with native table sync.",
     ))
+}
+
+/// The holder's process group while `start` has not returned it: killed if `start` fails or is dropped
+/// (its seeder stopped because the link is being removed), so no psql goes on to create the slot after
+/// the removal dropped it.
+struct Unfinished {
+    group: Option<u32>,
+    flag: PathBuf,
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        let Some(group) = self.group else { return };
+        let _ = std::fs::remove_file(&self.flag);
+        // `kill` rather than a signal call: the workspace forbids unsafe code, and this runs rarely.
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{group}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
 }
 
 /// Whether the holder of `slot` still holds `snapshot`: its walsender is connected and the snapshot imports.

@@ -51,6 +51,9 @@ pub(crate) struct Seeders {
 #[derive(Default)]
 struct Run {
     running: bool,
+    /// The link is being removed: no seeder starts again (until `forget`).
+    stopped: bool,
+    task: Option<tokio::task::JoinHandle<()>>,
     /// Failures in a row, and the last one with when it happened.
     failures: u32,
     failed: Option<(EngineError, Instant)>,
@@ -66,14 +69,16 @@ impl Seeders {
         let run = self.links.lock().unwrap_or_else(|p| p.into_inner()).entry(name.clone()).or_default().clone();
         {
             let mut state = run.lock().unwrap_or_else(|p| p.into_inner());
-            if state.running || state.failed.as_ref().is_some_and(|(_, at)| at.elapsed() < RETRY_AFTER) {
+            if state.running || state.stopped || state.failed.as_ref().is_some_and(|(_, at)| at.elapsed() < RETRY_AFTER) {
                 return;
             }
             state.running = true;
         }
         let plan = plan.clone();
-        tokio::spawn(async move {
+        let task_run = run.clone();
+        let task = tokio::spawn(async move {
             let result = seed(&plan).await;
+            let run = task_run;
             let mut state = run.lock().unwrap_or_else(|p| p.into_inner());
             state.running = false;
             match result {
@@ -85,6 +90,23 @@ impl Seeders {
                 }
             }
         });
+        run.lock().unwrap_or_else(|p| p.into_inner()).task = Some(task);
+    }
+
+    /// Stops the link's seeder in this process, if one runs, and waits until it has stopped: the link is
+    /// being removed, and a seeder left running could create the slot after the removal dropped it. Its
+    /// snapshot holder, if it was being started, is killed with it (`holder::start`).
+    pub(crate) async fn stop(&self, link: &str) {
+        let run = self.links.lock().unwrap_or_else(|p| p.into_inner()).entry(link.to_owned()).or_default().clone();
+        let task = {
+            let mut state = run.lock().unwrap_or_else(|p| p.into_inner());
+            state.stopped = true;
+            state.task.take()
+        };
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
     }
 
     /// The last failure of the link's seeder, while it has not succeeded since.
@@ -255,6 +277,24 @@ pub(crate) async fn progress(tgt: &Session, link: &str) -> Result<Option<Progres
         elapsed_seconds: r.get(4),
         index_work: r.get(5),
     }))
+}
+
+/// Waits (a few seconds at most) until no seeder holds the link's seeding lock on the target; a seeder
+/// that still runs (on another host) is an error milink retries, so the slot is not dropped under it.
+pub(crate) async fn wait_until_stopped(tgt: &Session, link: &str) -> Result<(), EngineError> {
+    for _ in 0..50 {
+        let free: bool = tgt.row("taking the seeding lock", "SELECT pg_try_advisory_lock(hashtext($1))", &[&link]).await?.get(0);
+        if free {
+            tgt.row("releasing the seeding lock", "SELECT pg_advisory_unlock(hashtext($1))", &[&link]).await?;
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(EngineError::transient(
+        "seeding_still_running",
+        format!("{}: the seeding of {link} is still stopping", tgt.place().label()),
+        "milink retries until the seeder has ended; nothing needs doing.",
+    ))
 }
 
 /// Ends a seeding that is abandoned (the link is removed): its snapshot holder goes; the slot and the
