@@ -28,7 +28,7 @@ fn package(binary: &Path, glibc: &str, out: &Path) -> (bool, String) {
 
 #[test]
 fn the_glibc_reader_agrees_with_objdump() {
-    let binary = PathBuf::from(milink_e2e::milink::binary());
+    let binary = milink_e2e::milink::binary();
     let needed = glibc_needed(&binary);
     assert!(needed.iter().any(|v| v == "GLIBC_2.2.5"), "every x86_64 glibc binary needs the base version: {needed:?}");
     let Ok(objdump) = Command::new("objdump").arg("-T").arg(&binary).output() else {
@@ -50,7 +50,7 @@ fn the_glibc_reader_agrees_with_objdump() {
 
 #[test]
 fn the_package_script_refuses_a_binary_above_its_glibc_floor_and_probes_the_one_it_packs() {
-    let binary = PathBuf::from(milink_e2e::milink::binary());
+    let binary = milink_e2e::milink::binary();
     let newest = glibc_needed(&binary).pop().expect("a dynamically linked binary");
     let newest = newest.trim_start_matches("GLIBC_");
     assert_ne!(newest, "2.2.5", "a Rust binary needs more than the base version");

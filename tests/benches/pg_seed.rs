@@ -14,6 +14,7 @@
 //!   (`dev/tools.sh pgcopydb`; skipped with a note otherwise);
 //! - **milink**: the release binary, from the start request until milink first reports the link past
 //!   Seeding (as `pg_cutover` measures it).
+//!
 //! Each figure is printed with its ratio to the copy limit. Source, target and load share the CPU: compare
 //! within one run.
 use milink_e2e::milink::Milink;

@@ -22,6 +22,7 @@
 //!   so the window decodes and compares every row written during the full verification;
 //! - "untracked": `finalize` without `prepare_cutover`, the full static comparison inside the window
 //!   (what every cutover did before).
+//!
 //! Run at two scales (`--scale 10`, `--scale 50`) to see which window grows with the data. Figures depend
 //! on the machine (both servers share it).
 //!

@@ -58,7 +58,7 @@ async fn queued_migrations_stay_queued_in_order_across_a_restart() -> anyhow::Re
         reason.contains("max_active_per_target") || reason.contains("behind older")
     };
     wait_all(&milink, &ids, "one started, two queued saying why", TIMEOUT, |all| {
-        count(all, "Queued") == 2 && all[0]["status"] != "Queued" && all[0]["status"] != "Validating" && all[1..].iter().all(|queued| says_why(queued))
+        count(all, "Queued") == 2 && all[0]["status"] != "Queued" && all[0]["status"] != "Validating" && all[1..].iter().all(&says_why)
     })
     .await?;
     milink.restart().await?;

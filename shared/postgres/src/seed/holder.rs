@@ -88,7 +88,7 @@ pub(crate) async fn start(source: &Server, database: &str, slot: &str, major: i3
     let _ = child.start_kill();
     let mut detail = String::new();
     let _ = tokio::time::timeout(Duration::from_secs(2), stderr.read_to_string(&mut detail)).await;
-    let detail = detail.lines().filter(|l| !l.trim().is_empty()).next_back().unwrap_or("no answer").to_owned();
+    let detail = detail.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("no answer").to_owned();
     Err(EngineError::transient(
         "seed_snapshot_failed",
         format!("{}: creating the seeding slot {slot} with an exported snapshot: {detail}", source.place().label()),
