@@ -270,6 +270,7 @@ fn status_line(m: &Value) -> String {
     if let Some(p) = m["progress"].as_f64() {
         if m["status"] == "Seeding" {
             line.push_str(&format!(" {p:.0} %"));
+            line.push_str(&seed_text(&m["seed"]));
         }
     }
     let live = matches!(m["status"].as_str(), Some("CatchingUp" | "ReadyForCutover" | "Stalled" | "Blocked"));
@@ -280,6 +281,28 @@ fn status_line(m: &Value) -> String {
         line.push_str(&format!(": {reason}"));
     }
     line
+}
+
+/// ", 312.4 MiB of 755.0 MiB, about 1 min 20 s left" while seeding, from the API's `seed`.
+fn seed_text(seed: &Value) -> String {
+    if seed.is_null() {
+        return String::new();
+    }
+    let mut text = format!(", {} of {}", bytes(&seed["copiedBytes"]), bytes(&seed["totalBytes"]));
+    if let Some(eta) = seed["etaSeconds"].as_f64() {
+        text.push_str(&format!(", about {} left", duration_text(eta)));
+    }
+    text
+}
+
+/// Seconds as a person reads a wait: "45 s", "3 min 5 s", "2 h 10 min".
+fn duration_text(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match s {
+        0..=59 => format!("{s} s"),
+        60..=3599 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+    }
 }
 
 fn print_migration(m: &Value) {

@@ -94,6 +94,7 @@ async fn seed<S: MigrationStore + ?Sized>(store: &S, links: usize) {
             progress_marker: Some(Position(0)),
             problem: None,
             drift: Vec::new(),
+            seed: None,
         });
         store.save(&m, &[]).await.expect("save");
     });

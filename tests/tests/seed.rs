@@ -158,6 +158,19 @@ async fn killed_in_the_middle_of_the_parallel_copy_it_resumes_without_recopying_
         anyhow::ensure!(std::time::Instant::now() < deadline, "the copy never got under way");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    // The API and the CLI show bytes copied of the total and the time left while the copy runs.
+    let seeding = milink
+        .wait_for(&id, "bytes and an ETA while seeding", READY_TIMEOUT, |m| {
+            m["status"] == "Seeding" && m["seed"]["copiedBytes"].as_u64().is_some_and(|b| b > 0) && m["seed"]["etaSeconds"].is_number()
+        })
+        .await?;
+    let (copied, total_bytes) = (seeding["seed"]["copiedBytes"].as_u64().unwrap(), seeding["seed"]["totalBytes"].as_u64().unwrap_or(0));
+    assert!(copied < total_bytes && total_bytes > 8 << 20, "copied {copied} of {total_bytes}: {seeding:#}");
+    let shown = std::process::Command::new(milink_e2e::milink::binary())
+        .args(["--server", &milink.base, "migrate", "show", &id])
+        .output()?;
+    let (shown, errors) = (String::from_utf8_lossy(&shown.stdout), String::from_utf8_lossy(&shown.stderr));
+    assert!(shown.contains(" MiB of ") && shown.contains(" left"), "the CLI shows the bytes and the ETA:\n{shown}{errors}");
     milink.kill();
     let (done_at_kill, total) = chunks_done(&database).await.expect("the record is still there");
     assert!(done_at_kill >= before.0 && done_at_kill < total, "killed in the middle: {done_at_kill} of {total}");

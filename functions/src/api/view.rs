@@ -13,6 +13,7 @@ pub fn summary(m: &Migration) -> Value {
         "status": m.status().as_str(),
         "step": m.step(),
         "progress": observation.map(|o| (o.progress_percent * 10.0).round() / 10.0),
+        "seed": observation.and_then(|o| o.seed.as_ref()),
         "lagBytes": observation.and_then(|o| o.lag_bytes),
         "lagSeconds": observation.and_then(|o| o.lag_seconds),
         "reason": m.reason(),

@@ -94,6 +94,7 @@ impl Engine for ScriptedEngine {
             progress_marker: Some(Position(n)),
             problem: None,
             drift: Vec::new(),
+            seed: None,
         })
     }
 

@@ -41,6 +41,7 @@ impl Engine for FakeEngine {
             progress_marker: Some(Position(1)),
             problem: None,
             drift: Vec::new(),
+            seed: None,
         })
     }
     async fn fence(&self, _: &LinkPlan) -> Result<Position, EngineError> {

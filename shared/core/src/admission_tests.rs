@@ -31,6 +31,7 @@ fn streaming(mut m: Migration) -> Migration {
         progress_marker: None,
         problem: None,
         drift: Vec::new(),
+        seed: None,
     });
     m
 }

@@ -26,6 +26,7 @@ fn syncing(at: i64, lag: u64) -> Migration {
         progress_marker: None,
         problem: None,
         drift: Vec::new(),
+        seed: None,
     });
     m
 }

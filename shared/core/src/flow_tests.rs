@@ -31,6 +31,7 @@ fn observation(at: i64, phase: LinkPhase, lag: u64) -> Observation {
         progress_marker: Some(Position(at as u64)),
         problem: None,
         drift: Vec::new(),
+        seed: None,
     }
 }
 

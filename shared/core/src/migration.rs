@@ -137,6 +137,21 @@ pub struct Observation {
     /// block the cutover.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drift: Vec<SchemaChange>,
+    /// While seeding, when the engine can tell: bytes copied of the total, and the time left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<SeedProgress>,
+}
+
+/// How far the initial copy is, in bytes, and when it should end at the rate so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SeedProgress {
+    /// Bytes of the source copied to the target so far (index builds count as their index bytes).
+    pub copied_bytes: u64,
+    /// Bytes to copy in all (tables, then their indexes).
+    pub total_bytes: u64,
+    /// Seconds left at the rate so far; none until there is a rate.
+    pub eta_seconds: Option<f64>,
 }
 
 impl Observation {

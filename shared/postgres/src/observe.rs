@@ -23,7 +23,7 @@ use crate::seed;
 use crate::connect::subscription_oid;
 use crate::sql::quote_ident;
 use chrono::{DateTime, Duration, Utc};
-use milink_core::migration::{LinkPhase, LinkProblem, Observation, Position, SchemaChange};
+use milink_core::migration::{LinkPhase, LinkProblem, Observation, Position, SchemaChange, SeedProgress};
 use milink_core::ports::LinkPlan;
 use milink_core::EngineError;
 use std::collections::HashMap;
@@ -218,6 +218,11 @@ fn seeding(now: DateTime<Utc>, progress: &seed::Progress, failure: Option<Engine
         progress_marker: Some(Position(progress.work_marker())),
         problem: failure.map(|error| LinkProblem { reason: error.message, remediation: error.remediation }),
         drift: Vec::new(),
+        seed: Some(SeedProgress {
+            copied_bytes: progress.done_bytes().max(0) as u64,
+            total_bytes: (progress.total_bytes + progress.index_bytes).max(0) as u64,
+            eta_seconds: progress.eta_seconds().map(|s| s.round()),
+        }),
     }
 }
 
@@ -246,6 +251,13 @@ pub(crate) fn seeding_progress(tables: &[(String, String, i64)], source_bytes: &
     if tables.is_empty() {
         return 100.0;
     }
+    let (done, total) = seeding_bytes(tables, source_bytes);
+    (done / total * 100.0).clamp(0.0, 100.0)
+}
+
+/// Native table sync: bytes copied (estimated from the target's table sizes) and bytes to copy. No ETA:
+/// table sync records no start, and its tables run one or two at a time at rates that differ.
+pub(crate) fn seeding_bytes(tables: &[(String, String, i64)], source_bytes: &HashMap<String, i64>) -> (f64, f64) {
     let (mut done, mut total) = (0.0, 0.0);
     for (name, state, target_bytes) in tables {
         // Empty tables still weigh a page, so a database of empty tables still shows progress.
@@ -258,7 +270,7 @@ pub(crate) fn seeding_progress(tables: &[(String, String, i64)], source_bytes: &
         done += weight * fraction;
         total += weight;
     }
-    (done / total * 100.0).clamp(0.0, 100.0)
+    (done, total)
 }
 
 fn problem(reason: String, remediation: String) -> Option<LinkProblem> {
@@ -360,6 +372,10 @@ pub(crate) fn assemble_with_drift(
         progress_marker: slot.and_then(|s| s.confirmed_flush).map(Position),
         problem: link_problem(name, target, slot, &signals, watch.errors, &drift.changes),
         drift: drift.changes,
+        seed: (phase == LinkPhase::Seeding).then(|| {
+            let (copied, total) = seeding_bytes(&target.tables, source_bytes);
+            SeedProgress { copied_bytes: copied as u64, total_bytes: total as u64, eta_seconds: None }
+        }),
     }
 }
 

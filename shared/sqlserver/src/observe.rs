@@ -10,7 +10,7 @@ use crate::arm::models::{parse_seeding_progress, DagDatabase, DistributedAvailab
 use crate::errors::known_sql_error;
 use crate::lsn::position_of;
 use chrono::{DateTime, Utc};
-use milink_core::migration::{LinkPhase, LinkProblem, Observation, Position};
+use milink_core::migration::{LinkPhase, LinkProblem, Observation, Position, SeedProgress};
 use crate::inventory::flag;
 use serde::Deserialize;
 
@@ -121,7 +121,7 @@ const STREAMING_STATES: &[&str] = &["Catchup", "Connected", "LinkSynchronizing",
 pub fn observe(sql: &SqlServerLinkView, dag: Option<&DistributedAvailabilityGroup>, now: DateTime<Utc>) -> Observation {
     let database = dag.and_then(|d| d.properties.databases.first());
     let problem = problem(sql, database);
-    let base = Observation { at: now, phase: LinkPhase::Deploying, progress_percent: 0.0, lag_bytes: None, lag_seconds: None, progress_marker: None, problem, drift: Vec::new() };
+    let base = Observation { at: now, phase: LinkPhase::Deploying, progress_percent: 0.0, lag_bytes: None, lag_seconds: None, progress_marker: None, problem, drift: Vec::new(), seed: None };
     if sql.replicas.is_empty() || dag.is_none() {
         // The distributed AG is not created on SQL Server yet, or the MI has not joined it.
         return base;
@@ -135,7 +135,15 @@ pub fn observe(sql: &SqlServerLinkView, dag: Option<&DistributedAvailabilityGrou
     if arm_seeding || running_seed.is_some() || (!remote_streaming && !arm_streaming && !sql.seeding.is_empty()) {
         let progress = seeding_progress(running_seed, database);
         let marker = running_seed.and_then(|s| s.transferred_size_bytes).map(|b| Position(b.max(0.0) as u64));
-        return Observation { phase: LinkPhase::Seeding, progress_percent: progress, progress_marker: marker, ..base };
+        // Bytes from the seeding DMV when it has them; the time left is not read (ARM and the DMV's estimate
+        // are not modelled here).
+        let seed = running_seed.and_then(|s| match (s.transferred_size_bytes, s.database_size_bytes) {
+            (Some(done), Some(total)) if total > 0.0 => {
+                Some(SeedProgress { copied_bytes: done.max(0.0) as u64, total_bytes: total as u64, eta_seconds: None })
+            }
+            _ => None,
+        });
+        return Observation { phase: LinkPhase::Seeding, progress_percent: progress, progress_marker: marker, seed, ..base };
     }
     if remote_streaming || arm_streaming {
         let lag_bytes = remote.and_then(|r| match (r.log_send_queue_kb, r.redo_queue_kb) {

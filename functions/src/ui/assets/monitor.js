@@ -5,7 +5,23 @@ import { h, replace, table, badge, bytes, announce, errorText, when } from './do
 
 export function progressCell(m) {
   if (typeof m.progress !== 'number') return '–';
-  return h('span', { class: 'progress' }, h('progress', { max: 100, value: m.progress, 'aria-label': `${m.database} progress` }), ` ${m.progress.toFixed(0)} %`);
+  return h('span', { class: 'progress' }, h('progress', { max: 100, value: m.progress, 'aria-label': `${m.database} progress` }), ` ${m.progress.toFixed(0)} %`, seedText(m));
+}
+
+// "312.4 MiB of 755.0 MiB, about 1 min 20 s left" while seeding (the API's seed), else nothing.
+export function seedText(m) {
+  const seed = m.status === 'Seeding' ? m.seed : null;
+  if (!seed) return '';
+  let text = ` (${bytes(seed.copiedBytes)} of ${bytes(seed.totalBytes)}`;
+  if (typeof seed.etaSeconds === 'number') text += `, about ${durationText(seed.etaSeconds)} left`;
+  return h('span', { class: 'seed' }, `${text})`);
+}
+
+function durationText(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
 }
 
 export function lagText(m) {

@@ -230,17 +230,21 @@ impl Progress {
         (self.copied_bytes + if self.indexed { self.index_bytes } else { 0 } + self.index_work).max(0) as u64
     }
 
+    /// Bytes done: copied, plus the index bytes once they are built.
+    pub(crate) fn done_bytes(&self) -> i64 {
+        self.copied_bytes + if self.indexed { self.index_bytes } else { 0 }
+    }
+
     /// 0–100 over copy and index build.
     pub(crate) fn percent(&self) -> f64 {
         let total = (self.total_bytes + self.index_bytes).max(1) as f64;
-        let done = self.copied_bytes + if self.indexed { self.index_bytes } else { 0 };
-        (100.0 * done as f64 / total).clamp(0.0, 100.0)
+        (100.0 * self.done_bytes() as f64 / total).clamp(0.0, 100.0)
     }
 
     /// Seconds left at the rate so far (the work done divided by the time it took), once there is a rate.
     pub(crate) fn eta_seconds(&self) -> Option<f64> {
         let total = (self.total_bytes + self.index_bytes) as f64;
-        let done = (self.copied_bytes + if self.indexed { self.index_bytes } else { 0 }) as f64;
+        let done = self.done_bytes() as f64;
         if done <= 0.0 || self.elapsed_seconds <= 0.0 {
             return None;
         }
