@@ -89,6 +89,19 @@ async fn a_migration_is_traced_from_request_to_engine_and_its_metrics_match_the_
             assert_step(received, &cutover_trace, &parent, step, step, &id, &database);
             parent = span(received, &cutover_trace, &format!("step {step}")).clone();
         }
+        // Inside an engine operation, each statement is a span: its kind and server, never its text.
+        let fence = span(received, &cutover_trace, "engine fence");
+        let statements: Vec<&Span> = received.spans.iter().filter(|s| s.trace_id == cutover_trace && s.parent_span_id == fence.span_id).collect();
+        assert!(
+            statements.iter().any(|s| s.name == "postgres BEGIN" && attribute(&s.attributes, "server").as_deref() == Some("source")),
+            "the fence's transaction on the source is a child span: {:?}",
+            statements.iter().map(|s| &s.name).collect::<Vec<_>>()
+        );
+        for statement in &statements {
+            let operation = attribute(&statement.attributes, "db.operation").unwrap_or_default();
+            assert_eq!(statement.name, format!("postgres {operation}"));
+            assert!(statement.attributes.iter().all(|a| !format!("{:?}", a.value).contains("default_transaction_read_only")), "no SQL text: {statement:?}");
+        }
     });
 
     // The store-derived gauges are refreshed by a scrape (and every 10 s by the sync timer when exporting).

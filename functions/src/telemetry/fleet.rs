@@ -50,9 +50,13 @@ struct Row {
     lag_bytes: Option<f64>,
     lag_seconds: Option<f64>,
     progress_percent: Option<f64>,
+    seed_copied_bytes: Option<f64>,
+    seed_total_bytes: Option<f64>,
+    seed_eta_seconds: Option<f64>,
     verification_running: f64,
     verification_differences: Option<f64>,
     verification_complete: Option<f64>,
+    verification_rows: Option<f64>,
 }
 
 #[derive(Default)]
@@ -123,9 +127,13 @@ fn row(m: &Migration, status: &Status) -> Row {
         lag_bytes: observation.and_then(|o| o.lag_bytes).map(|bytes| bytes as f64),
         lag_seconds: observation.and_then(|o| o.lag_seconds),
         progress_percent: observation.map(|o| o.progress_percent),
+        seed_copied_bytes: observation.and_then(|o| o.seed.as_ref()).map(|s| s.copied_bytes as f64),
+        seed_total_bytes: observation.and_then(|o| o.seed.as_ref()).map(|s| s.total_bytes as f64),
+        seed_eta_seconds: observation.and_then(|o| o.seed.as_ref()).and_then(|s| s.eta_seconds),
         verification_running: if m.verify.running.is_some() { 1.0 } else { 0.0 },
         verification_differences: last.map(|v| (v.mismatches().len() + v.differences.len()) as f64),
         verification_complete: last.map(|v| if v.complete { 1.0 } else { 0.0 }),
+        verification_rows: last.map(|v| v.rows_compared as f64),
     }
 }
 
@@ -140,10 +148,15 @@ type PerMigration = fn(&Row) -> Option<f64>;
 /// The gauges, on `meter`; each callback reads the latest snapshot.
 pub(super) fn install(meter: &Meter, exporting: bool) {
     let _ = EXPORTING.set(exporting);
-    let per_migration: [(&'static str, &'static str, &'static str, PerMigration); 6] = [
+    let per_migration: [(&'static str, &'static str, &'static str, PerMigration); 10] = [
         ("milink_migration_lag_bytes", "By", "Bytes the target is behind the source (live migrations)", |r| r.lag_bytes),
         ("milink_migration_lag_seconds", "s", "Seconds the target is behind the source (live migrations)", |r| r.lag_seconds),
         ("milink_migration_seeding_progress_percent", "%", "Initial copy progress, 0-100 (live migrations)", |r| r.progress_percent),
+        ("milink_migration_seeding_copied_bytes", "By", "Bytes of the source copied to the target so far (while seeding)", |r| r.seed_copied_bytes),
+        ("milink_migration_seeding_total_bytes", "By", "Bytes the initial copy has to copy (while seeding)", |r| r.seed_total_bytes),
+        ("milink_migration_seeding_eta_seconds", "s", "Seconds left in the initial copy at the rate so far (while seeding, when known)", |r| {
+            r.seed_eta_seconds
+        }),
         ("milink_migration_verification_running", "1", "1 while an on-demand verification runs", |r| Some(r.verification_running)),
         ("milink_migration_verification_differences", "1", "Tables and objects that differed in the last verification", |r| {
             r.verification_differences
@@ -151,6 +164,7 @@ pub(super) fn install(meter: &Meter, exporting: bool) {
         ("milink_migration_verification_complete", "1", "1 when the last verification compared every table in scope", |r| {
             r.verification_complete
         }),
+        ("milink_migration_verification_rows_compared", "1", "Rows the last verification compared on each side", |r| r.verification_rows),
     ];
     for (name, unit, description, value) in per_migration {
         meter

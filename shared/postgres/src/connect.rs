@@ -19,6 +19,7 @@ use std::time::Duration;
 use tokio_postgres::config::Host;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Config, NoTls, Row};
+use tracing::Instrument;
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -221,21 +222,60 @@ impl Session {
     }
 
     pub(crate) async fn rows(&self, doing: &str, sql: &str, params: Params<'_>) -> Result<Vec<Row>, EngineError> {
-        self.client.query(sql, params).await.map_err(|e| classify(&e, &self.place, doing))
+        let span = self.statement_span(doing, sql);
+        self.traced(&span, doing, self.client.query(sql, params).instrument(span.clone()).await)
     }
 
     pub(crate) async fn row(&self, doing: &str, sql: &str, params: Params<'_>) -> Result<Row, EngineError> {
-        self.client.query_one(sql, params).await.map_err(|e| classify(&e, &self.place, doing))
+        let span = self.statement_span(doing, sql);
+        self.traced(&span, doing, self.client.query_one(sql, params).instrument(span.clone()).await)
     }
 
     pub(crate) async fn maybe_row(&self, doing: &str, sql: &str, params: Params<'_>) -> Result<Option<Row>, EngineError> {
-        self.client.query_opt(sql, params).await.map_err(|e| classify(&e, &self.place, doing))
+        let span = self.statement_span(doing, sql);
+        self.traced(&span, doing, self.client.query_opt(sql, params).instrument(span.clone()).await)
     }
 
     /// Runs statements that take no parameters (DDL with quoted names), outside any transaction block:
     /// CREATE DATABASE and CREATE/DROP SUBSCRIPTION refuse to run inside one.
     pub(crate) async fn run(&self, doing: &str, sql: &str) -> Result<(), EngineError> {
-        self.client.batch_execute(sql).await.map_err(|e| classify(&e, &self.place, doing))
+        let span = self.statement_span(doing, sql);
+        self.traced(&span, doing, self.client.batch_execute(sql).instrument(span.clone()).await)
+    }
+
+    /// The span of one statement, a child of the engine operation running it: the statement's kind (its
+    /// first keyword), the server's role and connection name, and what milink was doing, in words. Never
+    /// the SQL text or a parameter: `CREATE SUBSCRIPTION ... CONNECTION` carries a password, and values are
+    /// the user's data. `MILINK_LOG=info,milink_postgres::connect=warn` turns these spans off.
+    /// Outside any span (the sync timer's observations, which are not traced) there is none: each would
+    /// start a trace of its own.
+    fn statement_span(&self, doing: &str, sql: &str) -> tracing::Span {
+        if tracing::Span::current().is_none() {
+            return tracing::Span::none();
+        }
+        let kind = statement_kind(sql);
+        tracing::info_span!(
+            "statement",
+            otel.name = format!("postgres {kind}"),
+            db.system = "postgresql",
+            db.operation = kind,
+            db.name = %self.database,
+            server = self.place.role,
+            connection = %self.place.connection,
+            doing,
+            otel.status_code = tracing::field::Empty,
+            error.code = tracing::field::Empty,
+        )
+    }
+
+    /// Classifies a driver error, and marks the statement's span with the classified code.
+    fn traced<T>(&self, span: &tracing::Span, doing: &str, result: Result<T, tokio_postgres::Error>) -> Result<T, EngineError> {
+        result.map_err(|e| {
+            let error = classify(&e, &self.place, doing);
+            span.record("otel.status_code", "ERROR");
+            span.record("error.code", tracing::field::display(&error.code));
+            error
+        })
     }
 
     /// The raw driver result, for the callers that must look at the SQLSTATE themselves.
@@ -309,10 +349,30 @@ pub(crate) async fn subscription_oid(tgt: &Session, name: &str) -> Result<Option
         .map(|row| row.get(0)))
 }
 
+/// A statement's kind for its span: its first keyword, upper-cased ("SELECT", "CREATE", "BEGIN"), or
+/// "OTHER" when it does not start with one.
+fn statement_kind(sql: &str) -> &'static str {
+    const KINDS: [&str; 16] = [
+        "SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "ALTER", "DROP", "TRUNCATE", "COPY", "BEGIN", "COMMIT", "ROLLBACK", "SET",
+        "LOCK", "WITH", "ANALYZE",
+    ];
+    let first = sql.trim_start().split(|c: char| !c.is_ascii_alphabetic()).next().unwrap_or_default();
+    KINDS.iter().copied().find(|kind| kind.eq_ignore_ascii_case(first)).unwrap_or("OTHER")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use milink_core::ConnectionName;
+
+    #[test]
+    fn a_statement_span_names_its_kind_never_its_text() {
+        assert_eq!(statement_kind("  select 1"), "SELECT");
+        assert_eq!(statement_kind("CREATE SUBSCRIPTION s CONNECTION 'password=x'"), "CREATE");
+        assert_eq!(statement_kind("BEGIN ISOLATION LEVEL REPEATABLE READ; SET TRANSACTION SNAPSHOT '1'"), "BEGIN");
+        assert_eq!(statement_kind("(SELECT 1)"), "OTHER");
+        assert_eq!(statement_kind("VACUUM x"), "OTHER");
+    }
 
     fn endpoint(url: &str, password: Option<&str>) -> Endpoint {
         Endpoint {

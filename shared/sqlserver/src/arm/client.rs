@@ -13,6 +13,7 @@ use reqwest::Method;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// Most pages a list may have before milink stops following `nextLink` (a loop guard).
 const MAX_PAGES: usize = 1000;
@@ -81,7 +82,36 @@ impl ArmClient {
     }
 
     /// Sends one request to an absolute URL on the configured base.
+    ///
+    /// Each request is a span (`arm GET managedInstances/distributedAvailabilityGroups`): the method, the
+    /// resource types in the path (never names, ids or the query) and the HTTP status.
     pub async fn send(&self, method: Method, url: &str, body: Option<&Value>) -> Result<ArmResponse, EngineError> {
+        let resource = resource_types(url);
+        // Outside any span (the sync timer's observations) a request starts no trace of its own.
+        let span = if tracing::Span::current().is_none() { tracing::Span::none() } else { tracing::info_span!(
+            "arm",
+            otel.name = format!("arm {method} {resource}"),
+            http.request.method = %method,
+            arm.resource_type = %resource,
+            http.response.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        ) };
+        let result = self.send_once(method, url, body).instrument(span.clone()).await;
+        match &result {
+            Ok(response) => {
+                span.record("http.response.status_code", response.status);
+                if response.status >= 400 && response.status != 404 {
+                    span.record("otel.status_code", "ERROR");
+                }
+            }
+            Err(_) => {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        result
+    }
+
+    async fn send_once(&self, method: Method, url: &str, body: Option<&Value>) -> Result<ArmResponse, EngineError> {
         if !url.starts_with(&format!("{}/", self.base_url)) {
             return Err(errors::config(
                 "arm_foreign_url",
@@ -176,4 +206,30 @@ pub fn error_fields(body: Option<&Value>) -> (String, String) {
     let error = body.and_then(|b| b.get("error")).or(body);
     let text = |key: &str| error.and_then(|e| e.get(key)).and_then(Value::as_str).unwrap_or("").to_owned();
     (text("code"), text("message"))
+}
+
+/// The resource types of an ARM URL's path, e.g. `managedInstances/distributedAvailabilityGroups` for
+/// `.../providers/Microsoft.Sql/managedInstances/{mi}/distributedAvailabilityGroups/{link}`: what a span may
+/// name (resource names and subscription ids stay out).
+fn resource_types(url: &str) -> String {
+    let path = url.split('?').next().unwrap_or_default();
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match segments.iter().rposition(|s| s.eq_ignore_ascii_case("providers")) {
+        Some(i) if segments.len() > i + 2 => segments[i + 2..].iter().step_by(2).copied().collect::<Vec<_>>().join("/"),
+        _ => "other".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resource_types;
+
+    #[test]
+    fn an_arm_span_names_resource_types_never_names_or_ids() {
+        let url = "https://management.azure.com/subscriptions/0000-1111/resourceGroups/rg/providers/Microsoft.Sql/managedInstances/mi-prod/distributedAvailabilityGroups/link-1?api-version=2023-08-01";
+        assert_eq!(resource_types(url), "managedInstances/distributedAvailabilityGroups");
+        let operation = "https://management.azure.com/subscriptions/s/providers/Microsoft.Sql/locations/westeurope/distributedAvailabilityGroupsAzureAsyncOperation/abc";
+        assert_eq!(resource_types(operation), "locations/distributedAvailabilityGroupsAzureAsyncOperation");
+        assert_eq!(resource_types("https://management.azure.com/subscriptions/s"), "other");
+    }
 }
