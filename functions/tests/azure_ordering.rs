@@ -79,6 +79,12 @@ async fn a_drain_lost_by_the_bus_is_abandoned_at_its_deadline_and_the_source_get
     assert!(back["cutover"]["abandonedReason"].as_str().unwrap().contains("did not answer by its deadline"), "{back:#}");
     assert!(holds::source_writable(&database).await.unwrap(), "the lost drain left the source fenced");
     assert!(lab.bus.dead_letters().iter().any(|(m, _)| m.body.contains("\"command\":\"drain\"")), "the drain was not lost");
+    // Only that drain was lost: a second cutover completes.
+    lab.wait_status(&id, "ReadyForCutover", Duration::from_secs(60)).await;
+    let (status, body) = lab.post(&format!("/api/migrations/{id}/cutover"), &json!({ "confirmTrafficStopped": true })).await;
+    assert_eq!(status, 202, "{body}");
+    let done = lab.wait_status(&id, "Completed", Duration::from_secs(120)).await;
+    assert_eq!(done["cutover"]["attempt"], 2, "{done:#}");
     lab.stop().await;
     pg::drop_everywhere(&database).await;
 }

@@ -287,7 +287,8 @@ pub struct Pump {
 pub struct Faults {
     /// Every message is delivered a second time after it was handled.
     pub deliver_twice: bool,
-    /// Messages whose body contains this are dead-lettered by the bus instead of delivered.
+    /// The first message whose body contains this is dead-lettered by the bus instead of delivered (the
+    /// ones after it are delivered).
     pub lose: Option<&'static str>,
 }
 
@@ -295,6 +296,7 @@ impl Pump {
     pub fn start(host: HostDouble, bus: BusDouble, faults: Faults, timer_every: std::time::Duration) -> Self {
         let stop = tokio_util::sync::CancellationToken::new();
         let token = stop.clone();
+        let mut lost = false;
         let task = tokio::spawn(async move {
             let timers = {
                 let (host, token) = (host.clone(), token.clone());
@@ -314,7 +316,8 @@ impl Pump {
             while !token.is_cancelled() {
                 while running.len() < 16 {
                     let Some(message) = bus.receive() else { break };
-                    if faults.lose.is_some_and(|pattern| message.body.contains(pattern)) {
+                    if !lost && faults.lose.is_some_and(|pattern| message.body.contains(pattern)) {
+                        lost = true;
                         bus.dead_letter(message, "lost on purpose by the test");
                         continue;
                     }

@@ -334,6 +334,24 @@ fn stale_observations_are_ignored() {
 }
 
 #[test]
+fn a_stalled_cancel_during_a_cutover_shows_stalled_with_the_fence_state_and_notifies() {
+    let m = ready();
+    let m = step(&m, Event::CutoverRequested { confirm_traffic_stopped: true }, 10).migration;
+    let m = step(&m, Event::Fenced { attempt: 1, started_at: t(10), position: Position(100) }, 11).migration;
+    let m = step(&m, Event::CancelRequested, 12).migration;
+    let error = EngineError::transient("unreachable", "source unreachable", "check the network");
+    let tr = step(&m, Event::StepExhausted { command: Command::DropLink { unfence: true, drop_target: false }, error }, 13);
+    assert_eq!(tr.migration.status(), Status::Stalled);
+    let reason = tr.migration.reason().unwrap();
+    assert!(reason.contains("source unreachable") && reason.contains("source is fenced"), "{reason}");
+    assert!(tr.commands.iter().any(|c| matches!(c, Command::Notify { status, .. } if status == "Stalled")), "{:?}", tr.commands);
+    // The timer sends the cancel again; once it lands the migration is Cancelled.
+    let again = step(&tr.migration, Event::Tick, 200);
+    assert!(again.commands.iter().any(|c| matches!(c, Command::DropLink { unfence: true, .. })), "{:?}", again.commands);
+    assert_eq!(step(&again.migration, Event::LinkDropped, 201).migration.status(), Status::Cancelled);
+}
+
+#[test]
 fn cancel_unfences_during_a_cutover_and_is_refused_past_the_point_of_no_return() {
     let m = ready();
     let m = step(&m, Event::CutoverRequested { confirm_traffic_stopped: true }, 10).migration;
