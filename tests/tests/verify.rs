@@ -62,3 +62,40 @@ async fn a_row_changed_on_the_target_blocks_the_cutover_with_its_key() -> anyhow
     pg::drop_everywhere(&toystore).await;
     Ok(())
 }
+
+/// A difference the verification before the fence proves refuses the cutover there: the source is never
+/// fenced (no write downtime for a cutover that could not complete), the reason names the key, and the
+/// migration is Blocked until a clean verification.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_difference_found_before_the_fence_refuses_the_cutover_without_fencing_the_source() -> anyhow::Result<()> {
+    let toystore = unique("ToyStoreEarly");
+    pg::load_sample(&toystore, "toystore.sql").await?;
+    let milink = Milink::start("").await?;
+    let id = milink.start_migration(&toystore, json!({})).await?;
+    milink.wait_status(&id, "ReadyForCutover", READY_TIMEOUT).await?;
+    pg::connect(Side::Target, &toystore).await?.execute("UPDATE products SET name = 'tampered' WHERE product_id = 9", &[]).await?;
+
+    let (status, body) = milink.post(&format!("/api/migrations/{id}/cutover"), &json!({ "confirmTrafficStopped": true })).await?;
+    assert_eq!(status, 202, "{body}");
+    let refused = milink
+        .wait_for(&id, "the cutover refused before the fence", Duration::from_secs(120), |m| m["cutover"]["abandonedReason"].is_string())
+        .await?;
+    let reason = refused["cutover"]["abandonedReason"].as_str().unwrap_or_default();
+    assert!(reason.contains("before the fence") && reason.contains("(9)"), "{refused:#}");
+    assert!(refused["cutover"]["fencedAt"].is_null(), "the source was never fenced: {refused:#}");
+    let blocked = milink.wait_status(&id, "Blocked", Duration::from_secs(30)).await?;
+    assert!(blocked["reason"].as_str().is_some_and(|r| r.contains("(9)")), "{blocked:#}");
+    assert!(milink_e2e::holds::source_writable(&toystore).await?);
+    let slots: i64 = pg::connect(Side::Source, "postgres")
+        .await?
+        .query_one("SELECT count(*) FROM pg_replication_slots WHERE database = $1 AND plugin = 'test_decoding'", &[&toystore])
+        .await?
+        .get(0);
+    assert_eq!(slots, 0, "no tracking slot is left holding the source's WAL");
+
+    let (status, _) = milink.post(&format!("/api/migrations/{id}/cancel"), &json!({})).await?;
+    assert_eq!(status, 202);
+    milink.wait_status(&id, "Cancelled", Duration::from_secs(60)).await?;
+    pg::drop_everywhere(&toystore).await;
+    Ok(())
+}

@@ -33,6 +33,10 @@ pub async fn run(step: &Step<'_>) -> Result<Event, EngineError> {
             // Outside the write downtime: the source still takes writes until the fence.
             if let Some(verified) = step.engine_call("verify before the fence", engine.prepare_cutover(plan)).await? {
                 tracing::info!(summary = %verified.summary(), rows = verified.rows_compared, "verified before the fence");
+                // A proven difference now would be found again after the fence: refuse before writes stop.
+                if verified.proves_a_difference() {
+                    return Ok(Event::RefusedBeforeFence { attempt: *attempt, verification: verified });
+                }
             }
             let started_at = step.ctx.clock.now();
             let position = step.engine_call("fence", engine.fence(plan)).await?;

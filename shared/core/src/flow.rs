@@ -93,6 +93,14 @@ pub enum Event {
         /// Where the target got to.
         reached: Option<Position>,
     },
+    /// The verification before the fence proved the target differs: nothing was fenced, and the cutover
+    /// does not start.
+    RefusedBeforeFence {
+        /// Cutover attempt.
+        attempt: u32,
+        /// What it found.
+        verification: Verification,
+    },
     /// Sequences set and counts compared.
     Finalized {
         /// Cutover attempt.
@@ -362,6 +370,17 @@ fn apply(m: &mut Migration, event: &Event, now: DateTime<Utc>, out: &mut Vec<Com
                 m.settings.drain_timeout_seconds
             );
             abandon(m, *attempt, reason, None, now, out);
+        }
+        Event::RefusedBeforeFence { attempt, verification } if at_step(m, *attempt, CutoverStep::Fencing) => {
+            // Kept as the last verification: it blocks the next cutover until one comes back clean.
+            m.cutover.verification = Some(verification.clone());
+            m.verify.last = Some(verification.clone());
+            let reason = format!("the target differs from the source (found before the fence, nothing was fenced): {}", verification.summary());
+            m.cutover.abandoned_reason = Some(reason.clone());
+            m.phase = Phase::Syncing;
+            m.cutover.fence_active = false;
+            m.stall = None;
+            m.record(now, format!("cutover refused: {reason}"));
         }
         Event::Finalized { attempt, verification } if at_step(m, *attempt, CutoverStep::Finalizing) => {
             on_finalized(m, *attempt, verification, now, out)

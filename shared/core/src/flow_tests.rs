@@ -226,6 +226,23 @@ fn a_verification_difference_unfences_and_blocks_the_next_cutover() {
 }
 
 #[test]
+fn a_difference_found_before_the_fence_refuses_the_cutover_without_fencing() {
+    let m = ready();
+    let m = step(&m, Event::CutoverRequested { confirm_traffic_stopped: true }, 10).migration;
+    let tr = step(&m, Event::RefusedBeforeFence { attempt: 1, verification: differing_verification() }, 11);
+    assert!(tr.commands.iter().all(|c| matches!(c, Command::Notify { .. })), "nothing to unfence: {:?}", tr.commands);
+    assert!(!tr.migration.cutover.fence_active);
+    assert!(tr.migration.cutover.abandoned_reason.as_deref().is_some_and(|r| r.contains("before the fence")));
+    assert_eq!(tr.migration.cutover.fenced_at, None);
+    // The difference blocks the next cutover until a clean verification.
+    let refused = decide(&tr.migration, &Event::CutoverRequested { confirm_traffic_stopped: true }, t(12));
+    assert!(refused.is_err(), "{refused:?}");
+    // A stale refusal (another attempt) changes nothing.
+    let stale = step(&m, Event::RefusedBeforeFence { attempt: 2, verification: differing_verification() }, 11);
+    assert!(!stale.changed);
+}
+
+#[test]
 fn an_incomplete_verification_never_completes_a_cutover() {
     let m = ready();
     let m = step(&m, Event::CutoverRequested { confirm_traffic_stopped: true }, 10).migration;

@@ -183,6 +183,12 @@ impl Verification {
         self.tables.iter().filter(|t| t.differs()).collect()
     }
 
+    /// Found a difference that is proven, not merely unsettled: a table's rows or the schema differ. A
+    /// cutover is refused on it before the fence (a later clean verification lifts the block).
+    pub fn proves_a_difference(&self) -> bool {
+        !self.differences.is_empty() || !self.mismatches().is_empty()
+    }
+
     /// Complete and without any difference: the only verification a cutover completes on.
     pub fn is_clean(&self) -> bool {
         self.complete && self.differences.is_empty() && self.mismatches().is_empty()

@@ -58,6 +58,7 @@
 //! matched snapshots; other keys read 8 chunks per pair. Per row both sides hash every column (about
 //! 2× a `count(*)` of the same rows on an idle server, per side), so on one machine running both servers
 //! the floor is near 2–2.5× `count(*)`; measured with `cargo bench -p milink-e2e --bench pg_verify`.
+mod catch_up;
 mod chunks;
 mod narrow;
 mod read;
@@ -135,22 +136,40 @@ pub(crate) async fn before_fence(plan: &LinkPlan) -> Result<Verification, Engine
     let pair = open_pair(&source, &target, plan.database.as_str(), true).await?;
     let link = plan.link_name();
     let untracked_target = track::start(&pair.src, &pair.tgt, &link).await?;
-    let (verification, unsettled, fingerprints) = compare(plan, Some(link), true).await?;
+    let (verification, unsettled, fingerprints) = compare(plan, Some(link.clone()), true).await?;
     let verified: BTreeMap<String, u64> = verification
         .tables
         .iter()
         .filter(|t| !t.differs() && !unsettled.contains(&t.table))
         .filter_map(|t| Some((fingerprints.get(&t.table)?.clone(), t.source_rows)))
         .collect();
-    track::record(&pair.src, &verified, untracked_target.is_none()).await?;
+    let equal = verified.len();
+    let record = track::Record { target_tracked: untracked_target.is_none(), verified, carried: BTreeMap::new() };
+    track::record(&pair.src, &record).await?;
     tracing::info!(
         database = plan.database.as_str(),
         tables = verification.tables.len(),
-        equal = verified.len(),
+        equal,
         rows = verification.rows_compared,
         "verified before the fence"
     );
+    if verification.proves_a_difference() {
+        // The cutover is refused before the fence: nothing for the window to track.
+        track::stop(&pair.src, Some(&pair.tgt), &link).await?;
+        return Ok(verification);
+    }
+    if untracked_target.is_none() {
+        catch_up::rounds(plan, &source, &target, &pair).await;
+    }
     Ok(verification)
+}
+
+/// How rows are hashed: each column by its type's hash function where both servers have them (11+).
+async fn hashing(src: &Session, tgt: &Session) -> Result<Hashing, EngineError> {
+    Ok(match src.version_num().await?.min(tgt.version_num().await?) >= 110_000 {
+        true => Hashing::Columns,
+        false => Hashing::Text,
+    })
 }
 
 /// Drops what `before_fence` left (after the cutover's comparison, on unfence, on drop_link).
@@ -185,10 +204,7 @@ async fn compare(
     let link = plan.link_name();
     let first = open_pair(&source, &target, database, before_fence).await?;
     let scope = scope::scope(&first.src, &first.tgt, &link).await?;
-    let hashing = match first.src.version_num().await?.min(first.tgt.version_num().await?) >= 110_000 {
-        true => Hashing::Columns,
-        false => Hashing::Text,
-    };
+    let hashing = hashing(&first.src, &first.tgt).await?;
     let seeding = match slot {
         Some(_) => still_seeding(&first.tgt, &link).await?,
         None => BTreeSet::new(),

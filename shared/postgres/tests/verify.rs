@@ -267,3 +267,38 @@ async fn the_window_compares_only_what_changed_since_the_verification_before_the
     assert!(full.rows_compared > 150000);
     cleanup(&engine, &plan).await;
 }
+
+/// Under a live writer, the catch-up rounds before the fence compare what changed during the full
+/// verification, so the window decodes only the last writes; what was written on the target after the
+/// rounds is still found there.
+#[tokio::test(flavor = "multi_thread")]
+async fn catch_up_rounds_leave_the_window_only_the_last_writes() {
+    let (engine, plan) = linked("verify_catchup_", SHOP).await;
+    let database = plan.database.as_str().to_owned();
+    let (stop, writer) = start_writer(database.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = engine.prepare_cutover(&plan).await.expect("prepare").expect("a verification before the fence");
+    assert!(!before.proves_a_difference(), "{before:#?}");
+    stop.store(true, Ordering::Relaxed);
+    let writes = writer.await.unwrap();
+    // Each write changes two rows (an update and an insert).
+    assert!(writes > 100, "the writer wrote during the verification before the fence: {writes}");
+
+    let target = connect(&servers().target_url, &database).await;
+    target.batch_execute("UPDATE items SET name = 'tampered' WHERE id = 42").await.unwrap();
+    let position = engine.fence(&plan).await.expect("fence");
+    drain(&engine, &plan, position).await;
+    let finalized = engine.finalize(&plan).await.expect("finalize");
+    let window = finalized.window.clone().expect("a window report");
+    assert_eq!(window.full_reason, None, "{finalized:#?}");
+    eprintln!("window decoded {} changes; {} were written during the verification before the fence", window.changes, 2 * writes);
+    // Without the rounds the window decodes every one of them (and what came after); with them, the last
+    // round's share (about a quarter here, on a quiet machine).
+    assert!(window.changes * 4 < 2 * writes * 3, "the rounds took most changes out of the window: {} of {} decoded there", window.changes, 2 * writes);
+    assert_eq!(keys(table(&finalized, "public.items")), ["(42)"], "{finalized:#?}");
+    for name in ["public.big", "public.pairs", "public.measures", "public.kinds", "public.notes"] {
+        assert!(!table(&finalized, name).differs(), "{name}: {finalized:#?}");
+    }
+    assert!(finalized.complete);
+    cleanup(&engine, &plan).await;
+}

@@ -83,8 +83,8 @@ pub(super) struct Batch {
     /// The whole table as one range, cut into chunks only if it differs: when both sides are static
     /// and equal, as they should be at cutover, one sequential (parallel) scan per side is the cheapest.
     pub(super) whole: bool,
-    /// Instead of ranges, these keys (static only: inside the cutover's window, the keys changed since
-    /// the verification before the fence).
+    /// Instead of ranges, these keys: the keys changed since the verification before the fence (inside
+    /// the cutover's window, static; in a catch-up round before the fence, live).
     pub(super) keys: Option<Vec<KeyValues>>,
 }
 
@@ -103,7 +103,15 @@ pub(super) async fn compare_batch(pair: &Pair, context: &Context, tables: &[Tabl
         unsettled: None,
     };
     if let Some(keys) = &batch.keys {
-        let (source_rows, target_rows, differing) = compare_keys(pair, context, batch.table, table, keys).await?;
+        // Static sides read at once; while the link syncs (a catch-up round before the fence), in matched
+        // snapshots, and a key that differs there is not narrowed further: the window compares it again.
+        let compared = match &context.slot {
+            None => Some(compare_keys(pair, context, batch.table, table, keys).await?),
+            Some(slot) => read::matched(pair, slot, compare_keys(pair, context, batch.table, table, keys)).await?,
+        };
+        let Some((source_rows, target_rows, differing)) = compared else {
+            return Ok(vec![ChunkOutcome { unsettled: Some(LAG), ..outcome(0, 0, 0) }]);
+        };
         return Ok(vec![ChunkOutcome { differing, ..outcome(0, source_rows, target_rows) }]);
     }
     // Checksums, and the descent into every differing chunk, in one pair of matched snapshots when live.

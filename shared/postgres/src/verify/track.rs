@@ -131,13 +131,25 @@ pub(super) async fn start(src: &Session, tgt: &Session, link: &str) -> Result<Op
     }))
 }
 
-/// Writes the verification's outcome into the source's WAL, flushed (synchronous commit), so `changes`
-/// finds it in the slot's stream: `v1 target=<0|1>` then, per table found equal, `<rows> <bytes>:<name>`.
-pub(super) async fn record(src: &Session, verified: &BTreeMap<String, u64>, target_tracked: bool) -> Result<(), EngineError> {
-    let mut content = format!("v1 target={}\n", u8::from(target_tracked));
-    for (name, rows) in verified {
-        content.push_str(&format!("{rows} {}:{name}\n", name.len()));
-    }
+/// What the verification before the fence established, as written into the source's WAL: whether the
+/// target is tracked, the tables found equal (by [`fingerprint`], with their rows then), and what a
+/// catch-up round (`catch_up`) left to the window: keys it could not prove equal, or whole tables.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(super) struct Record {
+    pub(super) target_tracked: bool,
+    pub(super) verified: BTreeMap<String, u64>,
+    pub(super) carried: BTreeMap<String, Recheck>,
+}
+
+/// Why a table carried whole from a catch-up round is compared whole.
+const CARRIED_WHOLE: &str = "not proven equal by the catch-up before the fence";
+
+/// Writes `record` into the source's WAL, flushed (synchronous commit), so the stream read after it
+/// finds it. Format `v2 target=<0|1>` then one line per entry, every name and value length-prefixed
+/// (`<bytes>:<text>`, so any character is safe): `= <rows> <name>` for a table found equal, `W <name>`
+/// for a table carried whole, `K <name> <n> <v1>…<vn>` for a carried key.
+pub(super) async fn record(src: &Session, record: &Record) -> Result<(), EngineError> {
+    let content = encode(record);
     writable(src).await?;
     src.run("flushing the verification's record", "SET synchronous_commit = on").await?;
     src.row("recording the verification in the source's WAL", "SELECT pg_logical_emit_message(true, $1, $2)::text", &[&PREFIX, &content])
@@ -145,23 +157,112 @@ pub(super) async fn record(src: &Session, verified: &BTreeMap<String, u64>, targ
     Ok(())
 }
 
-fn parse_record(content: &str) -> Option<(bool, BTreeMap<String, u64>)> {
+fn prefixed(text: &str) -> String {
+    format!("{}:{text}", text.len())
+}
+
+fn encode(record: &Record) -> String {
+    let mut content = format!("v2 target={}\n", u8::from(record.target_tracked));
+    for (name, rows) in &record.verified {
+        content.push_str(&format!("= {rows} {}\n", prefixed(name)));
+    }
+    for (name, recheck) in &record.carried {
+        match recheck {
+            Recheck::Whole(_) => content.push_str(&format!("W {}\n", prefixed(name))),
+            Recheck::Keys(keys) => {
+                for key in keys {
+                    let values: String = key.iter().map(|v| prefixed(v)).collect();
+                    content.push_str(&format!("K {} {} {values}\n", prefixed(name), key.len()));
+                }
+            }
+        }
+    }
+    content
+}
+
+/// Reads `<bytes>:<text>` from the front of `rest`.
+fn take_prefixed(rest: &str) -> Option<(&str, &str)> {
+    let (length, after) = rest.split_once(':')?;
+    let length: usize = length.parse().ok()?;
+    Some((after.get(..length)?, after.get(length..)?))
+}
+
+fn parse_record(content: &str) -> Option<Record> {
     let (head, mut rest) = content.split_once('\n')?;
-    let target = match head {
-        "v1 target=1" => true,
-        "v1 target=0" => false,
+    let (version, target) = head.split_once(" target=")?;
+    let target_tracked = match target {
+        "1" => true,
+        "0" => false,
         _ => return None,
     };
-    let mut verified = BTreeMap::new();
-    while !rest.is_empty() {
-        let (rows, after) = rest.split_once(' ')?;
-        let (length, after) = after.split_once(':')?;
-        let length: usize = length.parse().ok()?;
-        let name = after.get(..length)?;
-        verified.insert(name.to_owned(), rows.parse().ok()?);
-        rest = after.get(length..)?.strip_prefix('\n')?;
+    let mut record = Record { target_tracked, ..Record::default() };
+    match version {
+        // Written by an older milink: `<rows> <bytes>:<name>` per table found equal.
+        "v1" => {
+            while !rest.is_empty() {
+                let (rows, after) = rest.split_once(' ')?;
+                let (name, after) = take_prefixed(after)?;
+                record.verified.insert(name.to_owned(), rows.parse().ok()?);
+                rest = after.strip_prefix('\n')?;
+            }
+        }
+        "v2" => {
+            while !rest.is_empty() {
+                let (kind, after) = rest.split_once(' ')?;
+                rest = match kind {
+                    "=" => {
+                        let (rows, after) = after.split_once(' ')?;
+                        let (name, after) = take_prefixed(after)?;
+                        record.verified.insert(name.to_owned(), rows.parse().ok()?);
+                        after
+                    }
+                    "W" => {
+                        let (name, after) = take_prefixed(after)?;
+                        record.carried.insert(name.to_owned(), Recheck::Whole(CARRIED_WHOLE));
+                        after
+                    }
+                    "K" => {
+                        let (name, after) = take_prefixed(after)?;
+                        let (count, mut after) = after.strip_prefix(' ')?.split_once(' ')?;
+                        let mut key = Vec::new();
+                        for _ in 0..count.parse::<usize>().ok()? {
+                            let (value, next) = take_prefixed(after)?;
+                            key.push(value.to_owned());
+                            after = next;
+                        }
+                        let entry = record.carried.entry(name.to_owned()).or_insert_with(|| Recheck::Keys(BTreeSet::new()));
+                        if let Recheck::Keys(keys) = entry {
+                            keys.insert(key);
+                        }
+                        after
+                    }
+                    _ => return None,
+                }
+                .strip_prefix('\n')?;
+            }
+        }
+        _ => return None,
     }
-    Some((target, verified))
+    Some(record)
+}
+
+/// Adds what a record carried to what the stream changed: keys join the table's keys, whole wins.
+fn merge(changed: &mut HashMap<String, Recheck>, carried: BTreeMap<String, Recheck>) {
+    for (name, recheck) in carried {
+        match (changed.get_mut(&name), recheck) {
+            (Some(Recheck::Whole(_)), _) => {}
+            (Some(entry), Recheck::Whole(why)) => *entry = Recheck::Whole(why),
+            (Some(Recheck::Keys(keys)), Recheck::Keys(more)) => {
+                keys.extend(more);
+                if keys.len() > MAX_KEYS_PER_TABLE {
+                    changed.insert(name, Recheck::Whole("many rows changed since the verification"));
+                }
+            }
+            (None, recheck) => {
+                changed.insert(name, recheck);
+            }
+        }
+    }
 }
 
 /// Partition (schema, name) → its root's display name, on one side.
@@ -188,15 +289,27 @@ pub(super) enum Tracked {
 /// Reads both streams (peeking: a repeated finalize reads them again) up to their ends; the source is
 /// fenced and drained, so its stream ends past the fence.
 pub(super) async fn changes(src: &Session, tgt: &Session, link: &str, tables: &[TableSpec]) -> Result<Tracked, EngineError> {
+    read(src, tgt, link, tables, false).await
+}
+
+/// Takes both streams up to now, consuming them (a catch-up round before the fence): what it returns
+/// must be written back with [`record`] as carried, or proven equal; a round that fails in between
+/// leaves no record after it, and the window then compares everything (slower, never less).
+pub(super) async fn take(src: &Session, tgt: &Session, link: &str, tables: &[TableSpec]) -> Result<Tracked, EngineError> {
+    read(src, tgt, link, tables, true).await
+}
+
+async fn read(src: &Session, tgt: &Session, link: &str, tables: &[TableSpec], consume: bool) -> Result<Tracked, EngineError> {
     let slot = slot_name(link);
     let exists = "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database() AND plugin = 'test_decoding'";
     let on_source: i64 = src.row("looking for the tracking slot", exists, &[&slot]).await?.get(0);
     if on_source == 0 {
         return Ok(Tracked::Untracked("no verification before the fence was tracked".into()));
     }
-    let peek = |local: bool| {
+    let function = if consume { "pg_logical_slot_get_changes" } else { "pg_logical_slot_peek_changes" };
+    let stream = |local: bool| {
         format!(
-            "SELECT data FROM pg_logical_slot_peek_changes($1, NULL, NULL, 'skip-empty-xacts', '1', 'include-xids', '0'{})",
+            "SELECT data FROM {function}($1, NULL, NULL, 'skip-empty-xacts', '1', 'include-xids', '0'{})",
             if local { ", 'only-local', '1'" } else { "" }
         )
     };
@@ -204,26 +317,28 @@ pub(super) async fn changes(src: &Session, tgt: &Session, link: &str, tables: &[
     let mut changes = Changes::default();
     let source_roots = partition_roots(src).await?;
     let mut record = None;
-    for row in src.rows("reading the source's changes since the verification", &peek(false), &[&slot]).await? {
+    for row in src.rows("reading the source's changes since the verification", &stream(false), &[&slot]).await? {
         let line: String = row.get(0);
         if let Some(content) = line.strip_prefix(&format!("message: transactional: 1 prefix: {PREFIX}, sz: ")) {
+            // The last record wins: a catch-up round's supersedes the verification's.
             record = content.split_once(" content:").and_then(|(_, c)| parse_record(c));
             continue;
         }
         changes.decoded += note(&mut changes.changed, &line, &keys, &source_roots);
     }
-    let Some((target_tracked, verified)) = record else {
+    let Some(record) = record else {
         return Ok(Tracked::Untracked("the verification before the fence did not finish".into()));
     };
     let on_target: i64 = tgt.row("looking for the tracking slot", exists, &[&slot]).await?.get(0);
-    if !target_tracked || on_target == 0 {
+    if !record.target_tracked || on_target == 0 {
         return Ok(Tracked::Untracked("writes on the target were not tracked".into()));
     }
     let target_roots = partition_roots(tgt).await?;
-    for row in tgt.rows("reading the target's own writes since the verification", &peek(true), &[&slot]).await? {
+    for row in tgt.rows("reading the target's own writes since the verification", &stream(true), &[&slot]).await? {
         changes.decoded += note(&mut changes.changed, &row.get::<_, String>(0), &keys, &target_roots);
     }
-    changes.verified = verified;
+    merge(&mut changes.changed, record.carried);
+    changes.verified = record.verified;
     Ok(Tracked::Changes(changes))
 }
 
@@ -460,13 +575,40 @@ mod tests {
     }
 
     #[test]
-    fn the_record_round_trips_names_with_any_characters() {
+    fn the_record_round_trips_names_keys_and_values_with_any_characters() {
         let verified = BTreeMap::from([("public.a b\nc".to_string(), 3), ("s.t".to_string(), 0)]);
-        let mut content = "v1 target=1\n".to_string();
+        let record = Record {
+            target_tracked: true,
+            verified: verified.clone(),
+            carried: BTreeMap::from([
+                ("public.k:1 \n".to_string(), keys(&[&["1", "x:y\nz"], &["", "3:"]])),
+                ("public.w".to_string(), Recheck::Whole(CARRIED_WHOLE)),
+            ]),
+        };
+        assert_eq!(parse_record(&encode(&record)), Some(record));
+        // What an older milink wrote still reads.
+        let mut v1 = "v1 target=0\n".to_string();
         for (name, rows) in &verified {
-            content.push_str(&format!("{rows} {}:{name}\n", name.len()));
+            v1.push_str(&format!("{rows} {}:{name}\n", name.len()));
         }
-        assert_eq!(parse_record(&content), Some((true, verified)));
-        assert_eq!(parse_record("v2 target=1\n"), None);
+        assert_eq!(parse_record(&v1), Some(Record { target_tracked: false, verified, carried: BTreeMap::new() }));
+        assert_eq!(parse_record("v3 target=1\n"), None);
+        assert_eq!(parse_record("v2 target=1\nK 3:abc 2 1:x\n"), None, "a truncated key is refused, not half-read");
+    }
+
+    #[test]
+    fn carried_keys_join_the_streams_keys_and_whole_wins() {
+        let mut changed = HashMap::from([("a".to_string(), keys(&[&["1"]])), ("b".to_string(), Recheck::Whole("no key"))]);
+        merge(
+            &mut changed,
+            BTreeMap::from([
+                ("a".to_string(), keys(&[&["2"]])),
+                ("b".to_string(), keys(&[&["3"]])),
+                ("c".to_string(), Recheck::Whole(CARRIED_WHOLE)),
+            ]),
+        );
+        assert_eq!(changed["a"], keys(&[&["1"], &["2"]]));
+        assert_eq!(changed["b"], Recheck::Whole("no key"));
+        assert_eq!(changed["c"], Recheck::Whole(CARRIED_WHOLE));
     }
 }
