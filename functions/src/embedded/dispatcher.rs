@@ -15,8 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 /// How long a delivery is leased before it must be renewed (the dispatcher renews it while the step runs).
 const LEASE_MS: i64 = 15 * 60 * 1000;
-/// How long to wait when the queue is empty.
-const IDLE: Duration = Duration::from_millis(25);
+/// How long to wait when the queue is empty, unless a commit that enqueued messages wakes the dispatcher
+/// first (`SqliteStore::enqueued`): the wait only matters for retries scheduled for later.
+const IDLE: Duration = Duration::from_millis(200);
 
 /// Runs until `shutdown`, then waits for in-flight handlers to finish.
 pub async fn run(ctx: Context, store: Arc<SqliteStore>, shutdown: CancellationToken) {
@@ -43,6 +44,7 @@ pub async fn run(ctx: Context, store: Arc<SqliteStore>, shutdown: CancellationTo
             Ok(None) => {
                 tokio::select! {
                     _ = tokio::time::sleep(IDLE) => {}
+                    _ = store.enqueued() => {}
                     _ = shutdown.cancelled() => {}
                 }
             }

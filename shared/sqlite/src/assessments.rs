@@ -12,7 +12,8 @@ impl AssessmentStore for SqliteStore {
     async fn put_assessment(&self, report: &AssessmentReport, outbox: &[Envelope]) -> Result<(), StoreError> {
         let report = report.clone();
         let outbox = outbox.to_vec();
-        self.with(move |connection| {
+        let count = outbox.len();
+        let result = self.with(move |connection| {
             let tx = connection.transaction().map_err(backend)?;
             let status = match report.status {
                 AssessmentStatus::Running => "Running",
@@ -28,7 +29,11 @@ impl AssessmentStore for SqliteStore {
             queue::enqueue(&tx, &outbox)?;
             tx.commit().map_err(backend)
         })
-        .await
+        .await;
+        if result.is_ok() {
+            self.wake(count);
+        }
+        result
     }
 
     async fn get_assessment(&self, id: &str) -> Result<Option<AssessmentReport>, StoreError> {

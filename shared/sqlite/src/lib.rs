@@ -26,6 +26,9 @@ pub use queue::{Delivery, QueueStats};
 #[derive(Clone)]
 pub struct SqliteStore {
     connection: Arc<Mutex<Connection>>,
+    /// Signalled after a transaction that enqueued messages commits, so the dispatcher takes the next
+    /// step at once instead of at its next idle poll (each cutover step is one hop through the queue).
+    enqueued: Arc<tokio::sync::Notify>,
 }
 
 const SCHEMA: &str = r#"
@@ -100,7 +103,20 @@ impl SqliteStore {
         connection.busy_timeout(std::time::Duration::from_secs(5)).map_err(backend)?;
         connection.execute_batch(SCHEMA).map_err(backend)?;
         queue::add_enqueued_column(&connection)?;
-        Ok(Self { connection: Arc::new(Mutex::new(connection)) })
+        Ok(Self { connection: Arc::new(Mutex::new(connection)), enqueued: Arc::new(tokio::sync::Notify::new()) })
+    }
+
+    /// Completes when messages were enqueued since the last wait (a wake-up is never lost: one that
+    /// comes while nobody waits is kept for the next wait).
+    pub async fn enqueued(&self) {
+        self.enqueued.notified().await;
+    }
+
+    /// Says that messages were enqueued (after their transaction committed).
+    pub(crate) fn wake(&self, outbox_len: usize) {
+        if outbox_len > 0 {
+            self.enqueued.notify_one();
+        }
     }
 
     /// Runs `work` with the connection on the blocking pool.

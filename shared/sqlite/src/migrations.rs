@@ -26,7 +26,8 @@ impl MigrationStore for SqliteStore {
     async fn create(&self, migration: &Migration, outbox: &[Envelope]) -> Result<Created, StoreError> {
         let migration = migration.clone();
         let outbox = outbox.to_vec();
-        self.with(move |connection| {
+        let count = outbox.len();
+        let result = self.with(move |connection| {
             let tx = connection.transaction().map_err(backend)?;
             let (source, target, database) =
                 (migration.source.as_str(), migration.target.as_str(), migration.database.as_str());
@@ -54,7 +55,11 @@ impl MigrationStore for SqliteStore {
             tx.commit().map_err(backend)?;
             Ok(Created::New(stored))
         })
-        .await
+        .await;
+        if result.is_ok() {
+            self.wake(count);
+        }
+        result
     }
 
     async fn load(&self, id: &MigrationId) -> Result<Option<Migration>, StoreError> {
@@ -73,7 +78,8 @@ impl MigrationStore for SqliteStore {
         let mut next = migration.clone();
         next.version = migration.version + 1;
         let outbox = outbox.to_vec();
-        self.with(move |connection| {
+        let count = outbox.len();
+        let result = self.with(move |connection| {
             let tx = connection.transaction().map_err(backend)?;
             let updated = tx
                 .execute(
@@ -94,7 +100,11 @@ impl MigrationStore for SqliteStore {
             tx.commit().map_err(backend)?;
             Ok(next)
         })
-        .await
+        .await;
+        if result.is_ok() {
+            self.wake(count);
+        }
+        result
     }
 
     async fn list(&self, filter: &MigrationFilter) -> Result<Vec<Migration>, StoreError> {

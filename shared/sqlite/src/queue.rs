@@ -64,12 +64,17 @@ impl SqliteStore {
     /// Enqueues messages outside any state change (the API's assess requests).
     pub async fn enqueue(&self, outbox: &[Envelope]) -> Result<(), StoreError> {
         let outbox = outbox.to_vec();
-        self.with(move |connection| {
+        let count = outbox.len();
+        let result = self.with(move |connection| {
             let tx = connection.transaction().map_err(backend)?;
             enqueue(&tx, &outbox)?;
             tx.commit().map_err(backend)
         })
-        .await
+        .await;
+        if result.is_ok() {
+            self.wake(count);
+        }
+        result
     }
 
     /// Extends the lease of a message being handled to `until` (a step that runs longer than one lease,
@@ -120,7 +125,10 @@ impl SqliteStore {
             connection.execute("DELETE FROM queue WHERE id = ?1", params![id]).map_err(backend)?;
             Ok(())
         })
-        .await
+        .await?;
+        // The next message of the same migration (one at a time per ordering key) can go now.
+        self.wake(1);
+        Ok(())
     }
 
     /// Releases a message for another try at `not_before`, remembering the error.
@@ -152,7 +160,9 @@ impl SqliteStore {
             tx.execute("DELETE FROM queue WHERE id = ?1", params![id]).map_err(backend)?;
             tx.commit().map_err(backend)
         })
-        .await
+        .await?;
+        self.wake(1);
+        Ok(())
     }
 
     /// Dead letters, newest first.
@@ -245,6 +255,25 @@ mod tests {
         store.complete(&first.envelope.envelope_id).await.unwrap();
         let third = store.claim(now, 60_000).await.unwrap().unwrap();
         assert_eq!(third.envelope.payload, envelope("a", 2, Command::CreateLink).payload);
+    }
+
+    #[tokio::test]
+    async fn an_enqueue_or_a_completed_message_wakes_a_waiting_dispatcher() {
+        let store = SqliteStore::in_memory().unwrap();
+        let soon = std::time::Duration::from_secs(5);
+        let waiting = tokio::spawn({
+            let store = store.clone();
+            async move { tokio::time::timeout(soon, store.enqueued()).await.is_ok() }
+        });
+        tokio::task::yield_now().await;
+        store.enqueue(&[envelope("a", 1, Command::Validate), envelope("a", 2, Command::CreateLink)]).await.unwrap();
+        assert!(waiting.await.unwrap(), "the enqueue woke the waiter");
+        let first = store.claim(Utc::now(), 60_000).await.unwrap().unwrap();
+        store.complete(&first.envelope.envelope_id).await.unwrap();
+        // The completion freed the migration's next message: the wake-up is kept for the next wait.
+        assert!(tokio::time::timeout(soon, store.enqueued()).await.is_ok());
+        // Nothing happened since: no wake-up.
+        assert!(tokio::time::timeout(std::time::Duration::from_millis(50), store.enqueued()).await.is_err());
     }
 
     #[tokio::test]
