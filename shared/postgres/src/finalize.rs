@@ -37,12 +37,18 @@ pub(crate) async fn finalize(plan: &LinkPlan) -> Result<Verification, EngineErro
     let source = Server::new("source", &plan.source)?;
     let target = Server::new("target", &plan.target)?;
     let database = plan.database.as_str();
-    let (src, tgt) = tokio::try_join!(source.connect(Some(database)), target.connect(Some(database)))?;
-    // The target may be fenced: the source, when failing back over a reverse link (`reverse`).
-    crate::connect::writable(&tgt).await?;
-    let (sequences_set, mut differences) = sync_sequences(&src, &tgt).await?;
-    differences.extend(carry_large_objects(&src, &tgt).await?);
-    let mut verification = verify::compare_static(plan).await?;
+    // Sequences and large objects, and the tables' comparison, at once: both sides are static, and they
+    // touch different things.
+    let carried = async {
+        let (src, tgt) = tokio::try_join!(source.connect(Some(database)), target.connect(Some(database)))?;
+        // The target may be fenced: the source, when failing back over a reverse link (`reverse`).
+        crate::connect::writable(&tgt).await?;
+        let (sequences_set, mut differences) = sync_sequences(&src, &tgt).await?;
+        differences.extend(carry_large_objects(&src, &tgt).await?);
+        Ok::<_, EngineError>((sequences_set, differences))
+    };
+    let (carried, verification) = tokio::join!(carried, verify::compare_static(plan));
+    let ((sequences_set, differences), mut verification) = (carried?, verification?);
     verification.sequences_set = sequences_set;
     verification.differences.extend(differences);
     tracing::info!(

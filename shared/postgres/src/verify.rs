@@ -125,7 +125,7 @@ pub(super) const BEFORE_FENCE_WAIT: std::time::Duration = std::time::Duration::f
 
 /// On demand while the link syncs.
 pub(crate) async fn verify(plan: &LinkPlan) -> Result<Verification, EngineError> {
-    Ok(compare(plan, Some(plan.link_name()), false).await?.0)
+    Ok(compare(plan, Some(plan.link_name()), false, false).await?.0)
 }
 
 /// Before the fence, while the link syncs: starts tracking changes (`track`), verifies every table in
@@ -136,7 +136,7 @@ pub(crate) async fn before_fence(plan: &LinkPlan) -> Result<Verification, Engine
     let pair = open_pair(&source, &target, plan.database.as_str(), true).await?;
     let link = plan.link_name();
     let untracked_target = track::start(&pair.src, &pair.tgt, &link).await?;
-    let (verification, unsettled, fingerprints) = compare(plan, Some(link.clone()), true).await?;
+    let (verification, unsettled, fingerprints) = compare(plan, Some(link.clone()), true, false).await?;
     let verified: BTreeMap<String, u64> = verification
         .tables
         .iter()
@@ -183,19 +183,19 @@ pub(crate) async fn stop_tracking(plan: &LinkPlan) -> Result<(), EngineError> {
 /// Both sides static (after the fence and the drain): only what changed since the verification before
 /// the fence when it was tracked, everything otherwise.
 pub(crate) async fn compare_static(plan: &LinkPlan) -> Result<Verification, EngineError> {
-    let verification = compare(plan, None, false).await?.0;
-    stop_tracking(plan).await?;
-    Ok(verification)
+    Ok(compare(plan, None, false, true).await?.0)
 }
 
 /// Key lookups per statement when re-comparing changed keys.
 const KEYS_PER_BATCH: usize = 1_000;
 
-/// The verification, the tables that did not settle, and each compared table's [`track::fingerprint`].
+/// The verification, the tables that did not settle, and each compared table's [`track::fingerprint`];
+/// with `stop_tracking_after`, the tracking slots are dropped once it has read them (the cutover's).
 async fn compare(
     plan: &LinkPlan,
     slot: Option<String>,
     before_fence: bool,
+    stop_tracking_after: bool,
 ) -> Result<(Verification, BTreeSet<String>, BTreeMap<String, String>), EngineError> {
     let started_at = chrono::Utc::now();
     let source = Server::new("source", &plan.source)?;
@@ -266,8 +266,11 @@ async fn compare(
         listed: tables.iter().map(|_| AtomicUsize::new(0)).collect(),
         candidates: tables.iter().map(|_| AtomicUsize::new(0)).collect(),
     };
-    let outcomes = run_workers(first, &source, &target, database, &context, &tables, queue).await?;
-    let end_positions = positions_after(&source, database, &link).await?;
+    let outcomes = run_workers(&first, &source, &target, database, &context, &tables, queue).await?;
+    let end_positions = positions(&first.src, &link).await?;
+    if stop_tracking_after {
+        track::stop(&first.src, Some(&first.tgt), &link).await?;
+    }
     let (mut verification, unsettled) = assemble(&tables, outcomes, &seeding, &incremental);
     if let Some(window) = window.as_mut() {
         window.rows_compared = verification.rows_compared;
@@ -290,8 +293,10 @@ async fn compare(
     Ok((verification, unsettled, fingerprints))
 }
 
+/// Compares the queue's batches with `first` and up to [`WORKERS`]` - 1` more session pairs (opened at
+/// once, only as many as there are batches for).
 async fn run_workers(
-    first: Pair,
+    first: &Pair,
     source: &Server,
     target: &Server,
     database: &str,
@@ -300,12 +305,9 @@ async fn run_workers(
     queue: VecDeque<Batch>,
 ) -> Result<Vec<ChunkOutcome>, EngineError> {
     let workers = WORKERS.min(queue.len()).max(1);
-    let first_before_fence = first.before_fence;
     let queue = Mutex::new(queue);
-    let mut pairs = vec![first];
-    for _ in 1..workers {
-        pairs.push(open_pair(source, target, database, first_before_fence).await?);
-    }
+    let extra = futures::future::try_join_all((1..workers).map(|_| open_pair(source, target, database, first.before_fence))).await?;
+    let pairs: Vec<&Pair> = std::iter::once(first).chain(extra.iter()).collect();
     let work = pairs.iter().map(|pair| async {
         let mut out = Vec::new();
         loop {
@@ -398,8 +400,4 @@ async fn positions(src: &Session, slot: &str) -> Result<Option<(u64, u64)>, Engi
         let lsn = |n: usize| r.get::<_, Option<tokio_postgres::types::PgLsn>>(n).map(u64::from).unwrap_or(0);
         (lsn(0), lsn(1))
     }))
-}
-
-async fn positions_after(source: &Server, database: &str, slot: &str) -> Result<Option<(u64, u64)>, EngineError> {
-    positions(&source.connect(Some(database)).await?, slot).await
 }

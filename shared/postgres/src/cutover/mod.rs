@@ -88,19 +88,16 @@ async fn lock_fences(admin: &Session, database_oid: u32) -> Result<(), EngineErr
 }
 
 pub(crate) async fn fence(plan: &LinkPlan) -> Result<Position, EngineError> {
-    // The drain's sessions are opened meanwhile, so its first poll does not pay two logins.
-    let (fenced, _, _) = tokio::join!(fence_source(plan), apply_commits(plan, "on"), positions::warm(plan));
+    // The drain's sessions are opened meanwhile, so its first poll does not pay two logins. The apply
+    // worker keeps committing asynchronously: the drain reads the position it has handled and flushes the
+    // target's WAL once itself (`positions`), so synchronous commits of the backlog would only slow it.
+    let (fenced, _) = tokio::join!(fence_source(plan), positions::warm(plan));
     fenced
 }
 
-/// The subscription's apply worker commits asynchronously by default (`synchronous_commit = off` is the
-/// subscription default), so it reports a transaction as flushed, and the slot confirms it, only once the
-/// target's WAL writer has flushed it and the worker's next feedback goes out: a drain measured that way
-/// waits on the feedback cadence (hundreds of milliseconds), not on the data. From the fence on, the
-/// worker commits synchronously, so its answer to the walsender's keepalive confirms every applied
-/// transaction at once. The worker takes the new value at its next transaction without restarting (it is
-/// not one of the options that reconnect it). An optimization only: a failure is logged, never fatal;
-/// unfence puts the default back, and switch drops the subscription anyway.
+/// Sets the apply worker's `synchronous_commit`. The fence no longer turns it on (the drain does not wait
+/// on the worker's feedback any more, and synchronous commits slowed the backlog's apply); unfence still
+/// puts the default back for a subscription an older milink left with `on`. Never fatal: logged.
 async fn apply_commits(plan: &LinkPlan, value: &'static str) {
     let result = async {
         let target = Server::new("target", &plan.target)?;

@@ -94,7 +94,7 @@ pub(super) async fn round(plan: &LinkPlan, source: &Server, target: &Server, pai
         };
         let compared = async {
             let first = open_pair(source, target, plan.database.as_str(), true).await?;
-            run_workers(first, source, target, plan.database.as_str(), &context, &tables, queue).await
+            run_workers(&first, source, target, plan.database.as_str(), &context, &tables, queue).await
         };
         match compared.await {
             Ok(outcomes) => {
