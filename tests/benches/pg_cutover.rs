@@ -171,6 +171,10 @@ async fn main() -> anyhow::Result<()> {
     let mut results = Vec::new();
     for n in 1..=rounds {
         let r = round(&milink, scale).await?;
+        // What milink logged about the window's work, for the profile.
+        for line in milink.logs().lines().filter(|l| l.contains("caught up before the fence") || l.contains("verified content") || l.contains("source fenced") || l.contains("finalized")) {
+            println!("  log: {}", line.split_whitespace().skip(2).collect::<Vec<_>>().join(" "));
+        }
         println!(
             "{n:>5} {:>10} {:>9.1} {:>11.2} {:>15} {:>13} {:>14} {:>9}  {:?}",
             r.rows,

@@ -104,6 +104,20 @@ pub(super) struct Context {
     listed: Vec<AtomicUsize>,
     /// Candidate keys settled so far, per table (live only).
     candidates: Vec<AtomicUsize>,
+    /// The verification before the fence, whose tracking slots name every key changed since it began: a
+    /// chunk that differs only at such keys is equal for it (`chunks::excuse`); the catch-up rounds and
+    /// the window compare those keys again.
+    tracked: Option<Tracking>,
+}
+
+/// Where to read the tracking streams from (sessions of their own, outside the matched snapshots).
+pub(super) struct Tracking {
+    link: String,
+    source: Server,
+    target: Server,
+    database: String,
+    /// A slot serves one reader at a time: the workers take turns.
+    reading: tokio::sync::Mutex<()>,
 }
 
 async fn open_pair(source: &Server, target: &Server, database: &str, before_fence: bool) -> Result<Pair, EngineError> {
@@ -198,11 +212,13 @@ async fn compare(
     stop_tracking_after: bool,
 ) -> Result<(Verification, BTreeSet<String>, BTreeMap<String, String>), EngineError> {
     let started_at = chrono::Utc::now();
+    let clock = std::time::Instant::now();
     let source = Server::new("source", &plan.source)?;
     let target = Server::new("target", &plan.target)?;
     let database = plan.database.as_str();
     let link = plan.link_name();
     let first = open_pair(&source, &target, database, before_fence).await?;
+    let connected_ms = clock.elapsed().as_millis() as u64;
     let scope = scope::scope(&first.src, &first.tgt, &link).await?;
     let hashing = hashing(&first.src, &first.tgt).await?;
     let seeding = match slot {
@@ -219,6 +235,7 @@ async fn compare(
         Some(Tracked::Changes(changes)) => Some(changes),
         _ => None,
     };
+    let planned_ms = clock.elapsed().as_millis() as u64;
     let mut window = tracked.as_ref().map(|t| WindowCheck {
         changes: changes.map_or(0, |c| c.decoded),
         full_reason: match t {
@@ -260,13 +277,22 @@ async fn compare(
             queue.push_back(Batch { table: index, first_chunk: n * batch_size, ranges: group.to_vec(), whole: false, keys: None });
         }
     }
+    let tracked = before_fence.then(|| Tracking {
+        link: link.clone(),
+        source: source.clone(),
+        target: target.clone(),
+        database: database.to_owned(),
+        reading: tokio::sync::Mutex::new(()),
+    });
     let context = Context {
         hashing,
+        tracked,
         slot,
         listed: tables.iter().map(|_| AtomicUsize::new(0)).collect(),
         candidates: tables.iter().map(|_| AtomicUsize::new(0)).collect(),
     };
     let outcomes = run_workers(&first, &source, &target, database, &context, &tables, queue).await?;
+    let compared_ms = clock.elapsed().as_millis() as u64;
     let end_positions = positions(&first.src, &link).await?;
     if stop_tracking_after {
         track::stop(&first.src, Some(&first.tgt), &link).await?;
@@ -287,6 +313,11 @@ async fn compare(
         rows = verification.rows_compared,
         complete = verification.complete,
         clean = verification.is_clean(),
+        changes = verification.window.as_ref().map(|w| w.changes),
+        connected_ms,
+        planned_ms,
+        compared_ms,
+        took_ms = clock.elapsed().as_millis() as u64,
         "verified content"
     );
     let fingerprints = tables.iter().map(|t| (t.display_name(), track::fingerprint(t))).collect();

@@ -89,6 +89,7 @@ pub(super) async fn round(plan: &LinkPlan, source: &Server, target: &Server, pai
         let context = Context {
             hashing: super::hashing(&pair.src, &pair.tgt).await?,
             slot: Some(link.clone()),
+            tracked: None,
             listed: tables.iter().map(|_| AtomicUsize::new(0)).collect(),
             candidates: tables.iter().map(|_| AtomicUsize::new(0)).collect(),
         };

@@ -116,6 +116,35 @@ pub(super) fn checksum(table: &TableSpec, range: &KeyRange, hashing: Hashing) ->
     )
 }
 
+/// [`checksum`] of a range without the rows of `keys` (keys changed since the verification's tracking
+/// began: their comparison is left to the catch-up and the window).
+pub(super) fn checksum_excluding(table: &TableSpec, range: &KeyRange, keys: &[KeyValues], hashing: Hashing) -> String {
+    let list: Vec<String> = keys.iter().map(|k| key_literal(&table.key, k)).collect();
+    format!(
+        "SELECT count(*), coalesce(sum({}), 0)::text FROM {} WHERE {} AND ({}) NOT IN ({})",
+        row_hash(table, hashing),
+        relation(table),
+        range_predicate(table, range),
+        key_list(&table.key),
+        list.join(", ")
+    )
+}
+
+/// The keys of `keys` inside `range`, when the key is a single integer (compared as numbers); every key
+/// otherwise (a key outside the range excludes nothing from it).
+pub(super) fn keys_in_range<'a>(table: &TableSpec, range: &KeyRange, keys: impl Iterator<Item = &'a KeyValues>) -> Vec<KeyValues> {
+    if !integer_key(table) {
+        return keys.cloned().collect();
+    }
+    let bound = |b: &Option<KeyValues>| b.as_ref().and_then(|v| v.first()).and_then(|v| v.parse::<i64>().ok());
+    let (lower, upper) = (bound(&range.lower), bound(&range.upper));
+    keys.filter(|k| {
+        k.first().and_then(|v| v.parse::<i64>().ok()).is_some_and(|v| lower.is_none_or(|l| v >= l) && upper.is_none_or(|u| v < u))
+    })
+    .cloned()
+    .collect()
+}
+
 /// The checksums of several contiguous ranges of a single integer key in one statement: `(bucket,
 /// count, sum as text)` per non-empty range, `bucket` being the range's index. One scan of the span the
 /// ranges cover instead of one index range scan per range; big enough for the planner's parallel

@@ -342,6 +342,38 @@ async fn read(src: &Session, tgt: &Session, link: &str, tables: &[TableSpec], co
     Ok(Tracked::Changes(changes))
 }
 
+/// The keys of `table` changed since the tracking slots were created, on the source or by the target's
+/// own writes (peeked: nothing is consumed); None when they cannot be named (the table was truncated,
+/// has no key, a line could not be read, or the target is not tracked).
+pub(super) async fn changed_keys(src: &Session, tgt: &Session, link: &str, table: &TableSpec) -> Result<Option<BTreeSet<KeyValues>>, EngineError> {
+    let slot = slot_name(link);
+    let exists = "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database() AND plugin = 'test_decoding'";
+    let keys = HashMap::from([(table.display_name(), table)]);
+    let mut changed = HashMap::new();
+    for (session, local) in [(src, false), (tgt, true)] {
+        let on_side: i64 = session.row("looking for the tracking slot", exists, &[&slot]).await?.get(0);
+        if on_side == 0 {
+            return Ok(None);
+        }
+        let roots = partition_roots(session).await?;
+        let sql = format!(
+            "SELECT data FROM pg_logical_slot_peek_changes($1, NULL, NULL, 'skip-empty-xacts', '1', 'include-xids', '0'{})",
+            if local { ", 'only-local', '1'" } else { "" }
+        );
+        for row in session.rows("reading the changes since the verification began", &sql, &[&slot]).await? {
+            note(&mut changed, &row.get::<_, String>(0), &keys, &roots);
+        }
+    }
+    if changed.contains_key("") {
+        return Ok(None);
+    }
+    Ok(match changed.remove(&table.display_name()) {
+        None => Some(BTreeSet::new()),
+        Some(Recheck::Keys(keys)) => Some(keys),
+        Some(Recheck::Whole(_)) => None,
+    })
+}
+
 /// Notes what one decoded line changed; returns 1 for a change, 0 for anything else.
 fn note(changed: &mut HashMap<String, Recheck>, line: &str, tables: &HashMap<String, &TableSpec>, roots: &HashMap<(String, String), String>) -> u64 {
     let Some(rest) = line.strip_prefix("table ") else { return 0 };
