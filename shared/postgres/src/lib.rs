@@ -125,6 +125,10 @@ impl Engine for PostgresEngine {
         if let (Err(_), Some(pooler)) = (&fenced, &paused) {
             pooler::resume_quietly(pooler, plan.database.as_str()).await;
         }
+        if fenced.is_ok() {
+            // While the drain waits for the target: the window's comparison finds it read.
+            verify::take_during_drain(plan);
+        }
         fenced
     }
 
@@ -186,6 +190,7 @@ impl Engine for PostgresEngine {
         }
         scrubbed(plan, link::drop_link(plan, drop_target, &self.watches.seeders).await)?;
         self.watches.forget(&plan.link_name());
+        verify::forget_taken(&plan.link_name());
         Ok(())
     }
 }

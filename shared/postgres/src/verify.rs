@@ -186,6 +186,65 @@ async fn hashing(src: &Session, tgt: &Session) -> Result<Hashing, EngineError> {
     })
 }
 
+/// The source's tracking stream, read while the drain waits for the target (the source is fenced, so
+/// its stream up to the fence is complete): the window then decodes only what is left, usually nothing.
+/// Consumed, so it is kept here until the cutover's comparison has it (and a second finalize too); a
+/// restart loses it and the window then finds no record and compares everything: slower, never less.
+enum Taken {
+    Running(tokio::task::JoinHandle<Option<track::SourcePart>>),
+    Done(Option<track::SourcePart>),
+}
+
+fn taken() -> &'static Mutex<std::collections::HashMap<String, Taken>> {
+    static TAKEN: std::sync::OnceLock<Mutex<std::collections::HashMap<String, Taken>>> = std::sync::OnceLock::new();
+    TAKEN.get_or_init(Default::default)
+}
+
+/// Starts reading the source's tracking stream (after the fence, during the drain). Never an error: a
+/// failure only leaves the reading to the window.
+pub(crate) fn take_during_drain(plan: &LinkPlan) {
+    let plan = plan.clone();
+    let link = plan.link_name();
+    let task = tokio::spawn(async move {
+        let read = async {
+            let (source, target) = (Server::new("source", &plan.source)?, Server::new("target", &plan.target)?);
+            let pair = open_pair(&source, &target, plan.database.as_str(), false).await?;
+            let tables = scope::scope(&pair.src, &pair.tgt, &plan.link_name()).await?.tables;
+            track::take_source(&pair.src, &plan.link_name(), &tables).await
+        };
+        match read.await {
+            Ok(part) => part,
+            Err(error) => {
+                tracing::warn!(error = %error.message, "could not read the source's changes during the drain; the window reads them");
+                None
+            }
+        }
+    });
+    taken().lock().unwrap_or_else(|p| p.into_inner()).insert(link, Taken::Running(task));
+}
+
+async fn taken_during_drain(link: &str) -> Option<track::SourcePart> {
+    let entry = taken().lock().unwrap_or_else(|p| p.into_inner()).remove(link);
+    let running = match entry {
+        Some(Taken::Running(task)) => task,
+        Some(Taken::Done(part)) => {
+            taken().lock().unwrap_or_else(|p| p.into_inner()).insert(link.to_owned(), Taken::Done(part.clone()));
+            return part;
+        }
+        None => return None,
+    };
+    let part = running.await.unwrap_or(None);
+    taken().lock().unwrap_or_else(|p| p.into_inner()).insert(link.to_owned(), Taken::Done(part.clone()));
+    part
+}
+
+/// Forgets what was read during the drain (the cutover ended either way).
+pub(crate) fn forget_taken(link: &str) {
+    if let Some(Taken::Running(task)) = taken().lock().unwrap_or_else(|p| p.into_inner()).remove(link) {
+        task.abort();
+    }
+}
+
 /// Drops what `before_fence` left (after the cutover's comparison, on unfence, on drop_link).
 pub(crate) async fn stop_tracking(plan: &LinkPlan) -> Result<(), EngineError> {
     let source = Server::new("source", &plan.source)?;
@@ -229,7 +288,7 @@ async fn compare(
     let tables: Vec<TableSpec> = scope.tables.into_iter().filter(|t| !seeding.contains(&t.display_name())).collect();
     let tracked = match slot {
         Some(_) => None,
-        None => Some(track::changes(&first.src, &first.tgt, &link, &tables).await?),
+        None => Some(track::changes(&first.src, &first.tgt, &link, &tables, taken_during_drain(&link).await).await?),
     };
     let changes = match &tracked {
         Some(Tracked::Changes(changes)) => Some(changes),

@@ -39,6 +39,7 @@ fn kept() -> &'static Mutex<HashMap<String, Arc<Pair>>> {
 /// Closes the sessions kept for `plan`'s link (after the switch or the unfence).
 pub(crate) fn forget(plan: &LinkPlan) {
     kept().lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&plan.link_name());
+    crate::verify::forget_taken(&plan.link_name());
 }
 
 async fn sessions(plan: &LinkPlan) -> Result<Arc<Pair>, EngineError> {

@@ -286,55 +286,90 @@ pub(super) enum Tracked {
     Untracked(String),
 }
 
-/// Reads both streams (peeking: a repeated finalize reads them again) up to their ends; the source is
-/// fenced and drained, so its stream ends past the fence.
-pub(super) async fn changes(src: &Session, tgt: &Session, link: &str, tables: &[TableSpec]) -> Result<Tracked, EngineError> {
-    read(src, tgt, link, tables, false).await
+/// Reads both streams up to their ends (peeking: a repeated finalize reads them again); the source is
+/// fenced and drained, so its stream ends past the fence. `taken` is what [`take_source`] consumed of the
+/// source's stream during the drain, if it ran: the rest is read after it.
+pub(super) async fn changes(src: &Session, tgt: &Session, link: &str, tables: &[TableSpec], taken: Option<SourcePart>) -> Result<Tracked, EngineError> {
+    read(src, tgt, link, tables, false, taken).await
 }
 
 /// Takes both streams up to now, consuming them (a catch-up round before the fence): what it returns
 /// must be written back with [`record`] as carried, or proven equal; a round that fails in between
 /// leaves no record after it, and the window then compares everything (slower, never less).
 pub(super) async fn take(src: &Session, tgt: &Session, link: &str, tables: &[TableSpec]) -> Result<Tracked, EngineError> {
-    read(src, tgt, link, tables, true).await
+    read(src, tgt, link, tables, true, None).await
 }
 
-async fn read(src: &Session, tgt: &Session, link: &str, tables: &[TableSpec], consume: bool) -> Result<Tracked, EngineError> {
+/// What the source's stream held: the changes, how many, and the last record in it.
+#[derive(Debug, Default, Clone)]
+pub(super) struct SourcePart {
+    changed: HashMap<String, Recheck>,
+    decoded: u64,
+    record: Option<Record>,
+}
+
+const TRACKING_SLOT_EXISTS: &str =
+    "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database() AND plugin = 'test_decoding'";
+
+/// Consumes the source's stream up to now; None without a tracking slot. Run during the drain (the source
+/// is fenced, so its stream is complete up to the fence): the window then decodes only what is left.
+pub(super) async fn take_source(src: &Session, link: &str, tables: &[TableSpec]) -> Result<Option<SourcePart>, EngineError> {
+    let on_source: i64 = src.row("looking for the tracking slot", TRACKING_SLOT_EXISTS, &[&slot_name(link)]).await?.get(0);
+    if on_source == 0 {
+        return Ok(None);
+    }
+    read_source(src, link, tables, true).await.map(Some)
+}
+
+fn stream_sql(consume: bool, local: bool) -> String {
+    let function = if consume { "pg_logical_slot_get_changes" } else { "pg_logical_slot_peek_changes" };
+    format!(
+        "SELECT data FROM {function}($1, NULL, NULL, 'skip-empty-xacts', '1', 'include-xids', '0'{})",
+        if local { ", 'only-local', '1'" } else { "" }
+    )
+}
+
+async fn read_source(src: &Session, link: &str, tables: &[TableSpec], consume: bool) -> Result<SourcePart, EngineError> {
+    let keys: HashMap<String, &TableSpec> = tables.iter().map(|t| (t.display_name(), t)).collect();
+    let roots = partition_roots(src).await?;
+    let mut part = SourcePart::default();
+    let prefix = format!("message: transactional: 1 prefix: {PREFIX}, sz: ");
+    for row in src.rows("reading the source's changes since the verification", &stream_sql(consume, false), &[&slot_name(link)]).await? {
+        let line: String = row.get(0);
+        if let Some(content) = line.strip_prefix(&prefix) {
+            // The last record wins: a catch-up round's supersedes the verification's.
+            part.record = content.split_once(" content:").and_then(|(_, c)| parse_record(c));
+            continue;
+        }
+        part.decoded += note(&mut part.changed, &line, &keys, &roots);
+    }
+    Ok(part)
+}
+
+async fn read(src: &Session, tgt: &Session, link: &str, tables: &[TableSpec], consume: bool, taken: Option<SourcePart>) -> Result<Tracked, EngineError> {
     let slot = slot_name(link);
-    let exists = "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database() AND plugin = 'test_decoding'";
-    let on_source: i64 = src.row("looking for the tracking slot", exists, &[&slot]).await?.get(0);
+    let on_source: i64 = src.row("looking for the tracking slot", TRACKING_SLOT_EXISTS, &[&slot]).await?.get(0);
     if on_source == 0 {
         return Ok(Tracked::Untracked("no verification before the fence was tracked".into()));
     }
-    let function = if consume { "pg_logical_slot_get_changes" } else { "pg_logical_slot_peek_changes" };
-    let stream = |local: bool| {
-        format!(
-            "SELECT data FROM {function}($1, NULL, NULL, 'skip-empty-xacts', '1', 'include-xids', '0'{})",
-            if local { ", 'only-local', '1'" } else { "" }
-        )
-    };
-    let keys: HashMap<String, &TableSpec> = tables.iter().map(|t| (t.display_name(), t)).collect();
+    let rest = read_source(src, link, tables, consume).await?;
     let mut changes = Changes::default();
-    let source_roots = partition_roots(src).await?;
     let mut record = None;
-    for row in src.rows("reading the source's changes since the verification", &stream(false), &[&slot]).await? {
-        let line: String = row.get(0);
-        if let Some(content) = line.strip_prefix(&format!("message: transactional: 1 prefix: {PREFIX}, sz: ")) {
-            // The last record wins: a catch-up round's supersedes the verification's.
-            record = content.split_once(" content:").and_then(|(_, c)| parse_record(c));
-            continue;
-        }
-        changes.decoded += note(&mut changes.changed, &line, &keys, &source_roots);
+    for part in taken.into_iter().chain(std::iter::once(rest)) {
+        changes.decoded += part.decoded;
+        merge(&mut changes.changed, part.changed.into_iter().collect());
+        record = part.record.or(record);
     }
     let Some(record) = record else {
         return Ok(Tracked::Untracked("the verification before the fence did not finish".into()));
     };
-    let on_target: i64 = tgt.row("looking for the tracking slot", exists, &[&slot]).await?.get(0);
+    let on_target: i64 = tgt.row("looking for the tracking slot", TRACKING_SLOT_EXISTS, &[&slot]).await?.get(0);
     if !record.target_tracked || on_target == 0 {
         return Ok(Tracked::Untracked("writes on the target were not tracked".into()));
     }
+    let keys: HashMap<String, &TableSpec> = tables.iter().map(|t| (t.display_name(), t)).collect();
     let target_roots = partition_roots(tgt).await?;
-    for row in tgt.rows("reading the target's own writes since the verification", &stream(true), &[&slot]).await? {
+    for row in tgt.rows("reading the target's own writes since the verification", &stream_sql(consume, true), &[&slot]).await? {
         changes.decoded += note(&mut changes.changed, &row.get::<_, String>(0), &keys, &target_roots);
     }
     merge(&mut changes.changed, record.carried);
