@@ -42,15 +42,22 @@
 //!
 //! **The cutover's write-downtime window.** Before the fence (`before_fence`, called by the engine's
 //! `prepare_cutover` while the source still takes writes) every table is verified in full as above, at
-//! matched positions, after logical slots (`test_decoding`) were created on both servers (`track`); its
-//! outcome, the tables found equal, is written into the source's WAL. After the fence and the drain,
-//! `compare_static` reads both slots' streams: the keys changed on the source since, and the rows the
-//! target wrote itself (`only-local`: an application writing to the target during sync). Only those
-//! keys are compared (key lookups on both sides), plus whole tables that were truncated, have no key, or
-//! were not found equal before the fence. So what lies in the window grows with the writes since the
-//! verification before the fence, not with the data; without that verification (it failed, timed out
-//! after 10 s waiting for the link or a lock, or the target refused a slot) the window compares every
-//! table in full, as safe and slower, and the report says why (`Verification::window`).
+//! matched positions, after logical slots (`test_decoding`) were created on both servers (`track`). A
+//! chunk that differs there only at keys those slots name as changed since (rows that moved between the
+//! two snapshots under load) is equal for this verification: checksums without those keys, in the same
+//! snapshots, prove the rest (`chunks::excuse`), and the changed keys are compared later. Its outcome,
+//! the tables found equal, is written into the source's WAL. A difference it proves refuses the cutover
+//! there, before anything is fenced. Then catch-up rounds (`catch_up`) take the streams, compare the keys
+//! changed during the verification in matched snapshots, and write what they could not prove into a new
+//! record, until a round is short. After the fence the source's stream is read during the drain, and
+//! after the drain `compare_static` reads what is left of both streams: the keys changed on the source
+//! since the last round, and the rows the target wrote itself (`only-local`: an application writing to
+//! the target during sync). Only those keys and the carried ones are compared (key lookups on both
+//! sides), plus whole tables that were truncated, have no key, or were not found equal before the fence.
+//! So what lies in the window grows with the writes since the last round, not with the data; without
+//! that verification (it failed, timed out after 10 s waiting for the link or a lock, or the target
+//! refused a slot) the window compares every table in full, as safe and slower, and the report says why
+//! (`Verification::window`).
 //!
 //! **Cost.** A live batch of an integer key's chunks is summed by one grouped statement per side
 //! (`sql::grouped_checksum`: a parallel sequential scan with JIT, about half the cost per row of 50k-row
