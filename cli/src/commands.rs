@@ -421,7 +421,10 @@ async fn watch(client: &Client, format: Format, id: &str, until: Until, timeout:
         // that was abandoned (drain timeout) leaves CuttingOver for another status, which ends a wait
         // for Completed.
         // A stalled cutover step still has its step: it is retried, not abandoned.
-        let abandoned = until == Until::Completed && saw_cutover && status != "CuttingOver" && m["step"].is_null() && !done;
+        // A cutover refused before the fence may never show CuttingOver to a poll: its reason says it ended
+        // (a new cutover request clears the last one's reason).
+        let refused = m["cutover"]["abandonedReason"].is_string();
+        let abandoned = until == Until::Completed && (saw_cutover || refused) && status != "CuttingOver" && m["step"].is_null() && !done;
         let ended = (matches!(status.as_str(), "Failed" | "Cancelled" | "Completed" | "FailedBack") && !done) || abandoned;
         if done || ended {
             bar.finish_and_clear();
