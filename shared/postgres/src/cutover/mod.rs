@@ -137,6 +137,10 @@ async fn fence_source(plan: &LinkPlan) -> Result<Position, EngineError> {
         .row("recording the fence position", "SELECT pg_logical_emit_message(false, 'milink', 'fence')", &[])
         .await?;
     let position = u64::from(row.get::<_, PgLsn>(0));
+    // The walsender decodes only flushed WAL, and once the source is fenced nothing commits: the message
+    // would wait for the WAL writer (`wal_writer_delay`, 200 ms by default) before the link could pass it.
+    // A commit of our own (no data, synchronous) flushes it now.
+    admin.run("flushing the fence's record", "SET synchronous_commit = on; BEGIN; SELECT txid_current(); COMMIT").await?;
     let took_ms = started.elapsed().as_millis() as u64;
     match ended.superusers_reconnected.is_empty() {
         true => tracing::info!(database, position, sessions_ended = ended.sessions, subscriptions_disabled = subscriptions, took_ms, "source fenced"),
