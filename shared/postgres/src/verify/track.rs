@@ -300,7 +300,7 @@ pub(super) async fn take(src: &Session, tgt: &Session, link: &str, tables: &[Tab
     read(src, tgt, link, tables, true, None).await
 }
 
-/// What the source's stream held: the changes, how many, and the last record in it.
+/// What one side's stream held: the changes, how many, and the last record in it.
 #[derive(Debug, Default, Clone)]
 pub(super) struct SourcePart {
     changed: HashMap<String, Recheck>,
@@ -308,33 +308,35 @@ pub(super) struct SourcePart {
     record: Option<Record>,
 }
 
-const TRACKING_SLOT_EXISTS: &str =
-    "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database() AND plugin = 'test_decoding'";
+/// Whether the link's tracking slot exists on this side (in this database).
+async fn tracking_slot(session: &Session, link: &str) -> Result<bool, EngineError> {
+    let sql = "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database() AND plugin = 'test_decoding'";
+    Ok(session.row("looking for the tracking slot", sql, &[&slot_name(link)]).await?.get::<_, i64>(0) > 0)
+}
 
 /// Consumes the source's stream up to now; None without a tracking slot. Run during the drain (the source
 /// is fenced, so its stream is complete up to the fence): the window then decodes only what is left.
 pub(super) async fn take_source(src: &Session, link: &str, tables: &[TableSpec]) -> Result<Option<SourcePart>, EngineError> {
-    let on_source: i64 = src.row("looking for the tracking slot", TRACKING_SLOT_EXISTS, &[&slot_name(link)]).await?.get(0);
-    if on_source == 0 {
+    if !tracking_slot(src, link).await? {
         return Ok(None);
     }
-    read_source(src, link, tables, true).await.map(Some)
+    read_stream(src, link, tables, true, false).await.map(Some)
 }
 
-fn stream_sql(consume: bool, local: bool) -> String {
+/// One side's stream up to now, peeked or consumed: the changes of `tables`, how many, and the last
+/// record in it (only the source's holds records). `local`: only what the side wrote itself (the
+/// target's own writes, not the link's).
+async fn read_stream(session: &Session, link: &str, tables: &[TableSpec], consume: bool, local: bool) -> Result<SourcePart, EngineError> {
     let function = if consume { "pg_logical_slot_get_changes" } else { "pg_logical_slot_peek_changes" };
-    format!(
+    let sql = format!(
         "SELECT data FROM {function}($1, NULL, NULL, 'skip-empty-xacts', '1', 'include-xids', '0'{})",
         if local { ", 'only-local', '1'" } else { "" }
-    )
-}
-
-async fn read_source(src: &Session, link: &str, tables: &[TableSpec], consume: bool) -> Result<SourcePart, EngineError> {
+    );
     let keys: HashMap<String, &TableSpec> = tables.iter().map(|t| (t.display_name(), t)).collect();
-    let roots = partition_roots(src).await?;
+    let roots = partition_roots(session).await?;
     let mut part = SourcePart::default();
     let prefix = format!("message: transactional: 1 prefix: {PREFIX}, sz: ");
-    for row in src.rows("reading the source's changes since the verification", &stream_sql(consume, false), &[&slot_name(link)]).await? {
+    for row in session.rows("reading the changes since the verification", &sql, &[&slot_name(link)]).await? {
         let line: String = row.get(0);
         if let Some(content) = line.strip_prefix(&prefix) {
             // The last record wins: a catch-up round's supersedes the verification's.
@@ -347,12 +349,10 @@ async fn read_source(src: &Session, link: &str, tables: &[TableSpec], consume: b
 }
 
 async fn read(src: &Session, tgt: &Session, link: &str, tables: &[TableSpec], consume: bool, taken: Option<SourcePart>) -> Result<Tracked, EngineError> {
-    let slot = slot_name(link);
-    let on_source: i64 = src.row("looking for the tracking slot", TRACKING_SLOT_EXISTS, &[&slot]).await?.get(0);
-    if on_source == 0 {
+    if !tracking_slot(src, link).await? {
         return Ok(Tracked::Untracked("no verification before the fence was tracked".into()));
     }
-    let rest = read_source(src, link, tables, consume).await?;
+    let rest = read_stream(src, link, tables, consume, false).await?;
     let mut changes = Changes::default();
     let mut record = None;
     for part in taken.into_iter().chain(std::iter::once(rest)) {
@@ -363,15 +363,12 @@ async fn read(src: &Session, tgt: &Session, link: &str, tables: &[TableSpec], co
     let Some(record) = record else {
         return Ok(Tracked::Untracked("the verification before the fence did not finish".into()));
     };
-    let on_target: i64 = tgt.row("looking for the tracking slot", TRACKING_SLOT_EXISTS, &[&slot]).await?.get(0);
-    if !record.target_tracked || on_target == 0 {
+    if !record.target_tracked || !tracking_slot(tgt, link).await? {
         return Ok(Tracked::Untracked("writes on the target were not tracked".into()));
     }
-    let keys: HashMap<String, &TableSpec> = tables.iter().map(|t| (t.display_name(), t)).collect();
-    let target_roots = partition_roots(tgt).await?;
-    for row in tgt.rows("reading the target's own writes since the verification", &stream_sql(consume, true), &[&slot]).await? {
-        changes.decoded += note(&mut changes.changed, &row.get::<_, String>(0), &keys, &target_roots);
-    }
+    let own = read_stream(tgt, link, tables, consume, true).await?;
+    changes.decoded += own.decoded;
+    merge(&mut changes.changed, own.changed.into_iter().collect());
     merge(&mut changes.changed, record.carried);
     changes.verified = record.verified;
     Ok(Tracked::Changes(changes))
@@ -381,23 +378,13 @@ async fn read(src: &Session, tgt: &Session, link: &str, tables: &[TableSpec], co
 /// own writes (peeked: nothing is consumed); None when they cannot be named (the table was truncated,
 /// has no key, a line could not be read, or the target is not tracked).
 pub(super) async fn changed_keys(src: &Session, tgt: &Session, link: &str, table: &TableSpec) -> Result<Option<BTreeSet<KeyValues>>, EngineError> {
-    let slot = slot_name(link);
-    let exists = "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database() AND plugin = 'test_decoding'";
-    let keys = HashMap::from([(table.display_name(), table)]);
     let mut changed = HashMap::new();
     for (session, local) in [(src, false), (tgt, true)] {
-        let on_side: i64 = session.row("looking for the tracking slot", exists, &[&slot]).await?.get(0);
-        if on_side == 0 {
+        if !tracking_slot(session, link).await? {
             return Ok(None);
         }
-        let roots = partition_roots(session).await?;
-        let sql = format!(
-            "SELECT data FROM pg_logical_slot_peek_changes($1, NULL, NULL, 'skip-empty-xacts', '1', 'include-xids', '0'{})",
-            if local { ", 'only-local', '1'" } else { "" }
-        );
-        for row in session.rows("reading the changes since the verification began", &sql, &[&slot]).await? {
-            note(&mut changed, &row.get::<_, String>(0), &keys, &roots);
-        }
+        let part = read_stream(session, link, std::slice::from_ref(table), false, local).await?;
+        merge(&mut changed, part.changed.into_iter().collect());
     }
     if changed.contains_key("") {
         return Ok(None);
