@@ -81,7 +81,7 @@ async fn a_difference_found_before_the_fence_refuses_the_cutover_without_fencing
         .wait_for(&id, "the cutover refused before the fence", Duration::from_secs(120), |m| m["cutover"]["abandonedReason"].is_string())
         .await?;
     let reason = refused["cutover"]["abandonedReason"].as_str().unwrap_or_default();
-    assert!(reason.contains("before the fence") && reason.contains("(9)"), "{refused:#}");
+    assert!(reason.contains("before the fence") && reason.contains("(9)"), "{refused:#}\nlog:\n{}", milink.logs());
     assert!(refused["cutover"]["fencedAt"].is_null(), "the source was never fenced: {refused:#}");
     let blocked = milink.wait_status(&id, "Blocked", Duration::from_secs(30)).await?;
     assert!(blocked["reason"].as_str().is_some_and(|r| r.contains("(9)")), "{blocked:#}");
