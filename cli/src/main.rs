@@ -9,6 +9,7 @@ mod batch;
 mod client;
 mod commands;
 mod doctor;
+mod fleet;
 mod functions_host;
 mod output;
 mod up;
@@ -41,6 +42,9 @@ enum Command {
     /// One action on many migrations: cut over or cancel every one from a source, to a target, or by id.
     #[command(subcommand)]
     Batch(batch::Batch),
+    /// Fleet plans: many migrations in waves, with an order and approval gates (a TOML plan).
+    #[command(subcommand)]
+    Fleet(fleet::Fleet),
     /// Each connection's TLS as negotiated: version, cipher, server certificate (reads the config itself).
     Doctor(doctor::DoctorArgs),
     /// Messages that ran out of retries.
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
             Command::Assess(args) => commands::assess(&client::Client::new(&cli.server), cli.output, args).await,
             Command::Migrate(command) => commands::migrate(&client::Client::new(&cli.server), cli.output, command).await,
             Command::Batch(command) => batch::run(&client::Client::new(&cli.server), cli.output, command).await,
+            Command::Fleet(command) => fleet::run(&client::Client::new(&cli.server), cli.output, command).await,
             Command::Doctor(args) => doctor::run(args, cli.output).await,
             Command::DeadLetters => commands::dead_letters(&client::Client::new(&cli.server), cli.output).await,
             Command::Functions(args) => functions_host::run(args).await,

@@ -95,7 +95,9 @@ async fn an_abandoned_cutover_never_unfences_another_migrations_fence() -> anyho
     let (status, body) = milink.post(&format!("/api/migrations/{held}/cutover"), &json!({ "confirmTrafficStopped": true })).await?;
     assert_eq!(status, 202, "{body}");
     let back = milink
-        .wait_for(&held, "the abandoned cutover", Duration::from_secs(60), |m| {
+        // Up to 10 s for the tracking slot (the blocker's transaction), 30 s for the verification before the
+        // fence to give up on a link that cannot apply, then the 3 s drain: two minutes leave room for a busy CI.
+        .wait_for(&held, "the abandoned cutover", Duration::from_secs(120), |m| {
             m["cutover"]["abandonedReason"].is_string() && m["status"] != "CuttingOver"
         })
         .await?;

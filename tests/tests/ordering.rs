@@ -70,7 +70,9 @@ async fn a_lost_drain_is_abandoned_at_its_deadline_and_the_source_gets_its_write
     lock.batch_execute("LOCK TABLE products IN ACCESS EXCLUSIVE MODE").await?;
     let (status, body) = milink.post(&format!("/api/migrations/{id}/cutover"), &json!({ "confirmTrafficStopped": true })).await?;
     assert_eq!(status, 202, "{body}");
-    milink.wait_for(&id, "Draining", Duration::from_secs(60), |m| m["step"] == "Draining").await?;
+    // A link that cannot apply holds the cutover up to 30 s before the fence (the verification there waits
+    // for it, then gives up): two minutes leave room for a busy CI.
+    milink.wait_for(&id, "Draining", Duration::from_secs(120), |m| m["step"] == "Draining").await?;
     let _ = writer.until_fenced().await;
     milink.kill();
     // Lose the drain's message: take it from the queue as a handler would, then drop it (other messages

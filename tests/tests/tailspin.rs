@@ -121,7 +121,7 @@ async fn killed_during_seeding_and_during_draining_it_resumes_and_loses_nothing(
     lock.batch_execute("LOCK TABLE products IN ACCESS EXCLUSIVE MODE").await?;
     let (status, body) = milink.post(&format!("/api/migrations/{id}/cutover"), &json!({ "confirmTrafficStopped": true })).await?;
     assert_eq!(status, 202, "{body}");
-    milink.wait_for(&id, "Draining", Duration::from_secs(60), |m| m["step"] == "Draining").await?;
+    milink.wait_for(&id, "Draining", Duration::from_secs(120), |m| m["step"] == "Draining").await?;
     milink.kill(); // in the middle of the drain, with the source fenced
     milink.restart().await?;
     lock.rollback().await?;
@@ -152,7 +152,7 @@ async fn a_drain_that_cannot_finish_unfences_the_source_and_returns_to_ready() -
     let (status, _) = milink.post(&format!("/api/migrations/{id}/cutover"), &json!({ "confirmTrafficStopped": true })).await?;
     assert_eq!(status, 202);
     let back = milink
-        .wait_for(&id, "the abandoned cutover", Duration::from_secs(60), |m| {
+        .wait_for(&id, "the abandoned cutover", Duration::from_secs(120), |m| {
             m["cutover"]["abandonedReason"].is_string() && m["status"] != "CuttingOver"
         })
         .await?;

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct BatchRequest {
+pub(super) struct BatchRequest {
     #[serde(default)]
     source: Option<String>,
     #[serde(default)]
@@ -34,6 +34,11 @@ struct BatchRequest {
 }
 
 impl BatchRequest {
+    /// Exactly these migrations (a fleet plan's wave).
+    pub(super) fn ids(ids: Vec<String>, confirm_traffic_stopped: bool) -> Self {
+        Self { ids: Some(ids), confirm_traffic_stopped, ..Self::default() }
+    }
+
     fn selects(&self, m: &Migration) -> bool {
         self.source.as_deref().is_none_or(|s| m.source.as_str() == s)
             && self.target.as_deref().is_none_or(|t| m.target.as_str() == t)
@@ -43,7 +48,11 @@ impl BatchRequest {
 
 /// `POST /api/batch/cutover`: cuts over every selected migration that is ReadyForCutover.
 pub async fn cutover(State(state): State<ApiState>, body: Bytes) -> Result<Json<Value>, ApiError> {
-    let request: BatchRequest = parse_body(&body)?;
+    cutover_selected(&state, &parse_body(&body)?).await
+}
+
+/// Cuts over every migration `request` selects that is ReadyForCutover.
+pub(super) async fn cutover_selected(state: &ApiState, request: &BatchRequest) -> Result<Json<Value>, ApiError> {
     if !request.confirm_traffic_stopped {
         return Err(ApiError::bad_request(
             ErrorCode::ConfirmationRequired,
@@ -51,13 +60,17 @@ pub async fn cutover(State(state): State<ApiState>, body: Bytes) -> Result<Json<
         ));
     }
     let event = Event::CutoverRequested { confirm_traffic_stopped: true };
-    run(&state, &request, &event, |m| m.status() == Status::ReadyForCutover, "not ReadyForCutover").await
+    run(state, request, &event, |m| m.status() == Status::ReadyForCutover, "not ReadyForCutover").await
 }
 
 /// `POST /api/batch/cancel`: cancels every selected migration that has not finished.
 pub async fn cancel(State(state): State<ApiState>, body: Bytes) -> Result<Json<Value>, ApiError> {
-    let request: BatchRequest = parse_body(&body)?;
-    run(&state, &request, &Event::CancelRequested, |m| !m.phase.is_terminal(), "already finished").await
+    cancel_selected(&state, &parse_body(&body)?).await
+}
+
+/// Cancels every migration `request` selects that has not finished.
+pub(super) async fn cancel_selected(state: &ApiState, request: &BatchRequest) -> Result<Json<Value>, ApiError> {
+    run(state, request, &Event::CancelRequested, |m| !m.phase.is_terminal(), "already finished").await
 }
 
 async fn run(

@@ -50,11 +50,13 @@ pub enum ErrorCode {
     CrossSiteRefused,
     /// Without a token, milink answers only requests addressed to a loopback name.
     NotLoopback,
+    /// A fleet plan has problems (listed in details).
+    InvalidPlan,
 }
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [ErrorCode; 19] = [ErrorCode::InvalidBody, ErrorCode::InvalidName, ErrorCode::UnknownConnection, ErrorCode::UnsupportedPair, ErrorCode::UnsupportedEngine, ErrorCode::DatabaseNotReady, ErrorCode::ConfirmationRequired, ErrorCode::NotReadyForCutover, ErrorCode::CannotCancel, ErrorCode::NotFound, ErrorCode::StoreUnavailable, ErrorCode::CannotFailBack, ErrorCode::CannotVerify, ErrorCode::InvalidSettings, ErrorCode::Conflict, ErrorCode::MethodNotAllowed, ErrorCode::Unauthorized, ErrorCode::CrossSiteRefused, ErrorCode::NotLoopback];
+    pub const ALL: [ErrorCode; 20] = [ErrorCode::InvalidBody, ErrorCode::InvalidName, ErrorCode::UnknownConnection, ErrorCode::UnsupportedPair, ErrorCode::UnsupportedEngine, ErrorCode::DatabaseNotReady, ErrorCode::ConfirmationRequired, ErrorCode::NotReadyForCutover, ErrorCode::CannotCancel, ErrorCode::NotFound, ErrorCode::StoreUnavailable, ErrorCode::CannotFailBack, ErrorCode::CannotVerify, ErrorCode::InvalidSettings, ErrorCode::Conflict, ErrorCode::MethodNotAllowed, ErrorCode::Unauthorized, ErrorCode::CrossSiteRefused, ErrorCode::NotLoopback, ErrorCode::InvalidPlan];
 
     /// The code as it appears in a response body.
     pub const fn as_str(self) -> &'static str {
@@ -78,6 +80,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::CrossSiteRefused => "cross_site_refused",
             ErrorCode::NotLoopback => "not_loopback",
+            ErrorCode::InvalidPlan => "invalid_plan",
         }
     }
 }

@@ -60,33 +60,44 @@ pub async fn start(State(state): State<ApiState>, body: Bytes) -> Result<(Status
     refuse_not_ready(&state, &source, &databases).await?;
     let mut started = Vec::new();
     for database in databases {
-        let migration = Migration::new(
-            MigrationId::new_random(),
-            source.clone(),
-            target.clone(),
-            database,
-            request.settings.clone(),
-            ctx.clock.now(),
-        );
-        let transition = flow::start(migration);
-        // Through outbox_for, so the first step continues this request's trace.
-        let outbox = crate::handlers::outbox_for(&transition.migration.id, 1, transition.commands);
-        let (migration, existing) = match ctx.migrations.create(&transition.migration, &outbox).await? {
-            Created::New(m) => (m, false),
-            Created::Existing(m) => (m, true),
-        };
-        tracing::info!(migration = %migration.id, database = %migration.database, existing, "start");
-        started.push(json!({
-            "id": migration.id,
-            "database": migration.database,
-            "status": migration.status().as_str(),
-            "existing": existing,
-        }));
+        started.push(create(ctx, &source, &target, database, request.settings.clone(), None).await?);
     }
     Ok((StatusCode::ACCEPTED, Json(json!({ "migrations": started }))))
 }
 
-async fn refuse_not_ready(state: &ApiState, source: &ConnectionName, databases: &[DatabaseName]) -> Result<(), ApiError> {
+/// Creates one migration (or finds the one this database already has on this link) and answers its
+/// summary line; `fleet` places it in a plan's wave.
+pub(super) async fn create(
+    ctx: &crate::context::Context,
+    source: &ConnectionName,
+    target: &ConnectionName,
+    database: DatabaseName,
+    settings: Settings,
+    fleet: Option<milink_core::fleet::Membership>,
+) -> Result<Value, ApiError> {
+    let mut migration = Migration::new(MigrationId::new_random(), source.clone(), target.clone(), database, settings, ctx.clock.now());
+    migration.fleet = fleet;
+    let transition = flow::start(migration);
+    // Through outbox_for, so the first step continues this request's trace.
+    let outbox = crate::handlers::outbox_for(&transition.migration.id, 1, transition.commands);
+    let (migration, existing) = match ctx.migrations.create(&transition.migration, &outbox).await? {
+        Created::New(m) => (m, false),
+        Created::Existing(m) => (m, true),
+    };
+    tracing::info!(migration = %migration.id, database = %migration.database, existing, "start");
+    Ok(json!({
+        "id": migration.id,
+        "source": migration.source,
+        "target": migration.target,
+        "database": migration.database,
+        "status": migration.status().as_str(),
+        "existing": existing,
+        "plan": migration.fleet.as_ref().map(|f| &f.plan),
+        "wave": migration.fleet.as_ref().map(|f| &f.wave_name),
+    }))
+}
+
+pub(super) async fn refuse_not_ready(state: &ApiState, source: &ConnectionName, databases: &[DatabaseName]) -> Result<(), ApiError> {
     let Some(report) = state.ctx.assessments.latest_assessment(source).await? else { return Ok(()) };
     let mut refused = Vec::new();
     for database in databases {

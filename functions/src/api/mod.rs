@@ -5,6 +5,7 @@ pub mod assessments;
 pub mod batch;
 pub mod connections;
 pub mod error;
+pub mod fleets;
 pub mod migrations;
 pub mod view;
 
@@ -46,6 +47,11 @@ pub fn app(state: ApiState) -> Router {
         .route("/api/migrations/{id}/failback", post(migrations::failback))
         .route("/api/batch/cutover", post(batch::cutover))
         .route("/api/batch/cancel", post(batch::cancel))
+        .route("/api/fleets", post(fleets::apply_plan).get(fleets::list))
+        .route("/api/fleets/{name}", get(fleets::show))
+        .route("/api/fleets/{name}/approve", post(fleets::approve))
+        .route("/api/fleets/{name}/cutover", post(fleets::cutover))
+        .route("/api/fleets/{name}/cancel", post(fleets::cancel))
         .route("/api/deadletters", get(dead_letters))
         .route("/metrics", get(crate::telemetry::metrics::scrape))
         .merge(crate::ui::routes())

@@ -19,6 +19,7 @@ pub fn summary(m: &Migration) -> Value {
         "reason": m.reason(),
         "errorCode": m.failure.as_ref().map(|f| f.code.clone()),
         "remediation": m.remediation(),
+        "fleet": m.fleet.as_ref().map(|f| json!({ "plan": f.plan, "wave": f.wave_name, "waveNumber": f.wave })),
         "createdAt": m.created_at,
         "updatedAt": m.updated_at,
     })

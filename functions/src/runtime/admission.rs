@@ -51,8 +51,21 @@ pub async fn run(ctx: &Context) -> Round {
         return Round::default();
     }
     let active: Vec<&Migration> = migrations.iter().filter(|m| !matches!(m.phase, Phase::Queued { .. })).collect();
+    // A wave's gate looks at the earlier waves, finished migrations too: read them only when a plan waits.
+    let plans: std::collections::BTreeSet<&str> = queued.iter().filter_map(|m| m.fleet.as_ref()).map(|f| f.plan.as_str()).collect();
+    let all = match plans.is_empty() {
+        true => Vec::new(),
+        false => match ctx.migrations.list(&MigrationFilter::default()).await {
+            Ok(all) => all,
+            Err(error) => {
+                tracing::warn!(%error, "admission: cannot list the fleet plans' migrations");
+                return Round::default();
+            }
+        },
+    };
+    let members: Vec<&Migration> = all.iter().filter(|m| m.fleet.as_ref().is_some_and(|f| plans.contains(f.plan.as_str()))).collect();
     let capacities = read_capacities(ctx, &queued).await;
-    let verdicts = admission::decide(&queued, &active, &capacities, &ctx.config.admission);
+    let verdicts = admission::decide(&queued, &active, &members, &capacities, &ctx.config.admission);
     let mut round = Round { queued: queued.len(), admitted: 0 };
     for (id, verdict) in verdicts {
         let event = match verdict {

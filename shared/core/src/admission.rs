@@ -103,12 +103,17 @@ fn seeding(m: &Migration) -> bool {
 
 /// Decides every queued migration in `queued` (any order; sorted here oldest first), given the other
 /// unfinished ones in `active` (those that [`holds_capacity`] count against the servers; those still
-/// validating, older than a queued one on the same server, keep their place in line), the servers'
-/// capacities by (connection, role) (a missing entry means "unknown": only the caps apply) and the
-/// user's caps.
+/// validating, older than a queued one on the same server, keep their place in line), every migration of
+/// the fleet plans the queued ones belong to in `members` (finished ones too: a wave's gate,
+/// [`crate::fleet::gate`], looks at the earlier waves), the servers' capacities by (connection, role) (a
+/// missing entry means "unknown": only the caps apply) and the user's caps.
+///
+/// A migration whose wave has not opened waits without holding its place on its servers: younger ones
+/// that need the same servers go ahead of it.
 pub fn decide(
     queued: &[&Migration],
     active: &[&Migration],
+    members: &[&Migration],
     capacities: &BTreeMap<(ConnectionName, Role), Result<Capacity, String>>,
     caps: &Caps,
 ) -> Vec<(MigrationId, Verdict)> {
@@ -125,6 +130,10 @@ pub fn decide(
         for older in validating.iter().filter(|v| (v.created_at, &v.id) < (m.created_at, &m.id)) {
             blocked.insert((older.source.clone(), Role::Source));
             blocked.insert((older.target.clone(), Role::Target));
+        }
+        if let Some(reason) = crate::fleet::gate(m, members) {
+            verdicts.push((m.id.clone(), Verdict::Wait(reason)));
+            continue;
         }
         let sides = [(m.source.clone(), Role::Source), (m.target.clone(), Role::Target)];
         // Only the side that is short blocks younger migrations: one on another target still goes ahead.

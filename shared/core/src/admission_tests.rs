@@ -62,7 +62,7 @@ fn admitted(verdicts: &[(MigrationId, Verdict)]) -> Vec<String> {
 fn only_what_fits_is_admitted_oldest_first_and_the_rest_say_why() {
     let q: Vec<Migration> = (1..=4).rev().map(|n| queued(n, "dst")).collect();
     let refs: Vec<&Migration> = q.iter().collect();
-    let verdicts = decide(&refs, &[], &target("dst", workers(4, 0, &[])), &Caps::default());
+    let verdicts = decide(&refs, &[], &[], &target("dst", workers(4, 0, &[])), &Caps::default());
     assert_eq!(admitted(&verdicts), ["1", "2"]);
     let (_, third) = verdicts.iter().find(|(id, _)| id.0.ends_with('3')).unwrap();
     assert_eq!(
@@ -76,11 +76,11 @@ fn an_admitted_link_not_yet_visible_is_reserved_and_a_visible_one_is_not_counted
     let deploying = migration(1, "src", "dst", Phase::Deploying);
     let q = queued(2, "dst");
     // The server shows nothing yet: the deploying link still reserves its 2 of 3.
-    let verdicts = decide(&[&q], &[&deploying], &target("dst", workers(3, 0, &[])), &Caps::default());
+    let verdicts = decide(&[&q], &[&deploying], &[], &target("dst", workers(3, 0, &[])), &Caps::default());
     assert!(admitted(&verdicts).is_empty(), "{verdicts:?}");
     // Now it streams and the server shows its apply worker: 1 of 3 used, 2 free.
     let live = streaming(migration(1, "src", "dst", Phase::Syncing));
-    let verdicts = decide(&[&q], &[&live], &target("dst", workers(3, 1, &[(&live, 1)])), &Caps::default());
+    let verdicts = decide(&[&q], &[&live], &[], &target("dst", workers(3, 1, &[(&live, 1)])), &Caps::default());
     assert_eq!(admitted(&verdicts), ["2"]);
 }
 
@@ -92,7 +92,7 @@ fn others_links_count_and_younger_migrations_never_overtake_on_the_same_server()
         map.extend(target("other", workers(4, 0, &[])));
         map
     };
-    let verdicts = decide(&[&c, &b, &a], &[], &capacities, &Caps::default());
+    let verdicts = decide(&[&c, &b, &a], &[], &[], &capacities, &Caps::default());
     assert_eq!(admitted(&verdicts), ["3"], "another target's migration goes ahead: {verdicts:?}");
     assert!(matches!(&verdicts[1].1, Verdict::Wait(r) if r.contains("behind older queued")), "{verdicts:?}");
 }
@@ -103,11 +103,11 @@ fn user_caps_hold_globally_per_source_and_per_target() {
     let q = [queued(2, "dst"), queued(3, "other")];
     let refs: Vec<&Migration> = q.iter().collect();
     let per_target = Caps { max_active_per_target: Some(1), ..Caps::default() };
-    assert_eq!(admitted(&decide(&refs, &[&active], &BTreeMap::new(), &per_target)), ["3"]);
+    assert_eq!(admitted(&decide(&refs, &[&active], &[], &BTreeMap::new(), &per_target)), ["3"]);
     let global = Caps { max_active: Some(2), ..Caps::default() };
-    assert_eq!(admitted(&decide(&refs, &[&active], &BTreeMap::new(), &global)), ["2"]);
+    assert_eq!(admitted(&decide(&refs, &[&active], &[], &BTreeMap::new(), &global)), ["2"]);
     let per_source = Caps { max_active_per_source: Some(1), ..Caps::default() };
-    let verdicts = decide(&refs, &[&active], &BTreeMap::new(), &per_source);
+    let verdicts = decide(&refs, &[&active], &[], &BTreeMap::new(), &per_source);
     assert!(admitted(&verdicts).is_empty());
     assert!(matches!(&verdicts[0].1, Verdict::Wait(r) if r.contains("max_active_per_source")), "{verdicts:?}");
 }
@@ -116,7 +116,7 @@ fn user_caps_hold_globally_per_source_and_per_target() {
 fn finished_migrations_hold_nothing_and_a_too_small_server_never_fits() {
     let done = migration(1, "src", "dst", Phase::Completed);
     let q = queued(2, "dst");
-    assert_eq!(admitted(&decide(&[&q], &[&done], &target("dst", workers(2, 0, &[])), &Caps::default())), ["2"]);
+    assert_eq!(admitted(&decide(&[&q], &[&done], &[], &target("dst", workers(2, 0, &[])), &Caps::default())), ["2"]);
     let dst = ConnectionName::parse("dst").unwrap();
     assert!(never_fits(&dst, &workers(2, 0, &[])).is_empty());
     let why = never_fits(&dst, &workers(0, 0, &[]));
@@ -127,7 +127,7 @@ fn finished_migrations_hold_nothing_and_a_too_small_server_never_fits() {
 fn an_unreadable_server_keeps_its_migrations_queued_with_the_reason() {
     let q = queued(1, "dst");
     let capacities = BTreeMap::from([((ConnectionName::parse("dst").unwrap(), Role::Target), Err("connection refused".to_owned()))]);
-    let verdicts = decide(&[&q], &[], &capacities, &Caps::default());
+    let verdicts = decide(&[&q], &[], &[], &capacities, &Caps::default());
     assert_eq!(verdicts[0].1, Verdict::Wait("waiting: cannot read the capacity of dst: connection refused".into()));
 }
 
@@ -135,8 +135,8 @@ fn an_unreadable_server_keeps_its_migrations_queued_with_the_reason() {
 fn an_older_migration_still_validating_keeps_its_place_in_line() {
     let older = migration(1, "src", "dst", Phase::Validating);
     let younger = queued(2, "dst");
-    let verdicts = decide(&[&younger], &[&older], &target("dst", workers(64, 0, &[])), &Caps::default());
+    let verdicts = decide(&[&younger], &[&older], &[], &target("dst", workers(64, 0, &[])), &Caps::default());
     assert!(matches!(&verdicts[0].1, Verdict::Wait(r) if r.contains("behind older")), "{verdicts:?}");
     let newer = migration(3, "src", "dst", Phase::Validating);
-    assert_eq!(admitted(&decide(&[&younger], &[&newer], &target("dst", workers(64, 0, &[])), &Caps::default())), ["2"]);
+    assert_eq!(admitted(&decide(&[&younger], &[&newer], &[], &target("dst", workers(64, 0, &[])), &Caps::default())), ["2"]);
 }

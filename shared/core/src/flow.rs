@@ -147,6 +147,14 @@ pub enum Event {
     Tick,
     /// The user asked for a content verification while the link syncs.
     VerifyRequested,
+    /// The user approved a wave of a fleet plan (`crate::fleet`): its migrations may start once the
+    /// earlier waves let them, even past a failed earlier migration.
+    WaveApproved {
+        /// The plan's name.
+        plan: String,
+        /// The wave's name.
+        wave: String,
+    },
     /// A verification finished.
     Verified {
         /// The request it answers.
@@ -420,6 +428,12 @@ fn apply(m: &mut Migration, event: &Event, now: DateTime<Utc>, out: &mut Vec<Com
             on_step_error(m, command, error, false, now, out)
         }
         Event::Tick => on_tick(m, now, out),
+        Event::WaveApproved { plan, wave } => {
+            if let Some(membership) = m.fleet.as_mut().filter(|f| &f.plan == plan && &f.wave_name == wave && !f.approved) {
+                membership.approved = true;
+                m.record(now, format!("wave {wave} of plan {plan} approved"));
+            }
+        }
         Event::VerifyRequested => on_verify_requested(m, now, out)?,
         Event::Verified { request, verification } if m.verify.running == Some(*request) => {
             m.verify.running = None;

@@ -13,6 +13,7 @@ pub mod assessment;
 pub mod config;
 pub mod drain;
 pub mod error;
+pub mod fleet;
 pub mod flow;
 pub mod message;
 pub mod migration;

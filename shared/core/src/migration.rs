@@ -383,6 +383,9 @@ pub struct Migration {
     /// On-demand verification.
     #[serde(default)]
     pub verify: VerifyRecord,
+    /// Its plan and wave, when a fleet plan started it ([`crate::fleet`]).
+    #[serde(default)]
+    pub fleet: Option<crate::fleet::Membership>,
     /// When the step now in flight was last sent (the watchdog re-sends it when no answer comes).
     #[serde(default)]
     pub step_since: Option<DateTime<Utc>>,
@@ -480,6 +483,7 @@ impl Migration {
             failure: None,
             cutover: CutoverRecord::default(),
             verify: VerifyRecord::default(),
+            fleet: None,
             step_since: None,
             history: Vec::new(),
             version: 0,

@@ -55,8 +55,8 @@
 //! the target during sync). Only those keys and the carried ones are compared (key lookups on both
 //! sides), plus whole tables that were truncated, have no key, or were not found equal before the fence.
 //! So what lies in the window grows with the writes since the last round, not with the data; without
-//! that verification (it failed, waited more than a minute for the link or 10 s for a lock, or
-//! the target refused a slot) the window compares every table in full, as safe and slower, and the report says why
+//! that verification (it failed, waited more than 30 s for the link or 10 s for a lock, or the
+//! target refused a slot) the window compares every table in full, as safe and slower, and the report says why
 //! (`Verification::window`).
 //!
 //! **Cost.** A live batch of an integer key's chunks is summed by one grouped statement per side
@@ -97,8 +97,8 @@ const LIVE_GROUPED_BATCH: usize = 200;
 pub(super) struct Pair {
     src: Session,
     tgt: Session,
-    /// Verifying before the fence: a link that does not apply a position within a minute, or a lock held
-    /// 10 s, ends it (`read::matched`, the sessions' lock_timeout); finalize then compares everything.
+    /// Verifying before the fence: a link that does not apply a position within 30 s, or a lock held 10 s,
+    /// ends it (`read::matched`, the sessions' lock_timeout); finalize then compares everything.
     before_fence: bool,
 }
 
@@ -140,13 +140,15 @@ async fn open_pair(source: &Server, target: &Server, database: &str, before_fenc
     Ok(Pair { src, tgt, before_fence })
 }
 
-/// How long the verification before the fence waits for a lock before giving up (the cutover then goes on
-/// and compares everything inside its window): a session holding a table's lock is the user's, and the
-/// cutover must not queue behind it. It waits for the link as long as a live verification does
-/// (`read::WAIT_LIMIT`): waiting there costs no write downtime, while giving up moves a full comparison
-/// into the window (on a busy 2-core CI machine an idle database's link once took over 10 s to confirm a
-/// position, and the cutover then compared everything after the fence).
+/// How long the verification before the fence waits for a lock, and for the link to apply a position,
+/// before giving up (the cutover then goes on and compares everything inside its window). A lock held 10 s
+/// is the user's, and the cutover must not queue behind it. The link gets longer: waiting there costs no
+/// write downtime, while giving up moves a full comparison into the window; on a busy 2-core CI machine an
+/// idle database's link once took over 10 s to confirm a position. A link that cannot apply at all (its
+/// target blocked) still holds the cutover request at most that long before the fence.
 pub(super) const BEFORE_FENCE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// See [`BEFORE_FENCE_LOCK_WAIT`].
+pub(super) const BEFORE_FENCE_LINK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// On demand while the link syncs.
 pub(crate) async fn verify(plan: &LinkPlan) -> Result<Verification, EngineError> {

@@ -21,7 +21,7 @@ pub(super) struct Sums {
 pub(super) type RowHashes = Vec<(KeyValues, i64)>;
 
 /// How long a live verification waits for the link to pass a source position before calling the
-/// range unsettled (before the fence: before giving up, see `BEFORE_FENCE_LOCK_WAIT`).
+/// range unsettled (before the fence: `BEFORE_FENCE_LINK_WAIT`, then it gives up).
 const WAIT_LIMIT: Duration = Duration::from_secs(60);
 
 pub(super) async fn checksums(session: &Session, table: &TableSpec, ranges: &[KeyRange], hashing: Hashing) -> Result<Vec<Sums>, EngineError> {
@@ -73,11 +73,12 @@ where
     let result = async {
         let row = pair.src.row("noting the snapshot's position", "SELECT pg_current_wal_insert_lsn()", &[]).await?;
         let position = u64::from(row.get::<_, PgLsn>(0));
-        if !wait_applied(pair, slot, position, WAIT_LIMIT).await? {
+        let limit = if pair.before_fence { super::BEFORE_FENCE_LINK_WAIT } else { WAIT_LIMIT };
+        if !wait_applied(pair, slot, position, limit).await? {
             if pair.before_fence {
                 return Err(EngineError::transient(
                     "verification_link_behind",
-                    format!("the link did not apply the source's position within {} s", WAIT_LIMIT.as_secs()),
+                    format!("the link did not apply the source's position within {} s", limit.as_secs()),
                     "the cutover compares every row after the fence instead",
                 ));
             }

@@ -1,0 +1,275 @@
+//! Fleet plans: many migrations in waves, with an order between waves and optional approval gates.
+//!
+//! A plan is a TOML file (`milink fleet apply plan.toml`) or the same as JSON (`POST /api/fleets`):
+//!
+//! ```toml
+//! name = "tailspin-q1"
+//!
+//! [[waves]]
+//! name = "pilot"
+//! [[waves.links]]
+//! source = "tailspin-src"
+//! target = "tailspin-dst"
+//! databases = ["ToyStore"]
+//!
+//! [[waves]]
+//! name = "main"
+//! approval = true          # starts only after `milink fleet approve tailspin-q1 main`
+//! start_after = "completed" # or "ready": when every earlier wave is ReadyForCutover or done
+//! [[waves.links]]
+//! source = "tailspin-src"
+//! target = "tailspin-dst"
+//! databases = ["Customer360", "Wingtip"]
+//! settings = { keepReverseLink = true }
+//! ```
+//!
+//! **No plan store.** Applying a plan creates every migration of every wave at once, each carrying its
+//! [`Membership`] (plan, wave, gate); the plan's state is the state of its migrations. So every host that
+//! stores migrations runs plans (the embedded SQLite store, Azure Table Storage), a restart loses nothing,
+//! and the fan-out is the ordinary one: each migration's first message goes through the host's queue.
+//! Every migration validates at once (a plan that can never fit, a database that is not ready or a bad
+//! connection shows up at apply time, not when its wave comes), then waits as `Queued` with its wave's
+//! reason until its gate opens; admission control ([`crate::admission`]) checks the gate before capacity,
+//! so a gated migration never holds a younger one's place on its servers.
+//!
+//! **The gate** ([`gate`]): a wave starts when every migration of every earlier wave is done — Completed
+//! or Cancelled by the user (`start_after = "completed"`, the default: wave 2 moves only once wave 1 is cut
+//! over), or ReadyForCutover too (`"ready"`: seed the next wave while the earlier one waits for its
+//! cutover). A Failed migration, or one that failed back, in an earlier wave holds the later waves (a
+//! careful DBA looks before going on); approving the wave lets it start anyway. A wave with
+//! `approval = true` also waits for its approval (`POST /api/fleets/{name}/approve`), given per migration
+//! so it survives restarts like everything else.
+//!
+//! Re-applying a plan is idempotent: a database already migrating on that link keeps its migration (and
+//! its wave); only new databases are added.
+use crate::migration::{Migration, Phase, Settings, Status};
+use crate::names::{ConnectionName, DatabaseName};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// A fleet plan as the user writes it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Plan {
+    /// The plan's name: letters, digits, `-`, `_`, `.`; at most 63.
+    pub name: String,
+    /// Waves, in the order they start.
+    pub waves: Vec<WavePlan>,
+}
+
+/// One wave of a plan.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WavePlan {
+    /// The wave's name (unique in the plan).
+    pub name: String,
+    /// Wait for an approval before starting.
+    #[serde(default)]
+    pub approval: bool,
+    /// When the earlier waves let this one start.
+    #[serde(default, alias = "start_after")]
+    pub start_after: StartAfter,
+    /// The databases, grouped by source and target.
+    pub links: Vec<LinkGroup>,
+}
+
+/// Databases of one source, to one target, with one set of settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LinkGroup {
+    /// Source connection.
+    pub source: String,
+    /// Target connection.
+    pub target: String,
+    /// Databases (same name on both sides).
+    pub databases: Vec<String>,
+    /// Settings of these migrations.
+    #[serde(default)]
+    pub settings: Settings,
+}
+
+/// When the earlier waves let a wave start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StartAfter {
+    /// Every earlier migration is Completed (or Cancelled).
+    #[default]
+    Completed,
+    /// Every earlier migration is ReadyForCutover, cutting over, or done.
+    Ready,
+}
+
+/// What a migration knows of its plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Membership {
+    /// The plan's name.
+    pub plan: String,
+    /// The wave's position in the plan, from 1.
+    pub wave: u32,
+    /// The wave's name.
+    pub wave_name: String,
+    /// The wave waits for an approval.
+    pub approval: bool,
+    /// When the earlier waves let it start.
+    pub start_after: StartAfter,
+    /// The wave was approved (starts even past a failed earlier migration).
+    #[serde(default)]
+    pub approved: bool,
+}
+
+/// One migration a plan asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planned {
+    /// Source connection.
+    pub source: ConnectionName,
+    /// Target connection.
+    pub target: ConnectionName,
+    /// Database.
+    pub database: DatabaseName,
+    /// Settings.
+    pub settings: Settings,
+    /// Its place in the plan.
+    pub membership: Membership,
+}
+
+/// Whether `name` can name a plan or a wave (it appears in URLs, logs and reasons).
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 63 && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+impl Plan {
+    /// Reads a plan from TOML.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| format!("the plan is not valid TOML for a fleet plan: {e}"))
+    }
+
+    /// Checks the plan and lists its migrations in wave order; every problem at once, so one edit fixes all.
+    pub fn migrations(&self) -> Result<Vec<Planned>, Vec<String>> {
+        let mut problems = Vec::new();
+        if !valid_name(&self.name) {
+            problems.push(format!("plan name {:?}: use 1 to 63 letters, digits, '-', '_' or '.'", self.name));
+        }
+        if self.waves.is_empty() {
+            problems.push("the plan has no waves: add at least one [[waves]] with its [[waves.links]]".into());
+        }
+        let mut wave_names = BTreeSet::new();
+        let mut seen = BTreeSet::new();
+        let mut planned = Vec::new();
+        for (index, wave) in self.waves.iter().enumerate() {
+            if !valid_name(&wave.name) {
+                problems.push(format!("wave name {:?}: use 1 to 63 letters, digits, '-', '_' or '.'", wave.name));
+            }
+            if !wave_names.insert(wave.name.clone()) {
+                problems.push(format!("wave {:?} appears twice: wave names are unique in a plan", wave.name));
+            }
+            if wave.links.iter().all(|l| l.databases.is_empty()) {
+                problems.push(format!("wave {:?} has no databases", wave.name));
+            }
+            let membership = Membership {
+                plan: self.name.clone(),
+                wave: index as u32 + 1,
+                wave_name: wave.name.clone(),
+                approval: wave.approval,
+                start_after: wave.start_after,
+                approved: false,
+            };
+            for link in &wave.links {
+                if let Err(e) = link.settings.validate() {
+                    problems.push(format!("wave {:?}, {} → {}: {e}", wave.name, link.source, link.target));
+                }
+                let (source, target) = match (ConnectionName::parse(&link.source), ConnectionName::parse(&link.target)) {
+                    (Ok(s), Ok(t)) => (s, t),
+                    (s, t) => {
+                        for e in [s.err(), t.err()].into_iter().flatten() {
+                            problems.push(format!("wave {:?}: {e}", wave.name));
+                        }
+                        continue;
+                    }
+                };
+                for name in &link.databases {
+                    let database = match DatabaseName::parse(name) {
+                        Ok(d) => d,
+                        Err(e) => {
+                            problems.push(format!("wave {:?}: {e}", wave.name));
+                            continue;
+                        }
+                    };
+                    if !seen.insert((source.clone(), target.clone(), database.clone())) {
+                        problems.push(format!(
+                            "{database} from {source} to {target} appears twice in the plan: a database migrates once, in one wave"
+                        ));
+                        continue;
+                    }
+                    planned.push(Planned {
+                        source: source.clone(),
+                        target: target.clone(),
+                        database,
+                        settings: link.settings.clone(),
+                        membership: membership.clone(),
+                    });
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(planned)
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+/// Why `m`'s wave may not start yet, given `members` (every migration of its plan, finished ones too);
+/// None when the gate is open (or `m` is in no plan).
+pub fn gate(m: &Migration, members: &[&Migration]) -> Option<String> {
+    let own = m.fleet.as_ref()?;
+    let earlier: Vec<&&Migration> =
+        members.iter().filter(|o| o.fleet.as_ref().is_some_and(|f| f.plan == own.plan && f.wave < own.wave)).collect();
+    let waiting = |o: &Migration| -> bool {
+        let done = matches!(o.phase, Phase::Completed | Phase::Cancelled);
+        match own.start_after {
+            StartAfter::Completed => !done && !failed(o),
+            StartAfter::Ready => !done && !failed(o) && !matches!(o.status(), Status::ReadyForCutover | Status::CuttingOver),
+        }
+    };
+    let pending: Vec<&&&Migration> = earlier.iter().filter(|o| waiting(o)).collect();
+    if let Some(first) = pending.first() {
+        let wave = first.fleet.as_ref().map_or("", |f| f.wave_name.as_str());
+        let what = match own.start_after {
+            StartAfter::Completed => "completed",
+            StartAfter::Ready => "ready for cutover",
+        };
+        return Some(format!(
+            "waiting for wave {wave:?} of plan {:?}: {} earlier migration(s) not {what} yet (first: {} is {})",
+            own.plan,
+            pending.len(),
+            first.database,
+            first.status().as_str()
+        ));
+    }
+    let failures: Vec<&&&Migration> = earlier.iter().filter(|o| failed(o)).collect();
+    if !own.approved {
+        if let Some(first) = failures.first() {
+            return Some(format!(
+                "held: {} migration(s) of an earlier wave of plan {:?} ended {} (first: {}); look at them, then approve wave {:?} to start it anyway",
+                failures.len(),
+                own.plan,
+                first.status().as_str(),
+                first.database,
+                own.wave_name
+            ));
+        }
+        if own.approval {
+            return Some(format!("waiting for approval of wave {:?} of plan {:?} (milink fleet approve {} {})", own.wave_name, own.plan, own.plan, own.wave_name));
+        }
+    }
+    None
+}
+
+fn failed(m: &Migration) -> bool {
+    matches!(m.phase, Phase::Failed | Phase::FailedBack)
+}
+
+#[cfg(test)]
+#[path = "fleet_tests.rs"]
+mod tests;
