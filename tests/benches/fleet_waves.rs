@@ -5,16 +5,17 @@
 //!
 //! Method: N copies of the ToyStore sample are loaded on the source. The target is `dev/pg.sh small`
 //! (max_logical_replication_workers = 4, max_worker_processes = 8: a cluster of its own). milink (the real
-//! binary, default debug build unless `MILINK_BIN`, poll every 200 ms) is asked to start every database of
-//! wave 1 in one request; admission control queues what does not fit. Every 200 ms the bench lists the
-//! migrations, counts those holding a link (Deploying, Seeding, CatchingUp, ReadyForCutover, CuttingOver:
-//! the concurrency) and asks one batch cutover (`POST /api/batch/cutover`, ids of the wave) for whatever is
-//! ReadyForCutover, until the whole wave is Completed; then wave 2 the same way. A migration that is
-//! Stalled or Failed counts as starved and fails the bench; any not Completed within 15 minutes as well.
-//! Afterwards every database is compared row for row (count and md5 of every row per table) between the
-//! source and the small target, independently of milink. Printed: time per wave, max concurrency seen,
-//! whether a queued reason was shown, equal databases.
-use milink_e2e::fleet::{self, count, show_all, start_many, SMALL};
+//! binary, default debug build unless `MILINK_BIN`, poll every 200 ms) is given one fleet plan
+//! (`POST /api/fleets`) of two waves, the second starting when the first is completed; admission control
+//! queues what does not fit. Every 200 ms the bench lists the migrations, counts those holding a link
+//! (Deploying, Seeding, CatchingUp, ReadyForCutover, CuttingOver: the concurrency) and asks the plan's
+//! cutover for the wave in progress (`POST /api/fleets/{name}/cutover`: the Ready ones are cut over, the
+//! others reported skipped), until the whole plan is Completed. A migration that is Stalled or Failed counts
+//! as starved and fails the bench; any wave not Completed within 15 minutes as well. Afterwards every
+//! database is compared row for row (count and md5 of every row per table) between the source and the small
+//! target, independently of milink. Printed: time per wave (wave 2 from the moment wave 1 completed), max
+//! concurrency seen, whether a queued reason was shown, equal databases.
+use milink_e2e::fleet::{self, count, show_all, SMALL};
 use milink_e2e::milink::Milink;
 use milink_e2e::{pg, unique};
 use serde_json::json;
@@ -37,12 +38,33 @@ async fn run(total: usize) -> anyhow::Result<()> {
     let milink = Milink::start(&fleet::small_connection()).await?;
     let mut max_concurrency_overall = 0;
     let mut saw_queued_reason = None;
-    for (wave, names) in databases.chunks(total.div_ceil(2)).enumerate() {
-        let started = Instant::now();
-        let ids = start_many(&milink, "src", SMALL, names).await?;
+    let plan_name = prefix.replace(|c: char| !c.is_ascii_alphanumeric(), "-");
+    let waves: Vec<&[String]> = databases.chunks(total.div_ceil(2)).collect();
+    let plan = json!({
+        "name": plan_name,
+        "waves": waves.iter().enumerate().map(|(n, names)| json!({
+            "name": format!("wave{}", n + 1),
+            "links": [{ "source": "src", "target": SMALL, "databases": names }],
+        })).collect::<Vec<_>>(),
+    });
+    let mut started = Instant::now();
+    let (status, body) = milink.post("/api/fleets", &plan).await?;
+    anyhow::ensure!(status == 202, "the plan was refused: {status} {body}");
+    let ids: Vec<String> = body["migrations"].as_array().into_iter().flatten().filter_map(|m| m["id"].as_str().map(str::to_owned)).collect();
+    // The answer lists the migrations in plan order: the waves' lengths split it.
+    let mut rest = ids.as_slice();
+    let wave_ids: Vec<&[String]> = waves
+        .iter()
+        .map(|names| {
+            let (wave, tail) = rest.split_at(names.len().min(rest.len()));
+            rest = tail;
+            wave
+        })
+        .collect();
+    for (wave, ids) in wave_ids.into_iter().enumerate() {
         let mut max_concurrency = 0;
         loop {
-            let all = show_all(&milink, &ids).await?;
+            let all = show_all(&milink, ids).await?;
             let holding = all.iter().filter(|m| matches!(m["status"].as_str(), Some("Deploying" | "Seeding" | "CatchingUp" | "ReadyForCutover" | "CuttingOver"))).count();
             max_concurrency = max_concurrency.max(holding);
             if saw_queued_reason.is_none() {
@@ -57,9 +79,9 @@ async fn run(total: usize) -> anyhow::Result<()> {
             if started.elapsed() > Duration::from_secs(900) {
                 anyhow::bail!("wave {} not completed in 15 minutes: {} of {} completed", wave + 1, count(&all, "Completed"), ids.len());
             }
-            let ready: Vec<_> = all.iter().filter(|m| m["status"] == "ReadyForCutover").map(|m| m["id"].clone()).collect();
-            if !ready.is_empty() {
-                milink.post("/api/batch/cutover", &json!({ "ids": ready, "confirmTrafficStopped": true })).await?;
+            if all.iter().any(|m| m["status"] == "ReadyForCutover") {
+                let body = json!({ "wave": format!("wave{}", wave + 1), "confirmTrafficStopped": true });
+                milink.post(&format!("/api/fleets/{plan_name}/cutover"), &body).await?;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -71,7 +93,10 @@ async fn run(total: usize) -> anyhow::Result<()> {
             started.elapsed().as_secs_f64(),
             started.elapsed().as_secs_f64() / ids.len() as f64
         );
+        started = Instant::now();
     }
+    let fleet_status = milink.get(&format!("/api/fleets/{plan_name}")).await?;
+    println!("fleet status: {} migrations, counts {}", fleet_status["migrations"].as_array().map_or(0, Vec::len), fleet_status["counts"]);
     let mut equal = 0;
     for database in &databases {
         fleet::assert_equal_on_small(database).await?;
