@@ -2,7 +2,11 @@
 //! once when they start and once when they clear (deduplicated), never again while they hold.
 //!
 //! - `linkStalled`: the migration's status is Stalled (the link's own problem, no progress, a step that
-//!   keeps failing). A disabled subscription or an inactive slot shows up here, with the engine's reason.
+//!   keeps failing). A disabled subscription shows up here, with the engine's reason.
+//! - `slotInactive`: the engine reports that nothing has used the link's replication slot on the source
+//!   for a while (PostgreSQL: 15 s; the slot keeps the source's WAL while no one reads it). Raised from the
+//!   observation itself, so within a poll tick of the engine seeing it, and on its own even when the link
+//!   also counts as stalled: the remedy differs (the target cannot reach the source).
 //! - `lagGrowing`: the lag has grown at every observation, without once shrinking, for
 //!   [`AlertSettings::lag_growing_minutes`]: the target applies slower than the source writes.
 //! - `walRetained`: the link's lag in bytes (the WAL the source keeps in the slot for the target) is above
@@ -11,7 +15,7 @@
 //! Pure: the [`Tracker`] is fed the migrations each poll tick and says which alerts to send; the runtime
 //! sends them (log and webhook). It lives in the memory of the process that polls, so a restart may
 //! raise a condition that still holds once more.
-use crate::migration::{Migration, Status};
+use crate::migration::{Migration, ProblemKind, Status};
 use crate::names::MigrationId;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -41,6 +45,8 @@ impl Default for AlertSettings {
 pub enum AlertKind {
     /// Status Stalled.
     LinkStalled,
+    /// The link's replication slot is not used by anyone.
+    SlotInactive,
     /// Lag growing for N minutes.
     LagGrowing,
     /// WAL retained above the threshold.
@@ -111,7 +117,7 @@ impl Tracker {
     }
 
     #[allow(clippy::type_complexity)]
-    fn conditions(&mut self, m: &Migration, now: DateTime<Utc>, settings: &AlertSettings) -> [(AlertKind, Option<(DateTime<Utc>, String)>); 3] {
+    fn conditions(&mut self, m: &Migration, now: DateTime<Utc>, settings: &AlertSettings) -> [(AlertKind, Option<(DateTime<Utc>, String)>); 4] {
         let stalled = (m.status() == Status::Stalled).then(|| {
             let since = m.stall.as_ref().map_or(now, |s| s.since);
             let reason = m.reason().unwrap_or_default();
@@ -119,6 +125,9 @@ impl Tracker {
             (since, format!("{} is stalled: {reason}. {remediation}", m.database))
         });
         let observation = m.observation.as_ref();
+        let inactive = observation
+            .and_then(|o| o.problem.as_ref().filter(|p| p.kind == Some(ProblemKind::SlotInactive)).map(|p| (o.at, p)))
+            .map(|(at, p)| (at, format!("{}: {}. {}", m.database, p.reason, p.remediation)));
         let lag = observation.and_then(|o| o.lag_bytes);
         let trend = self.lag.entry(m.id.clone()).or_default();
         if let (Some(o), Some(lag)) = (observation, lag) {
@@ -149,13 +158,14 @@ impl Tracker {
             );
             (m.observation.as_ref().map_or(now, |o| o.at), message)
         });
-        [(AlertKind::LinkStalled, stalled), (AlertKind::LagGrowing, growing), (AlertKind::WalRetained, retained)]
+        [(AlertKind::LinkStalled, stalled), (AlertKind::SlotInactive, inactive), (AlertKind::LagGrowing, growing), (AlertKind::WalRetained, retained)]
     }
 }
 
 fn describe(kind: AlertKind) -> &'static str {
     match kind {
         AlertKind::LinkStalled => "link stalled",
+        AlertKind::SlotInactive => "replication slot inactive",
         AlertKind::LagGrowing => "lag growing",
         AlertKind::WalRetained => "WAL retained above the threshold",
     }

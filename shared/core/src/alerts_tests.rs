@@ -69,3 +69,23 @@ fn wal_retained_above_the_threshold_is_raised() {
     let raised = tracker.check(&[syncing(2, 1001)], t(2), &settings);
     assert_eq!(raised.iter().map(|a| a.alert).collect::<Vec<_>>(), [AlertKind::WalRetained]);
 }
+
+#[test]
+fn an_inactive_slot_is_its_own_alert_raised_from_the_observation() {
+    let mut tracker = Tracker::default();
+    let settings = AlertSettings::default();
+    let mut m = syncing(1, 0);
+    let problem = crate::migration::LinkProblem {
+        kind: Some(ProblemKind::SlotInactive),
+        reason: "nothing has used replication slot milink_x on the source for 15s or more".into(),
+        remediation: "Check that the target can still reach the source".into(),
+    };
+    m.observation.as_mut().unwrap().problem = Some(problem.clone());
+    let raised = tracker.check(&[m.clone()], t(2), &settings);
+    assert!(raised.iter().any(|a| a.alert == AlertKind::SlotInactive && a.raised && a.message.contains("reach the source")), "{raised:?}");
+    assert!(tracker.check(&[m.clone()], t(3), &settings).iter().all(|a| a.alert != AlertKind::SlotInactive), "deduplicated");
+    // Another problem is not an inactive slot.
+    m.observation.as_mut().unwrap().problem = Some(crate::migration::LinkProblem { kind: None, ..problem });
+    let cleared = tracker.check(&[m], t(4), &settings);
+    assert!(cleared.iter().any(|a| a.alert == AlertKind::SlotInactive && !a.raised), "{cleared:?}");
+}

@@ -322,7 +322,7 @@ fn exhausted_steps_stall_and_are_retried_by_the_timer_then_recover() {
 fn a_link_problem_stalls_and_clears_by_itself() {
     let m = ready();
     let mut broken = observation(10, LinkPhase::Streaming, 0);
-    broken.problem = Some(LinkProblem { reason: "apply worker not running".into(), remediation: "enable".into() });
+    broken.problem = Some(LinkProblem { kind: None, reason: "apply worker not running".into(), remediation: "enable".into() });
     let m = step(&m, Event::Observed { observation: broken }, 10).migration;
     assert_eq!(m.status(), Status::Stalled);
     let m = step(&m, Event::Observed { observation: observation(11, LinkPhase::Streaming, 0) }, 11).migration;

@@ -109,10 +109,22 @@ pub enum LinkPhase {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LinkProblem {
+    /// Which known condition, where an alert names it on its own (`crate::alerts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<ProblemKind>,
     /// What is wrong.
     pub reason: String,
     /// What to do.
     pub remediation: String,
+}
+
+/// Conditions of a link that alerts tell apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ProblemKind {
+    /// Nothing has used the link's replication slot on the source for a while: the slot keeps the source's
+    /// WAL while no one reads it.
+    SlotInactive,
 }
 
 /// One look at a link.

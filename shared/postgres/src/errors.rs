@@ -186,6 +186,19 @@ pub(crate) fn classify_publisher_connect(text: &str, source: &Place, doing: &str
     if text.contains("database") && text.contains("does not exist") {
         return classify_sqlstate("3D000", text, source, doing);
     }
+    if text.contains("exceeds max_wal_senders") || text.contains("too many clients") || text.contains("connection slots are reserved") {
+        // The source answered but had no room for one more replication connection: a matter of capacity,
+        // which admission control waits for, not a broken path.
+        return EngineError::transient(
+            "source_replication_full",
+            format!("{}: {doing}: the source has no free connection for replication now: {text}", source.label()),
+            format!(
+                "Nothing to fix if other links use them: the migration waits its turn. Otherwise raise max_wal_senders \
+                 (and max_connections) on {}.",
+                source.address
+            ),
+        );
+    }
     unreachable(source, doing, text)
 }
 
@@ -246,6 +259,17 @@ mod tests {
 
     fn place() -> Place {
         Place { role: "source", connection: "src".into(), address: "127.0.0.1:54311".into(), user: "milink".into() }
+    }
+
+    #[test]
+    fn a_source_without_a_free_wal_sender_is_capacity_not_a_broken_path() {
+        // PostgreSQL's own words (src/backend/storage/lmgr/proc.c, InitProcess).
+        let text = "could not connect to the publisher: connection to server at \"127.0.0.1\", port 54311 failed: FATAL:  number of requested standby connections exceeds max_wal_senders (currently 10)";
+        let error = classify_publisher_connect(text, &place(), "probing");
+        assert_eq!((error.code.as_str(), error.kind), ("source_replication_full", ErrorKind::Transient), "{error:?}");
+        assert!(error.remediation.contains("max_wal_senders"));
+        let broken = classify_publisher_connect("could not connect to the publisher: Connection refused", &place(), "probing");
+        assert_eq!(broken.code, "unreachable");
     }
 
     #[test]

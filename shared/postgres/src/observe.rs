@@ -23,7 +23,7 @@ use crate::seed;
 use crate::connect::subscription_oid;
 use crate::sql::quote_ident;
 use chrono::{DateTime, Duration, Utc};
-use milink_core::migration::{LinkPhase, LinkProblem, Observation, Position, SchemaChange, SeedProgress};
+use milink_core::migration::{LinkPhase, LinkProblem, Observation, Position, ProblemKind, SchemaChange, SeedProgress};
 use milink_core::ports::LinkPlan;
 use milink_core::EngineError;
 use std::collections::HashMap;
@@ -216,7 +216,7 @@ fn seeding(now: DateTime<Utc>, progress: &seed::Progress, failure: Option<Engine
         lag_bytes: None,
         lag_seconds: None,
         progress_marker: Some(Position(progress.work_marker())),
-        problem: failure.map(|error| LinkProblem { reason: error.message, remediation: error.remediation }),
+        problem: failure.map(|error| LinkProblem { kind: None, reason: error.message, remediation: error.remediation }),
         drift: Vec::new(),
         seed: Some(SeedProgress {
             copied_bytes: progress.done_bytes().max(0) as u64,
@@ -274,7 +274,11 @@ pub(crate) fn seeding_bytes(tables: &[(String, String, i64)], source_bytes: &Has
 }
 
 fn problem(reason: String, remediation: String) -> Option<LinkProblem> {
-    Some(LinkProblem { reason, remediation })
+    Some(LinkProblem { kind: None, reason, remediation })
+}
+
+fn slot_problem(reason: String, remediation: String) -> Option<LinkProblem> {
+    Some(LinkProblem { kind: Some(ProblemKind::SlotInactive), reason, remediation })
 }
 
 /// What the memory of earlier looks says about this one.
@@ -435,7 +439,7 @@ fn link_problem(
                 .into(),
         )
     } else if signals.slot_idle {
-        problem(
+        slot_problem(
             format!("nothing has used replication slot {name} on the source for {GRACE_SECONDS}s or more"),
             "Check that the target can still reach the source (network, pg_hba.conf, password) and the target's log."
                 .into(),

@@ -69,10 +69,16 @@ pub(crate) async fn validate(plan: &LinkPlan) -> Result<Vec<Finding>, EngineErro
             // The probe's statement carries the password and fails on purpose when the path is broken.
             findings.push(password_logging_finding(&target));
         } else if let Err(error) = probe(plan, admin).await {
-            if error.kind == ErrorKind::Transient && error.code != "unreachable" {
+            if error.code == "source_replication_full" {
+                // The path could not be tried, but nothing says it is broken: admission waits for a WAL sender,
+                // and creating the link tries the path for real.
+                let message = format!("{} The path from the target to the source is tried when the link is created.", error.message);
+                findings.push(Finding::new(&error.code, Severity::Warning, message, error.remediation.clone()));
+            } else if error.kind == ErrorKind::Transient && error.code != "unreachable" {
                 return Err(error);
+            } else {
+                findings.push(as_finding(&error));
             }
-            findings.push(as_finding(&error));
         }
     }
     Ok(findings)

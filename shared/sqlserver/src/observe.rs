@@ -192,14 +192,14 @@ pub fn problem(sql: &SqlServerLinkView, database: Option<&DagDatabase>) -> Optio
         }
         if remote.is_suspended {
             let reason = remote.suspend_reason_desc.as_deref().unwrap_or("unknown reason");
-            return Some(LinkProblem {
+            return Some(LinkProblem { kind: None,
                 reason: format!("data movement to the managed instance is suspended ({reason})"),
                 remediation: "resume it on SQL Server: ALTER DATABASE <database> SET HADR RESUME; if it was suspended by a forced failover, resolve the split brain first (mi-link.md §3.2)".into(),
             });
         }
         let streaming = matches!(remote.synchronization_state_desc.as_deref(), Some("SYNCHRONIZING" | "SYNCHRONIZED"));
         if streaming && (disconnected || remote.synchronization_health_desc.as_deref() == Some("NOT_HEALTHY")) {
-            return Some(LinkProblem {
+            return Some(LinkProblem { kind: None,
                 reason: "the link to the managed instance is disconnected or not healthy".into(),
                 remediation: "check the network between SQL Server and the MI subnet (TCP 5022 both ways, 11000–11999 from SQL Server) and both endpoints' certificates; the link resumes by itself when they are reachable".into(),
             });
@@ -211,16 +211,16 @@ pub fn problem(sql: &SqlServerLinkView, database: Option<&DagDatabase>) -> Optio
 fn seeding_failure(seed: &SeedingRow, code: Option<i64>) -> LinkProblem {
     let what = seed.failure_state_desc.as_deref().unwrap_or("seeding failed");
     if let Some(known) = code.and_then(known_sql_error) {
-        return LinkProblem { reason: format!("seeding failed: {what}; error {}: {}", known.number, known.meaning), remediation: known.remediation.into() };
+        return LinkProblem { kind: None, reason: format!("seeding failed: {what}; error {}: {}", known.number, known.meaning), remediation: known.remediation.into() };
     }
     if what.to_ascii_lowercase().contains("already exists") {
-        return LinkProblem {
+        return LinkProblem { kind: None,
             reason: format!("seeding failed: {what}"),
             remediation: "a database with this name exists on the managed instance (often left by a cancelled link): delete it on the MI, then cancel and start the migration again".into(),
         };
     }
     let code_text = code.map(|c| format!(" (error {c})")).unwrap_or_default();
-    LinkProblem {
+    LinkProblem { kind: None,
         reason: format!("seeding failed: {what}{code_text}"),
         remediation: "check network throughput and the health of both sides; seeding restarts after a failure and is cancelled after 6 days".into(),
     }
@@ -228,8 +228,8 @@ fn seeding_failure(seed: &SeedingRow, code: Option<i64>) -> LinkProblem {
 
 fn from_number(number: i64, text: &str) -> LinkProblem {
     match known_sql_error(number) {
-        Some(known) => LinkProblem { reason: format!("link error {number}: {} ({})", known.meaning, text.trim()), remediation: known.remediation.into() },
-        None => LinkProblem {
+        Some(known) => LinkProblem { kind: None, reason: format!("link error {number}: {} ({})", known.meaning, text.trim()), remediation: known.remediation.into() },
+        None => LinkProblem { kind: None,
             reason: format!("link error {number}: {}", text.trim()),
             remediation: "look the error number up in the MI link troubleshooting guide; check names, certificates and the network".into(),
         },
@@ -243,8 +243,8 @@ fn from_text(reason: &str, detail: &str) -> LinkProblem {
         .filter_map(|digits| digits.parse::<i64>().ok())
         .find(|n| known_sql_error(*n).is_some());
     match number.and_then(known_sql_error) {
-        Some(known) => LinkProblem { reason: reason.to_owned(), remediation: known.remediation.into() },
-        None => LinkProblem {
+        Some(known) => LinkProblem { kind: None, reason: reason.to_owned(), remediation: known.remediation.into() },
+        None => LinkProblem { kind: None,
             reason: reason.to_owned(),
             remediation: "read the error; check names, both certificates and the network (TCP 5022 both ways), then cancel and start again".into(),
         },
