@@ -314,14 +314,16 @@ fn print_migration(m: &Value) {
     if let Some(ms) = m["cutover"]["writeDowntimeMs"].as_i64() {
         println!("Write downtime (fence to switch): {ms} ms");
     }
-    let steps: Vec<String> = m["cutover"]["steps"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| format!("{} {} ms", cell(&s["step"]).to_lowercase(), cell(&s["ms"])))
-        .collect();
-    if !steps.is_empty() {
-        println!("Cutover steps: {}", steps.join(", "));
+    for (field, label) in [("steps", "Cutover steps"), ("failbackSteps", "Failback steps")] {
+        let steps: Vec<String> = m["cutover"][field]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| format!("{} {} ms", cell(&s["step"]).to_lowercase(), cell(&s["ms"])))
+            .collect();
+        if !steps.is_empty() {
+            println!("{label}: {}", steps.join(", "));
+        }
     }
     if m["cutover"]["verification"].is_object() {
         println!("Cutover verification: {}", verification_line(&m["cutover"]["verification"]));

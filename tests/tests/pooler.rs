@@ -333,8 +333,10 @@ async fn cutover_failback_and_cutover_again_under_live_writes_through_the_pooler
         let started = Instant::now();
         let (status, body) = milink.post(&format!("/api/migrations/{id}/failback"), &json!({ "confirmTrafficStopped": true })).await?;
         anyhow::ensure!(status == 202, "failback answered {status}: {body}");
-        milink.wait_status(&id, "FailedBack", Duration::from_secs(60)).await?;
+        let done = milink.wait_status(&id, "FailedBack", Duration::from_secs(60)).await?;
         failback_took = started.elapsed();
+        let steps: Vec<&str> = done["cutover"]["failbackSteps"].as_array().into_iter().flatten().filter_map(|s| s["step"].as_str()).collect();
+        anyhow::ensure!(steps == ["Fencing", "Draining", "Finalizing", "Switching"], "the failback's steps are recorded: {done:#}");
         Ok(())
     })
     .await?;

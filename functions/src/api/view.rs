@@ -40,6 +40,7 @@ pub fn detail(m: &Migration) -> Value {
         "verification": m.cutover.verification,
         "abandonedReason": m.cutover.abandoned_reason,
         "steps": m.cutover.steps,
+        "failbackSteps": m.cutover.failback_steps,
     });
     value["verification"] = json!({
         "running": m.verify.running.is_some(),

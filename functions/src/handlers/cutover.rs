@@ -62,9 +62,9 @@ pub async fn run(step: &Step<'_>) -> Result<Event, EngineError> {
             Ok(Event::Unfenced { attempt: *attempt })
         }
         Command::Failback => {
-            step.engine_call("failback", engine.failback(plan)).await?;
+            let steps = step.engine_call("failback", engine.failback(plan)).await?;
             tracing::info!("failed back: the source is primary again");
-            Ok(Event::FailedBack)
+            Ok(Event::FailedBack { steps })
         }
         other => Err(EngineError::definite(
             "internal",

@@ -124,7 +124,11 @@ pub enum Event {
         confirm_traffic_stopped: bool,
     },
     /// The source is primary again.
-    FailedBack,
+    FailedBack {
+        /// How long each step of the failback took, as far as the engine tells them apart.
+        #[serde(default)]
+        steps: Vec<crate::migration::StepDuration>,
+    },
     /// The user asked to cancel.
     CancelRequested,
     /// Everything the link created is removed.
@@ -412,9 +416,12 @@ fn apply(m: &mut Migration, event: &Event, now: DateTime<Utc>, out: &mut Vec<Com
             }
         }
         Event::FailbackRequested { confirm_traffic_stopped } => on_failback_requested(m, *confirm_traffic_stopped, now, out)?,
-        Event::FailedBack if m.phase == Phase::FailingBack => {
+        Event::FailedBack { steps } if m.phase == Phase::FailingBack => {
             m.phase = Phase::FailedBack;
-            m.record(now, "the source is primary again; the link now runs from the target to the source");
+            m.cutover.failback_steps = steps.clone();
+            let took: Vec<String> = steps.iter().map(|s| format!("{:?} {} ms", s.step, s.ms)).collect();
+            let took = if took.is_empty() { String::new() } else { format!(" ({})", took.join(", ")) };
+            m.record(now, format!("the source is primary again; the link runs from the source to the target again{took}"));
         }
         Event::CancelRequested => on_cancel_requested(m, now, out)?,
         Event::LinkDropped if m.phase == Phase::Cancelling => {

@@ -141,7 +141,7 @@ fn failback_runs_only_over_a_kept_reverse_link() {
     assert_eq!(tr.commands, vec![Command::Failback]);
     assert_eq!(tr.migration.status(), Status::FailingBack);
     assert!(!step(&tr.migration, Event::FailbackRequested { confirm_traffic_stopped: true }, 21).changed, "second click");
-    let done = step(&tr.migration, Event::FailedBack, 22);
+    let done = step(&tr.migration, Event::FailedBack { steps: Vec::new() }, 22);
     assert_eq!(done.migration.status(), Status::FailedBack);
     assert!(matches!(&done.commands[..], [Command::Notify { status, .. }] if status == "FailedBack"));
     // A failback that fails leaves the target primary, and can be asked for again.
@@ -156,7 +156,7 @@ fn failback_runs_only_over_a_kept_reverse_link() {
 fn a_failed_back_migration_with_a_reverse_link_can_fail_forward_again() {
     let kept = completed(true);
     let m = step(&kept, Event::FailbackRequested { confirm_traffic_stopped: true }, 20).migration;
-    let m = step(&m, Event::FailedBack, 21).migration;
+    let m = step(&m, Event::FailedBack { steps: Vec::new() }, 21).migration;
     let again = step(&m, Event::CutoverRequested { confirm_traffic_stopped: true }, 30);
     assert_eq!(again.commands, vec![Command::Fence { attempt: 2 }]);
     let m = step(&again.migration, Event::Fenced { attempt: 2, started_at: t(30), position: Position(200) }, 31).migration;

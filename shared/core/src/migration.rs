@@ -297,6 +297,9 @@ pub struct CutoverRecord {
     /// (queue time included: it is part of the write downtime).
     #[serde(default)]
     pub steps: Vec<StepDuration>,
+    /// How long each step of the failback took, when the migration failed back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failback_steps: Vec<StepDuration>,
 }
 
 /// One cutover step's duration.

@@ -109,8 +109,9 @@ pub trait Engine: Send + Sync {
     async fn switch(&self, plan: &LinkPlan, keep_reverse_link: bool) -> Result<(), EngineError>;
 
     /// Fails back to the source over the reverse link kept at cutover (`keep_reverse_link`): the source
-    /// becomes primary again. Engines without a reverse link refuse with a definite error.
-    async fn failback(&self, plan: &LinkPlan) -> Result<(), EngineError> {
+    /// becomes primary again. Returns how long each of its steps took (fence, drain, finalize, switch), as
+    /// far as the engine can tell them apart. Engines without a reverse link refuse with a definite error.
+    async fn failback(&self, plan: &LinkPlan) -> Result<Vec<crate::migration::StepDuration>, EngineError> {
         let _ = plan;
         Err(EngineError::definite(
             "failback_not_supported",

@@ -179,7 +179,7 @@ impl Engine for PostgresEngine {
         capacity::capacity(server, role).await.map(Some).map_err(|error| errors::redact(error, &secrets))
     }
 
-    async fn failback(&self, plan: &LinkPlan) -> Result<(), EngineError> {
+    async fn failback(&self, plan: &LinkPlan) -> Result<Vec<milink_core::migration::StepDuration>, EngineError> {
         pooler::scrubbed(plan, reverse::failback(plan).await)
     }
 

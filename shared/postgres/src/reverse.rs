@@ -39,6 +39,7 @@ use crate::errors::classify_publisher_connect;
 use crate::rules;
 use crate::sql::{quote_ident, quote_literal};
 use crate::{cutover, finalize, link, pooler};
+use milink_core::migration::{CutoverStep, StepDuration};
 use milink_core::ports::LinkPlan;
 use milink_core::EngineError;
 use std::time::{Duration, Instant};
@@ -139,12 +140,14 @@ async fn ensure_publication(src: &Session, name: &str) -> Result<(), EngineError
 }
 
 /// Makes the source primary again over the reverse link. See the module doc.
-pub(crate) async fn failback(plan: &LinkPlan) -> Result<(), EngineError> {
+pub(crate) async fn failback(plan: &LinkPlan) -> Result<Vec<StepDuration>, EngineError> {
     let started = Instant::now();
     let back = reversed(plan);
+    let mut steps = Vec::new();
     if reverse_link_exists(plan).await? {
+        let pausing = Instant::now();
         let paused = pooler::pause(plan).await?;
-        if let Err(error) = hand_back(plan, &back).await {
+        if let Err(error) = hand_back(plan, &back, pausing, &mut steps).await {
             // The target stays primary: its writes back, then the pooler's clients released to it.
             if let Err(unfence) = cutover::unfence(&back).await {
                 tracing::warn!(error = %unfence.message, "failback: could not unfence the target after the failback failed");
@@ -161,13 +164,14 @@ pub(crate) async fn failback(plan: &LinkPlan) -> Result<(), EngineError> {
     create_from_now(plan).await?; // the forward link again, before the source takes writes
     cutover::unfence(plan).await?;
     pooler::repoint_to(plan, &plan.source).await?;
+    steps.push(StepDuration { step: CutoverStep::Switching, ms: step.elapsed().as_millis() as i64 });
     tracing::info!(
         database = %plan.database.as_str(),
         switch_ms = step.elapsed().as_millis() as u64,
         total_ms = started.elapsed().as_millis() as u64,
         "failed back: the source is primary, the link runs from the source to the target again"
     );
-    Ok(())
+    Ok(steps)
 }
 
 async fn reverse_link_exists(plan: &LinkPlan) -> Result<bool, EngineError> {
@@ -176,16 +180,18 @@ async fn reverse_link_exists(plan: &LinkPlan) -> Result<bool, EngineError> {
     Ok(subscription_oid(&session, &plan.link_name()).await?.is_some())
 }
 
-/// Fence the target, drain the reverse link, verify, drop the reverse subscription.
-async fn hand_back(plan: &LinkPlan, back: &LinkPlan) -> Result<(), EngineError> {
-    let step = Instant::now();
+/// Fence the target, drain the reverse link, verify, drop the reverse subscription; each step's duration
+/// is added to `steps` (the fence's from `since`: the pooler's pause is part of it, as in a cutover).
+async fn hand_back(plan: &LinkPlan, back: &LinkPlan, since: Instant, steps: &mut Vec<StepDuration>) -> Result<(), EngineError> {
     let position = cutover::fence(back).await?;
-    let fence_ms = step.elapsed().as_millis() as u64;
+    let fence_ms = since.elapsed().as_millis() as u64;
+    steps.push(StepDuration { step: CutoverStep::Fencing, ms: fence_ms as i64 });
     let step = Instant::now();
     let drained = drain(back, position.0, Duration::from_secs(plan.settings.drain_timeout_seconds)).await;
     cutover::forget(back);
     drained?;
     let drain_ms = step.elapsed().as_millis() as u64;
+    steps.push(StepDuration { step: CutoverStep::Draining, ms: drain_ms as i64 });
     let step = Instant::now();
     let verification = finalize::finalize(back).await?;
     if !verification.is_clean() {
@@ -197,6 +203,7 @@ async fn hand_back(plan: &LinkPlan, back: &LinkPlan) -> Result<(), EngineError> 
         ));
     }
     let finalize_ms = step.elapsed().as_millis() as u64;
+    steps.push(StepDuration { step: CutoverStep::Finalizing, ms: finalize_ms as i64 });
     drop_subscription(back).await?;
     tracing::info!(fence_ms, drain_ms, finalize_ms, sequences = verification.sequences_set, "failback: target fenced, drained and verified");
     Ok(())

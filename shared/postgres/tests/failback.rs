@@ -104,8 +104,12 @@ async fn a_reverse_link_carries_the_targets_writes_back_and_failing_forward_agai
     arrives(&src, &database, on_target).await;
 
     let started = Instant::now();
-    engine.failback(&plan).await.expect("failback");
+    let steps = engine.failback(&plan).await.expect("failback");
     let took = started.elapsed();
+    let named: Vec<_> = steps.iter().map(|s| s.step).collect();
+    use milink_core::migration::CutoverStep::*;
+    assert_eq!(named, [Fencing, Draining, Finalizing, Switching], "every step of the failback is timed: {steps:?}");
+    assert!(steps.iter().map(|s| s.ms).sum::<i64>() <= took.as_millis() as i64 + 1, "{steps:?} within {took:?}");
     eprintln!("failback (pause, fence, drain, verify, switch back) took {took:?}");
     assert!(took < Duration::from_secs(60), "failback took {took:?}");
     // The source is primary with every row the target had, sequences included; the target is fenced.

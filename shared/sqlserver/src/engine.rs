@@ -123,8 +123,9 @@ impl Engine for SqlServerEngine {
         "sqlserver"
     }
 
-    async fn failback(&self, plan: &LinkPlan) -> Result<(), EngineError> {
-        SqlServerEngine::failback(self, plan).await
+    async fn failback(&self, plan: &LinkPlan) -> Result<Vec<milink_core::migration::StepDuration>, EngineError> {
+        // One role switch on the instance: no steps to tell apart.
+        SqlServerEngine::failback(self, plan).await.map(|()| Vec::new())
     }
 
     /// Azure Arc's documented limit: 10 migrations at once per SQL Server instance. milink cannot read
