@@ -79,6 +79,15 @@ pub(crate) enum Migrate {
         #[arg(long)]
         wait: bool,
     },
+    /// Remove the reverse link a completed cutover kept (keepReverseLink=true): the migration becomes
+    /// final, the target stops keeping WAL for the source, and failback is no longer possible.
+    DropReverseLink {
+        /// Migration id.
+        id: String,
+        /// Wait until it is removed from both servers.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Verify: compare source and target content while the link syncs (checksums over key-ordered chunks,
     /// differing chunks narrowed to their keys). A difference blocks the cutover until a later verification
     /// is clean. Exit code 7 when differences are found.
@@ -228,6 +237,21 @@ pub(crate) async fn migrate(client: &Client, format: Format, command: Migrate) -
             }
             watch(client, format, &id, Until::FailedBack, Duration::from_secs(3600)).await
         }
+        Migrate::DropReverseLink { id, wait } => {
+            let mut m = client.post(&format!("/api/migrations/{id}/drop-reverse-link"), &json!({})).await?;
+            let deadline = std::time::Instant::now() + Duration::from_secs(600);
+            while wait {
+                m = client.get(&format!("/api/migrations/{id}")).await?;
+                match m["cutover"]["reverseLink"].as_str() {
+                    Some("dropped") => break,
+                    Some("kept") => return Err(CliError::Ended(format!("the reverse link of {id} could not be removed; see `milink migrate show {id}`")).into()),
+                    _ if std::time::Instant::now() > deadline => return Err(CliError::TimedOut(format!("the reverse link of {id} is still being removed")).into()),
+                    _ => tokio::time::sleep(Duration::from_millis(250)).await,
+                }
+            }
+            let state = if wait { "removed" } else { "removal requested (see `milink migrate show`)" };
+            print_or(format, &m, || println!("reverse link of {}: {state}", cell(&m["database"])))
+        }
         Migrate::Verify { id, no_wait } => verify(client, format, &id, no_wait).await,
         Migrate::Cancel { id, wait } => {
             let m = client.post(&format!("/api/migrations/{id}/cancel"), &json!({})).await?;
@@ -324,6 +348,14 @@ fn print_migration(m: &Value) {
         if !steps.is_empty() {
             println!("{label}: {}", steps.join(", "));
         }
+    }
+    match m["cutover"]["reverseLink"].as_str() {
+        Some("kept") if m["status"] == "Completed" => {
+            println!("Reverse link: kept (failback possible; the target keeps WAL for the source until `milink migrate drop-reverse-link`)")
+        }
+        Some("dropping") => println!("Reverse link: being removed"),
+        Some("dropped") => println!("Reverse link: removed (no failback)"),
+        _ => {}
     }
     if m["cutover"]["verification"].is_object() {
         println!("Cutover verification: {}", verification_line(&m["cutover"]["verification"]));

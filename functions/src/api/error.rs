@@ -52,11 +52,13 @@ pub enum ErrorCode {
     NotLoopback,
     /// A fleet plan has problems (listed in details).
     InvalidPlan,
+    /// No reverse link to remove.
+    NoReverseLink,
 }
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [ErrorCode; 20] = [ErrorCode::InvalidBody, ErrorCode::InvalidName, ErrorCode::UnknownConnection, ErrorCode::UnsupportedPair, ErrorCode::UnsupportedEngine, ErrorCode::DatabaseNotReady, ErrorCode::ConfirmationRequired, ErrorCode::NotReadyForCutover, ErrorCode::CannotCancel, ErrorCode::NotFound, ErrorCode::StoreUnavailable, ErrorCode::CannotFailBack, ErrorCode::CannotVerify, ErrorCode::InvalidSettings, ErrorCode::Conflict, ErrorCode::MethodNotAllowed, ErrorCode::Unauthorized, ErrorCode::CrossSiteRefused, ErrorCode::NotLoopback, ErrorCode::InvalidPlan];
+    pub const ALL: [ErrorCode; 21] = [ErrorCode::InvalidBody, ErrorCode::InvalidName, ErrorCode::UnknownConnection, ErrorCode::UnsupportedPair, ErrorCode::UnsupportedEngine, ErrorCode::DatabaseNotReady, ErrorCode::ConfirmationRequired, ErrorCode::NotReadyForCutover, ErrorCode::CannotCancel, ErrorCode::NotFound, ErrorCode::StoreUnavailable, ErrorCode::CannotFailBack, ErrorCode::CannotVerify, ErrorCode::InvalidSettings, ErrorCode::Conflict, ErrorCode::MethodNotAllowed, ErrorCode::Unauthorized, ErrorCode::CrossSiteRefused, ErrorCode::NotLoopback, ErrorCode::InvalidPlan, ErrorCode::NoReverseLink];
 
     /// The code as it appears in a response body.
     pub const fn as_str(self) -> &'static str {
@@ -81,6 +83,7 @@ impl ErrorCode {
             ErrorCode::CrossSiteRefused => "cross_site_refused",
             ErrorCode::NotLoopback => "not_loopback",
             ErrorCode::InvalidPlan => "invalid_plan",
+            ErrorCode::NoReverseLink => "no_reverse_link",
         }
     }
 }
@@ -149,6 +152,7 @@ impl From<Rejection> for ApiError {
             Rejection::CannotCancel { .. } => (StatusCode::CONFLICT, ErrorCode::CannotCancel),
             Rejection::CannotFailBack { .. } => (StatusCode::CONFLICT, ErrorCode::CannotFailBack),
             Rejection::CannotVerify { .. } => (StatusCode::CONFLICT, ErrorCode::CannotVerify),
+            Rejection::NoReverseLink { .. } => (StatusCode::CONFLICT, ErrorCode::NoReverseLink),
         };
         ApiError::new(status, code, rejection.to_string())
     }

@@ -162,6 +162,12 @@ pub async fn failback(
     request_event(&state, id, event).await
 }
 
+/// `POST /api/migrations/{id}/drop-reverse-link`: removes the reverse link a completed cutover kept; no
+/// failback after it (the target stops keeping WAL for the source).
+pub async fn drop_reverse_link(State(state): State<ApiState>, Path(id): Path<String>) -> Result<(StatusCode, Json<Value>), ApiError> {
+    request_event(&state, id, Event::DropReverseLinkRequested).await
+}
+
 /// `POST /api/migrations/{id}/verify`: compares source and target content while the link syncs; the
 /// report appears as `verification` on the migration when it is done.
 pub async fn verify(State(state): State<ApiState>, Path(id): Path<String>) -> Result<(StatusCode, Json<Value>), ApiError> {

@@ -45,6 +45,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/api/migrations/{id}/cancel", post(migrations::cancel))
         .route("/api/migrations/{id}/verify", post(migrations::verify))
         .route("/api/migrations/{id}/failback", post(migrations::failback))
+        .route("/api/migrations/{id}/drop-reverse-link", post(migrations::drop_reverse_link))
         .route("/api/batch/cutover", post(batch::cutover))
         .route("/api/batch/cancel", post(batch::cancel))
         .route("/api/fleets", post(fleets::apply_plan).get(fleets::list))

@@ -82,6 +82,7 @@ pub const FUNCTIONS: &[Function] = &[
     http("MigrationCutover", "migrations/{id}/cutover", &["post"]),
     http("MigrationCancel", "migrations/{id}/cancel", &["post"]),
     http("MigrationFailback", "migrations/{id}/failback", &["post"]),
+    http("MigrationDropReverseLink", "migrations/{id}/drop-reverse-link", &["post"]),
     http("DeadLetters", "deadletters", &["get"]),
     http("BatchCutover", "batch/cutover", &["post"]),
     http("BatchCancel", "batch/cancel", &["post"]),
@@ -174,6 +175,7 @@ mod tests {
             Command::Switch { attempt: 1, keep_reverse_link: false },
             Command::Unfence { attempt: 1 },
             Command::Failback,
+            Command::DropReverseLink,
             Command::Verify { request: 1 },
             Command::DropLink { unfence: false, drop_target: false },
         ];

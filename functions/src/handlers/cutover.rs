@@ -61,6 +61,11 @@ pub async fn run(step: &Step<'_>) -> Result<Event, EngineError> {
             tracing::info!("source unfenced");
             Ok(Event::Unfenced { attempt: *attempt })
         }
+        Command::DropReverseLink => {
+            step.engine_call("drop reverse link", engine.drop_reverse_link(plan)).await?;
+            tracing::info!("reverse link removed");
+            Ok(Event::ReverseLinkDropped)
+        }
         Command::Failback => {
             let steps = step.engine_call("failback", engine.failback(plan)).await?;
             tracing::info!("failed back: the source is primary again");

@@ -16,7 +16,7 @@
 //! position) and a clean verification; any failure before Switching unfences the source.
 use crate::error::EngineError;
 use crate::migration::{
-    CutoverRecord, CutoverStep, LinkPhase, Migration, Observation, Phase, Position, Stall, Status, Verification,
+    CutoverRecord, CutoverStep, LinkPhase, Migration, Observation, Phase, Position, ReverseLink, Stall, Status, Verification,
 };
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -123,6 +123,10 @@ pub enum Event {
         /// The user confirmed application traffic to the target is stopped.
         confirm_traffic_stopped: bool,
     },
+    /// The user asked to remove the reverse link kept after a completed cutover (no failback after it).
+    DropReverseLinkRequested,
+    /// The reverse link is removed from both servers.
+    ReverseLinkDropped,
     /// The source is primary again.
     FailedBack {
         /// How long each step of the failback took, as far as the engine tells them apart.
@@ -209,6 +213,8 @@ pub enum Command {
     },
     /// Make the source primary again over the reverse link.
     Failback,
+    /// Remove the reverse link kept after a completed cutover.
+    DropReverseLink,
     /// Remove everything the link created (cancel).
     DropLink {
         /// Unfence the source first (a cutover was in progress).
@@ -251,6 +257,7 @@ impl Command {
             Command::Switch { .. } => "switch",
             Command::Unfence { .. } => "unfence",
             Command::Failback => "failback",
+            Command::DropReverseLink => "drop-reverse-link",
             Command::DropLink { .. } => "drop-link",
             Command::Verify { .. } => "verify",
             Command::Notify { .. } => "notify",
@@ -283,6 +290,14 @@ pub enum Rejection {
     CannotVerify {
         /// The current status.
         status: String,
+    },
+    /// Removal of a reverse link that is not there.
+    #[error("migration is {status}: {why}")]
+    NoReverseLink {
+        /// The current status.
+        status: String,
+        /// Why not.
+        why: String,
     },
     /// Cancel after the point of no return or of a finished migration.
     #[error("migration is {status} and can no longer be cancelled")]
@@ -416,6 +431,17 @@ fn apply(m: &mut Migration, event: &Event, now: DateTime<Utc>, out: &mut Vec<Com
             }
         }
         Event::FailbackRequested { confirm_traffic_stopped } => on_failback_requested(m, *confirm_traffic_stopped, now, out)?,
+        Event::DropReverseLinkRequested => on_drop_reverse_link_requested(m, now, out)?,
+        Event::ReverseLinkDropped if m.phase == Phase::Completed && m.cutover.reverse_link == ReverseLink::Dropping => {
+            m.cutover.reverse_link = ReverseLink::Dropped;
+            m.record(now, "reverse link removed from both servers: the migration is final (no failback)");
+        }
+        Event::StepFailed { command: Command::DropReverseLink, error } | Event::StepExhausted { command: Command::DropReverseLink, error }
+            if m.cutover.reverse_link == ReverseLink::Dropping =>
+        {
+            m.cutover.reverse_link = ReverseLink::Kept;
+            m.record(now, format!("could not remove the reverse link: {} ({}); ask again once fixed", error.message, error.remediation));
+        }
         Event::FailedBack { steps } if m.phase == Phase::FailingBack => {
             m.phase = Phase::FailedBack;
             m.cutover.failback_steps = steps.clone();
@@ -593,6 +619,10 @@ fn on_failback_requested(m: &mut Migration, confirmed: bool, now: DateTime<Utc>,
     }
     match m.phase {
         Phase::FailingBack => Ok(()), // a second click
+        Phase::Completed if m.settings.keep_reverse_link && m.cutover.reverse_link != ReverseLink::Kept => Err(Rejection::CannotFailBack {
+            status: m.status().as_str().to_owned(),
+            why: "the reverse link was removed after the cutover, so there is nothing to fail back over".into(),
+        }),
         Phase::Completed if m.settings.keep_reverse_link => {
             m.phase = Phase::FailingBack;
             m.record(now, "failback requested");
@@ -607,6 +637,33 @@ fn on_failback_requested(m: &mut Migration, confirmed: bool, now: DateTime<Utc>,
             status: m.status().as_str().to_owned(),
             why: "failback is possible only after a completed cutover".into(),
         }),
+    }
+}
+
+/// Removing the reverse link: only after a completed cutover that kept one; asking again while it is being
+/// removed sends the step again (a completed migration gets no watchdog ticks, and its message may have
+/// been lost; the step is safe to repeat), and once removed it is refused.
+fn on_drop_reverse_link_requested(m: &mut Migration, now: DateTime<Utc>, out: &mut Vec<Command>) -> Result<(), Rejection> {
+    let refuse = |why: &str| Err(Rejection::NoReverseLink { status: m.status().as_str().to_owned(), why: why.to_owned() });
+    if m.phase != Phase::Completed {
+        return refuse("a reverse link exists only after a completed cutover");
+    }
+    if !m.settings.keep_reverse_link {
+        return refuse("the cutover broke the link (keepReverseLink was false): there is no reverse link to remove");
+    }
+    match m.cutover.reverse_link {
+        ReverseLink::Dropped => refuse("the reverse link is already removed"),
+        ReverseLink::Dropping => {
+            m.record(now, "removal of the reverse link requested again");
+            out.push(Command::DropReverseLink);
+            Ok(())
+        }
+        ReverseLink::Kept => {
+            m.cutover.reverse_link = ReverseLink::Dropping;
+            m.record(now, "removal of the reverse link requested");
+            out.push(Command::DropReverseLink);
+            Ok(())
+        }
     }
 }
 
@@ -742,6 +799,7 @@ pub fn pending_command(m: &Migration) -> Option<Command> {
             Some(Command::DropLink { unfence: m.cutover.fence_active, drop_target: m.settings.drop_target_on_cancel })
         }
         Phase::FailingBack => Some(Command::Failback),
+        Phase::Completed if m.cutover.reverse_link == ReverseLink::Dropping => Some(Command::DropReverseLink),
         Phase::Syncing => m.verify.running.map(|request| Command::Verify { request }),
         Phase::Completed | Phase::Failed | Phase::Cancelled | Phase::FailedBack => None,
     }

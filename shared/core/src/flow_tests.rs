@@ -153,6 +153,31 @@ fn failback_runs_only_over_a_kept_reverse_link() {
 }
 
 #[test]
+fn a_kept_reverse_link_is_removed_once_and_then_there_is_no_failback() {
+    assert!(matches!(decide(&completed(false), &Event::DropReverseLinkRequested, t(20)), Err(Rejection::NoReverseLink { .. })));
+    let kept = completed(true);
+    let asked = step(&kept, Event::DropReverseLinkRequested, 20);
+    assert_eq!(asked.commands, vec![Command::DropReverseLink]);
+    assert!(is_current(&asked.migration, &Command::DropReverseLink), "the handler and the watchdog see the step in flight");
+    assert_eq!(asked.migration.status(), Status::Completed, "still completed while it is removed");
+    let again = step(&asked.migration, Event::DropReverseLinkRequested, 21);
+    assert_eq!(again.commands, vec![Command::DropReverseLink], "asking again sends the step again (its message may be lost)");
+    // A failure puts it back, to be asked for again.
+    let error = EngineError::definite("x", "the source refused", "fix it");
+    let failed = step(&asked.migration, Event::StepFailed { command: Command::DropReverseLink, error }, 22).migration;
+    assert_eq!(failed.cutover.reverse_link, crate::migration::ReverseLink::Kept);
+    assert!(failed.history.iter().any(|h| h.message.contains("could not remove the reverse link")));
+    let dropped = step(&asked.migration, Event::ReverseLinkDropped, 23).migration;
+    assert_eq!(dropped.cutover.reverse_link, crate::migration::ReverseLink::Dropped);
+    assert!(!is_current(&dropped, &Command::DropReverseLink));
+    assert!(matches!(decide(&dropped, &Event::DropReverseLinkRequested, t(24)), Err(Rejection::NoReverseLink { .. })));
+    assert!(matches!(
+        decide(&dropped, &Event::FailbackRequested { confirm_traffic_stopped: true }, t(24)),
+        Err(Rejection::CannotFailBack { why, .. }) if why.contains("removed")
+    ));
+}
+
+#[test]
 fn a_failed_back_migration_with_a_reverse_link_can_fail_forward_again() {
     let kept = completed(true);
     let m = step(&kept, Event::FailbackRequested { confirm_traffic_stopped: true }, 20).migration;

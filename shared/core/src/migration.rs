@@ -300,6 +300,22 @@ pub struct CutoverRecord {
     /// How long each step of the failback took, when the migration failed back.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failback_steps: Vec<StepDuration>,
+    /// The reverse link kept by a completed cutover (`keepReverseLink`): kept until the user removes it.
+    #[serde(default)]
+    pub reverse_link: ReverseLink,
+}
+
+/// Where the reverse link of a completed cutover is (meaningful only with `keepReverseLink`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ReverseLink {
+    /// In place (failback possible).
+    #[default]
+    Kept,
+    /// Being removed.
+    Dropping,
+    /// Removed from both servers: no failback.
+    Dropped,
 }
 
 /// One cutover step's duration.

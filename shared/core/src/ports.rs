@@ -120,6 +120,17 @@ pub trait Engine: Send + Sync {
         ))
     }
 
+    /// Removes the reverse link a completed cutover kept (`keep_reverse_link`) from both servers: after it
+    /// no failback is possible. Safe to repeat. Engines without a reverse link refuse with a definite error.
+    async fn drop_reverse_link(&self, plan: &LinkPlan) -> Result<(), EngineError> {
+        let _ = plan;
+        Err(EngineError::definite(
+            "reverse_link_not_supported",
+            format!("the {} engine keeps no reverse link that milink could remove", self.name()),
+            "nothing to remove",
+        ))
+    }
+
     /// What `server` has and uses of the resources a link takes in `role` (admission control,
     /// [`crate::admission`]). `None`: the engine cannot tell, and only the user's caps apply.
     async fn capacity(&self, server: &Endpoint, role: crate::admission::Role) -> Result<Option<crate::admission::Capacity>, EngineError> {

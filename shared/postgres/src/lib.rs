@@ -183,6 +183,10 @@ impl Engine for PostgresEngine {
         pooler::scrubbed(plan, reverse::failback(plan).await)
     }
 
+    async fn drop_reverse_link(&self, plan: &LinkPlan) -> Result<(), EngineError> {
+        scrubbed(plan, reverse::drop_reverse_link(plan).await)
+    }
+
     async fn drop_link(&self, plan: &LinkPlan, drop_target: bool) -> Result<(), EngineError> {
         // Best effort: the source may be gone; a slot left there holds its WAL, so say so.
         if let Err(error) = scrubbed(plan, verify::stop_tracking(plan).await) {

@@ -117,10 +117,15 @@ async fn look_at_target(target: &Server, plan: &LinkPlan, name: &str) -> Result<
     };
     let oid = match subscription_oid(&tgt, name).await? {
         Some(oid) => oid,
+        // The seeder starts the subscription and drops its record in one transaction: a look that found no
+        // subscription just before that commit finds the record gone just after (no record, or no table of
+        // records for the last link). Look again before calling the subscription missing.
         None => match seed::progress(&tgt, name).await {
-            Ok(seed) => return Ok(TargetView { seed, ..TargetView::default() }),
-            // The seeder starts the subscription and drops its record in one transaction: a look that found
-            // no subscription just before that commit finds the record gone just after. Look again.
+            Ok(Some(seed)) => return Ok(TargetView { seed: Some(seed), ..TargetView::default() }),
+            Ok(None) => match subscription_oid(&tgt, name).await? {
+                Some(oid) => oid,
+                None => return Ok(TargetView::default()),
+            },
             Err(error) => match subscription_oid(&tgt, name).await? {
                 Some(oid) => oid,
                 None => return Err(error),

@@ -174,6 +174,17 @@ pub(crate) async fn failback(plan: &LinkPlan) -> Result<Vec<StepDuration>, Engin
     Ok(steps)
 }
 
+/// Removes the reverse link for good (the migration is final): the subscription on the source, detached
+/// from its slot first, then the slot and the publication on the target, as failback does. The source
+/// stays fenced. Safe to repeat.
+pub(crate) async fn drop_reverse_link(plan: &LinkPlan) -> Result<(), EngineError> {
+    let back = reversed(plan);
+    drop_subscription(&back).await?;
+    link::switch(&back, &crate::seed::Seeders::default()).await?;
+    tracing::info!(database = %plan.database.as_str(), "reverse link removed: the target no longer keeps WAL for the source");
+    Ok(())
+}
+
 async fn reverse_link_exists(plan: &LinkPlan) -> Result<bool, EngineError> {
     let source = Server::new("source", &plan.source)?;
     let session = source.connect(Some(plan.database.as_str())).await?;

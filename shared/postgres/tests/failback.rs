@@ -54,26 +54,24 @@ async fn arrives(url: &str, database: &str, order_id: i64) {
     }
 }
 
-/// The reverse link is not removed by `drop_link` (it has the forward link's names on the other servers).
-async fn drop_reverse_link(plan: &LinkPlan) {
+/// What is left of the reverse link: the subscription on the source, the slot and the publication on the
+/// target (they have the forward link's names on the other servers).
+async fn reverse_link_objects(plan: &LinkPlan) -> Vec<String> {
     let name = plan.link_name();
     let source = connect(&servers().source_url, plan.database.as_str()).await;
-    source.batch_execute("SET default_transaction_read_only = off").await.unwrap();
-    let exists: i64 = source.query_one("SELECT count(*) FROM pg_subscription WHERE subname = $1", &[&name]).await.unwrap().get(0);
-    if exists == 1 {
-        source
-            .batch_execute(&format!(
-                "ALTER SUBSCRIPTION {0} DISABLE; ALTER SUBSCRIPTION {0} SET (slot_name = NONE); DROP SUBSCRIPTION {0}",
-                quote(&name)
-            ))
-            .await
-            .unwrap();
+    let target = connect(&servers().target_url, plan.database.as_str()).await;
+    let mut left = Vec::new();
+    for (client, what, sql) in [
+        (&source, "subscription on the source", "SELECT count(*) FROM pg_subscription WHERE subname = $1"),
+        (&target, "slot on the target", "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1"),
+        (&target, "publication on the target", "SELECT count(*) FROM pg_publication WHERE pubname = $1"),
+    ] {
+        let n: i64 = client.query_one(sql, &[&name]).await.unwrap().get(0);
+        if n > 0 {
+            left.push(what.to_owned());
+        }
     }
-    let target = connect(&servers().target_url, "postgres").await;
-    target
-        .query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1", &[&name])
-        .await
-        .unwrap();
+    left
 }
 
 #[tokio::test]
@@ -128,7 +126,13 @@ async fn a_reverse_link_carries_the_targets_writes_back_and_failing_forward_agai
     let again = order(&tgt, &database, &app).await.expect("the target takes writes after failing forward again");
     arrives(&src, &database, again).await;
 
-    drop_reverse_link(&plan).await;
+    // The migration is final: the reverse link goes, the target keeps its writes, the source its fence.
+    assert_eq!(reverse_link_objects(&plan).await.len(), 3, "the cutover kept a reverse link");
+    engine.drop_reverse_link(&plan).await.expect("drop the reverse link");
+    assert_eq!(reverse_link_objects(&plan).await, Vec::<String>::new());
+    engine.drop_reverse_link(&plan).await.expect("a repeated removal (a redelivered message) changes nothing");
+    order(&tgt, &database, &app).await.expect("the target still takes writes");
+    assert_eq!(order(&src, &database, &app).await.unwrap_err(), Some(SqlState::READ_ONLY_SQL_TRANSACTION), "the source stays fenced");
     let _ = engine.unfence(&plan).await;
     cleanup(&engine, &plan).await;
     for url in [&src, &tgt] {
