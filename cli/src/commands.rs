@@ -240,13 +240,15 @@ pub(crate) async fn migrate(client: &Client, format: Format, command: Migrate) -
         Migrate::DropReverseLink { id, wait } => {
             let mut m = client.post(&format!("/api/migrations/{id}/drop-reverse-link"), &json!({})).await?;
             let deadline = std::time::Instant::now() + Duration::from_secs(600);
-            while wait {
-                m = client.get(&format!("/api/migrations/{id}")).await?;
-                match m["cutover"]["reverseLink"].as_str() {
-                    Some("dropped") => break,
-                    Some("kept") => return Err(CliError::Ended(format!("the reverse link of {id} could not be removed; see `milink migrate show {id}`")).into()),
-                    _ if std::time::Instant::now() > deadline => return Err(CliError::TimedOut(format!("the reverse link of {id} is still being removed")).into()),
-                    _ => tokio::time::sleep(Duration::from_millis(250)).await,
+            if wait {
+                loop {
+                    m = client.get(&format!("/api/migrations/{id}")).await?;
+                    match m["cutover"]["reverseLink"].as_str() {
+                        Some("dropped") => break,
+                        Some("kept") => return Err(CliError::Ended(format!("the reverse link of {id} could not be removed; see `milink migrate show {id}`")).into()),
+                        _ if std::time::Instant::now() > deadline => return Err(CliError::TimedOut(format!("the reverse link of {id} is still being removed")).into()),
+                        _ => tokio::time::sleep(Duration::from_millis(250)).await,
+                    }
                 }
             }
             let state = if wait { "removed" } else { "removal requested (see `milink migrate show`)" };

@@ -363,6 +363,17 @@ async fn cutover_failback_and_cutover_again_under_live_writes_through_the_pooler
     assert_eq!(server_port_through_pooler(&database).await?, target_port, "failing forward again lands on the target");
     tables_become_equal(&database).await?;
 
+    // The migration is made final: milink removes the reverse link from both servers; no failback after it.
+    let (status, body) = milink.post(&format!("/api/migrations/{id}/drop-reverse-link"), &json!({})).await?;
+    anyhow::ensure!(status == 202, "drop-reverse-link answered {status}: {body}");
+    milink.wait_for(&id, "the reverse link removed", Duration::from_secs(60), |m| m["cutover"]["reverseLink"] == "dropped").await?;
+    let left: i64 = pg::connect(Side::Source, &database).await?.query_one("SELECT count(*) FROM pg_subscription WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())", &[]).await?.get(0);
+    let slots: i64 = pg::connect(Side::Target, "postgres").await?
+        .query_one("SELECT count(*) FROM pg_replication_slots WHERE database = $1", &[&database]).await?.get(0);
+    assert_eq!((left, slots), (0, 0), "no subscription on the source, no slot on the target keeping WAL");
+    let (status, body) = milink.post(&format!("/api/migrations/{id}/failback"), &json!({ "confirmTrafficStopped": true })).await?;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("cannot_fail_back")), "{body}");
+
     drop_links_of(&database).await?;
     set_entry(&database, false);
     pg::drop_everywhere(&database).await;

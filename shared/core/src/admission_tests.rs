@@ -22,17 +22,7 @@ fn queued(n: i64, target: &str) -> Migration {
 }
 
 fn streaming(mut m: Migration) -> Migration {
-    m.observation = Some(Observation {
-        at: m.created_at,
-        phase: LinkPhase::Streaming,
-        progress_percent: 100.0,
-        lag_bytes: Some(0),
-        lag_seconds: None,
-        progress_marker: None,
-        problem: None,
-        drift: Vec::new(),
-        seed: None,
-    });
+    m.observation = Some(Observation::streaming_for_tests(m.created_at, 0));
     m
 }
 

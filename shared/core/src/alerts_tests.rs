@@ -1,5 +1,5 @@
 use super::*;
-use crate::migration::{LinkPhase, Observation, Phase, Settings, Stall};
+use crate::migration::{Observation, Phase, Settings, Stall};
 use crate::names::{ConnectionName, DatabaseName};
 use chrono::TimeZone;
 
@@ -17,17 +17,7 @@ fn syncing(at: i64, lag: u64) -> Migration {
         t(0),
     );
     m.phase = Phase::Syncing;
-    m.observation = Some(Observation {
-        at: t(at),
-        phase: LinkPhase::Streaming,
-        progress_percent: 100.0,
-        lag_bytes: Some(lag),
-        lag_seconds: None,
-        progress_marker: None,
-        problem: None,
-        drift: Vec::new(),
-        seed: None,
-    });
+    m.observation = Some(Observation::streaming_for_tests(t(at), lag));
     m
 }
 

@@ -54,17 +54,7 @@ fn queued() -> Phase {
 fn ready(mut m: Migration) -> Migration {
     m.phase = Phase::Syncing;
     m.ready_latched = true;
-    m.observation = Some(Observation {
-        at: m.created_at,
-        phase: crate::migration::LinkPhase::Streaming,
-        progress_percent: 100.0,
-        lag_bytes: Some(0),
-        lag_seconds: None,
-        progress_marker: None,
-        problem: None,
-        drift: Vec::new(),
-        seed: None,
-    });
+    m.observation = Some(Observation::streaming_for_tests(m.created_at, 0));
     m
 }
 

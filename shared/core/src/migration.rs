@@ -154,6 +154,24 @@ pub struct Observation {
     pub seed: Option<SeedProgress>,
 }
 
+#[cfg(test)]
+impl Observation {
+    /// A healthy streaming observation with `lag_bytes` of lag, taken at `at` (tests).
+    pub(crate) fn streaming_for_tests(at: DateTime<Utc>, lag_bytes: u64) -> Self {
+        Self {
+            at,
+            phase: LinkPhase::Streaming,
+            progress_percent: 100.0,
+            lag_bytes: Some(lag_bytes),
+            lag_seconds: None,
+            progress_marker: None,
+            problem: None,
+            drift: Vec::new(),
+            seed: None,
+        }
+    }
+}
+
 /// How far the initial copy is, in bytes, and when it should end at the rate so far.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
