@@ -14,9 +14,11 @@
 //! 3. the target's own fence is lifted, if a failback left one (a second cutover after a failback);
 //! 4. the pooler is repointed at the target and resumed (`pooler`).
 //!
-//! Failback mirrors it on the reversed plan: pause the pooler, fence the target, wait until the source's
-//! subscription confirmed the fence position, carry sequences and large objects back and verify (the
-//! finalize of the forward cutover, on the reversed plan), drop the reverse link, create the forward link
+//! Failback mirrors it on the reversed plan: verify in full before anything is fenced, tracking what changes
+//! (`verify::before_fence`: a difference proven there refuses the failback with nothing fenced), pause the
+//! pooler, fence the target, wait until the source's subscription confirmed the fence position, carry
+//! sequences and large objects back and compare what changed since (the finalize of the forward cutover, on
+//! the reversed plan), drop the reverse link, create the forward link
 //! again from the current position (so failing forward again is an ordinary cutover), unfence the source,
 //! repoint the pooler at the source and resume it. The target stays fenced, as the source did after the
 //! cutover. A failback that cannot prove the source holds everything gives the target its writes back and
@@ -38,7 +40,7 @@ use crate::connect::{quiet_logging, subscription_oid, writable, Server, Session}
 use crate::errors::classify_publisher_connect;
 use crate::rules;
 use crate::sql::{quote_ident, quote_literal};
-use crate::{cutover, finalize, link, pooler};
+use crate::{cutover, finalize, link, pooler, verify};
 use milink_core::migration::{CutoverStep, StepDuration};
 use milink_core::ports::LinkPlan;
 use milink_core::EngineError;
@@ -145,12 +147,32 @@ pub(crate) async fn failback(plan: &LinkPlan) -> Result<Vec<StepDuration>, Engin
     let back = reversed(plan);
     let mut steps = Vec::new();
     if reverse_link_exists(plan).await? {
+        // As a cutover does: verify in full while the target still takes writes, and track what changes,
+        // so the comparison after the fence reads only that (the fence step's time includes it).
         let pausing = Instant::now();
+        match verify::before_fence(&back).await {
+            Ok(verification) if verification.proves_a_difference() => {
+                return Err(EngineError::definite(
+                    "failback_not_equal",
+                    format!(
+                        "failback refused before the fence (nothing was fenced), the source does not hold what the target holds: {}",
+                        verification.summary()
+                    ),
+                    "The target stays primary and writable. Repair the differences on the source (or fail forward and \
+                     start a new migration), then fail back again.",
+                ));
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(error = %error.message, "failback: no verification before the fence; the comparison after it reads every row"),
+        }
         let paused = pooler::pause(plan).await?;
         if let Err(error) = hand_back(plan, &back, pausing, &mut steps).await {
             // The target stays primary: its writes back, then the pooler's clients released to it.
             if let Err(unfence) = cutover::unfence(&back).await {
                 tracing::warn!(error = %unfence.message, "failback: could not unfence the target after the failback failed");
+            }
+            if let Err(stop) = verify::stop_tracking(&back).await {
+                tracing::warn!(error = %stop.message, "failback: the verification's tracking slots stay until the next failback or cancel");
             }
             if let Some(pooler) = &paused {
                 pooler::resume_quietly(pooler, plan.database.as_str()).await;

@@ -101,6 +101,18 @@ async fn a_reverse_link_carries_the_targets_writes_back_and_failing_forward_agai
     let on_target = order(&tgt, &database, &app).await.expect("the target takes writes after the cutover");
     arrives(&src, &database, on_target).await;
 
+    // A row changed on the (fenced) source behind the reverse link's back: the failback is refused before
+    // anything is fenced, the target stays primary; repaired, it goes ahead.
+    let source_admin = connect(&src, &database).await;
+    // Separate statements: the SET counts from the next transaction on.
+    source_admin.batch_execute("SET default_transaction_read_only = off").await.unwrap();
+    source_admin.batch_execute("UPDATE products SET name = 'tampered' WHERE product_id = 3").await.unwrap();
+    let refused = engine.failback(&plan).await.expect_err("a difference refuses the failback");
+    assert!(refused.code == "failback_not_equal" && refused.message.contains("before the fence") && refused.message.contains("(3)"), "{refused:?}");
+    order(&tgt, &database, &app).await.expect("the target was never fenced");
+    let name: String = connect(&tgt, &database).await.query_one("SELECT name FROM products WHERE product_id = 3", &[]).await.unwrap().get(0);
+    source_admin.execute("UPDATE products SET name = $1 WHERE product_id = 3", &[&name]).await.unwrap();
+
     let started = Instant::now();
     let steps = engine.failback(&plan).await.expect("failback");
     let took = started.elapsed();
