@@ -240,7 +240,7 @@ pub fn gate(m: &Migration, members: &[&Migration]) -> Option<String> {
             StartAfter::Ready => "ready for cutover",
         };
         return Some(format!(
-            "waiting for wave {wave:?} of plan {:?}: {} earlier migration(s) not {what} yet (first: {} is {})",
+            "{WAITING_FOR_WAVE}{wave:?} of plan {:?}: {} earlier migration(s) not {what} yet (first: {} is {})",
             own.plan,
             pending.len(),
             first.database,
@@ -251,7 +251,7 @@ pub fn gate(m: &Migration, members: &[&Migration]) -> Option<String> {
     if !own.approved {
         if let Some(first) = failures.first() {
             return Some(format!(
-                "held: {} migration(s) of an earlier wave of plan {:?} ended {} (first: {}); look at them, then approve wave {:?} to start it anyway",
+                "{HELD}{} migration(s) of an earlier wave of plan {:?} ended {} (first: {}); look at them, then approve wave {:?} to start it anyway",
                 failures.len(),
                 own.plan,
                 first.status().as_str(),
@@ -260,10 +260,24 @@ pub fn gate(m: &Migration, members: &[&Migration]) -> Option<String> {
             ));
         }
         if own.approval {
-            return Some(format!("waiting for approval of wave {:?} of plan {:?} (milink fleet approve {} {})", own.wave_name, own.plan, own.plan, own.wave_name));
+            return Some(format!("{WAITING_FOR_APPROVAL}{:?} of plan {:?} (milink fleet approve {} {})", own.wave_name, own.plan, own.plan, own.wave_name));
         }
     }
     None
+}
+
+/// What a user can do about a migration waiting for its wave.
+pub const GATE_REMEDIATION: &str = "nothing is needed if the plan goes as planned: the wave starts by itself when the earlier waves \
+     are done (cut them over: milink fleet cutover <plan> --wave <wave>); a wave that needs approval starts after \
+     milink fleet approve <plan> <wave>; approving also lets a wave start past a failed earlier migration";
+
+const WAITING_FOR_WAVE: &str = "waiting for wave ";
+const HELD: &str = "held: ";
+const WAITING_FOR_APPROVAL: &str = "waiting for approval of wave ";
+
+/// Whether a queued migration's reason is its wave's gate ([`gate`]), not capacity.
+pub fn is_gate_reason(reason: &str) -> bool {
+    [WAITING_FOR_WAVE, HELD, WAITING_FOR_APPROVAL].iter().any(|prefix| reason.starts_with(prefix))
 }
 
 fn failed(m: &Migration) -> bool {

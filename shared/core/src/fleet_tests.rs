@@ -143,7 +143,12 @@ fn an_approval_gate_waits_for_its_approval_after_the_earlier_waves() {
     let done = member(1, 1, Phase::Completed);
     let mut later = member(3, 2, queued());
     later.fleet.as_mut().unwrap().approval = true;
-    assert!(gate(&later, &[&done, &later]).unwrap().contains("waiting for approval of wave \"w2\""));
+    let reason = gate(&later, &[&done, &later]).unwrap();
+    assert!(reason.contains("waiting for approval of wave \"w2\"") && is_gate_reason(&reason), "{reason}");
+    let mut waiting = later.clone();
+    waiting.phase = Phase::Queued { reason };
+    assert_eq!(waiting.remediation(), Some(GATE_REMEDIATION.to_owned()), "the gate's remedy, not capacity's");
+    assert!(!is_gate_reason("waiting for a logical replication worker on dst: 4 of 4 in use"));
     let event = crate::flow::Event::WaveApproved { plan: "p".into(), wave: "w2".into() };
     let approved = crate::flow::decide(&later, &event, later.created_at).unwrap();
     assert!(approved.changed && approved.commands.is_empty());

@@ -618,6 +618,9 @@ impl Migration {
             return Some((&stall.reason, &stall.remediation));
         }
         if let Phase::Queued { reason } = &self.phase {
+            if self.fleet.is_some() && crate::fleet::is_gate_reason(reason) {
+                return Some((reason, crate::fleet::GATE_REMEDIATION));
+            }
             return Some((reason, QUEUED_REMEDIATION));
         }
         if let Some(problem) = self.observation.as_ref().and_then(|o| o.problem.as_ref()) {

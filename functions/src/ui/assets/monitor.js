@@ -1,7 +1,8 @@
 // Monitor and cutover: every migration, refreshed every 2 seconds, with status changes announced to
-// screen readers; and the dead letters (steps that ran out of retries).
-import { get } from './api.js';
-import { h, replace, table, badge, bytes, announce, errorText, when } from './dom.js';
+// screen readers; the fleet plans with their waves (approve a waiting wave here); and the dead letters
+// (steps that ran out of retries).
+import { get, post } from './api.js';
+import { h, replace, table, badge, bytes, announce, errorText, when, words } from './dom.js';
 
 export function progressCell(m) {
   if (typeof m.progress !== 'number') return '–';
@@ -42,15 +43,53 @@ function rows(migrations) {
   ]);
 }
 
+function countsText(counts) {
+  return Object.entries(counts || {}).map(([status, n]) => `${words(status)} ${n}`).join(', ') || '–';
+}
+
+// One table per plan: its waves in order, what each waits for, and an Approve button where a wave waits
+// for its approval.
+function fleetTables(fleets, approve) {
+  return fleets.map((plan) => {
+    const cost = typeof plan.estimatedCost?.monthlyCostUsd === 'number' ? `${plan.estimatedCost.monthlyCostUsd.toFixed(2)} USD per month` : 'unknown until every source is assessed';
+    const eta = typeof plan.seedingEtaSeconds === 'number' ? `, seeding about ${durationText(plan.seedingEtaSeconds)} left` : '';
+    return h('section', { class: 'fleet', 'aria-label': `Plan ${plan.name}` },
+      h('h3', {}, `Plan ${plan.name}`),
+      h('p', {}, `${plan.migrations} migrations: ${countsText(plan.counts)}; progress ${plan.progressPercent ?? 0} %${eta}; lag ${bytes(plan.lagBytes)}; estimated cost ${cost}.`),
+      table(`Waves of plan ${plan.name}`, ['Wave', 'State', 'Migrations', 'Progress', 'Why it waits', 'Action'], (plan.waves || []).map((w) => [
+        `${w.number}. ${w.name}`,
+        w.approval ? `${w.state} (${w.approved ? 'approved' : 'needs approval'})` : w.state,
+        countsText(w.counts),
+        `${w.progressPercent ?? 0} %`,
+        w.reason || '–',
+        w.approval && !w.approved && w.state !== 'done'
+          ? h('button', { type: 'button', onclick: () => approve(plan.name, w.name) }, `Approve wave ${w.name}`)
+          : '–',
+      ])));
+  });
+}
+
 export async function monitorPage(main) {
   const list = h('div', { id: 'migrations' });
+  const fleets = h('div', { id: 'fleets' });
   const letters = h('div', { id: 'dead-letters' });
   const updated = h('p', { class: 'muted' });
   const refresh = h('button', { type: 'button' }, 'Refresh');
   replace(main, h('h1', {}, 'Monitor and cutover'),
     h('p', { class: 'toolbar' }, refresh, ' ', updated),
     list,
+    fleets,
     h('h2', {}, 'Dead letters'), letters);
+  let lastFleets = '';
+  async function approve(plan, wave) {
+    try {
+      await post(`/fleets/${encodeURIComponent(plan)}/approve`, { wave });
+      announce(`Wave ${wave} of plan ${plan} approved: it starts when the earlier waves let it`);
+      await load();
+    } catch (error) {
+      announce(`Could not approve wave ${wave}: ${errorText(error)}`);
+    }
+  }
   const seen = new Map();
   let last = '';
   async function load() {
@@ -66,6 +105,12 @@ export async function monitorPage(main) {
         replace(list, migrations.length
           ? table('Migrations', ['Database', 'Source → target', 'Status', 'Progress', 'Lag', 'Reason'], rows(migrations))
           : h('p', {}, 'No migrations yet. ', h('a', { href: '#/new' }, 'Start one'), '.'));
+      }
+      const plans = (await get('/fleets')).fleets;
+      const fleetSnapshot = JSON.stringify(plans);
+      if (fleetSnapshot !== lastFleets) {
+        lastFleets = fleetSnapshot;
+        replace(fleets, plans.length ? [h('h2', {}, 'Fleet plans'), fleetTables(plans, approve)] : '');
       }
       const { deadLetters } = await get('/deadletters');
       replace(letters, deadLetters.length
