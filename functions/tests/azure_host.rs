@@ -141,3 +141,36 @@ async fn an_undecodable_message_fails_until_service_bus_dead_letters_it() {
     assert!(reason.contains("not a milink envelope"), "{reason}");
     lab.stop().await;
 }
+
+/// A fleet plan on the Azure host: applied through the HTTP function, fanned out as each migration's first
+/// message through the Service Bus queues, gated by the PollSync timer's admission round: the second wave
+/// waits for the first to be cut over, then for its approval, and then starts.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_plan_runs_its_waves_through_the_queues() {
+    let lab = lab(ScriptedEngine::default()).await;
+    let plan = json!({ "name": "azure-plan", "waves": [
+        { "name": "pilot", "links": [{ "source": "src", "target": "dst", "databases": ["ToyStore"] }] },
+        { "name": "main", "approval": true, "links": [{ "source": "src", "target": "dst", "databases": ["Customer360"] }] },
+    ] });
+    let (status, applied) = lab.post("/api/fleets", &plan).await;
+    assert_eq!(status, 202, "{applied}");
+    let ids: Vec<String> = applied["migrations"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_owned()).collect();
+    lab.wait_status(&ids[0], "ReadyForCutover", Duration::from_secs(30)).await;
+    lab.wait_for(&ids[1], "the main wave waiting for the pilot", Duration::from_secs(30), |m| {
+        m["status"] == "Queued" && m["reason"].as_str().is_some_and(|r| r.contains("waiting for wave \"pilot\""))
+    })
+    .await;
+    let (status, cut) = lab.post("/api/fleets/azure-plan/cutover", &json!({ "wave": "pilot", "confirmTrafficStopped": true })).await;
+    assert_eq!((status, cut["counts"]["accepted"].as_u64()), (200, Some(1)), "{cut}");
+    lab.wait_status(&ids[0], "Completed", Duration::from_secs(30)).await;
+    lab.wait_for(&ids[1], "the main wave waiting for its approval", Duration::from_secs(30), |m| {
+        m["reason"].as_str().is_some_and(|r| r.contains("waiting for approval"))
+    })
+    .await;
+    let (status, approved) = lab.post("/api/fleets/azure-plan/approve", &json!({ "wave": "main" })).await;
+    assert_eq!(status, 200, "{approved}");
+    lab.wait_status(&ids[1], "ReadyForCutover", Duration::from_secs(30)).await;
+    let fleet = lab.get("/api/fleets/azure-plan").await;
+    assert_eq!((fleet["counts"]["Completed"].as_u64(), fleet["counts"]["ReadyForCutover"].as_u64()), (Some(1), Some(1)), "{fleet:#}");
+    lab.stop().await;
+}
