@@ -15,6 +15,11 @@
 //! database is compared row for row (count and md5 of every row per table) between the source and the small
 //! target, independently of milink. Printed: time per wave (wave 2 from the moment wave 1 completed), max
 //! concurrency seen, whether a queued reason was shown, equal databases.
+//!
+//! Measured 2026-12-01 on the shared 2-core machine (debug binary, other tests running at the same time in
+//! the second run): 100 of 100 databases equal, none stalled or failed; run 1 wave 1 in 175.1 s (max
+//! concurrency 3) before a stall at the end of a seeding (a race in observe, fixed since); run 2 wave 1 in
+//! 264.7 s, wave 2 in 225.6 s, max concurrency 2 (a seeding link needs 2 of the 4 workers).
 use milink_e2e::fleet::{self, count, show_all, SMALL};
 use milink_e2e::milink::Milink;
 use milink_e2e::{pg, unique};

@@ -125,11 +125,11 @@ async fn a_batch_cutover_by_source_completes_the_others_when_one_fails() -> anyh
 /// A link that stops (its subscription disabled on the target) raises one `linkStalled` alert at the
 /// webhook within a minute, not one per poll tick, and one "cleared" when it runs again.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_stalled_link_raises_one_alert_at_the_webhook_and_clears_it() -> anyhow::Result<()> {
+async fn a_stalled_link_raises_one_alert_at_the_webhook_even_across_a_restart_and_clears_it() -> anyhow::Result<()> {
     let database = unique("FleetAlert");
     pg::load_sample(&database, "toystore.sql").await?;
     let hook = milink_e2e::webhook::Webhook::start().await?;
-    let milink = Milink::start(&format!("[alerts]\nwebhook_url = \"{}?code=not-for-logs\"\n", hook.url)).await?;
+    let mut milink = Milink::start(&format!("[alerts]\nwebhook_url = \"{}?code=not-for-logs\"\n", hook.url)).await?;
     let id = milink.start_migration(&database, json!({})).await?;
     milink.wait_status(&id, "ReadyForCutover", TIMEOUT).await?;
     let link = format!("milink_{}", id.chars().filter(char::is_ascii_alphanumeric).take(12).collect::<String>());
@@ -143,6 +143,11 @@ async fn a_stalled_link_raises_one_alert_at_the_webhook_and_clears_it() -> anyho
     }
     tokio::time::sleep(Duration::from_secs(2)).await; // ten more poll ticks
     assert_eq!(alerts_for(true), 1, "deduplicated: {:#?}", hook.received());
+    // What is raised is stored: a restart does not raise it again while the condition holds.
+    milink.restart().await?;
+    milink.wait_for(&id, "the stalled status after the restart", TIMEOUT, |m| m["status"] == "Stalled").await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(alerts_for(true), 1, "raised again after a restart: {:#?}", hook.received());
     let alert = hook.received().into_iter().find(|a| a["alert"] == "linkStalled").unwrap_or_default();
     assert!(alert["message"].as_str().unwrap_or_default().contains("disabled"), "the alert says why: {alert:#}");
     target.batch_execute(&format!("ALTER SUBSCRIPTION {link} ENABLE")).await?;

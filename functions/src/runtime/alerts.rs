@@ -1,12 +1,14 @@
 //! Alerts at run time: after every poll tick the pure [`milink_core::alerts::Tracker`] looks at the
 //! active migrations, and each alert it returns is logged and POSTed as JSON to `[alerts] webhook_url`.
 //!
-//! The tracker lives in this process's memory (deduplication per process): the embedded host polls in one
-//! process; on Azure the poll timer runs as a singleton but not always on the same instance, so an alert
-//! whose condition still holds can be raised again when the timer moves. A failed webhook delivery is
+//! What is raised is stored on each migration (`Event::AlertsChanged`) and a tracker meeting a migration
+//! for the first time starts from it, so a restart of the embedded host, or the Azure poll timer moving to
+//! another instance, does not raise a condition that still holds again. A failed webhook delivery is
 //! logged (the URL's host only: its query may hold a key) and not retried; the log line is the record.
 use crate::context::Context;
+use crate::handlers::apply;
 use milink_core::alerts::{Alert, Tracker};
+use milink_core::flow::Event;
 use milink_core::ports::MigrationFilter;
 use std::sync::Mutex;
 
@@ -21,12 +23,21 @@ pub async fn run(ctx: &Context) {
             return;
         }
     };
-    let alerts = {
-        let mut tracker = TRACKER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        tracker.get_or_insert_with(Tracker::default).check(&migrations, ctx.clock.now(), &ctx.config.alerts)
+    let (alerts, changed) = {
+        let mut guard = TRACKER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let tracker = guard.get_or_insert_with(Tracker::default);
+        let alerts = tracker.check(&migrations, ctx.clock.now(), &ctx.config.alerts);
+        let changed: Vec<_> =
+            migrations.iter().map(|m| (m, tracker.raised_for(&m.id))).filter(|(m, raised)| *raised != m.alerts).map(|(m, r)| (m.id.clone(), r)).collect();
+        (alerts, changed)
     };
     for alert in alerts {
         send(ctx, &alert).await;
+    }
+    for (id, raised) in changed {
+        if let Err(error) = apply(ctx, &id, &Event::AlertsChanged { raised }).await {
+            tracing::warn!(migration = %id, %error, "alerts: could not store what is raised (a restart may raise it again)");
+        }
     }
 }
 

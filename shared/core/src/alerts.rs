@@ -13,8 +13,10 @@
 //!   [`AlertSettings::wal_retained_bytes`]: the source's disk is at risk.
 //!
 //! Pure: the [`Tracker`] is fed the migrations each poll tick and says which alerts to send; the runtime
-//! sends them (log and webhook). It lives in the memory of the process that polls, so a restart may
-//! raise a condition that still holds once more.
+//! sends them (log and webhook) and stores on each migration what is raised (`Migration::alerts`), so a
+//! restart, or the Azure timer moving to another instance, does not raise a condition that still holds
+//! again: a tracker meeting a migration for the first time starts from what the migration says is raised.
+//! (The lag trend behind `lagGrowing` is memory only: after a restart its window starts again.)
 use crate::migration::{Migration, ProblemKind, Status};
 use crate::names::MigrationId;
 use chrono::{DateTime, Duration, Utc};
@@ -40,7 +42,7 @@ impl Default for AlertSettings {
 }
 
 /// Which condition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum AlertKind {
     /// Status Stalled.
@@ -87,6 +89,8 @@ struct LagTrend {
 pub struct Tracker {
     raised: BTreeMap<(MigrationId, AlertKind), DateTime<Utc>>,
     lag: BTreeMap<MigrationId, LagTrend>,
+    /// Migrations whose stored alerts were taken in.
+    seen: std::collections::BTreeSet<MigrationId>,
 }
 
 impl Tracker {
@@ -94,6 +98,11 @@ impl Tracker {
     pub fn check(&mut self, migrations: &[Migration], now: DateTime<Utc>, settings: &AlertSettings) -> Vec<Alert> {
         let mut out = Vec::new();
         for m in migrations {
+            if self.seen.insert(m.id.clone()) {
+                for (kind, since) in &m.alerts {
+                    self.raised.entry((m.id.clone(), *kind)).or_insert(*since);
+                }
+            }
             for (kind, condition) in self.conditions(m, now, settings) {
                 let key = (m.id.clone(), kind);
                 match (condition, self.raised.get(&key).copied()) {
@@ -113,7 +122,13 @@ impl Tracker {
         let live: std::collections::BTreeSet<&MigrationId> = migrations.iter().map(|m| &m.id).collect();
         self.raised.retain(|(id, _), _| live.contains(id));
         self.lag.retain(|id, _| live.contains(id));
+        self.seen.retain(|id| live.contains(id));
         out
+    }
+
+    /// What is raised now for `id`, with since when: what the runtime stores on the migration.
+    pub fn raised_for(&self, id: &MigrationId) -> BTreeMap<AlertKind, DateTime<Utc>> {
+        self.raised.iter().filter(|((m, _), _)| m == id).map(|((_, kind), since)| (*kind, *since)).collect()
     }
 
     #[allow(clippy::type_complexity)]

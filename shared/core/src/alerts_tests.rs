@@ -79,3 +79,20 @@ fn an_inactive_slot_is_its_own_alert_raised_from_the_observation() {
     let cleared = tracker.check(&[m], t(4), &settings);
     assert!(cleared.iter().any(|a| a.alert == AlertKind::SlotInactive && !a.raised), "{cleared:?}");
 }
+
+#[test]
+fn a_fresh_tracker_starts_from_what_the_migration_says_is_raised() {
+    let settings = AlertSettings::default();
+    let mut m = syncing(1, 0);
+    m.stall = Some(Stall { reason: "subscription disabled".into(), remediation: "enable it".into(), since: t(2), retry_at: None });
+    let mut first = Tracker::default();
+    assert_eq!(first.check(&[m.clone()], t(3), &settings).len(), 1);
+    m.alerts = first.raised_for(&m.id);
+    assert_eq!(m.alerts.get(&AlertKind::LinkStalled), Some(&t(2)), "what the runtime stores");
+    // A restart: a new tracker, the stored migration. The condition still holds: nothing is sent again.
+    let mut restarted = Tracker::default();
+    assert!(restarted.check(&[m.clone()], t(4), &settings).is_empty(), "not raised twice across a restart");
+    m.stall = None;
+    let cleared = restarted.check(&[m], t(5), &settings);
+    assert_eq!(cleared.iter().map(|a| (a.alert, a.raised)).collect::<Vec<_>>(), [(AlertKind::LinkStalled, false)], "and cleared once");
+}

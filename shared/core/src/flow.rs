@@ -163,6 +163,12 @@ pub enum Event {
         /// The wave's name.
         wave: String,
     },
+    /// The alerts raised for the migration changed (what the alert tracker stores, so a restart does not
+    /// raise them again).
+    AlertsChanged {
+        /// Raised alerts, with since when.
+        raised: std::collections::BTreeMap<crate::alerts::AlertKind, DateTime<Utc>>,
+    },
     /// A verification finished.
     Verified {
         /// The request it answers.
@@ -461,6 +467,7 @@ fn apply(m: &mut Migration, event: &Event, now: DateTime<Utc>, out: &mut Vec<Com
             on_step_error(m, command, error, false, now, out)
         }
         Event::Tick => on_tick(m, now, out),
+        Event::AlertsChanged { raised } => m.alerts = raised.clone(),
         Event::WaveApproved { plan, wave } => {
             if let Some(membership) = m.fleet.as_mut().filter(|f| &f.plan == plan && &f.wave_name == wave && !f.approved) {
                 membership.approved = true;

@@ -435,6 +435,9 @@ pub struct Migration {
     /// Its plan and wave, when a fleet plan started it ([`crate::fleet`]).
     #[serde(default)]
     pub fleet: Option<crate::fleet::Membership>,
+    /// The alerts raised for it and not yet cleared, with since when ([`crate::alerts`]).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub alerts: std::collections::BTreeMap<crate::alerts::AlertKind, DateTime<Utc>>,
     /// When the step now in flight was last sent (the watchdog re-sends it when no answer comes).
     #[serde(default)]
     pub step_since: Option<DateTime<Utc>>,
@@ -533,6 +536,7 @@ impl Migration {
             cutover: CutoverRecord::default(),
             verify: VerifyRecord::default(),
             fleet: None,
+            alerts: Default::default(),
             step_since: None,
             history: Vec::new(),
             version: 0,
