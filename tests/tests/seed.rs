@@ -114,6 +114,15 @@ async fn parallel_seeding_copies_chunks_partitions_and_keyless_tables_exactly_un
     assert!(chunks > 8, "big is split into several chunks (1 MiB each): {chunks} chunks planned");
     // Indexes and constraints were built after the rows: the target has every one of the source's.
     assert_eq!(index_count(Side::Target, &database).await?, index_count(Side::Source, &database).await?);
+    // Planner statistics were gathered on the target before it streams, not left to autovacuum.
+    let unanalyzed: Vec<String> = pg::connect(Side::Target, &database)
+        .await?
+        .query("SELECT relname::text FROM pg_stat_user_tables WHERE schemaname = 'public' AND last_analyze IS NULL AND last_autoanalyze IS NULL", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(unanalyzed.is_empty(), "tables without statistics on the target after seeding: {unanalyzed:?}");
 
     milink.cut_over_when_ready(&id, READY_TIMEOUT).await?;
     let written = writer.until_fenced().await;
