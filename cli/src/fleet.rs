@@ -119,16 +119,17 @@ fn counts(value: &Value) -> String {
 }
 
 fn print_status(plan: &Value, with_migrations: bool) {
-    println!("plan {}: {} migrations ({}), progress {} %", cell(&plan["name"]), cell(&plan["migrations"]), counts(&plan["counts"]), cell(&plan["progressPercent"]));
+    println!("plan {}: {} migrations ({}), progress {} %", cell(&plan["name"]), cell(&plan["total"]), counts(&plan["counts"]), cell(&plan["progressPercent"]));
     let eta = plan["seedingEtaSeconds"].as_f64().map_or("-".into(), |s| format!("{s:.0} s"));
     let cost = plan["estimatedCost"]["monthlyCostUsd"].as_f64().map_or("unknown (assess every source)".into(), |c| format!("{c:.0} USD/month"));
     println!("lag {} bytes (max {} s), seeding ETA {eta}, estimated cost {cost}", cell(&plan["lagBytes"]), cell(&plan["maxLagSeconds"]));
     let rows: Vec<Vec<String>> = list(&plan["waves"])
         .map(|w| {
-            let gate = match (w["approval"] == true, w["approved"] == true) {
-                (true, true) => "approved",
-                (true, false) => "approval",
-                (false, _) => "-",
+            let gate = match (w["needsApproval"] == true, w["approval"] == true, w["approved"] == true) {
+                (true, _, _) => "needs approval",
+                (false, true, true) => "approved",
+                (false, true, false) => "approval",
+                (false, false, _) => "-",
             };
             vec![cell(&w["number"]), cell(&w["name"]), cell(&w["state"]), gate.into(), counts(&w["counts"]), cell(&w["progressPercent"]), cell(&w["reason"])]
         })

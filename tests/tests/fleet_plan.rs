@@ -50,6 +50,16 @@ async fn a_plan_runs_its_waves_in_order_behind_an_approval_gate() -> anyhow::Res
     let ids: Vec<String> = applied["migrations"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_owned()).collect();
     assert_eq!(ids.len(), 3, "{applied:#}");
     assert_eq!(applied["migrations"][1]["wave"], "main");
+    // Applying it again changes nothing; moving a migrating database to another wave is refused.
+    let (code, again, output) = fleet(&milink, dir.path(), &["apply", "plan.toml"]);
+    assert_eq!(code, 0, "{output}");
+    assert!(again["migrations"].as_array().unwrap().iter().all(|m| m["existing"] == true), "{again:#}");
+    let moved = std::fs::read_to_string(dir.path().join("plan.toml"))?.replacen(&format!("[\"{}\"]", databases[0]), &format!("[\"{}\"]", databases[1]), 1)
+        .replacen(&format!("[\"{}\", \"{}\"]", databases[1], databases[2]), &format!("[\"{}\", \"{}\"]", databases[0], databases[2]), 1);
+    std::fs::write(dir.path().join("moved.toml"), moved)?;
+    let (code, _, output) = fleet(&milink, dir.path(), &["apply", "moved.toml"]);
+    assert_eq!(code, 4, "a database cannot change waves while it migrates: {output}");
+    assert!(output.contains("already migrating in wave"), "{output}");
 
     // The pilot runs; the main wave waits for it, saying so, without taking a link.
     let all = wait_all(&milink, &ids, "the pilot ready, the main wave waiting for it", TIMEOUT, |all| {

@@ -117,7 +117,7 @@ async fn parallel_seeding_copies_chunks_partitions_and_keyless_tables_exactly_un
     // Planner statistics were gathered on the target before it streams, not left to autovacuum.
     let unanalyzed: Vec<String> = pg::connect(Side::Target, &database)
         .await?
-        .query("SELECT relname::text FROM pg_stat_user_tables WHERE schemaname = 'public' AND last_analyze IS NULL AND last_autoanalyze IS NULL", &[])
+        .query("SELECT relname::text FROM pg_stat_user_tables WHERE schemaname = 'public' AND last_analyze IS NULL", &[])
         .await?
         .iter()
         .map(|r| r.get(0))

@@ -34,7 +34,7 @@ pub async fn apply_plan(State(state): State<ApiState>, body: Bytes) -> Result<(S
     let plan: Plan = parse_body(&body)?;
     let planned = plan.migrations().map_err(invalid_plan)?;
     let ctx = &state.ctx;
-    let mut problems = Vec::new();
+    let mut problems = consistent_with_earlier(&plans(&state).await?.remove(&plan.name).unwrap_or_default(), &planned);
     let mut pairs = BTreeSet::new();
     for p in &planned {
         if pairs.insert((p.source.clone(), p.target.clone())) {
@@ -63,6 +63,32 @@ pub async fn apply_plan(State(state): State<ApiState>, body: Bytes) -> Result<(S
     }
     tracing::info!(plan = plan.name.as_str(), migrations = migrations.len(), "fleet plan applied");
     Ok((StatusCode::ACCEPTED, Json(json!({ "name": plan.name, "migrations": migrations }))))
+}
+
+/// A plan applied again must keep what its migrations already carry: each wave's number and name, and each
+/// database's wave (a migration's wave never changes; a retry of a failed one may take the new place).
+fn consistent_with_earlier(existing: &[Migration], planned: &[fleet::Planned]) -> Vec<String> {
+    let mut problems = BTreeSet::new();
+    for m in existing {
+        let Some(was) = &m.fleet else { continue };
+        for p in planned {
+            let now = &p.membership;
+            if (now.wave == was.wave) != (now.wave_name == was.wave_name) {
+                problems.insert(format!(
+                    "plan {} was applied with wave {} named {:?}; apply it again with the same waves in the same order (add new waves at the end), or use another plan name",
+                    was.plan, was.wave, was.wave_name
+                ));
+            }
+            let same_database = p.source == m.source && p.target == m.target && p.database == m.database;
+            if same_database && now.wave_name != was.wave_name && !m.phase.is_terminal() {
+                problems.insert(format!(
+                    "{} is already migrating in wave {:?} of plan {}; cancel that migration to move it to wave {:?}",
+                    m.database, was.wave_name, was.plan, now.wave_name
+                ));
+            }
+        }
+    }
+    problems.into_iter().collect()
 }
 
 fn invalid_plan(problems: Vec<String>) -> ApiError {
@@ -204,7 +230,9 @@ fn status(name: &str, members: &[Migration], costs: &Costs) -> Value {
             view["number"] = json!(first.map(|f| f.wave));
             view["name"] = json!(first.map(|f| &f.wave_name));
             view["approval"] = json!(first.is_some_and(|f| f.approval));
-            view["approved"] = json!(wave.iter().all(|m| m.fleet.as_ref().is_some_and(|f| f.approved)));
+            view["approved"] = json!(wave.iter().all(|m| m.fleet.as_ref().is_some_and(|f| f.approved_at.is_some())));
+            // Waiting for an approval, or held by a failed earlier migration: approving starts it.
+            view["needsApproval"] = json!(waiting.iter().any(|r| r.starts_with("waiting for approval") || r.starts_with("held: ")));
             view["startAfter"] = json!(first.map(|f| f.start_after));
             view["state"] = json!(state);
             view["reason"] = json!(reason);
@@ -248,7 +276,7 @@ fn totals(migrations: &[&Migration]) -> Value {
     let syncing = |m: &&&Migration| !m.phase.is_terminal();
     let observations = || migrations.iter().filter(syncing).filter_map(|m| m.observation.as_ref());
     json!({
-        "migrations": migrations.len(),
+        "total": migrations.len(),
         "counts": counts,
         "progressPercent": (!counted.is_empty()).then(|| (counted.iter().sum::<f64>() / counted.len() as f64 * 10.0).round() / 10.0),
         "lagBytes": observations().filter_map(|o| o.lag_bytes).sum::<u64>(),

@@ -41,7 +41,7 @@ pub fn detail(m: &Migration) -> Value {
         "abandonedReason": m.cutover.abandoned_reason,
         "steps": m.cutover.steps,
         "failbackSteps": m.cutover.failback_steps,
-        "reverseLink": m.settings.keep_reverse_link.then_some(m.cutover.reverse_link),
+        "reverseLink": (m.settings.keep_reverse_link && m.cutover.switched_at.is_some()).then_some(m.cutover.reverse_link),
     });
     value["verification"] = json!({
         "running": m.verify.running.is_some(),

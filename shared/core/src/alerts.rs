@@ -13,10 +13,12 @@
 //!   [`AlertSettings::wal_retained_bytes`]: the source's disk is at risk.
 //!
 //! Pure: the [`Tracker`] is fed the migrations each poll tick and says which alerts to send; the runtime
-//! sends them (log and webhook) and stores on each migration what is raised (`Migration::alerts`), so a
-//! restart, or the Azure timer moving to another instance, does not raise a condition that still holds
-//! again: a tracker meeting a migration for the first time starts from what the migration says is raised.
-//! (The lag trend behind `lagGrowing` is memory only: after a restart its window starts again.)
+//! sends them (log and webhook) and stores on each migration what is raised now ([`Tracker::raised_for`]
+//! into `Migration::alerts`). What is raised is what the migration says, never the tracker's memory, so a
+//! restart, or the Azure timer moving between instances (and back), neither raises a condition that
+//! still holds again nor clears one twice. A store that fails to save it means one repeat, no loss. (The
+//! lag trend behind `lagGrowing` is memory only: after a restart its window starts again.) A migration
+//! that finishes drops its alerts (the flow clears them): nothing polls it to send a clear.
 use crate::migration::{Migration, ProblemKind, Status};
 use crate::names::MigrationId;
 use chrono::{DateTime, Duration, Utc};
@@ -87,48 +89,43 @@ struct LagTrend {
 /// What has been raised, and each link's lag trend.
 #[derive(Debug, Default)]
 pub struct Tracker {
-    raised: BTreeMap<(MigrationId, AlertKind), DateTime<Utc>>,
+    /// What each migration's alerts are after the last check: what the runtime stores.
+    latest: BTreeMap<MigrationId, BTreeMap<AlertKind, DateTime<Utc>>>,
     lag: BTreeMap<MigrationId, LagTrend>,
-    /// Migrations whose stored alerts were taken in.
-    seen: std::collections::BTreeSet<MigrationId>,
 }
 
 impl Tracker {
     /// Looks at `migrations` (the active ones) at `now`; returns the alerts to send.
     pub fn check(&mut self, migrations: &[Migration], now: DateTime<Utc>, settings: &AlertSettings) -> Vec<Alert> {
         let mut out = Vec::new();
+        self.latest.clear();
         for m in migrations {
-            if self.seen.insert(m.id.clone()) {
-                for (kind, since) in &m.alerts {
-                    self.raised.entry((m.id.clone(), *kind)).or_insert(*since);
-                }
-            }
+            let mut raised = m.alerts.clone();
             for (kind, condition) in self.conditions(m, now, settings) {
-                let key = (m.id.clone(), kind);
-                match (condition, self.raised.get(&key).copied()) {
+                match (condition, raised.get(&kind).copied()) {
                     (Some((since, message)), None) => {
-                        self.raised.insert(key, since);
+                        raised.insert(kind, since);
                         out.push(alert(m, kind, true, message, since));
                     }
                     (None, Some(since)) => {
-                        self.raised.remove(&key);
+                        raised.remove(&kind);
                         out.push(alert(m, kind, false, format!("{}: cleared", describe(kind)), since));
                     }
                     _ => {}
                 }
             }
+            self.latest.insert(m.id.clone(), raised);
         }
-        // Migrations that finished or vanished: forget them quietly.
+        // Migrations that finished or vanished: forget their lag trend.
         let live: std::collections::BTreeSet<&MigrationId> = migrations.iter().map(|m| &m.id).collect();
-        self.raised.retain(|(id, _), _| live.contains(id));
         self.lag.retain(|id, _| live.contains(id));
-        self.seen.retain(|id| live.contains(id));
         out
     }
 
-    /// What is raised now for `id`, with since when: what the runtime stores on the migration.
+    /// What is raised for `id` after the last check, with since when: what the runtime stores on the
+    /// migration (the next check starts from it).
     pub fn raised_for(&self, id: &MigrationId) -> BTreeMap<AlertKind, DateTime<Utc>> {
-        self.raised.iter().filter(|((m, _), _)| m == id).map(|((_, kind), since)| (*kind, *since)).collect()
+        self.latest.get(id).cloned().unwrap_or_default()
     }
 
     #[allow(clippy::type_complexity)]

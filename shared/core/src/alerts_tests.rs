@@ -21,6 +21,13 @@ fn syncing(at: i64, lag: u64) -> Migration {
     m
 }
 
+/// One poll tick as the runtime runs it: check, then store what is raised on the migration.
+fn tick(tracker: &mut Tracker, m: &mut Migration, at: i64, settings: &AlertSettings) -> Vec<Alert> {
+    let alerts = tracker.check(&[m.clone()], t(at), settings);
+    m.alerts = tracker.raised_for(&m.id);
+    alerts
+}
+
 #[test]
 fn a_stall_is_raised_once_and_cleared_once() {
     let mut tracker = Tracker::default();
@@ -28,12 +35,12 @@ fn a_stall_is_raised_once_and_cleared_once() {
     let mut m = syncing(1, 0);
     assert!(tracker.check(&[m.clone()], t(1), &settings).is_empty());
     m.stall = Some(Stall { reason: "subscription disabled".into(), remediation: "enable it".into(), since: t(2), retry_at: None });
-    let raised = tracker.check(&[m.clone()], t(3), &settings);
+    let raised = tick(&mut tracker, &mut m, 3, &settings);
     assert_eq!(raised.len(), 1);
     assert!(raised[0].raised && raised[0].alert == AlertKind::LinkStalled && raised[0].message.contains("subscription disabled"), "{raised:?}");
-    assert!(tracker.check(&[m.clone()], t(4), &settings).is_empty(), "deduplicated");
+    assert!(tick(&mut tracker, &mut m, 4, &settings).is_empty(), "deduplicated");
     m.stall = None;
-    let cleared = tracker.check(&[m], t(5), &settings);
+    let cleared = tick(&mut tracker, &mut m, 5, &settings);
     assert_eq!((cleared.len(), cleared[0].raised), (1, false));
 }
 
@@ -42,9 +49,13 @@ fn lag_growing_needs_the_whole_window_and_any_shrink_resets_it() {
     let mut tracker = Tracker::default();
     let settings = AlertSettings { lag_growing_minutes: 2, ..AlertSettings::default() };
     let mut alerts = Vec::new();
+    let mut stored = BTreeMap::new();
     for (i, lag) in [100, 200, 300, 250, 400, 500, 600, 700].into_iter().enumerate() {
         let at = i as i64 * 60;
-        alerts.extend(tracker.check(&[syncing(at, lag)], t(at), &settings).into_iter().map(|a| (at, a.alert)));
+        let mut m = syncing(at, lag);
+        m.alerts = stored;
+        alerts.extend(tick(&mut tracker, &mut m, at, &settings).into_iter().map(|a| (at, a.alert)));
+        stored = m.alerts;
     }
     // Growing from 60 s to 180 s would be 2 minutes, but the shrink at 180 s resets; growing again from
     // 240 s, the alert comes at 360 s.
@@ -71,28 +82,28 @@ fn an_inactive_slot_is_its_own_alert_raised_from_the_observation() {
         remediation: "Check that the target can still reach the source".into(),
     };
     m.observation.as_mut().unwrap().problem = Some(problem.clone());
-    let raised = tracker.check(&[m.clone()], t(2), &settings);
+    let raised = tick(&mut tracker, &mut m, 2, &settings);
     assert!(raised.iter().any(|a| a.alert == AlertKind::SlotInactive && a.raised && a.message.contains("reach the source")), "{raised:?}");
-    assert!(tracker.check(&[m.clone()], t(3), &settings).iter().all(|a| a.alert != AlertKind::SlotInactive), "deduplicated");
+    assert!(tick(&mut tracker, &mut m, 3, &settings).iter().all(|a| a.alert != AlertKind::SlotInactive), "deduplicated");
     // Another problem is not an inactive slot.
     m.observation.as_mut().unwrap().problem = Some(crate::migration::LinkProblem { kind: None, ..problem });
-    let cleared = tracker.check(&[m], t(4), &settings);
+    let cleared = tick(&mut tracker, &mut m, 4, &settings);
     assert!(cleared.iter().any(|a| a.alert == AlertKind::SlotInactive && !a.raised), "{cleared:?}");
 }
 
 #[test]
-fn a_fresh_tracker_starts_from_what_the_migration_says_is_raised() {
+fn what_is_raised_is_what_the_migration_says_across_restarts_and_instances() {
     let settings = AlertSettings::default();
     let mut m = syncing(1, 0);
     m.stall = Some(Stall { reason: "subscription disabled".into(), remediation: "enable it".into(), since: t(2), retry_at: None });
-    let mut first = Tracker::default();
-    assert_eq!(first.check(&[m.clone()], t(3), &settings).len(), 1);
-    m.alerts = first.raised_for(&m.id);
+    let (mut a, mut b) = (Tracker::default(), Tracker::default());
+    assert_eq!(tick(&mut a, &mut m, 3, &settings).len(), 1);
     assert_eq!(m.alerts.get(&AlertKind::LinkStalled), Some(&t(2)), "what the runtime stores");
-    // A restart: a new tracker, the stored migration. The condition still holds: nothing is sent again.
-    let mut restarted = Tracker::default();
-    assert!(restarted.check(&[m.clone()], t(4), &settings).is_empty(), "not raised twice across a restart");
+    // A restart, or the timer on another instance: the condition still holds, nothing is sent again.
+    assert!(tick(&mut b, &mut m, 4, &settings).is_empty(), "not raised twice");
     m.stall = None;
-    let cleared = restarted.check(&[m], t(5), &settings);
-    assert_eq!(cleared.iter().map(|a| (a.alert, a.raised)).collect::<Vec<_>>(), [(AlertKind::LinkStalled, false)], "and cleared once");
+    let cleared = tick(&mut b, &mut m, 5, &settings);
+    assert_eq!(cleared.iter().map(|x| (x.alert, x.raised)).collect::<Vec<_>>(), [(AlertKind::LinkStalled, false)]);
+    // Back on the first instance: it does not clear again what the other one cleared.
+    assert!(tick(&mut a, &mut m, 6, &settings).is_empty(), "cleared once, whichever instance ticks");
 }

@@ -36,12 +36,18 @@
 //! or Cancelled by the user (`start_after = "completed"`, the default: wave 2 moves only once wave 1 is cut
 //! over), or ReadyForCutover too (`"ready"`: seed the next wave while the earlier one waits for its
 //! cutover). A Failed migration, or one that failed back, in an earlier wave holds the later waves (a
-//! careful DBA looks before going on); approving the wave lets it start anyway. A wave with
-//! `approval = true` also waits for its approval (`POST /api/fleets/{name}/approve`), given per migration
-//! so it survives restarts like everything else.
+//! careful DBA looks before going on); approving the wave after that failure lets it start anyway (an
+//! approval given earlier does not cover a failure that comes after it). A wave with `approval = true`
+//! also waits for its approval (`POST /api/fleets/{name}/approve`), given per migration so it survives
+//! restarts like everything else.
+//!
+//! Retrying a failed database: re-apply the plan; the database gets a new migration in the same wave, and
+//! the failed one no longer counts for the gate (its retry does).
 //!
 //! Re-applying a plan is idempotent: a database already migrating on that link keeps its migration (and
-//! its wave); only new databases are added.
+//! its wave); only new databases (and retries of failed or cancelled ones) are added. A plan applied
+//! again must keep its waves' names and order and its databases' waves (the API refuses it otherwise):
+//! waves are numbered by their place in the plan.
 use crate::migration::{Migration, Phase, Settings, Status};
 use crate::names::{ConnectionName, DatabaseName};
 use serde::{Deserialize, Serialize};
@@ -113,9 +119,10 @@ pub struct Membership {
     pub approval: bool,
     /// When the earlier waves let it start.
     pub start_after: StartAfter,
-    /// The wave was approved (starts even past a failed earlier migration).
+    /// When the wave was last approved: it satisfies the approval gate, and lets the wave start past an
+    /// earlier migration that failed before that moment (a failure after it holds the wave again).
     #[serde(default)]
-    pub approved: bool,
+    pub approved_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// One migration a plan asks for.
@@ -172,7 +179,7 @@ impl Plan {
                 wave_name: wave.name.clone(),
                 approval: wave.approval,
                 start_after: wave.start_after,
-                approved: false,
+                approved_at: None,
             };
             for link in &wave.links {
                 if let Err(e) = link.settings.validate() {
@@ -220,11 +227,19 @@ impl Plan {
 }
 
 /// Why `m`'s wave may not start yet, given `members` (every migration of its plan, finished ones too);
-/// None when the gate is open (or `m` is in no plan).
+/// None when the gate is open (or `m` is in no plan). A migration that failed or was cancelled and was
+/// then started again by re-applying the plan (a newer migration of the same database on the same link)
+/// is left out: its retry speaks for it.
 pub fn gate(m: &Migration, members: &[&Migration]) -> Option<String> {
     let own = m.fleet.as_ref()?;
-    let earlier: Vec<&&Migration> =
-        members.iter().filter(|o| o.fleet.as_ref().is_some_and(|f| f.plan == own.plan && f.wave < own.wave)).collect();
+    let retried = |o: &Migration| {
+        members.iter().any(|x| x.source == o.source && x.target == o.target && x.database == o.database && (x.created_at, &x.id) > (o.created_at, &o.id))
+    };
+    let earlier: Vec<&&Migration> = members
+        .iter()
+        .filter(|o| o.fleet.as_ref().is_some_and(|f| f.plan == own.plan && f.wave < own.wave))
+        .filter(|o| !retried(o))
+        .collect();
     let waiting = |o: &Migration| -> bool {
         let done = matches!(o.phase, Phase::Completed | Phase::Cancelled);
         match own.start_after {
@@ -247,28 +262,28 @@ pub fn gate(m: &Migration, members: &[&Migration]) -> Option<String> {
             first.status().as_str()
         ));
     }
-    let failures: Vec<&&&Migration> = earlier.iter().filter(|o| failed(o)).collect();
-    if !own.approved {
-        if let Some(first) = failures.first() {
-            return Some(format!(
-                "{HELD}{} migration(s) of an earlier wave of plan {:?} ended {} (first: {}); look at them, then approve wave {:?} to start it anyway",
-                failures.len(),
-                own.plan,
-                first.status().as_str(),
-                first.database,
-                own.wave_name
-            ));
-        }
-        if own.approval {
-            return Some(format!("{WAITING_FOR_APPROVAL}{:?} of plan {:?} (milink fleet approve {} {})", own.wave_name, own.plan, own.plan, own.wave_name));
-        }
+    // A failure holds the wave unless the wave was approved after it.
+    let failures: Vec<&&&Migration> =
+        earlier.iter().filter(|o| failed(o)).filter(|o| own.approved_at.is_none_or(|at| failed_at(o) > at)).collect();
+    if let Some(first) = failures.first() {
+        return Some(format!(
+            "{HELD}{} migration(s) of an earlier wave of plan {:?} ended {} (first: {}); look at them, then approve wave {:?} to start it anyway",
+            failures.len(),
+            own.plan,
+            first.status().as_str(),
+            first.database,
+            own.wave_name
+        ));
+    }
+    if own.approval && own.approved_at.is_none() {
+        return Some(format!("{WAITING_FOR_APPROVAL}{:?} of plan {:?} (milink fleet approve {} {})", own.wave_name, own.plan, own.plan, own.wave_name));
     }
     None
 }
 
 /// What a user can do about a migration waiting for its wave.
 pub const GATE_REMEDIATION: &str = "nothing is needed if the plan goes as planned: the wave starts by itself when the earlier waves \
-     are done (cut them over: milink fleet cutover <plan> --wave <wave>); a wave that needs approval starts after \
+     are done (cut them over: milink fleet cutover <plan> --wave <wave> --confirm-traffic-stopped); a wave that needs approval starts after \
      milink fleet approve <plan> <wave>; approving also lets a wave start past a failed earlier migration";
 
 const WAITING_FOR_WAVE: &str = "waiting for wave ";
@@ -278,6 +293,11 @@ const WAITING_FOR_APPROVAL: &str = "waiting for approval of wave ";
 /// Whether a queued migration's reason is its wave's gate ([`gate`]), not capacity.
 pub fn is_gate_reason(reason: &str) -> bool {
     [WAITING_FOR_WAVE, HELD, WAITING_FOR_APPROVAL].iter().any(|prefix| reason.starts_with(prefix))
+}
+
+/// When `m` ended Failed or FailedBack (its history says), else its last change.
+fn failed_at(m: &Migration) -> chrono::DateTime<chrono::Utc> {
+    m.history.iter().rev().find(|h| h.status == "Failed" || h.status == "FailedBack").map_or(m.updated_at, |h| h.at)
 }
 
 fn failed(m: &Migration) -> bool {

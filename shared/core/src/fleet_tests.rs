@@ -42,7 +42,7 @@ fn member(n: i64, wave: u32, phase: Phase) -> Migration {
         wave_name: format!("w{wave}"),
         approval: false,
         start_after: StartAfter::Completed,
-        approved: false,
+        approved_at: None,
     });
     m
 }
@@ -65,7 +65,7 @@ fn a_plan_reads_from_toml_and_lists_its_migrations_in_wave_order() {
     let names: Vec<(String, u32)> = planned.iter().map(|p| (p.database.to_string(), p.membership.wave)).collect();
     assert_eq!(names, [("ToyStore".into(), 1), ("Customer360".into(), 2), ("Wingtip".into(), 2)]);
     let main = &planned[1].membership;
-    assert!(main.approval && !main.approved);
+    assert!(main.approval && main.approved_at.is_none());
     assert_eq!(main.start_after, StartAfter::Ready);
     assert!(planned[1].settings.keep_reverse_link && !planned[0].settings.keep_reverse_link);
 }
@@ -134,8 +134,19 @@ fn a_failed_earlier_migration_holds_the_next_wave_until_it_is_approved() {
     let mut later = member(3, 2, queued());
     let reason = gate(&later, &[&failed, &later]).unwrap();
     assert!(reason.contains("ended Failed") && reason.contains("approve wave \"w2\""), "{reason}");
-    later.fleet.as_mut().unwrap().approved = true;
+    // An approval given before the failure does not cover it; one given after does.
+    later.fleet.as_mut().unwrap().approved_at = Some(failed.updated_at - chrono::Duration::seconds(1));
+    assert!(gate(&later, &[&failed, &later]).unwrap().starts_with("held: "));
+    later.fleet.as_mut().unwrap().approved_at = Some(failed.updated_at + chrono::Duration::seconds(1));
     assert_eq!(gate(&later, &[&failed, &later]), None);
+    // A failed migration retried by re-applying the plan no longer holds the wave: its retry does.
+    let mut retry = member(4, 1, Phase::Syncing);
+    retry.database = failed.database.clone();
+    later.fleet.as_mut().unwrap().approved_at = None;
+    let reason = gate(&later, &[&failed, &retry, &later]).unwrap();
+    assert!(reason.contains("not completed") && reason.contains(failed.database.as_str()), "{reason}");
+    retry.phase = Phase::Completed;
+    assert_eq!(gate(&later, &[&failed, &retry, &later]), None);
 }
 
 #[test]

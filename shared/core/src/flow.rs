@@ -352,6 +352,10 @@ pub fn decide(state: &Migration, event: &Event, now: DateTime<Utc>) -> Result<Tr
         }
         next.record(now, status_message(&next));
     }
+    if next.phase.is_terminal() {
+        // Its alerts end with it: nothing polls a finished migration to clear them.
+        next.alerts.clear();
+    }
     next.updated_at = now;
     Ok(Transition { migration: next, commands, changed: true })
 }
@@ -442,10 +446,12 @@ fn apply(m: &mut Migration, event: &Event, now: DateTime<Utc>, out: &mut Vec<Com
             m.cutover.reverse_link = ReverseLink::Dropped;
             m.record(now, "reverse link removed from both servers: the migration is final (no failback)");
         }
+        // A removal that failed may have removed part of the link (the subscription on the source, not yet
+        // the slot on the target): it stays Dropping, so failback stays refused (it would find no reverse
+        // subscription and skip fencing the target), and asking again finishes it.
         Event::StepFailed { command: Command::DropReverseLink, error } | Event::StepExhausted { command: Command::DropReverseLink, error }
             if m.cutover.reverse_link == ReverseLink::Dropping =>
         {
-            m.cutover.reverse_link = ReverseLink::Kept;
             m.record(now, format!("could not remove the reverse link: {} ({}); ask again once fixed", error.message, error.remediation));
         }
         Event::FailedBack { steps } if m.phase == Phase::FailingBack => {
@@ -469,8 +475,8 @@ fn apply(m: &mut Migration, event: &Event, now: DateTime<Utc>, out: &mut Vec<Com
         Event::Tick => on_tick(m, now, out),
         Event::AlertsChanged { raised } => m.alerts = raised.clone(),
         Event::WaveApproved { plan, wave } => {
-            if let Some(membership) = m.fleet.as_mut().filter(|f| &f.plan == plan && &f.wave_name == wave && !f.approved) {
-                membership.approved = true;
+            if let Some(membership) = m.fleet.as_mut().filter(|f| &f.plan == plan && &f.wave_name == wave && !m.phase.is_terminal()) {
+                membership.approved_at = Some(now);
                 m.record(now, format!("wave {wave} of plan {plan} approved"));
             }
         }

@@ -165,8 +165,10 @@ fn a_kept_reverse_link_is_removed_once_and_then_there_is_no_failback() {
     // A failure puts it back, to be asked for again.
     let error = EngineError::definite("x", "the source refused", "fix it");
     let failed = step(&asked.migration, Event::StepFailed { command: Command::DropReverseLink, error }, 22).migration;
-    assert_eq!(failed.cutover.reverse_link, crate::migration::ReverseLink::Kept);
+    assert_eq!(failed.cutover.reverse_link, crate::migration::ReverseLink::Dropping, "a removal half done is not a reverse link to fail back over");
     assert!(failed.history.iter().any(|h| h.message.contains("could not remove the reverse link")));
+    assert!(matches!(decide(&failed, &Event::FailbackRequested { confirm_traffic_stopped: true }, t(22)), Err(Rejection::CannotFailBack { .. })));
+    assert_eq!(step(&failed, Event::DropReverseLinkRequested, 22).commands, vec![Command::DropReverseLink], "asked again, it finishes");
     let dropped = step(&asked.migration, Event::ReverseLinkDropped, 23).migration;
     assert_eq!(dropped.cutover.reverse_link, crate::migration::ReverseLink::Dropped);
     assert!(!is_current(&dropped, &Command::DropReverseLink));

@@ -165,15 +165,19 @@ pub(crate) async fn failback(plan: &LinkPlan) -> Result<Vec<StepDuration>, Engin
             Ok(_) => {}
             Err(error) => tracing::warn!(error = %error.message, "failback: no verification before the fence; the comparison after it reads every row"),
         }
-        let paused = pooler::pause(plan).await?;
+        let paused = match pooler::pause(plan).await {
+            Ok(paused) => paused,
+            Err(error) => {
+                stop_tracking_quietly(&back).await;
+                return Err(error);
+            }
+        };
         if let Err(error) = hand_back(plan, &back, pausing, &mut steps).await {
             // The target stays primary: its writes back, then the pooler's clients released to it.
             if let Err(unfence) = cutover::unfence(&back).await {
                 tracing::warn!(error = %unfence.message, "failback: could not unfence the target after the failback failed");
             }
-            if let Err(stop) = verify::stop_tracking(&back).await {
-                tracing::warn!(error = %stop.message, "failback: the verification's tracking slots stay until the next failback or cancel");
-            }
+            stop_tracking_quietly(&back).await;
             if let Some(pooler) = &paused {
                 pooler::resume_quietly(pooler, plan.database.as_str()).await;
             }
@@ -201,10 +205,18 @@ pub(crate) async fn failback(plan: &LinkPlan) -> Result<Vec<StepDuration>, Engin
 /// stays fenced. Safe to repeat.
 pub(crate) async fn drop_reverse_link(plan: &LinkPlan) -> Result<(), EngineError> {
     let back = reversed(plan);
+    verify::stop_tracking(&back).await?; // a failback that stopped half way may have left them
     drop_subscription(&back).await?;
     link::switch(&back, &crate::seed::Seeders::default()).await?;
     tracing::info!(database = %plan.database.as_str(), "reverse link removed: the target no longer keeps WAL for the source");
     Ok(())
+}
+
+/// Drops the failback verification's tracking slots (they hold WAL on both servers); a failure is logged.
+async fn stop_tracking_quietly(back: &LinkPlan) {
+    if let Err(error) = verify::stop_tracking(back).await {
+        tracing::warn!(error = %error.message, "failback: the verification's tracking slots stay until the next failback, removal of the reverse link, or cancel");
+    }
 }
 
 async fn reverse_link_exists(plan: &LinkPlan) -> Result<bool, EngineError> {

@@ -55,14 +55,14 @@ function fleetTables(fleets, approve) {
     const eta = typeof plan.seedingEtaSeconds === 'number' ? `, seeding about ${durationText(plan.seedingEtaSeconds)} left` : '';
     return h('section', { class: 'fleet', 'aria-label': `Plan ${plan.name}` },
       h('h3', {}, `Plan ${plan.name}`),
-      h('p', {}, `${plan.migrations} migrations: ${countsText(plan.counts)}; progress ${plan.progressPercent ?? 0} %${eta}; lag ${bytes(plan.lagBytes)}; estimated cost ${cost}.`),
+      h('p', {}, `${plan.total} migrations: ${countsText(plan.counts)}; progress ${plan.progressPercent ?? 0} %${eta}; lag ${bytes(plan.lagBytes)}; estimated cost ${cost}.`),
       table(`Waves of plan ${plan.name}`, ['Wave', 'State', 'Migrations', 'Progress', 'Why it waits', 'Action'], (plan.waves || []).map((w) => [
         `${w.number}. ${w.name}`,
-        w.approval ? `${w.state} (${w.approved ? 'approved' : 'needs approval'})` : w.state,
+        w.needsApproval ? `${w.state} (needs approval)` : (w.approval ? `${w.state} (${w.approved ? 'approved' : 'needs approval'})` : w.state),
         countsText(w.counts),
         `${w.progressPercent ?? 0} %`,
         w.reason || '–',
-        w.approval && !w.approved && w.state !== 'done'
+        w.needsApproval
           ? h('button', { type: 'button', onclick: () => approve(plan.name, w.name) }, `Approve wave ${w.name}`)
           : '–',
       ])));

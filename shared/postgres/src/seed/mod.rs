@@ -155,16 +155,16 @@ async fn seed(plan: &LinkPlan) -> Result<(), EngineError> {
         let mark = format!("UPDATE {}.state SET indexed = true WHERE link = {};\n", plan::SCHEMA, crate::sql::quote_literal(&name));
         schema::copy_section(&source, &target, database, majors, "post-data", &mark).await?;
         tracing::info!(link = %name, "indexes and constraints built");
-        // Planner statistics now, as pg_restore users run `vacuumdb --analyze-only` and pgcopydb does after
-        // its copy: otherwise the target answers with plans made without them until autovacuum gets to each
-        // table, and a cutover can come before that. A sample per table: seconds even for a large database.
-        let analyzed = Instant::now();
-        let tables: Vec<String> = rules::tables(&tgt).await?.iter().filter(|t| t.is_published()).map(|t| t.sql_name()).collect();
-        if !tables.is_empty() {
-            tgt.run("gathering planner statistics on the target", &format!("ANALYZE {}", tables.join(", "))).await?;
-        }
-        tracing::info!(link = %name, ms = analyzed.elapsed().as_millis() as u64, "planner statistics gathered on the target");
     }
+    // Planner statistics now, as pg_restore users run `vacuumdb --analyze-only` and pgcopydb does after
+    // its copy: otherwise the target answers with plans made without them until autovacuum gets to each
+    // table, and a cutover can come before that. A sample per table: seconds even for a large database.
+    let analyzed = Instant::now();
+    let tables: Vec<String> = rules::tables(&tgt).await?.iter().filter(|t| t.is_published()).map(|t| t.sql_name()).collect();
+    if !tables.is_empty() {
+        tgt.run("gathering planner statistics on the target", &format!("ANALYZE {}", tables.join(", "))).await?;
+    }
+    tracing::info!(link = %name, ms = analyzed.elapsed().as_millis() as u64, "planner statistics gathered on the target");
     holder::stop(&admin, &name).await?;
     crate::link::subscribe_to_seeded_slot(plan, &tgt, &name).await?;
     tracing::info!(link = %name, "seeding done; streaming from the snapshot's position");
