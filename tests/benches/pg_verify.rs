@@ -31,6 +31,12 @@
 //! untracked 653 ms; scale 50: idle 317 ms, writes until the fence 1139 ms (49596 changes, 25336 rows),
 //! untracked 1520 ms. Under load at scale 50: count(*) 1.63 s, on-demand verify 27.8 s (17×, the first
 //! rounds after seeding), verification before the fence 12.9 s; idle 1.23 s vs 5.25 s (4.3×).
+//!
+//! Measured 2026-12-01 (later session, same machine), scale 50, 1 round, before and after the chunk
+//! checksums' hash aggregate (`read::checksums`): under load count(*) 548 / 562 ms, on-demand verify
+//! 7,037 ms (12.8×) / 3,596 ms (6.4×), verification before the fence 21.1 / 13.8 s; idle count(*) 311 /
+//! 289 ms, verify 2,297 ms (7.4×) / 1,127 ms (3.9×); in the window with writes until the fence 536 / 487 ms,
+//! untracked (full) 738 / 729 ms.
 use milink_core::config::{Endpoint, Secret};
 use milink_core::migration::{LinkPhase, Settings, Verification};
 use milink_core::ports::{Engine, LinkPlan};
