@@ -58,9 +58,14 @@ pub(crate) async fn run(client: &Client, format: Format, command: Batch) -> anyh
     if let Some(confirm) = confirm {
         body["confirmTrafficStopped"] = json!(confirm);
     }
-    let answer: Value = client.post(path, &body).await?;
+    report(format, &client.post(path, &body).await?)
+}
+
+/// Prints what happened to each migration of a batch answer (`results`); exits 4 when any was refused
+/// (the others went ahead). Also for the fleet commands, whose answers have the same `results`.
+pub(crate) fn report(format: Format, answer: &Value) -> anyhow::Result<()> {
     if matches!(format, Format::Json) {
-        output::json(&answer);
+        output::json(answer);
     } else {
         let rows: Vec<Vec<String>> = answer["results"]
             .as_array()
@@ -70,7 +75,7 @@ pub(crate) async fn run(client: &Client, format: Format, command: Batch) -> anyh
             .collect();
         output::table(&["ID", "DATABASE", "SOURCE", "OUTCOME", "STATUS", "MESSAGE"], &rows);
     }
-    let refused = answer["counts"]["refused"].as_u64().unwrap_or(0);
+    let refused = answer["results"].as_array().into_iter().flatten().filter(|r| r["outcome"] == "refused").count();
     if refused > 0 {
         return Err(CliError::Refused { status: 200, code: "batch_partly_refused".into(), message: format!("{refused} of the selected migrations were refused (see above); the others went ahead") }.into());
     }

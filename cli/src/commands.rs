@@ -130,13 +130,7 @@ pub(crate) async fn assess(client: &Client, format: Format, args: AssessArgs) ->
         return print_or(format, &started, || println!("assessment {id} started"));
     }
     let spinner = spinner(&format!("assessing {}", args.connection), format);
-    let report = loop {
-        let report = client.get(&format!("/api/assessments/{id}")).await?;
-        if report["status"] != "Running" {
-            break report;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let report = finished_report(client, &id).await?;
     spinner.finish_and_clear();
     if format == Format::Json {
         output::json(&report);
@@ -497,7 +491,18 @@ pub(crate) async fn dead_letters(client: &Client, format: Format) -> anyhow::Res
     })
 }
 
-fn print_or(format: Format, value: &Value, table: impl FnOnce()) -> anyhow::Result<()> {
+/// Polls an assessment until it is no longer Running; returns its report.
+pub(crate) async fn finished_report(client: &Client, id: &str) -> anyhow::Result<Value> {
+    loop {
+        let report = client.get(&format!("/api/assessments/{id}")).await?;
+        if report["status"] != "Running" {
+            return Ok(report);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+pub(crate) fn print_or(format: Format, value: &Value, table: impl FnOnce()) -> anyhow::Result<()> {
     match format {
         Format::Json => output::json(value),
         Format::Table => table(),

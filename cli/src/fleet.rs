@@ -1,13 +1,14 @@
 //! `milink fleet assess|apply|status|approve|cutover|cancel`: fleet plans (`/api/fleets`), waves of
 //! migrations with an order and approval gates (the rules: `milink_core::fleet`). The plan is a TOML
 //! file; the command sends it as JSON, so the API checks it exactly as it checks a plan sent by a script.
+use crate::batch::report;
 use crate::client::{CliError, Client};
+use crate::commands::{finished_report, print_or};
 use crate::output::{self, cell, Format};
 use clap::Subcommand;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// `milink fleet ...`.
 #[derive(Subcommand)]
@@ -73,13 +74,11 @@ pub(crate) async fn run(client: &Client, format: Format, command: Fleet) -> anyh
                     .collect();
                 output::table(&["WAVE", "DATABASE", "SOURCE", "TARGET", "STATUS", "ID", ""], &rows);
                 println!("\nplan {} applied; watch it with: milink fleet status {}", cell(&answer["name"]), cell(&answer["name"]));
-            });
-            Ok(())
+            })
         }
         Fleet::Status { name: Some(name) } => {
             let plan = client.get(&format!("/api/fleets/{name}")).await?;
-            print_or(format, &plan, || print_status(&plan, true));
-            Ok(())
+            print_or(format, &plan, || print_status(&plan, true))
         }
         Fleet::Status { name: None } => {
             let all = client.get("/api/fleets").await?;
@@ -88,30 +87,22 @@ pub(crate) async fn run(client: &Client, format: Format, command: Fleet) -> anyh
                     print_status(plan, false);
                     println!();
                 }
-            });
-            Ok(())
+            })
         }
         Fleet::Approve { name, wave } => {
             let answer = client.post(&format!("/api/fleets/{name}/approve"), &json!({ "wave": wave })).await?;
-            results(format, &answer)
+            report(format, &answer)
         }
         Fleet::Cutover { name, wave, confirm_traffic_stopped } => {
             let body = json!({ "wave": wave, "confirmTrafficStopped": confirm_traffic_stopped });
-            results(format, &client.post(&format!("/api/fleets/{name}/cutover"), &body).await?)
+            report(format, &client.post(&format!("/api/fleets/{name}/cutover"), &body).await?)
         }
-        Fleet::Cancel { name, wave } => results(format, &client.post(&format!("/api/fleets/{name}/cancel"), &json!({ "wave": wave })).await?),
+        Fleet::Cancel { name, wave } => report(format, &client.post(&format!("/api/fleets/{name}/cancel"), &json!({ "wave": wave })).await?),
     }
 }
 
 fn list(value: &Value) -> impl Iterator<Item = &Value> {
     value.as_array().into_iter().flatten()
-}
-
-fn print_or(format: Format, value: &Value, print: impl FnOnce()) {
-    match format {
-        Format::Json => output::json(value),
-        Format::Table => print(),
-    }
 }
 
 fn counts(value: &Value) -> String {
@@ -144,26 +135,6 @@ fn print_status(plan: &Value, with_migrations: bool) {
     }
 }
 
-/// Per-migration results of a batch action; exits 4 when any was refused (the others went ahead).
-fn results(format: Format, answer: &Value) -> anyhow::Result<()> {
-    print_or(format, answer, || {
-        let rows: Vec<Vec<String>> = list(&answer["results"])
-            .map(|r| vec![cell(&r["id"]), cell(&r["database"]), cell(&r["outcome"]), cell(&r["status"]), cell(&r["message"])])
-            .collect();
-        output::table(&["ID", "DATABASE", "OUTCOME", "STATUS", "MESSAGE"], &rows);
-    });
-    let refused = list(&answer["results"]).filter(|r| r["outcome"] == "refused").count();
-    if refused > 0 {
-        return Err(CliError::Refused {
-            status: 200,
-            code: "batch_partly_refused".into(),
-            message: format!("{refused} of the selected migrations were refused (see above); the others went ahead"),
-        }
-        .into());
-    }
-    Ok(())
-}
-
 /// Assesses each source the plan names, one after the other, and prints one line per source.
 async fn assess(client: &Client, format: Format, plan: &Value) -> anyhow::Result<()> {
     let sources: BTreeSet<String> =
@@ -174,15 +145,7 @@ async fn assess(client: &Client, format: Format, plan: &Value) -> anyhow::Result
     let mut reports = Vec::new();
     for source in &sources {
         let started = client.post("/api/assessments", &json!({ "connection": source })).await?;
-        let id = cell(&started["id"]);
-        let report = loop {
-            let report = client.get(&format!("/api/assessments/{id}")).await?;
-            if report["status"] != "Running" {
-                break report;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        };
-        reports.push(report);
+        reports.push(finished_report(client, &cell(&started["id"])).await?);
     }
     print_or(format, &json!({ "assessments": reports }), || {
         let rows: Vec<Vec<String>> = reports
@@ -194,7 +157,7 @@ async fn assess(client: &Client, format: Format, plan: &Value) -> anyhow::Result
             })
             .collect();
         output::table(&["SOURCE", "STATUS", "ASSESSMENT", "DATABASES", "NOT READY"], &rows);
-    });
+    })?;
     if let Some(failed) = reports.iter().find(|r| r["status"] == "Failed") {
         return Err(CliError::Ended(format!("assessment of {} failed: {}", cell(&failed["connection"]), cell(&failed["error"]["message"]))).into());
     }

@@ -116,15 +116,16 @@ async fn members(state: &ApiState, name: &str) -> Result<Vec<Migration>, ApiErro
 
 /// `GET /api/fleets`.
 pub async fn list(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    let costs = Costs::read(&state).await;
-    let fleets: Vec<Value> = plans(&state).await?.iter().map(|(name, members)| status(name, members, &costs)).collect();
+    let plans = plans(&state).await?;
+    let costs = Costs::read(&state, &plans.values().map(Vec::as_slice).collect::<Vec<_>>()).await;
+    let fleets: Vec<Value> = plans.iter().map(|(name, members)| status(name, members, &costs)).collect();
     Ok(Json(json!({ "fleets": fleets })))
 }
 
 /// `GET /api/fleets/{name}`.
 pub async fn show(State(state): State<ApiState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     let members = members(&state, &name).await?;
-    let costs = Costs::read(&state).await;
+    let costs = Costs::read(&state, &[&members]).await;
     let mut value = status(&name, &members, &costs);
     value["migrations"] = json!(members.iter().map(super::view::summary).collect::<Vec<_>>());
     Ok(Json(value))
@@ -192,9 +193,11 @@ pub async fn cancel(State(state): State<ApiState>, Path(name): Path<String>, bod
 struct Costs(BTreeMap<ConnectionName, Option<(f64, String)>>);
 
 impl Costs {
-    async fn read(state: &ApiState) -> Self {
+    /// Read for the sources the plans name, once each.
+    async fn read(state: &ApiState, plans: &[&[Migration]]) -> Self {
+        let sources: BTreeSet<&ConnectionName> = plans.iter().flat_map(|members| members.iter().map(|m| &m.source)).collect();
         let mut costs = BTreeMap::new();
-        for name in state.ctx.config.connections.keys() {
+        for name in sources {
             let report = state.ctx.assessments.latest_assessment(name).await.ok().flatten();
             let cost = report.and_then(|r| r.recommendation).and_then(|r| {
                 let as_of = r.price_list.map(|p| format!("{} ({}, {})", p.source, p.region, p.as_of)).unwrap_or_default();
@@ -232,7 +235,7 @@ fn status(name: &str, members: &[Migration], costs: &Costs) -> Value {
             view["approval"] = json!(first.is_some_and(|f| f.approval));
             view["approved"] = json!(wave.iter().all(|m| m.fleet.as_ref().is_some_and(|f| f.approved_at.is_some())));
             // Waiting for an approval, or held by a failed earlier migration: approving starts it.
-            view["needsApproval"] = json!(waiting.iter().any(|r| r.starts_with("waiting for approval") || r.starts_with("held: ")));
+            view["needsApproval"] = json!(waiting.iter().any(|r| fleet::approval_lifts(r)));
             view["startAfter"] = json!(first.map(|f| f.start_after));
             view["state"] = json!(state);
             view["reason"] = json!(reason);

@@ -23,7 +23,7 @@ fn syncing(at: i64, lag: u64) -> Migration {
 
 /// One poll tick as the runtime runs it: check, then store what is raised on the migration.
 fn tick(tracker: &mut Tracker, m: &mut Migration, at: i64, settings: &AlertSettings) -> Vec<Alert> {
-    let alerts = tracker.check(&[m.clone()], t(at), settings);
+    let alerts = tracker.check(std::slice::from_ref(m), t(at), settings);
     m.alerts = tracker.raised_for(&m.id);
     alerts
 }

@@ -290,6 +290,11 @@ const WAITING_FOR_WAVE: &str = "waiting for wave ";
 const HELD: &str = "held: ";
 const WAITING_FOR_APPROVAL: &str = "waiting for approval of wave ";
 
+/// Whether a gate's reason is one an approval lifts (waiting for the approval, or held by a failure).
+pub fn approval_lifts(reason: &str) -> bool {
+    reason.starts_with(WAITING_FOR_APPROVAL) || reason.starts_with(HELD)
+}
+
 /// Whether a queued migration's reason is its wave's gate ([`gate`]), not capacity.
 pub fn is_gate_reason(reason: &str) -> bool {
     [WAITING_FOR_WAVE, HELD, WAITING_FOR_APPROVAL].iter().any(|prefix| reason.starts_with(prefix))
@@ -297,7 +302,8 @@ pub fn is_gate_reason(reason: &str) -> bool {
 
 /// When `m` ended Failed or FailedBack (its history says), else its last change.
 fn failed_at(m: &Migration) -> chrono::DateTime<chrono::Utc> {
-    m.history.iter().rev().find(|h| h.status == "Failed" || h.status == "FailedBack").map_or(m.updated_at, |h| h.at)
+    let ended = [Status::Failed.as_str(), Status::FailedBack.as_str()];
+    m.history.iter().rev().find(|h| ended.contains(&h.status.as_str())).map_or(m.updated_at, |h| h.at)
 }
 
 fn failed(m: &Migration) -> bool {
