@@ -91,13 +91,19 @@ pub(crate) async fn create_from_now(plan: &LinkPlan) -> Result<(), EngineError> 
         return Ok(());
     }
     ensure_publication(&src, &name).await?;
-    // A slot left by a CREATE SUBSCRIPTION that crashed before committing on the subscriber.
+    // A slot left by an attempt that stopped before its subscription was committed.
     src.rows(
         "dropping a leftover slot",
         "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active",
         &[&name],
     )
     .await?;
+    // The slot first, on the publisher, in a statement of its own; then the subscription without creating
+    // one. CREATE SUBSCRIPTION creating its slot holds a transaction on the subscriber while the slot waits
+    // for every transaction running on the publisher: two such statements in opposite directions between
+    // the same two servers (another link created the other way at that moment) wait for each other forever.
+    // A CI run caught exactly that. Made here, the slot waits holding nothing on the subscriber.
+    src.row("creating the reverse link's slot", "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", &[&name]).await?;
     let origin = match tgt.version_num().await? >= 160_000 {
         true => ", origin = none",
         false => "",
@@ -105,7 +111,7 @@ pub(crate) async fn create_from_now(plan: &LinkPlan) -> Result<(), EngineError> 
     let link = Server::as_seen_by_target(&plan.source)?;
     let sql = format!(
         "CREATE SUBSCRIPTION {sub} CONNECTION {conninfo} PUBLICATION {sub}
-         WITH (copy_data = false, create_slot = true, slot_name = {slot}, enabled = true{origin})",
+         WITH (copy_data = false, create_slot = false, slot_name = {slot}, enabled = true{origin})",
         sub = quote_ident(&name),
         conninfo = quote_literal(&link.conninfo(database)),
         slot = quote_literal(&name),
