@@ -35,7 +35,7 @@ pub(crate) async fn capacity(endpoint: &Endpoint, role: Role) -> Result<Capacity
             "SELECT current_setting('max_replication_slots')::int, (SELECT count(*)::int FROM pg_replication_slots),
                     current_setting('max_wal_senders')::int, (SELECT count(*)::int FROM pg_stat_replication)"
                 .to_owned(),
-            // A link's WAL sender is the one serving its slot (its application_name is the conninfo's, not the link's).
+            // A link's WAL sender is the one serving its slot.
             "SELECT slot_name::text, 1 + (active_pid IS NOT NULL)::int FROM pg_replication_slots WHERE slot_name LIKE 'milink\\_%'",
         ),
         Role::Target => (

@@ -170,14 +170,19 @@ impl Server {
     }
 
     /// A libpq connection string for `database`, with the password when there is one: for CREATE
-    /// SUBSCRIPTION, whose connection string the target stores and uses.
-    pub(crate) fn conninfo(&self, database: &str) -> String {
-        self.conninfo_without_password(database).with_opt("password", self.password.as_ref().map(Secret::expose)).build()
+    /// SUBSCRIPTION, whose connection string the target stores and uses. Its walsender on the source is
+    /// named `application_name`: the subscription's name, so that `synchronous_standby_names` can name one
+    /// link (`cutover::hold`) and `pg_stat_replication` tells links apart.
+    pub(crate) fn conninfo(&self, database: &str, application_name: &str) -> String {
+        self.conninfo_without_password(database)
+            .with("application_name", application_name)
+            .with_opt("password", self.password.as_ref().map(Secret::expose))
+            .build()
     }
 
     /// The same without the password, for child processes that get it through `PGPASSWORD`.
     pub(crate) fn conninfo_for_tools(&self, database: &str) -> String {
-        self.conninfo_without_password(database).build()
+        self.conninfo_without_password(database).with("application_name", "milink").build()
     }
 
     fn conninfo_without_password(&self, database: &str) -> ConnInfo {
@@ -193,7 +198,7 @@ impl Server {
             .with("dbname", database);
         // The url's TLS settings as written, so the target's libpq verifies the way milink does.
         let info = self.tls.conninfo_pairs().into_iter().fold(info, |info, (key, value)| info.with(key, value));
-        info.with("connect_timeout", &self.connect_timeout.as_secs().max(2).to_string()).with("application_name", "milink")
+        info.with("connect_timeout", &self.connect_timeout.as_secs().max(2).to_string())
     }
 }
 
@@ -405,9 +410,11 @@ mod tests {
     #[test]
     fn conninfo_quotes_the_database_and_the_password() {
         let server = Server::new("source", &endpoint("postgresql://milink@127.0.0.1:54311/postgres", Some("p'w\\d"))).unwrap();
-        let info = server.conninfo("Tøy'商店");
+        let info = server.conninfo("Tøy'商店", "milink_1");
         assert!(info.contains(r"dbname='Tøy\'商店'"), "{info}");
         assert!(info.contains(r"password='p\'w\\d'"));
         assert!(!server.conninfo_for_tools("x").contains("password"));
+        assert!(server.conninfo("x", "milink_1").contains("application_name='milink_1'"), "{info}");
+        assert!(server.conninfo_for_tools("x").contains("application_name='milink'"));
     }
 }

@@ -125,14 +125,24 @@ impl Engine for PostgresEngine {
         if let (Err(_), Some(pooler)) = (&fenced, &paused) {
             pooler::resume_quietly(pooler, plan.database.as_str()).await;
         }
-        if fenced.is_ok() {
-            // While the drain waits for the target: the window's comparison finds it read.
-            verify::take_during_drain(plan);
+        match fenced.is_ok() {
+            true => {
+                // While the drain waits for the target: the window's comparison finds it read.
+                verify::take_during_drain(plan);
+                // Nothing commits on the fenced database: the hold's work is done. Outside the window
+                // (the switch releases it too, should this process die before).
+                let plan = plan.clone();
+                tokio::spawn(async move { cutover::hold::release(&plan).await });
+            }
+            false => {
+                cutover::hold::release(plan).await;
+            }
         }
         fenced
     }
 
     async fn unfence(&self, plan: &LinkPlan) -> Result<(), EngineError> {
+        cutover::hold::release(plan).await;
         scrubbed(plan, cutover::unfence(plan).await)?;
         // The abandoned cutover's tracking slots would hold the source's WAL until the next cutover.
         if let Err(error) = scrubbed(plan, verify::stop_tracking(plan).await) {
@@ -159,7 +169,10 @@ impl Engine for PostgresEngine {
             // The target may be fenced (a cutover after a failback): dropped from a writable session.
             scrubbed(plan, reverse::drop_subscription(plan).await)?;
         }
-        scrubbed(plan, link::switch(plan, &self.watches.seeders).await)?;
+        // A hold left by a fence whose process died before releasing it: without the link's walsender,
+        // every commit on the source server would wait (checked beside the switch, not after it).
+        let (switched, _) = tokio::join!(link::switch(plan, &self.watches.seeders), cutover::hold::release(plan));
+        scrubbed(plan, switched)?;
         if keep_reverse_link {
             // Before the pooler releases the clients to the target: its writes must all be in the slot.
             scrubbed(plan, reverse::keep_reverse_link(plan).await)?;
@@ -188,6 +201,7 @@ impl Engine for PostgresEngine {
     }
 
     async fn drop_link(&self, plan: &LinkPlan, drop_target: bool) -> Result<(), EngineError> {
+        cutover::hold::release(plan).await;
         // Best effort: the source may be gone; a slot left there holds its WAL, so say so.
         if let Err(error) = scrubbed(plan, verify::stop_tracking(plan).await) {
             tracing::warn!(error = %error.message, "could not drop the verification's tracking slots ({link}_vt on each server): drop them by hand", link = plan.link_name());

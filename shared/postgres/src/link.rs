@@ -227,7 +227,7 @@ fn subscription_statement(plan: &LinkPlan, name: &str, options: &str) -> Result<
         "CREATE SUBSCRIPTION {sub} CONNECTION {conninfo} PUBLICATION {sub}
          WITH ({options}, slot_name = {slot}, enabled = true)",
         sub = quote_ident(name),
-        conninfo = quote_literal(&link.conninfo(plan.database.as_str())),
+        conninfo = quote_literal(&link.conninfo(plan.database.as_str(), name)),
         slot = quote_literal(name),
     );
     Ok((link, sql))

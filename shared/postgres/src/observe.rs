@@ -189,7 +189,7 @@ async fn look_at_slot(source: &Server, name: &str) -> Result<Option<SlotView>, E
             "reading the replication slot",
             "SELECT s.active, s.wal_status, s.confirmed_flush_lsn, pg_current_wal_lsn(),
                     (SELECT extract(epoch FROM r.flush_lag)::float8 FROM pg_stat_replication r
-                     WHERE r.application_name = s.slot_name LIMIT 1)
+                     WHERE r.pid = s.active_pid)
              FROM pg_replication_slots s WHERE s.slot_name = $1",
             &[&name],
         )

@@ -113,7 +113,7 @@ pub(crate) async fn create_from_now(plan: &LinkPlan) -> Result<(), EngineError> 
         "CREATE SUBSCRIPTION {sub} CONNECTION {conninfo} PUBLICATION {sub}
          WITH (copy_data = false, create_slot = false, slot_name = {slot}, enabled = true{origin})",
         sub = quote_ident(&name),
-        conninfo = quote_literal(&link.conninfo(database)),
+        conninfo = quote_literal(&link.conninfo(database, &name)),
         slot = quote_literal(&name),
     );
     if !quiet_logging(&tgt).await? {

@@ -249,7 +249,7 @@ async fn probe(plan: &LinkPlan, target_admin: &Session) -> Result<(), EngineErro
         "CREATE SUBSCRIPTION {sub} CONNECTION {conninfo} PUBLICATION {publication}
          WITH (connect = true, create_slot = false, enabled = false, slot_name = NONE, copy_data = false)",
         sub = quote_ident(&name),
-        conninfo = quote_literal(&link.conninfo(plan.database.as_str())),
+        conninfo = quote_literal(&link.conninfo(plan.database.as_str(), &name)),
         publication = quote_ident(&format!("{name}_never_exists")),
     );
     let doing = "the target connecting to the source (the subscription's path)";

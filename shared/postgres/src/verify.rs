@@ -130,7 +130,8 @@ pub(super) struct Tracking {
 async fn open_pair(source: &Server, target: &Server, database: &str, before_fence: bool) -> Result<Pair, EngineError> {
     let (src, tgt) = tokio::try_join!(source.connect(Some(database)), target.connect(Some(database)))?;
     let settings = match before_fence {
-        true => format!("{}; SET lock_timeout = '{}s'", sql::SESSION_SETTINGS, BEFORE_FENCE_LOCK_WAIT.as_secs()),
+        // Its own commits (the tracking record) never wait for the link during the hold (`cutover::hold`).
+        true => format!("{}; SET lock_timeout = '{}s'; SET synchronous_commit = local", sql::SESSION_SETTINGS, BEFORE_FENCE_LOCK_WAIT.as_secs()),
         false => sql::SESSION_SETTINGS.to_owned(),
     };
     tokio::try_join!(
@@ -185,6 +186,9 @@ pub(crate) async fn before_fence(plan: &LinkPlan) -> Result<Verification, Engine
         track::stop(&pair.src, Some(&pair.tgt), &link).await?;
         return Ok(verification);
     }
+    // From here to the fence the source's commits wait for the link (`cutover::hold`): the rounds see
+    // only what the link can apply, and the fence finds the target caught up.
+    crate::cutover::hold::engage(plan).await;
     if untracked_target.is_none() {
         catch_up::rounds(plan, &source, &target, &pair).await;
     }

@@ -38,6 +38,7 @@
 //! leaves a fenced database whose subscriptions were never disabled: a re-fence disables them; an unfence
 //! finds no note and leaves them enabled, as they were. The last unfence enables the subscriptions (and drops
 //! the note) before it restores the settings, so a crash between leaves the key that makes a re-run finish.
+pub(crate) mod hold;
 mod positions;
 mod sessions;
 mod settings;
@@ -60,8 +61,10 @@ use tokio_postgres::types::PgLsn;
 async fn admin_session(plan: &LinkPlan) -> Result<Session, EngineError> {
     let source = Server::new("source", &plan.source)?;
     let admin = source.connect(Some(plan.database.as_str())).await?;
-    // The database may be fenced already; milink's own statements must still run.
+    // The database may be fenced already; milink's own statements must still run. Its commits must not
+    // wait for the link (`hold`): the fence's settings would otherwise wait for the link's backlog.
     writable(&admin).await?;
+    admin.run("making the fence's commits local", "SET synchronous_commit = local").await?;
     Ok(admin)
 }
 
@@ -139,8 +142,8 @@ async fn fence_source(plan: &LinkPlan) -> Result<Position, EngineError> {
     let position = u64::from(row.get::<_, PgLsn>(0));
     // The walsender decodes only flushed WAL, and once the source is fenced nothing commits: the message
     // would wait for the WAL writer (`wal_writer_delay`, 200 ms by default) before the link could pass it.
-    // A commit of our own (no data, synchronous) flushes it now.
-    admin.run("flushing the fence's record", "SET synchronous_commit = on; BEGIN; SELECT txid_current(); COMMIT").await?;
+    // A commit of our own (no data, flushed locally, not waiting for the link) flushes it now.
+    admin.run("flushing the fence's record", "BEGIN; SELECT txid_current(); COMMIT").await?;
     let took_ms = started.elapsed().as_millis() as u64;
     match ended.superusers_reconnected.is_empty() {
         true => tracing::info!(database, position, sessions_ended = ended.sessions, subscriptions_disabled = subscriptions, took_ms, "source fenced"),
