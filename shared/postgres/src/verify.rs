@@ -163,6 +163,7 @@ pub(crate) async fn before_fence(plan: &LinkPlan) -> Result<Verification, Engine
     let (source, target) = (Server::new("source", &plan.source)?, Server::new("target", &plan.target)?);
     let pair = open_pair(&source, &target, plan.database.as_str(), true).await?;
     let link = plan.link_name();
+    forget_taken(&link); // an earlier attempt's parts belong to slots `start` makes again
     let untracked_target = track::start(&pair.src, &pair.tgt, &link).await?;
     let (verification, unsettled, fingerprints) = compare(plan, Some(link.clone()), true, false).await?;
     let verified: BTreeMap<String, u64> = verification
@@ -191,6 +192,7 @@ pub(crate) async fn before_fence(plan: &LinkPlan) -> Result<Verification, Engine
     crate::cutover::hold::engage(plan).await;
     if untracked_target.is_none() {
         catch_up::rounds(plan, &source, &target, &pair).await;
+        take_before_fence(plan, &pair).await;
     }
     Ok(verification)
 }
@@ -203,18 +205,62 @@ async fn hashing(src: &Session, tgt: &Session) -> Result<Hashing, EngineError> {
     })
 }
 
-/// The source's tracking stream, read while the drain waits for the target (the source is fenced, so
-/// its stream up to the fence is complete): the window then decodes only what is left, usually nothing.
-/// Consumed, so it is kept here until the cutover's comparison has it (and a second finalize too); a
+/// What the cutover consumed of the tracking streams in this process, kept for the window: the passes
+/// just before the fence ([`take_before_fence`]) and the source's stream read while the drain waits for
+/// the target (the source is fenced, so its stream up to the fence is complete). The window then decodes
+/// only what is left, usually little. Kept until the cutover ends (a second finalize reads it again); a
 /// restart loses it and the window then finds no record and compares everything: slower, never less.
+#[derive(Default)]
+struct Kept {
+    before_fence: track::Taken,
+    drain: Option<Taken>,
+}
+
 enum Taken {
     Running(tokio::task::JoinHandle<Option<track::SourcePart>>),
     Done(Option<track::SourcePart>),
 }
 
-fn taken() -> &'static Mutex<std::collections::HashMap<String, Taken>> {
-    static TAKEN: std::sync::OnceLock<Mutex<std::collections::HashMap<String, Taken>>> = std::sync::OnceLock::new();
+fn taken() -> &'static Mutex<std::collections::HashMap<String, Kept>> {
+    static TAKEN: std::sync::OnceLock<Mutex<std::collections::HashMap<String, Kept>>> = std::sync::OnceLock::new();
     TAKEN.get_or_init(Default::default)
+}
+
+/// Passes that consume both streams without comparing, between the last catch-up round and the fence:
+/// each decodes what the application wrote during the one before, so the window's share shrinks to what
+/// is written during the last pass (tens of milliseconds under the synchronous hold). At most this many.
+const PASSES_BEFORE_FENCE: usize = 3;
+/// A pass that decoded fewer changes than this ends the passes.
+const SMALL_PASS: u64 = 300;
+
+async fn take_before_fence(plan: &LinkPlan, pair: &Pair) {
+    let link = plan.link_name();
+    let tables = match scope::scope(&pair.src, &pair.tgt, &link).await {
+        Ok(scope) => scope.tables,
+        Err(_) => return,
+    };
+    for _ in 0..PASSES_BEFORE_FENCE {
+        let started = std::time::Instant::now();
+        match track::take_both(&pair.src, &pair.tgt, &link, &tables).await {
+            Ok(Some((source, target))) => {
+                let decoded = source.decoded() + target.decoded();
+                tracing::debug!(decoded, ms = started.elapsed().as_millis() as u64, "tracking streams read before the fence");
+                let mut kept = taken().lock().unwrap_or_else(|p| p.into_inner());
+                let entry = kept.entry(link.clone()).or_default();
+                entry.before_fence.source.push(source);
+                entry.before_fence.target.push(target);
+                if decoded < SMALL_PASS {
+                    return;
+                }
+            }
+            Ok(None) => return,
+            Err(error) => {
+                // Consumed or not, the window stays right: without the kept part there is no record.
+                tracing::warn!(error = %error.message, "could not read the tracking streams before the fence; the window reads them");
+                return;
+            }
+        }
+    }
 }
 
 /// Starts reading the source's tracking stream (after the fence, during the drain). Never an error: a
@@ -237,27 +283,28 @@ pub(crate) fn take_during_drain(plan: &LinkPlan) {
             }
         }
     });
-    taken().lock().unwrap_or_else(|p| p.into_inner()).insert(link, Taken::Running(task));
+    taken().lock().unwrap_or_else(|p| p.into_inner()).entry(link).or_default().drain = Some(Taken::Running(task));
 }
 
-async fn taken_during_drain(link: &str) -> Option<track::SourcePart> {
-    let entry = taken().lock().unwrap_or_else(|p| p.into_inner()).remove(link);
-    let running = match entry {
-        Some(Taken::Running(task)) => task,
-        Some(Taken::Done(part)) => {
-            taken().lock().unwrap_or_else(|p| p.into_inner()).insert(link.to_owned(), Taken::Done(part.clone()));
-            return part;
-        }
-        None => return None,
+/// Everything kept for the window, in stream order (the drain's reading awaited if still running).
+async fn taken_for_window(link: &str) -> track::Taken {
+    let drain = taken().lock().unwrap_or_else(|p| p.into_inner()).get_mut(link).and_then(|kept| kept.drain.take());
+    let part = match drain {
+        Some(Taken::Running(task)) => task.await.unwrap_or(None),
+        Some(Taken::Done(part)) => part,
+        None => None,
     };
-    let part = running.await.unwrap_or(None);
-    taken().lock().unwrap_or_else(|p| p.into_inner()).insert(link.to_owned(), Taken::Done(part.clone()));
-    part
+    let mut kept = taken().lock().unwrap_or_else(|p| p.into_inner());
+    let entry = kept.entry(link.to_owned()).or_default();
+    entry.drain = Some(Taken::Done(part.clone()));
+    let mut all = entry.before_fence.clone();
+    all.source.extend(part);
+    all
 }
 
-/// Forgets what was read during the drain (the cutover ended either way).
+/// Forgets what was kept for the window (the cutover ended either way, or a new one starts).
 pub(crate) fn forget_taken(link: &str) {
-    if let Some(Taken::Running(task)) = taken().lock().unwrap_or_else(|p| p.into_inner()).remove(link) {
+    if let Some(Kept { drain: Some(Taken::Running(task)), .. }) = taken().lock().unwrap_or_else(|p| p.into_inner()).remove(link) {
         task.abort();
     }
 }
@@ -305,7 +352,7 @@ async fn compare(
     let tables: Vec<TableSpec> = scope.tables.into_iter().filter(|t| !seeding.contains(&t.display_name())).collect();
     let tracked = match slot {
         Some(_) => None,
-        None => Some(track::changes(&first.src, &first.tgt, &link, &tables, taken_during_drain(&link).await).await?),
+        None => Some(track::changes(&first.src, &first.tgt, &link, &tables, taken_for_window(&link).await).await?),
     };
     let changes = match &tracked {
         Some(Tracked::Changes(changes)) => Some(changes),

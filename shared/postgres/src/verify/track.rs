@@ -287,17 +287,46 @@ pub(super) enum Tracked {
 }
 
 /// Reads both streams up to their ends (peeking: a repeated finalize reads them again); the source is
-/// fenced and drained, so its stream ends past the fence. `taken` is what [`take_source`] consumed of the
-/// source's stream during the drain, if it ran: the rest is read after it.
-pub(super) async fn changes(src: &Session, tgt: &Session, link: &str, tables: &[TableSpec], taken: Option<SourcePart>) -> Result<Tracked, EngineError> {
+/// fenced and drained, so its stream ends past the fence. `taken` is what this process consumed of each
+/// stream before (the passes just before the fence, [`take_both`], and the source's during the drain,
+/// [`take_source`]), in order: the rest is read after it.
+pub(super) async fn changes(src: &Session, tgt: &Session, link: &str, tables: &[TableSpec], taken: Taken) -> Result<Tracked, EngineError> {
     read(src, tgt, link, tables, false, taken).await
+}
+
+/// What this process consumed of the tracking streams and keeps for the window, in stream order.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Taken {
+    pub(super) source: Vec<SourcePart>,
+    pub(super) target: Vec<SourcePart>,
+}
+
+/// Consumes both streams up to now without comparing anything (the passes between the last catch-up
+/// round and the fence): the caller keeps both parts for the window, which then decodes only what came
+/// after. The source's first: once its record is consumed, a process that loses the parts (a restart)
+/// leaves a window that finds no record and compares everything; consuming the target's first could
+/// leave a record that vouches for target writes nobody kept. None without tracking on both sides.
+pub(super) async fn take_both(src: &Session, tgt: &Session, link: &str, tables: &[TableSpec]) -> Result<Option<(SourcePart, SourcePart)>, EngineError> {
+    if !tracking_slot(src, link).await? || !tracking_slot(tgt, link).await? {
+        return Ok(None);
+    }
+    let source = read_stream(src, link, tables, true, false).await?;
+    let target = read_stream(tgt, link, tables, true, true).await?;
+    Ok(Some((source, target)))
+}
+
+impl SourcePart {
+    /// Changes decoded.
+    pub(super) fn decoded(&self) -> u64 {
+        self.decoded
+    }
 }
 
 /// Takes both streams up to now, consuming them (a catch-up round before the fence): what it returns
 /// must be written back with [`record`] as carried, or proven equal; a round that fails in between
 /// leaves no record after it, and the window then compares everything (slower, never less).
 pub(super) async fn take(src: &Session, tgt: &Session, link: &str, tables: &[TableSpec]) -> Result<Tracked, EngineError> {
-    read(src, tgt, link, tables, true, None).await
+    read(src, tgt, link, tables, true, Taken::default()).await
 }
 
 /// What one side's stream held: the changes, how many, and the last record in it.
@@ -348,14 +377,28 @@ async fn read_stream(session: &Session, link: &str, tables: &[TableSpec], consum
     Ok(part)
 }
 
-async fn read(src: &Session, tgt: &Session, link: &str, tables: &[TableSpec], consume: bool, taken: Option<SourcePart>) -> Result<Tracked, EngineError> {
+async fn read(src: &Session, tgt: &Session, link: &str, tables: &[TableSpec], consume: bool, taken: Taken) -> Result<Tracked, EngineError> {
     if !tracking_slot(src, link).await? {
         return Ok(Tracked::Untracked("no verification before the fence was tracked".into()));
     }
-    let rest = read_stream(src, link, tables, consume, false).await?;
+    // Peeking (the window), both sides are read at once; consuming (a round), the source's first (see
+    // `take_both` for why the order matters).
+    let (rest, own) = match consume {
+        true => (read_stream(src, link, tables, true, false).await?, None),
+        false => {
+            let target = async {
+                match tracking_slot(tgt, link).await? {
+                    true => read_stream(tgt, link, tables, false, true).await.map(Some),
+                    false => Ok(None),
+                }
+            };
+            let (rest, own) = tokio::join!(read_stream(src, link, tables, false, false), target);
+            (rest?, Some(own?))
+        }
+    };
     let mut changes = Changes::default();
     let mut record = None;
-    for part in taken.into_iter().chain(std::iter::once(rest)) {
+    for part in taken.source.into_iter().chain(std::iter::once(rest)) {
         changes.decoded += part.decoded;
         merge(&mut changes.changed, part.changed.into_iter().collect());
         record = part.record.or(record);
@@ -363,12 +406,18 @@ async fn read(src: &Session, tgt: &Session, link: &str, tables: &[TableSpec], co
     let Some(record) = record else {
         return Ok(Tracked::Untracked("the verification before the fence did not finish".into()));
     };
-    if !record.target_tracked || !tracking_slot(tgt, link).await? {
+    let own = match own {
+        Some(own) => own,
+        None if tracking_slot(tgt, link).await? => Some(read_stream(tgt, link, tables, true, true).await?),
+        None => None,
+    };
+    let Some(own) = own.filter(|_| record.target_tracked) else {
         return Ok(Tracked::Untracked("writes on the target were not tracked".into()));
+    };
+    for part in taken.target.into_iter().chain(std::iter::once(own)) {
+        changes.decoded += part.decoded;
+        merge(&mut changes.changed, part.changed.into_iter().collect());
     }
-    let own = read_stream(tgt, link, tables, consume, true).await?;
-    changes.decoded += own.decoded;
-    merge(&mut changes.changed, own.changed.into_iter().collect());
     merge(&mut changes.changed, record.carried);
     changes.verified = record.verified;
     Ok(Tracked::Changes(changes))
