@@ -15,6 +15,10 @@
 //!   answer that says ReadyForCutover;
 //! - write downtime: cutover is requested while the writers run; milink records fence → switch in the
 //!   migration (`writeDowntimeMs`); the bench also prints request → Completed as seen from the API.
+//! - what the application paid before the fence (the verification before it, then the synchronous hold,
+//!   when the source's commits wait for the link): from pgbench's per-transaction logs (`-l`), the
+//!   transactions per second and the longest transaction that ended in the 10 s before the request, from the
+//!   request to the fence, and in the last 2 s before the fence (about the hold's span).
 //!
 //! After the rounds, the hand recipe (see `hand_recipe`) runs on the same servers under the same load, and its
 //! write downtime is printed with milink's median and their ratio.
@@ -38,6 +42,20 @@ struct Round {
     /// Milliseconds spent verifying before the fence (outside the window), then in fence, drain, finalize,
     /// switch (from the migration's history).
     steps: [i64; 5],
+    /// The application's transactions: (per second, longest ms) before the request, request → fence, and
+    /// the last 2 s before the fence.
+    application: [(f64, f64); 3],
+}
+
+fn epoch_seconds(at: std::time::SystemTime) -> f64 {
+    at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+/// Transactions per second and the longest latency (ms) of those that ended in [from, to).
+fn application_between(transactions: &[(f64, f64)], from: f64, to: f64) -> (f64, f64) {
+    let ended: Vec<f64> = transactions.iter().filter(|(_, end)| *end >= from && *end < to).map(|(latency, _)| *latency).collect();
+    let per_second = if to > from { ended.len() as f64 / (to - from) } else { 0.0 };
+    (per_second, ended.iter().copied().fold(0.0, f64::max))
 }
 
 /// Step durations from the history: request → fence begins (after the verification before it) → fenced →
@@ -99,7 +117,10 @@ async fn round(milink: &Milink, scale: u64) -> anyhow::Result<Round> {
     let rows: i64 = source.query_one("SELECT count(*) FROM pgbench_accounts", &[]).await?.get(0);
     let bytes: i64 = source.query_one("SELECT pg_database_size(current_database())", &[]).await?.get(0);
 
-    let writers = pgbench(&database, &["-n", "-c", "4", "-j", "2", "-T", "3600"]).spawn()?;
+    let logs = std::env::temp_dir().join(format!("{database}-transactions"));
+    std::fs::create_dir_all(&logs)?;
+    let prefix = format!("--log-prefix={}/tx", logs.display());
+    let writers = pgbench(&database, &["-n", "-c", "4", "-j", "2", "-T", "3600", "-l", &prefix]).spawn()?;
     let started = Instant::now();
     let id = milink.start_migration(&database, json!({})).await?;
     let mut seeding = None;
@@ -121,6 +142,7 @@ async fn round(milink: &Milink, scale: u64) -> anyhow::Result<Round> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     let requested = Instant::now();
+    let requested_at = epoch_seconds(std::time::SystemTime::now());
     let (status, body) = milink.post(&format!("/api/migrations/{id}/cutover"), &json!({ "confirmTrafficStopped": true })).await?;
     anyhow::ensure!(status == 202, "cutover: {body}");
     let done = milink.wait_status(&id, "Completed", Duration::from_secs(300)).await?;
@@ -134,6 +156,17 @@ async fn round(milink: &Milink, scale: u64) -> anyhow::Result<Round> {
         .unwrap_or(0);
     pg::assert_target_matches_source(&database).await?;
     pg::drop_everywhere(&database).await;
+    let fenced_at = done["cutover"]["fencedAt"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map_or(requested_at, |t| t.timestamp_micros() as f64 / 1e6);
+    let (transactions_logged, _) = read_transaction_logs(&logs)?;
+    let _ = std::fs::remove_dir_all(&logs);
+    let application = [
+        application_between(&transactions_logged, requested_at - 10.0, requested_at),
+        application_between(&transactions_logged, requested_at, fenced_at),
+        application_between(&transactions_logged, (fenced_at - 2.0).max(requested_at), fenced_at),
+    ];
     Ok(Round {
         rows,
         size_mb: bytes as f64 / 1048576.0,
@@ -143,6 +176,7 @@ async fn round(milink: &Milink, scale: u64) -> anyhow::Result<Round> {
         request_to_completed,
         transactions,
         steps: step_durations(&done),
+        application,
     })
 }
 
@@ -172,7 +206,7 @@ async fn main() -> anyhow::Result<()> {
     for n in 1..=rounds {
         let r = round(&milink, scale).await?;
         // What milink logged about the window's work, for the profile.
-        for line in milink.logs().lines().filter(|l| l.contains("caught up before the fence") || l.contains("verified content") || l.contains("source fenced") || l.contains("finalized")) {
+        for line in milink.logs().lines().filter(|l| l.contains("caught up before the fence") || l.contains("synchronous hold") || l.contains("verified content") || l.contains("source fenced") || l.contains("finalized")) {
             println!("  log: {}", line.split_whitespace().skip(2).collect::<Vec<_>>().join(" "));
         }
         println!(
@@ -185,6 +219,12 @@ async fn main() -> anyhow::Result<()> {
             r.request_to_completed.as_millis(),
             r.transactions,
             r.steps
+        );
+        let [before, to_fence, last] = r.application;
+        println!(
+            "      application: {:.0} tx/s (longest {:.0} ms) in the 10 s before the request; {:.0} tx/s (longest {:.0} ms) \
+             from the request to the fence; {:.0} tx/s (longest {:.0} ms) in the last 2 s before the fence",
+            before.0, before.1, to_fence.0, to_fence.1, last.0, last.1
         );
         results.push(r);
     }
