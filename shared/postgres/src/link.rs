@@ -286,6 +286,10 @@ pub(crate) async fn drop_link(plan: &LinkPlan, drop_target: bool, seeders: &seed
 /// seeder still creating its slot would otherwise create it after the drop, and that slot would hold the
 /// source's WAL with nothing to drop it. Here, the seeder of this process is stopped and waited for; a
 /// seeder on another host finds its record gone and ends, releasing the seeding lock this waits for.
+///
+/// Inside the cutover's window (the switch), so what does not depend on each other runs at once: the
+/// snapshot holder's end on the source beside the subscription's removal on the target (the slot is
+/// dropped only after both), then the slots beside the publication.
 async fn remove_link(plan: &LinkPlan, seeders: &seed::Seeders) -> Result<(), EngineError> {
     let source = Server::new("source", &plan.source)?;
     let target = Server::new("target", &plan.target)?;
@@ -293,30 +297,42 @@ async fn remove_link(plan: &LinkPlan, seeders: &seed::Seeders) -> Result<(), Eng
     let database = plan.database.as_str();
 
     seeders.stop(&name).await;
-    // Its snapshot holder goes first (it holds the slot), its record with the link.
-    seed::abandon(&source, &name).await?;
-    let subscription = match target.connect(Some(database)).await {
-        Ok(tgt) => {
-            writable(&tgt).await?;
-            tgt.run("dropping the seeding record", &seed::plan::drop_sql()).await?;
-            seed::wait_until_stopped(&tgt, &name).await?;
-            drop_subscription(&tgt, &name).await?
+    // Its snapshot holder goes before the slot (it holds it), its record with the link.
+    let subscription = async {
+        match target.connect(Some(database)).await {
+            Ok(tgt) => {
+                writable(&tgt).await?;
+                tgt.run("dropping the seeding record", &seed::plan::drop_sql()).await?;
+                seed::wait_until_stopped(&tgt, &name).await?;
+                drop_subscription(&tgt, &name).await
+            }
+            Err(error) if error.code == "database_not_found" => Ok(None),
+            Err(error) => Err(error),
         }
-        Err(error) if error.code == "database_not_found" => None,
-        Err(error) => return Err(error),
     };
-    drop_slot(&source, &name).await?;
-    if let Some(oid) = subscription {
-        drop_sync_slots(&source, oid).await?;
-    }
-    match source.connect(Some(database)).await {
-        Ok(src) => {
-            writable(&src).await?;
-            src.run("dropping the publication", &format!("DROP PUBLICATION IF EXISTS {}", quote_ident(&name))).await?;
+    let (abandoned, subscription) = tokio::join!(seed::abandon(&source, &name), subscription);
+    abandoned?;
+    let subscription = subscription?;
+    let slots = async {
+        drop_slot(&source, &name).await?;
+        match subscription {
+            Some(oid) => drop_sync_slots(&source, oid).await,
+            None => Ok(()),
         }
-        Err(error) if error.code == "database_not_found" => {}
-        Err(error) => return Err(error),
-    }
+    };
+    let publication = async {
+        match source.connect(Some(database)).await {
+            Ok(src) => {
+                writable(&src).await?;
+                src.run("dropping the publication", &format!("DROP PUBLICATION IF EXISTS {}", quote_ident(&name))).await
+            }
+            Err(error) if error.code == "database_not_found" => Ok(()),
+            Err(error) => Err(error),
+        }
+    };
+    let (slots, publication) = tokio::join!(slots, publication);
+    slots?;
+    publication?;
     tracing::info!(link = %name, "link removed");
     Ok(())
 }

@@ -342,13 +342,16 @@ async fn compare(
     let link = plan.link_name();
     let first = open_pair(&source, &target, database, before_fence).await?;
     let connected_ms = clock.elapsed().as_millis() as u64;
-    let scope = scope::scope(&first.src, &first.tgt, &link).await?;
-    let hashing = hashing(&first.src, &first.tgt).await?;
-    let seeding = match slot {
-        Some(_) => still_seeding(&first.tgt, &link).await?,
-        None => BTreeSet::new(),
+    // Independent reads, pipelined on the two sessions (inside the window, every round trip counts).
+    let seeding = async {
+        match slot {
+            Some(_) => still_seeding(&first.tgt, &link).await,
+            None => Ok(BTreeSet::new()),
+        }
     };
-    let start_positions = positions(&first.src, &link).await?;
+    let (scope, hashing, seeding, start_positions) =
+        tokio::try_join!(scope::scope(&first.src, &first.tgt, &link), hashing(&first.src, &first.tgt), seeding, positions(&first.src, &link))?;
+    let scoped_ms = clock.elapsed().as_millis() as u64;
     let tables: Vec<TableSpec> = scope.tables.into_iter().filter(|t| !seeding.contains(&t.display_name())).collect();
     let tracked = match slot {
         Some(_) => None,
@@ -438,6 +441,7 @@ async fn compare(
         clean = verification.is_clean(),
         changes = verification.window.as_ref().map(|w| w.changes),
         connected_ms,
+        scoped_ms,
         planned_ms,
         compared_ms,
         took_ms = clock.elapsed().as_millis() as u64,
