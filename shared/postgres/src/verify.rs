@@ -241,6 +241,7 @@ async fn take_before_fence(plan: &LinkPlan, pair: &Pair) {
     };
     for _ in 0..PASSES_BEFORE_FENCE {
         let started = std::time::Instant::now();
+        tokio::join!(track::log_running_transactions(&pair.src, &link), track::log_running_transactions(&pair.tgt, &link));
         match track::take_both(&pair.src, &pair.tgt, &link, &tables).await {
             Ok(Some((source, target))) => {
                 let decoded = source.decoded() + target.decoded();

@@ -315,6 +315,33 @@ pub(super) async fn take_both(src: &Session, tgt: &Session, link: &str, tables: 
     Ok(Some((source, target)))
 }
 
+/// Writes a running-transactions record into the side's WAL now, so that the next consuming read moves
+/// the tracking slot's restart point up to here: every read of a logical slot decodes again from that
+/// point, which otherwise moves only with the server's own such records (every 15 s under load, or at a
+/// checkpoint), so a read just before the fence re-decoded up to 15 s of WAL. PostgreSQL 16+ has
+/// `pg_log_standby_snapshot()`; before it, creating a logical slot is what writes one (the temporary slot
+/// is dropped at once; waiting for its consistent point is cut short, the record is written before).
+/// Never an error: without it the reads are as right, only slower.
+pub(super) async fn log_running_transactions(session: &Session, link: &str) {
+    let result = match session.version_num().await {
+        Ok(version) if version >= 160_000 => session.try_run("SELECT pg_log_standby_snapshot()").await,
+        Ok(_) => {
+            let slot = format!("{}_snap", slot_name(link));
+            let _ = session.try_run("SET statement_timeout = '200ms'").await;
+            let created = session
+                .try_run(&format!("SELECT pg_create_logical_replication_slot({}, 'test_decoding', true)", crate::sql::quote_literal(&slot)))
+                .await;
+            let _ = session.try_run("SET statement_timeout = 0").await; // the verification's own setting
+            let _ = session.try_run(&format!("SELECT pg_drop_replication_slot({})", crate::sql::quote_literal(&slot))).await;
+            created
+        }
+        Err(_) => return,
+    };
+    if let Err(error) = result {
+        tracing::debug!(error = %error, "could not log running transactions; the next read decodes more WAL");
+    }
+}
+
 impl SourcePart {
     /// Changes decoded.
     pub(super) fn decoded(&self) -> u64 {
