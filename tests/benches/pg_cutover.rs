@@ -206,7 +206,7 @@ async fn main() -> anyhow::Result<()> {
     for n in 1..=rounds {
         let r = round(&milink, scale).await?;
         // What milink logged about the window's work, for the profile.
-        for line in milink.logs().lines().filter(|l| l.contains("caught up before the fence") || l.contains("synchronous hold") || l.contains("verified content") || l.contains("source fenced") || l.contains("finalized")) {
+        for line in milink.logs().lines().filter(|l| l.contains("caught up before the fence") || l.contains("tracking streams read") || l.contains("during the drain") || l.contains("synchronous hold") || l.contains("verified content") || l.contains("source fenced") || l.contains("finalized")) {
             println!("  log: {}", line.split_whitespace().skip(2).collect::<Vec<_>>().join(" "));
         }
         println!(

@@ -245,7 +245,7 @@ async fn take_before_fence(plan: &LinkPlan, pair: &Pair) {
         match track::take_both(&pair.src, &pair.tgt, &link, &tables).await {
             Ok(Some((source, target))) => {
                 let decoded = source.decoded() + target.decoded();
-                tracing::debug!(decoded, ms = started.elapsed().as_millis() as u64, "tracking streams read before the fence");
+                tracing::info!(decoded, ms = started.elapsed().as_millis() as u64, "tracking streams read before the fence");
                 let mut kept = taken().lock().unwrap_or_else(|p| p.into_inner());
                 let entry = kept.entry(link.clone()).or_default();
                 entry.before_fence.source.push(source);
@@ -271,10 +271,15 @@ pub(crate) fn take_during_drain(plan: &LinkPlan) {
     let link = plan.link_name();
     let task = tokio::spawn(async move {
         let read = async {
+            let started = std::time::Instant::now();
             let (source, target) = (Server::new("source", &plan.source)?, Server::new("target", &plan.target)?);
             let pair = open_pair(&source, &target, plan.database.as_str(), false).await?;
             let tables = scope::scope(&pair.src, &pair.tgt, &plan.link_name()).await?.tables;
-            track::take_source(&pair.src, &plan.link_name(), &tables).await
+            let scoped_ms = started.elapsed().as_millis() as u64;
+            let part = track::take_source(&pair.src, &plan.link_name(), &tables).await?;
+            let decoded = part.as_ref().map_or(0, |p| p.decoded());
+            tracing::info!(decoded, scoped_ms, ms = started.elapsed().as_millis() as u64, "read the source's changes during the drain");
+            Ok::<_, EngineError>(part)
         };
         match read.await {
             Ok(part) => part,

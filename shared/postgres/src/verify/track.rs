@@ -327,7 +327,7 @@ pub(super) async fn log_running_transactions(session: &Session, link: &str) {
         Ok(version) if version >= 160_000 => session.try_run("SELECT pg_log_standby_snapshot()").await,
         Ok(_) => {
             let slot = format!("{}_snap", slot_name(link));
-            let _ = session.try_run("SET statement_timeout = '200ms'").await;
+            let _ = session.try_run("SET statement_timeout = '20ms'").await;
             let created = session
                 .try_run(&format!("SELECT pg_create_logical_replication_slot({}, 'test_decoding', true)", crate::sql::quote_literal(&slot)))
                 .await;
