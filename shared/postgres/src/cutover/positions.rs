@@ -15,6 +15,14 @@
 //! The target position reported is the larger of the two. A worker that restarts loses its row until it
 //! receives again, which only makes the second fact arrive later.
 //!
+//! The walsender sends nothing for the fence's own records (a non-transactional message, an empty
+//! transaction: pgoutput skips both), so the worker learns of positions past them from a keepalive, which
+//! the walsender sends when woken by newly flushed WAL and no earlier keepalive awaits its reply. On a fenced
+//! source nothing else flushes WAL but the WAL writer (`wal_writer_delay`, 200 ms): measured, about half the
+//! drains then waited ~200 ms for it. So each poll that finds the target short of the source's position
+//! commits an empty transaction of its own in the maintenance database (never waiting for a standby): the
+//! flush wakes the walsender, which decodes it (another database: skipped) and sends the keepalive.
+//!
 //! The drain asks every few milliseconds, so the two sessions (the source's maintenance database for the
 //! slot, the target's database for the subscription) are kept per link and reused; a closed one is opened
 //! again, and `forget` closes them when the cutover ends either way.
@@ -51,6 +59,8 @@ async fn sessions(plan: &LinkPlan) -> Result<Arc<Pair>, EngineError> {
     let source = Server::new("source", &plan.source)?;
     let target = Server::new("target", &plan.target)?;
     let (source, target) = tokio::try_join!(source.connect(None), target.connect(Some(plan.database.as_str())))?;
+    // Its nudges (module doc) must not wait for the link while the synchronous hold is being released.
+    source.run("making the drain's source commits local", "SET synchronous_commit = local").await?;
     // The target may be fenced (the source, subscribing over a reverse link); its flush must commit.
     writable(&target).await?;
     target.run("making the drain's commits synchronous", "SET synchronous_commit = on").await?;
@@ -103,6 +113,11 @@ async fn read(pair: &Pair, plan: &LinkPlan) -> Result<Positions, EngineError> {
     let current = u64::from(row.get::<_, PgLsn>(0));
     let confirmed = row.get::<_, Option<PgLsn>>(1).map(u64::from).unwrap_or(0);
     let mut target = confirmed;
+    if applied.unwrap_or(0).max(confirmed) < current {
+        // Wakes the walsender (module doc); the maintenance database is never fenced.
+        // Never fatal: without it the drain waits for the WAL writer, as before.
+        let _ = pair.source.try_run("SET default_transaction_read_only = off; BEGIN; SELECT txid_current(); COMMIT").await;
+    }
     if let Some(applied) = applied.filter(|applied| *applied > confirmed) {
         // Durable before it counts: a synchronous commit flushes the target's WAL up to here.
         pair.target.run("flushing the target's WAL", "BEGIN; SELECT txid_current(); COMMIT").await?;
