@@ -120,7 +120,13 @@ impl Engine for PostgresEngine {
     async fn fence(&self, plan: &LinkPlan) -> Result<Position, EngineError> {
         // With a pooler, its PAUSE comes first so no transaction is in flight when the fence ends sessions;
         // a failed fence lifts it at once (pooler module doc: the traffic is held one attempt at most).
-        let paused = pooler::scrubbed(plan, pooler::pause(plan).await)?;
+        let paused = match pooler::scrubbed(plan, pooler::pause(plan).await) {
+            Ok(paused) => paused,
+            Err(error) => {
+                cutover::hold::release(plan).await;
+                return Err(error);
+            }
+        };
         let fenced = scrubbed(plan, cutover::fence(plan).await);
         if let (Err(_), Some(pooler)) = (&fenced, &paused) {
             pooler::resume_quietly(pooler, plan.database.as_str()).await;
@@ -170,15 +176,16 @@ impl Engine for PostgresEngine {
             scrubbed(plan, reverse::drop_subscription(plan).await)?;
         }
         // A hold left by a fence whose process died before releasing it: without the link's walsender,
-        // every commit on the source server would wait (checked beside the switch, not after it).
-        let (switched, _) = tokio::join!(link::switch(plan, &self.watches.seeders), cutover::hold::release(plan));
-        scrubbed(plan, switched)?;
+        // every commit on the source server would wait. Released (or the switch fails) before it goes.
+        scrubbed(plan, cutover::hold::release_or_fail(plan).await)?;
+        scrubbed(plan, link::switch(plan, &self.watches.seeders).await)?;
         if keep_reverse_link {
             // Before the pooler releases the clients to the target: its writes must all be in the slot.
             scrubbed(plan, reverse::keep_reverse_link(plan).await)?;
         }
         self.watches.forget(&plan.link_name());
         cutover::forget(plan);
+        verify::forget_taken(&plan.link_name());
         // The pooler follows the primary: repoint its entry, RELOAD, RESUME (each safe to repeat).
         pooler::scrubbed(plan, pooler::repoint(plan).await)
     }
@@ -201,7 +208,7 @@ impl Engine for PostgresEngine {
     }
 
     async fn drop_link(&self, plan: &LinkPlan, drop_target: bool) -> Result<(), EngineError> {
-        cutover::hold::release(plan).await;
+        scrubbed(plan, cutover::hold::release_or_fail(plan).await)?;
         // Best effort: the source may be gone; a slot left there holds its WAL, so say so.
         if let Err(error) = scrubbed(plan, verify::stop_tracking(plan).await) {
             tracing::warn!(error = %error.message, "could not drop the verification's tracking slots ({link}_vt on each server): drop them by hand", link = plan.link_name());

@@ -287,9 +287,8 @@ pub(crate) async fn drop_link(plan: &LinkPlan, drop_target: bool, seeders: &seed
 /// source's WAL with nothing to drop it. Here, the seeder of this process is stopped and waited for; a
 /// seeder on another host finds its record gone and ends, releasing the seeding lock this waits for.
 ///
-/// Inside the cutover's window (the switch), so what does not depend on each other runs at once: the
-/// snapshot holder's end on the source beside the subscription's removal on the target (the slot is
-/// dropped only after both), then the slots beside the publication.
+/// Inside the cutover's window (the switch), so the slots and the publication, which do not depend on each
+/// other, are dropped at once.
 async fn remove_link(plan: &LinkPlan, seeders: &seed::Seeders) -> Result<(), EngineError> {
     let source = Server::new("source", &plan.source)?;
     let target = Server::new("target", &plan.target)?;
@@ -297,7 +296,7 @@ async fn remove_link(plan: &LinkPlan, seeders: &seed::Seeders) -> Result<(), Eng
     let database = plan.database.as_str();
 
     seeders.stop(&name).await;
-    // Its snapshot holder goes before the slot (it holds it), its record with the link.
+    // Its snapshot holder goes first (it holds the slot), its record with the link.
     let subscription = async {
         match target.connect(Some(database)).await {
             Ok(tgt) => {
@@ -310,9 +309,8 @@ async fn remove_link(plan: &LinkPlan, seeders: &seed::Seeders) -> Result<(), Eng
             Err(error) => Err(error),
         }
     };
-    let (abandoned, subscription) = tokio::join!(seed::abandon(&source, &name), subscription);
-    abandoned?;
-    let subscription = subscription?;
+    seed::abandon(&source, &name).await?;
+    let subscription = subscription.await?;
     let slots = async {
         drop_slot(&source, &name).await?;
         match subscription {

@@ -174,6 +174,7 @@ pub(crate) async fn failback(plan: &LinkPlan) -> Result<Vec<StepDuration>, Engin
         let paused = match pooler::pause(plan).await {
             Ok(paused) => paused,
             Err(error) => {
+                cutover::hold::release(&back).await;
                 stop_tracking_quietly(&back).await;
                 return Err(error);
             }
@@ -211,6 +212,7 @@ pub(crate) async fn failback(plan: &LinkPlan) -> Result<Vec<StepDuration>, Engin
 /// stays fenced. Safe to repeat.
 pub(crate) async fn drop_reverse_link(plan: &LinkPlan) -> Result<(), EngineError> {
     let back = reversed(plan);
+    cutover::hold::release_or_fail(&back).await?; // the same for a hold on the target's server
     verify::stop_tracking(&back).await?; // a failback that stopped half way may have left them
     drop_subscription(&back).await?;
     link::switch(&back, &crate::seed::Seeders::default()).await?;
@@ -234,7 +236,10 @@ async fn reverse_link_exists(plan: &LinkPlan) -> Result<bool, EngineError> {
 /// Fence the target, drain the reverse link, verify, drop the reverse subscription; each step's duration
 /// is added to `steps` (the fence's from `since`: the pooler's pause is part of it, as in a cutover).
 async fn hand_back(plan: &LinkPlan, back: &LinkPlan, since: Instant, steps: &mut Vec<StepDuration>) -> Result<(), EngineError> {
-    let position = cutover::fence(back).await?;
+    // The verification before the fence engaged the synchronous hold on the target's server (`cutover::hold`).
+    let fenced = cutover::fence(back).await;
+    cutover::hold::release(back).await;
+    let position = fenced?;
     let fence_ms = since.elapsed().as_millis() as u64;
     steps.push(StepDuration { step: CutoverStep::Fencing, ms: fence_ms as i64 });
     let step = Instant::now();
@@ -244,7 +249,9 @@ async fn hand_back(plan: &LinkPlan, back: &LinkPlan, since: Instant, steps: &mut
     let drain_ms = step.elapsed().as_millis() as u64;
     steps.push(StepDuration { step: CutoverStep::Draining, ms: drain_ms as i64 });
     let step = Instant::now();
-    let verification = finalize::finalize(back).await?;
+    let verification = finalize::finalize(back).await;
+    verify::forget_taken(&back.link_name());
+    let verification = verification?;
     if !verification.is_clean() {
         return Err(EngineError::definite(
             "failback_not_equal",

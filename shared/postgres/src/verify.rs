@@ -164,6 +164,8 @@ pub(crate) async fn before_fence(plan: &LinkPlan) -> Result<Verification, Engine
     let pair = open_pair(&source, &target, plan.database.as_str(), true).await?;
     let link = plan.link_name();
     forget_taken(&link); // an earlier attempt's parts belong to slots `start` makes again
+    // A hold left by a crashed attempt: the records below must not wait for a link that may not stream.
+    crate::cutover::hold::release(plan).await;
     let untracked_target = track::start(&pair.src, &pair.tgt, &link).await?;
     let (verification, unsettled, fingerprints) = compare(plan, Some(link.clone()), true, false).await?;
     let verified: BTreeMap<String, u64> = verification
@@ -256,7 +258,8 @@ async fn take_before_fence(plan: &LinkPlan, pair: &Pair) {
             }
             Ok(None) => return,
             Err(error) => {
-                // Consumed or not, the window stays right: without the kept part there is no record.
+                // Consumed or not, the window stays right: it trusts kept parts only while the slots are
+                // where the last kept part left them (`track::read`).
                 tracing::warn!(error = %error.message, "could not read the tracking streams before the fence; the window reads them");
                 return;
             }

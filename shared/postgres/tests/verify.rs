@@ -302,3 +302,29 @@ async fn catch_up_rounds_leave_the_window_only_the_last_writes() {
     assert!(finalized.complete);
     cleanup(&engine, &plan).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn changes_kept_before_the_fence_are_trusted_only_while_the_slots_are_where_they_left_them() {
+    let (engine, plan) = linked("verify_kept_", SHOP).await;
+    let database = plan.database.as_str().to_owned();
+    let (stop, writer) = start_writer(database.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = engine.prepare_cutover(&plan).await.expect("prepare").expect("a verification before the fence");
+    assert!(!before.proves_a_difference(), "{before:#?}");
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+    // Someone else reads (consumes) the source's tracking stream after milink kept its part of it: what
+    // milink kept is no longer the stream's whole past, so the window must not trust it.
+    let source = connect(&servers().source_url, &database).await;
+    let slot = format!("{}_vt", plan.link_name());
+    source.query("SELECT count(*) FROM pg_logical_slot_get_changes($1, NULL, NULL)", &[&slot]).await.unwrap();
+    let target = connect(&servers().target_url, &database).await;
+    target.batch_execute("UPDATE items SET name = 'tampered' WHERE id = 43").await.unwrap();
+    let position = engine.fence(&plan).await.expect("fence");
+    drain(&engine, &plan, position).await;
+    let finalized = engine.finalize(&plan).await.expect("finalize");
+    let window = finalized.window.clone().expect("a window report");
+    assert!(window.full_reason.as_deref().is_some_and(|r| r.contains("do not match the tracking slots")), "{finalized:#?}");
+    assert_eq!(keys(table(&finalized, "public.items")), ["(43)"], "{finalized:#?}");
+    cleanup(&engine, &plan).await;
+}

@@ -91,6 +91,7 @@ pub(crate) async fn engage(plan: &LinkPlan) -> bool {
         }
         Ok(Err(why)) => {
             tracing::info!(why, "no synchronous hold before the fence: the drain waits for the link's backlog");
+            release(plan).await; // one of ours left by a crash, found but not engaged again
             false
         }
         Err(error) => {
@@ -104,6 +105,7 @@ pub(crate) async fn engage(plan: &LinkPlan) -> bool {
 /// Ok(Err(why)) when the hold is not for this server; Err when a statement failed.
 async fn try_engage(plan: &LinkPlan, link: &str) -> Result<Result<(), &'static str>, EngineError> {
     let source = Server::new("source", &plan.source)?.connect(None).await?;
+    serialize(&source).await?;
     let (names, commit) = match auto_conf(&source).await {
         Ok(settings) => settings,
         Err(_) => return Ok(Err("the source role cannot read pg_file_settings (superuser or a grant on it is needed)")),
@@ -129,7 +131,7 @@ async fn try_engage(plan: &LinkPlan, link: &str) -> Result<Result<(), &'static s
     for statement in &set {
         if let Err(error) = source.try_run(statement).await {
             tracing::debug!(error = %error, "ALTER SYSTEM refused");
-            release(plan).await;
+            let _ = reset(&source).await; // in this session: another would wait for this one's lock
             return Ok(Err("the source role may not ALTER SYSTEM"));
         }
     }
@@ -146,7 +148,7 @@ async fn try_engage(plan: &LinkPlan, link: &str) -> Result<Result<(), &'static s
             return Ok(Ok(()));
         }
         if Instant::now() >= deadline {
-            release(plan).await;
+            reset(&source).await?;
             return Ok(Err("the link's walsender did not become synchronous in time"));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -215,26 +217,34 @@ async fn streaming(source: &Session, link: &str) -> Result<bool, EngineError> {
     Ok(row.is_some())
 }
 
+/// Takes both settings back out of `postgresql.auto.conf` and reloads (the caller knows the hold is ours).
+async fn reset(source: &Session) -> Result<(), EngineError> {
+    for statement in ["ALTER SYSTEM RESET synchronous_standby_names", "ALTER SYSTEM RESET synchronous_commit", "SELECT pg_reload_conf()"] {
+        source.run("releasing the synchronous hold", statement).await?;
+    }
+    Ok(())
+}
+
+/// Engages and releases on one server run one at a time (two migrations of one source cutting over at
+/// once would otherwise interleave their reads and writes of `postgresql.auto.conf`). Released with the
+/// session.
+async fn serialize(source: &Session) -> Result<(), EngineError> {
+    // "mlnkhold"
+    source.row("waiting for other synchronous holds", "SELECT pg_advisory_lock($1)", &[&0x6d6c_6e6b_686f_6c64_i64]).await?;
+    Ok(())
+}
+
+/// Releases `plan`'s hold if the source has one, or fails: for the steps that remove the link's walsender
+/// (the switch, removing the link), which must not run while a hold names it.
+pub(crate) async fn release_or_fail(plan: &LinkPlan) -> Result<(), EngineError> {
+    try_release(plan).await.map(|_| ())
+}
+
 /// Releases `plan`'s hold if the source has one (safe to repeat, and to call when there is none); true
 /// when it released one. Never an error: a hold that cannot be released is logged loudly, with the fix.
 pub(crate) async fn release(plan: &LinkPlan) -> bool {
     let link = plan.link_name();
-    let result = async {
-        let source = Server::new("source", &plan.source)?.connect(None).await?;
-        let (names, _) = match auto_conf(&source).await {
-            Ok(settings) => settings,
-            Err(_) => return Ok(false), // not readable: never engaged by milink either
-        };
-        if names.as_deref() != Some(standby_names(&link).as_str()) {
-            return Ok(false);
-        }
-        for statement in ["ALTER SYSTEM RESET synchronous_standby_names", "ALTER SYSTEM RESET synchronous_commit", "SELECT pg_reload_conf()"] {
-            source.run("releasing the synchronous hold", statement).await?;
-        }
-        Ok::<bool, EngineError>(true)
-    }
-    .await;
-    match result {
+    match try_release(plan).await {
         Ok(released) => {
             if released {
                 tracing::info!("synchronous hold released");
@@ -249,4 +259,23 @@ pub(crate) async fn release(plan: &LinkPlan) -> bool {
             false
         }
     }
+}
+
+async fn try_release(plan: &LinkPlan) -> Result<bool, EngineError> {
+    let link = plan.link_name();
+    let result = async {
+        let source = Server::new("source", &plan.source)?.connect(None).await?;
+        serialize(&source).await?;
+        let (names, _) = match auto_conf(&source).await {
+            Ok(settings) => settings,
+            Err(_) => return Ok(false), // not readable: never engaged by milink either
+        };
+        if names.as_deref() != Some(standby_names(&link).as_str()) {
+            return Ok(false);
+        }
+        reset(&source).await?;
+        Ok::<bool, EngineError>(true)
+    }
+    .await;
+    result
 }

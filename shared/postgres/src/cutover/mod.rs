@@ -44,7 +44,7 @@ mod sessions;
 mod settings;
 mod subscriptions;
 
-pub(crate) use positions::{forget, positions};
+pub(crate) use positions::{fenced_at, forget, positions};
 
 use crate::connect::{Server, Session};
 use crate::connect::{subscription_oid, writable};
@@ -140,6 +140,7 @@ async fn fence_source(plan: &LinkPlan) -> Result<Position, EngineError> {
         .row("recording the fence position", "SELECT pg_logical_emit_message(false, 'milink', 'fence')", &[])
         .await?;
     let position = u64::from(row.get::<_, PgLsn>(0));
+    fenced_at(plan, position);
     // The walsender decodes only flushed WAL, and once the source is fenced nothing commits: the message
     // would wait for the WAL writer (`wal_writer_delay`, 200 ms by default) before the link could pass it.
     // A commit of our own (no data, flushed locally, not waiting for the link) flushes it now.
@@ -179,6 +180,7 @@ pub(crate) async fn unfence(plan: &LinkPlan) -> Result<(), EngineError> {
     }
     tracing::info!(database, last = unfence.last, subscriptions_enabled = enabled, fenced_logins, "source unfenced");
     forget(plan);
+    crate::verify::forget_taken(&plan.link_name());
     apply_commits(plan, "off").await;
     Ok(())
 }

@@ -21,7 +21,9 @@
 //! source nothing else flushes WAL but the WAL writer (`wal_writer_delay`, 200 ms): measured, about half the
 //! drains then waited ~200 ms for it. So each poll that finds the target short of the source's position
 //! commits an empty transaction of its own in the maintenance database (never waiting for a standby): the
-//! flush wakes the walsender, which decodes it (another database: skipped) and sends the keepalive.
+//! flush wakes the walsender, which decodes it (another database: skipped) and sends the keepalive. Only
+//! while the target is short of the fence position this process recorded (after it, the positions must
+//! be free to stay still for `drain_stable_seconds`).
 //!
 //! The drain asks every few milliseconds, so the two sessions (the source's maintenance database for the
 //! slot, the target's database for the subscription) are kept per link and reused; a closed one is opened
@@ -39,6 +41,17 @@ struct Pair {
     target: Session,
 }
 
+/// The fence position of each link being drained here (the nudges stop once the target reaches it).
+fn fences() -> &'static Mutex<HashMap<String, u64>> {
+    static FENCES: OnceLock<Mutex<HashMap<String, u64>>> = OnceLock::new();
+    FENCES.get_or_init(Default::default)
+}
+
+/// Notes the fence's position for the drain's nudges (module doc).
+pub(crate) fn fenced_at(plan: &LinkPlan, position: u64) {
+    fences().lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(plan.link_name(), position);
+}
+
 fn kept() -> &'static Mutex<HashMap<String, Arc<Pair>>> {
     static KEPT: OnceLock<Mutex<HashMap<String, Arc<Pair>>>> = OnceLock::new();
     KEPT.get_or_init(Default::default)
@@ -47,7 +60,7 @@ fn kept() -> &'static Mutex<HashMap<String, Arc<Pair>>> {
 /// Closes the sessions kept for `plan`'s link (after the switch or the unfence).
 pub(crate) fn forget(plan: &LinkPlan) {
     kept().lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&plan.link_name());
-    crate::verify::forget_taken(&plan.link_name());
+    fences().lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&plan.link_name());
 }
 
 async fn sessions(plan: &LinkPlan) -> Result<Arc<Pair>, EngineError> {
@@ -113,7 +126,8 @@ async fn read(pair: &Pair, plan: &LinkPlan) -> Result<Positions, EngineError> {
     let current = u64::from(row.get::<_, PgLsn>(0));
     let confirmed = row.get::<_, Option<PgLsn>>(1).map(u64::from).unwrap_or(0);
     let mut target = confirmed;
-    if applied.unwrap_or(0).max(confirmed) < current {
+    let fence = fences().lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&name).copied();
+    if fence.is_some_and(|fence| applied.unwrap_or(0).max(confirmed) < fence) {
         // Wakes the walsender (module doc); the maintenance database is never fenced.
         // Never fatal: without it the drain waits for the WAL writer, as before.
         let _ = pair.source.try_run("SET default_transaction_read_only = off; BEGIN; SELECT txid_current(); COMMIT").await;

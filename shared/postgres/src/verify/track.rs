@@ -144,14 +144,15 @@ pub(super) struct Record {
 /// Why a table carried whole from a catch-up round is compared whole.
 const CARRIED_WHOLE: &str = "not proven equal by the catch-up before the fence";
 
-/// Writes `record` into the source's WAL, flushed (synchronous commit), so the stream read after it
+/// Writes `record` into the source's WAL, flushed (a local synchronous commit), so the stream read after it
 /// finds it. Format `v2 target=<0|1>` then one line per entry, every name and value length-prefixed
 /// (`<bytes>:<text>`, so any character is safe): `= <rows> <name>` for a table found equal, `W <name>`
 /// for a table carried whole, `K <name> <n> <v1>…<vn>` for a carried key.
 pub(super) async fn record(src: &Session, record: &Record) -> Result<(), EngineError> {
     let content = encode(record);
     writable(src).await?;
-    src.run("flushing the verification's record", "SET synchronous_commit = on").await?;
+    // Flushed locally, never waiting for the link (the synchronous hold may be engaged: `cutover::hold`).
+    src.run("flushing the verification's record", "SET synchronous_commit = local").await?;
     src.row("recording the verification in the source's WAL", "SELECT pg_logical_emit_message(true, $1, $2)::text", &[&PREFIX, &content])
         .await?;
     Ok(())
@@ -362,6 +363,16 @@ pub(super) struct SourcePart {
     changed: HashMap<String, Recheck>,
     decoded: u64,
     record: Option<Record>,
+    /// After a consuming read: the slot's confirmed position before and after it. Parts kept in memory
+    /// are trusted only as an unbroken chain that ends where the slot is now (see [`read`]).
+    consumed: Option<(Option<u64>, Option<u64>)>,
+}
+
+/// The tracking slot's confirmed position on this side.
+async fn confirmed(session: &Session, link: &str) -> Result<Option<u64>, EngineError> {
+    let sql = "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()";
+    let row = session.maybe_row("reading the tracking slot's position", sql, &[&slot_name(link)]).await?;
+    Ok(row.and_then(|r| r.get::<_, Option<tokio_postgres::types::PgLsn>>(0)).map(u64::from))
 }
 
 /// Whether the link's tracking slot exists on this side (in this database).
@@ -391,6 +402,10 @@ async fn read_stream(session: &Session, link: &str, tables: &[TableSpec], consum
     let keys: HashMap<String, &TableSpec> = tables.iter().map(|t| (t.display_name(), t)).collect();
     let roots = partition_roots(session).await?;
     let mut part = SourcePart::default();
+    let from = match consume {
+        true => confirmed(session, link).await?,
+        false => None,
+    };
     let prefix = format!("message: transactional: 1 prefix: {PREFIX}, sz: ");
     for row in session.rows("reading the changes since the verification", &sql, &[&slot_name(link)]).await? {
         let line: String = row.get(0);
@@ -401,12 +416,29 @@ async fn read_stream(session: &Session, link: &str, tables: &[TableSpec], consum
         }
         part.decoded += note(&mut part.changed, &line, &keys, &roots);
     }
+    if consume {
+        part.consumed = Some((from, confirmed(session, link).await?));
+    }
     Ok(part)
 }
 
 async fn read(src: &Session, tgt: &Session, link: &str, tables: &[TableSpec], consume: bool, taken: Taken) -> Result<Tracked, EngineError> {
     if !tracking_slot(src, link).await? {
         return Ok(Tracked::Untracked("no verification before the fence was tracked".into()));
+    }
+    // Parts this process kept are the streams' past only if nothing consumed the slots since: a read that
+    // failed after consuming, a second reader, a retried step elsewhere that made the slots again. Then
+    // the kept parts are not the whole past (and may hold the record): compare everything.
+    for (session, parts) in [(src, &taken.source), (tgt, &taken.target)] {
+        if parts.is_empty() {
+            continue;
+        }
+        let spans: Vec<(Option<u64>, Option<u64>)> = parts.iter().map(|p| p.consumed.unwrap_or((None, None))).collect();
+        let chained = spans.iter().all(|(from, to)| from.is_some() && to.is_some()) && spans.windows(2).all(|w| w[0].1 == w[1].0);
+        let now = confirmed(session, link).await?;
+        if !chained || spans.last().map(|s| s.1) != Some(now) {
+            return Ok(Tracked::Untracked("the changes read before the window do not match the tracking slots".into()));
+        }
     }
     // Peeking (the window), both sides are read at once; consuming (a round), the source's first (see
     // `take_both` for why the order matters).
