@@ -29,11 +29,15 @@
 //!   watcher in this process looks every [`WATCH_EVERY`]: once any commit on the server has waited
 //!   [`MAX_COMMIT_WAIT`] for the link (`wait_event = 'SyncRep'`), or the hold has lasted [`LIMIT`], it
 //!   releases the hold (the waiting commits then return at once; they were committed locally all along).
-//! - A hold must never outlive its cutover. It is released by the fence, by a fence that fails, by an
-//!   unfence, by the switch, by removing the link, by the watcher, and by a restarted milink's next fence,
-//!   switch or removal of the link (the setting names the link, so any of them knows it is milink's). It is
-//!   not engaged when the walsender is not streaming, and released at once if it does not become
-//!   synchronous within [`ENGAGE_WAIT`].
+//! - A hold must never outlive its cutover. It is released by the fence, by a fence that fails (a refused
+//!   pooler PAUSE included), by an unfence, by the watcher, at the start of every verification before the
+//!   fence (one left by a crashed attempt), and before the switch or a removal of the link: those two fail
+//!   rather than remove a walsender that a hold still names (`release_or_fail`). The setting names the
+//!   link, so a restarted milink knows a hold is its own. Failback engages it on the target's server for
+//!   the reverse link and releases it the same ways (`reverse`). It is not engaged when the walsender is
+//!   not streaming, and released at once if it does not become synchronous within [`ENGAGE_WAIT`].
+//!   Engaging and releasing on one server run one at a time (an advisory lock), so two migrations of one
+//!   source cutting over at once cannot interleave their edits of `postgresql.auto.conf`.
 use crate::connect::{Server, Session};
 use crate::sql::quote_literal;
 use milink_core::ports::LinkPlan;
