@@ -268,19 +268,26 @@ async fn the_window_compares_only_what_changed_since_the_verification_before_the
     cleanup(&engine, &plan).await;
 }
 
-/// Under a live writer, the catch-up rounds before the fence compare what changed during the full
-/// verification, so the window decodes only the last writes; what was written on the target after the
-/// rounds is still found there.
-#[tokio::test(flavor = "multi_thread")]
-async fn catch_up_rounds_leave_the_window_only_the_last_writes() {
-    let (engine, plan) = linked("verify_catchup_", SHOP).await;
-    let database = plan.database.as_str().to_owned();
-    let (stop, writer) = start_writer(database.clone());
+/// A linked SHOP database whose verification before the fence ran under the live writer (stopped after
+/// it, the writes it made returned), proving no difference.
+async fn prepared_under_writes(prefix: &str) -> (PostgresEngine, LinkPlan, u64) {
+    let (engine, plan) = linked(prefix, SHOP).await;
+    let (stop, writer) = start_writer(plan.database.as_str().to_owned());
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = engine.prepare_cutover(&plan).await.expect("prepare").expect("a verification before the fence");
     assert!(!before.proves_a_difference(), "{before:#?}");
     stop.store(true, Ordering::Relaxed);
     let writes = writer.await.unwrap();
+    (engine, plan, writes)
+}
+
+/// Under a live writer, the catch-up rounds before the fence compare what changed during the full
+/// verification, so the window decodes only the last writes; what was written on the target after the
+/// rounds is still found there.
+#[tokio::test(flavor = "multi_thread")]
+async fn catch_up_rounds_leave_the_window_only_the_last_writes() {
+    let (engine, plan, writes) = prepared_under_writes("verify_catchup_").await;
+    let database = plan.database.as_str().to_owned();
     // Each write changes two rows (an update and an insert).
     assert!(writes > 100, "the writer wrote during the verification before the fence: {writes}");
 
@@ -305,14 +312,8 @@ async fn catch_up_rounds_leave_the_window_only_the_last_writes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn changes_kept_before_the_fence_are_trusted_only_while_the_slots_are_where_they_left_them() {
-    let (engine, plan) = linked("verify_kept_", SHOP).await;
+    let (engine, plan, _) = prepared_under_writes("verify_kept_").await;
     let database = plan.database.as_str().to_owned();
-    let (stop, writer) = start_writer(database.clone());
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = engine.prepare_cutover(&plan).await.expect("prepare").expect("a verification before the fence");
-    assert!(!before.proves_a_difference(), "{before:#?}");
-    stop.store(true, Ordering::Relaxed);
-    writer.await.unwrap();
     // Someone else reads (consumes) the source's tracking stream after milink kept its part of it: what
     // milink kept is no longer the stream's whole past, so the window must not trust it.
     let source = connect(&servers().source_url, &database).await;

@@ -73,7 +73,7 @@ async fn sessions(plan: &LinkPlan) -> Result<Arc<Pair>, EngineError> {
     let target = Server::new("target", &plan.target)?;
     let (source, target) = tokio::try_join!(source.connect(None), target.connect(Some(plan.database.as_str())))?;
     // Its nudges (module doc) must not wait for the link while the synchronous hold is being released.
-    source.run("making the drain's source commits local", "SET synchronous_commit = local").await?;
+    source.run("making the drain's source commits local", "SET synchronous_commit = local; SET default_transaction_read_only = off").await?;
     // The target may be fenced (the source, subscribing over a reverse link); its flush must commit.
     writable(&target).await?;
     target.run("making the drain's commits synchronous", "SET synchronous_commit = on").await?;
@@ -130,7 +130,7 @@ async fn read(pair: &Pair, plan: &LinkPlan) -> Result<Positions, EngineError> {
     if fence.is_some_and(|fence| applied.unwrap_or(0).max(confirmed) < fence) {
         // Wakes the walsender (module doc); the maintenance database is never fenced.
         // Never fatal: without it the drain waits for the WAL writer, as before.
-        let _ = pair.source.try_run("SET default_transaction_read_only = off; BEGIN; SELECT txid_current(); COMMIT").await;
+        let _ = pair.source.try_run("BEGIN; SELECT txid_current(); COMMIT").await;
     }
     if let Some(applied) = applied.filter(|applied| *applied > confirmed) {
         // Durable before it counts: a synchronous commit flushes the target's WAL up to here.
