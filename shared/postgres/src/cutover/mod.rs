@@ -55,6 +55,15 @@ use milink_core::EngineError;
 use std::time::Instant;
 use tokio_postgres::types::PgLsn;
 
+/// A transaction that flushes the server's WAL up to its own commit record when it commits (with
+/// `synchronous_commit` local or on). Taking an xid is not enough: PostgreSQL flushes at commit only when
+/// the transaction itself wrote WAL, so `BEGIN; SELECT txid_current(); COMMIT` leaves its commit record
+/// (and everything before it) to the WAL writer, up to `wal_writer_delay` (200 ms) later; measured, that
+/// was the 0–200 ms the drain waited after the fence. A transactional logical message is WAL the
+/// transaction wrote. Decoders pass over it: pgoutput sends messages only when asked to, and the
+/// verification's tracking reads only its own prefix.
+pub(crate) const FLUSH_WAL: &str = "BEGIN; SELECT pg_logical_emit_message(true, 'milink', 'flush'); COMMIT";
+
 /// A session on the fenced database itself: ALTER SUBSCRIPTION only finds the subscriptions of the
 /// session's database, and an advisory lock taken there excludes every milink fencing that database,
 /// whatever maintenance database its url names.
@@ -143,8 +152,8 @@ async fn fence_source(plan: &LinkPlan) -> Result<Position, EngineError> {
     fenced_at(plan, position);
     // The walsender decodes only flushed WAL, and once the source is fenced nothing commits: the message
     // would wait for the WAL writer (`wal_writer_delay`, 200 ms by default) before the link could pass it.
-    // A commit of our own (no data, flushed locally, not waiting for the link) flushes it now.
-    admin.run("flushing the fence's record", "BEGIN; SELECT txid_current(); COMMIT").await?;
+    // A commit of our own (flushed locally, not waiting for the link) flushes it now.
+    admin.run("flushing the fence's record", FLUSH_WAL).await?;
     let took_ms = started.elapsed().as_millis() as u64;
     match ended.superusers_reconnected.is_empty() {
         true => tracing::info!(database, position, sessions_ended = ended.sessions, subscriptions_disabled = subscriptions, took_ms, "source fenced"),

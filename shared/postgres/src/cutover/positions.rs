@@ -9,7 +9,7 @@
 //!   order, and records a message's position before handling it; every change of a transaction committed
 //!   before F comes before F in the stream. So once it records a position ≥ F (in practice the walsender's
 //!   keepalive, sent as soon as it has decoded past the fence's record), it has applied and committed
-//!   every such transaction. A synchronous commit of our own on the target, after that read, makes them
+//!   every such transaction. A flush of our own on the target (`FLUSH_WAL`), after that read, makes them
 //!   durable there too (the WAL is flushed in order). This one needs no feedback round trip.
 //!
 //! The target position reported is the larger of the two. A worker that restarts loses its row until it
@@ -17,13 +17,14 @@
 //!
 //! The walsender sends nothing for the fence's own records (a non-transactional message, an empty
 //! transaction: pgoutput skips both), so the worker learns of positions past them from a keepalive, which
-//! the walsender sends when woken by newly flushed WAL and no earlier keepalive awaits its reply. On a fenced
-//! source nothing else flushes WAL but the WAL writer (`wal_writer_delay`, 200 ms): measured, about half the
-//! drains then waited ~200 ms for it. So each poll that finds the target short of the source's position
-//! commits an empty transaction of its own in the maintenance database (never waiting for a standby): the
-//! flush wakes the walsender, which decodes it (another database: skipped) and sends the keepalive. Only
-//! while the target is short of the fence position this process recorded (after it, the positions must
-//! be free to stay still for `drain_stable_seconds`).
+//! the walsender sends once it has decoded past the fence's records, which it does only once they are
+//! flushed. The fence flushes them itself (`FLUSH_WAL`); as a second guard, each poll that finds the
+//! target short of the fence position commits such a flush of its own in the maintenance database (never
+//! waiting for a standby; another database, so the walsender decodes and skips it). On a fenced source
+//! nothing else flushes WAL but the WAL writer (`wal_writer_delay`, 200 ms): measured, without a real flush
+//! the drain waited 0–200 ms for it, with one the target passes the fence 6–18 ms after it. Only while the
+//! target is short of the fence position this process recorded (after it, the positions must be free to
+//! stay still for `drain_stable_seconds`).
 //!
 //! The drain asks every few milliseconds, so the two sessions (the source's maintenance database for the
 //! slot, the target's database for the subscription) are kept per link and reused; a closed one is opened
@@ -130,11 +131,13 @@ async fn read(pair: &Pair, plan: &LinkPlan) -> Result<Positions, EngineError> {
     if fence.is_some_and(|fence| applied.unwrap_or(0).max(confirmed) < fence) {
         // Wakes the walsender (module doc); the maintenance database is never fenced.
         // Never fatal: without it the drain waits for the WAL writer, as before.
-        let _ = pair.source.try_run("BEGIN; SELECT txid_current(); COMMIT").await;
+        if pair.source.try_run(super::FLUSH_WAL).await.is_err() {
+            let _ = pair.source.try_run("ROLLBACK").await; // leaves no aborted transaction behind
+        }
     }
     if let Some(applied) = applied.filter(|applied| *applied > confirmed) {
-        // Durable before it counts: a synchronous commit flushes the target's WAL up to here.
-        pair.target.run("flushing the target's WAL", "BEGIN; SELECT txid_current(); COMMIT").await?;
+        // Durable before it counts: flushes the target's WAL up to here.
+        pair.target.run("flushing the target's WAL", super::FLUSH_WAL).await?;
         target = applied;
     }
     Ok(Positions { source: Position(current), target: Position(target) })
