@@ -108,13 +108,17 @@ impl Engine for PostgresEngine {
 
     async fn prepare_cutover(&self, plan: &LinkPlan) -> Result<Option<Verification>, EngineError> {
         // Never in the cutover's way: without it, finalize compares everything (slower, as safe).
-        match scrubbed(plan, verify::before_fence(plan).await) {
-            Ok(verification) => Ok(Some(verification)),
+        let prepared = match scrubbed(plan, verify::before_fence(plan).await) {
+            Ok(verification) => Some(verification),
             Err(error) => {
                 tracing::warn!(error = %error.message, "no verification before the fence: finalize compares every row");
-                Ok(None)
+                None
             }
+        };
+        if !prepared.as_ref().is_some_and(|v| v.proves_a_difference()) {
+            cutover::open_fence_session(plan).await;
         }
+        Ok(prepared)
     }
 
     async fn fence(&self, plan: &LinkPlan) -> Result<Position, EngineError> {

@@ -252,11 +252,11 @@ async fn create_subscription(tgt: &Session, name: &str, link: &Server, sql: &str
 
 /// Removes the link after the drain; a reverse link, when kept, is made afterwards by `reverse`.
 pub(crate) async fn switch(plan: &LinkPlan, seeders: &seed::Seeders) -> Result<(), EngineError> {
-    remove_link(plan, seeders).await
+    remove_link(plan, seeders, crate::cutover::kept_sessions(plan)).await
 }
 
 pub(crate) async fn drop_link(plan: &LinkPlan, drop_target: bool, seeders: &seed::Seeders) -> Result<(), EngineError> {
-    remove_link(plan, seeders).await?;
+    remove_link(plan, seeders, None).await?;
     let target = Server::new("target", &plan.target)?;
     let admin = target.connect(None).await?;
     crate::validate::drop_probe(&admin, &plan.link_name()).await?;
@@ -287,9 +287,10 @@ pub(crate) async fn drop_link(plan: &LinkPlan, drop_target: bool, seeders: &seed
 /// source's WAL with nothing to drop it. Here, the seeder of this process is stopped and waited for; a
 /// seeder on another host finds its record gone and ends, releasing the seeding lock this waits for.
 ///
-/// Inside the cutover's window (the switch), so the slots and the publication, which do not depend on each
-/// other, are dropped at once.
-async fn remove_link(plan: &LinkPlan, seeders: &seed::Seeders) -> Result<(), EngineError> {
+/// Inside the cutover's window (the switch), so what does not depend on each other runs at once (the
+/// holder and the subscription; then the slots and the publication), on the drain's sessions when they
+/// are still open (`kept`: the source's maintenance database and the target's database).
+async fn remove_link(plan: &LinkPlan, seeders: &seed::Seeders, kept: Option<std::sync::Arc<crate::cutover::positions::Pair>>) -> Result<(), EngineError> {
     let source = Server::new("source", &plan.source)?;
     let target = Server::new("target", &plan.target)?;
     let name = plan.link_name();
@@ -298,23 +299,37 @@ async fn remove_link(plan: &LinkPlan, seeders: &seed::Seeders) -> Result<(), Eng
     seeders.stop(&name).await;
     // Its snapshot holder goes first (it holds the slot), its record with the link.
     let subscription = async {
-        match target.connect(Some(database)).await {
-            Ok(tgt) => {
-                writable(&tgt).await?;
-                tgt.run("dropping the seeding record", &seed::plan::drop_sql()).await?;
-                seed::wait_until_stopped(&tgt, &name).await?;
-                drop_subscription(&tgt, &name).await
-            }
-            Err(error) if error.code == "database_not_found" => Ok(None),
-            Err(error) => Err(error),
+        let connected;
+        let tgt = match &kept {
+            Some(kept) => &kept.target,
+            None => match target.connect(Some(database)).await {
+                Ok(tgt) => {
+                    writable(&tgt).await?;
+                    connected = tgt;
+                    &connected
+                }
+                Err(error) if error.code == "database_not_found" => return Ok(None),
+                Err(error) => return Err(error),
+            },
+        };
+        tgt.run("dropping the seeding record", &seed::plan::drop_sql()).await?;
+        seed::wait_until_stopped(tgt, &name).await?;
+        drop_subscription(tgt, &name).await
+    };
+    let connected;
+    let admin = match &kept {
+        Some(kept) => &kept.source,
+        None => {
+            connected = source.connect(None).await?;
+            writable(&connected).await?;
+            &connected
         }
     };
-    seed::abandon(&source, &name).await?;
-    let subscription = subscription.await?;
+    let (_, subscription) = tokio::try_join!(seed::abandon(admin, &name), subscription)?;
     let slots = async {
-        drop_slot(&source, &name).await?;
+        drop_slot_on(admin, &name).await?;
         match subscription {
-            Some(oid) => drop_sync_slots(&source, oid).await,
+            Some(oid) => drop_sync_slots(admin, oid).await,
             None => Ok(()),
         }
     };
@@ -354,6 +369,11 @@ async fn drop_subscription(tgt: &Session, name: &str) -> Result<Option<u32>, Eng
 pub(crate) async fn drop_slot(source: &Server, slot: &str) -> Result<(), EngineError> {
     let admin = source.connect(None).await?;
     writable(&admin).await?;
+    drop_slot_on(&admin, slot).await
+}
+
+/// [`drop_slot`] on a writable session of the server.
+async fn drop_slot_on(admin: &Session, slot: &str) -> Result<(), EngineError> {
     for _ in 0..50 {
         let Some(row) = admin
             .maybe_row("looking for the replication slot", "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
@@ -382,22 +402,20 @@ pub(crate) async fn drop_slot(source: &Server, slot: &str) -> Result<(), EngineE
     }
     Err(EngineError::transient(
         "slot_busy",
-        format!("{}: replication slot {slot} stays in use", source.place().label()),
+        format!("{}: replication slot {slot} stays in use", admin.place().label()),
         "milink retries; if it persists, look for another subscriber using this slot.",
     ))
 }
 
 /// Table-sync slots (`pg_<subscription oid>_sync_<relid>_<system id>`) left by a subscription dropped
 /// while it was still seeding.
-async fn drop_sync_slots(source: &Server, subscription_oid: u32) -> Result<(), EngineError> {
-    let admin = source.connect(None).await?;
+async fn drop_sync_slots(admin: &Session, subscription_oid: u32) -> Result<(), EngineError> {
     let pattern = format!("pg\\_{subscription_oid}\\_sync\\_%");
     let rows = admin
         .rows("listing table-sync slots", "SELECT slot_name::text FROM pg_replication_slots WHERE slot_name LIKE $1", &[&pattern])
         .await?;
-    drop(admin);
     for row in rows {
-        drop_slot(source, &row.get::<_, String>(0)).await?;
+        drop_slot_on(admin, &row.get::<_, String>(0)).await?;
     }
     Ok(())
 }

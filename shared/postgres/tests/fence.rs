@@ -78,9 +78,14 @@ async fn a_session_connected_before_the_fence_cannot_commit_after_it() {
     let in_transaction = app_session(&database, &app).await.unwrap();
     in_transaction.batch_execute("BEGIN; INSERT INTO t (note) VALUES ('in flight')").await.unwrap();
 
+    let probe = connect(&servers().source_url, "postgres").await;
     let started = Instant::now();
-    engine.fence(&plan).await.expect("fence");
+    let position = engine.fence(&plan).await.expect("fence");
     eprintln!("fence of a small database with two sessions took {:?}", started.elapsed());
+    // The fence's record is flushed when the fence returns: the walsender sends only flushed WAL, and on a
+    // fenced source only the WAL writer would flush it, up to wal_writer_delay (200 ms) later.
+    let flushed: tokio_postgres::types::PgLsn = probe.query_one("SELECT pg_current_wal_flush_lsn()", &[]).await.unwrap().get(0);
+    assert!(u64::from(flushed) >= position.0, "the fence returned before its record was flushed: {flushed} < {}", position.0);
 
     assert!(insert(&idle).await.is_err(), "a session connected before the fence wrote after it");
     assert!(in_transaction.batch_execute("COMMIT").await.is_err(), "a transaction open at the fence committed after it");

@@ -37,9 +37,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio_postgres::types::PgLsn;
 
-struct Pair {
-    source: Session,
-    target: Session,
+/// The drain's sessions: the source's maintenance database, the target's database (writable).
+pub(crate) struct Pair {
+    pub(crate) source: Session,
+    pub(crate) target: Session,
 }
 
 /// The fence position of each link being drained here (the nudges stop once the target reaches it).
@@ -61,7 +62,15 @@ fn kept() -> &'static Mutex<HashMap<String, Arc<Pair>>> {
 /// Closes the sessions kept for `plan`'s link (after the switch or the unfence).
 pub(crate) fn forget(plan: &LinkPlan) {
     kept().lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&plan.link_name());
+    super::opened().lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&plan.link_name());
     fences().lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&plan.link_name());
+}
+
+/// The drain's sessions, while they are kept and open: the switch reuses them (inside the window, each
+/// login it saves is a few milliseconds).
+pub(crate) fn kept_sessions(plan: &LinkPlan) -> Option<Arc<Pair>> {
+    let pair = kept().lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&plan.link_name()).cloned();
+    pair.filter(|p| !p.source.client().is_closed() && !p.target.client().is_closed())
 }
 
 async fn sessions(plan: &LinkPlan) -> Result<Arc<Pair>, EngineError> {

@@ -347,9 +347,8 @@ pub(crate) async fn wait_until_stopped(tgt: &Session, link: &str) -> Result<(), 
 
 /// Ends a seeding that is abandoned (the link is removed): its snapshot holder goes; the slot and the
 /// target's record go with the link's other objects.
-pub(crate) async fn abandon(source: &Server, link: &str) -> Result<(), EngineError> {
-    let admin = source.connect(None).await?;
-    holder::stop(&admin, link).await
+pub(crate) async fn abandon(admin: &Session, link: &str) -> Result<(), EngineError> {
+    holder::stop(admin, link).await
 }
 
 #[cfg(test)]
