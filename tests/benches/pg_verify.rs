@@ -37,6 +37,12 @@
 //! 7,037 ms (12.8×) / 3,596 ms (6.4×), verification before the fence 21.1 / 13.8 s; idle count(*) 311 /
 //! 289 ms, verify 2,297 ms (7.4×) / 1,127 ms (3.9×); in the window with writes until the fence 536 / 487 ms,
 //! untracked (full) 738 / 729 ms.
+//!
+//! Measured later that day (same machine), scale 50, 1 round, after the flushes that flush and the
+//! tracking reads bounded at a flushed record (`cutover::FLUSH_WAL`, `track::flushed_end`): under load
+//! count(*) 620 ms, on-demand verify 3,893 ms (6.3×), verification before the fence 5.7 s (13.8 s before);
+//! idle count(*) 285 ms, verify 1,108 ms (3.9×); in the window with writes until the fence 79 ms (487 ms
+//! before), untracked (full) 714 ms.
 use milink_core::config::{Endpoint, Secret};
 use milink_core::migration::{LinkPhase, Settings, Verification};
 use milink_core::ports::{Engine, LinkPlan};

@@ -128,6 +128,7 @@ impl Engine for PostgresEngine {
             Ok(paused) => paused,
             Err(error) => {
                 cutover::hold::release(plan).await;
+                cutover::close_fence_session(plan);
                 return Err(error);
             }
         };

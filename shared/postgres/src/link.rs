@@ -297,7 +297,8 @@ async fn remove_link(plan: &LinkPlan, seeders: &seed::Seeders, kept: Option<std:
     let database = plan.database.as_str();
 
     seeders.stop(&name).await;
-    // Its snapshot holder goes first (it holds the slot), its record with the link.
+    // Its snapshot holder (it holds the slot) goes with the subscription, before the slots; its record
+    // with the subscription.
     let subscription = async {
         let connected;
         let tgt = match &kept {
@@ -325,7 +326,11 @@ async fn remove_link(plan: &LinkPlan, seeders: &seed::Seeders, kept: Option<std:
             &connected
         }
     };
-    let (_, subscription) = tokio::try_join!(seed::abandon(admin, &name), subscription)?;
+    // Both run to their end (a future dropped between the seeding lock's take and release would leave the
+    // lock on a kept session); the first error wins.
+    let (abandoned, subscription) = tokio::join!(seed::abandon(admin, &name), subscription);
+    abandoned?;
+    let subscription = subscription?;
     let slots = async {
         drop_slot_on(admin, &name).await?;
         match subscription {

@@ -226,11 +226,13 @@ enum Taken {
 }
 
 /// What the window needs before it compares, made ready while the drain waits: its first pair of
-/// sessions, the scope and the hashing. Read after the fence: the source is fenced and the link's apply
-/// changes no table's shape, so the scope is the one a read after the drain would find, found tens of
-/// milliseconds sooner (measured: opening the pair and reading the scope took 30-45 ms of the window).
+/// sessions, the scope and the hashing (measured: opening the pair and reading the scope took 30-45 ms
+/// of the window). The window still reads the catalog again, beside the streams, and uses this scope only
+/// if the catalog is unchanged: DDL on the target during the drain (or by a superuser past the fence) must
+/// not escape.
 struct Ready {
     pair: Pair,
+    catalog: scope::Catalog,
     scope: scope::Scope,
     hashing: Hashing,
 }
@@ -290,12 +292,13 @@ pub(crate) fn take_during_drain(plan: &LinkPlan) {
             let (source, target) = (Server::new("source", &plan.source)?, Server::new("target", &plan.target)?);
             let pair = open_pair(&source, &target, plan.database.as_str(), false).await?;
             let link = plan.link_name();
-            let (scope, hashing) = tokio::try_join!(scope::scope(&pair.src, &pair.tgt, &link), hashing(&pair.src, &pair.tgt))?;
+            let (catalog, hashing) = tokio::try_join!(scope::catalog(&pair.src, &pair.tgt, &link), hashing(&pair.src, &pair.tgt))?;
+            let scope = scope::of(&pair.src, &catalog).await?;
             let scoped_ms = started.elapsed().as_millis() as u64;
             let part = track::take_source(&pair.src, &link, &scope.tables).await?;
             let decoded = part.as_ref().map_or(0, |p| p.decoded());
             tracing::info!(decoded, scoped_ms, ms = started.elapsed().as_millis() as u64, "read the source's changes during the drain");
-            Ok::<_, EngineError>((part, Ready { pair, scope, hashing }))
+            Ok::<_, EngineError>((part, Ready { pair, catalog, scope, hashing }))
         };
         match read.await {
             Ok((part, ready)) => (part, Some(ready)),
@@ -319,17 +322,19 @@ async fn settle_drain(link: &str) {
     };
     if let Some(Taken::Running(task)) = running {
         let (part, ready) = task.await.unwrap_or((None, None));
-        let mut kept = taken().lock().unwrap_or_else(|p| p.into_inner());
-        let entry = kept.entry(link.to_owned()).or_default();
-        entry.drain = Some(Taken::Done(part));
-        entry.ready = ready;
+        // Forgotten meanwhile (the cutover ended): nothing to keep.
+        if let Some(entry) = taken().lock().unwrap_or_else(|p| p.into_inner()).get_mut(link) {
+            entry.drain = Some(Taken::Done(part));
+            entry.ready = ready;
+        }
     }
 }
 
 /// The window's [`Ready`], if the drain made one (taken: a second comparison opens its own).
 async fn take_ready(link: &str) -> Option<Ready> {
     settle_drain(link).await;
-    taken().lock().unwrap_or_else(|p| p.into_inner()).get_mut(link).and_then(|kept| kept.ready.take())
+    let ready = taken().lock().unwrap_or_else(|p| p.into_inner()).get_mut(link).and_then(|kept| kept.ready.take());
+    ready.filter(|r| !r.pair.src.client().is_closed() && !r.pair.tgt.client().is_closed())
 }
 
 /// Everything kept for the window, in stream order (the drain's reading awaited if still running).
@@ -390,29 +395,50 @@ async fn compare(
         _ => None,
     };
     let (first, ready) = match ready {
-        Some(Ready { pair, scope, hashing }) => (pair, Some((scope, hashing))),
+        Some(Ready { pair, catalog, scope, hashing }) => (pair, Some((catalog, scope, hashing))),
         None => (open_pair(&source, &target, database, before_fence).await?, None),
     };
     let connected_ms = clock.elapsed().as_millis() as u64;
     // Independent reads, pipelined on the two sessions (inside the window, every round trip counts).
-    let seeding = async {
-        match slot {
-            Some(_) => still_seeding(&first.tgt, &link).await,
-            None => Ok(BTreeSet::new()),
+    let (scope, hashing, seeding, start_positions, tracked) = match ready {
+        // The streams are read with the scope made ready while the catalog is read again (doc of
+        // `Ready`); when the catalog changed, the scope is made again and the streams read again with it.
+        Some((ready_catalog, ready_scope, hashing)) => {
+            let kept = taken_for_window(&link).await;
+            let early = track::changes(&first.src, &first.tgt, &link, &ready_scope.tables, kept.clone());
+            let (catalog, start_positions, early) = tokio::try_join!(scope::catalog(&first.src, &first.tgt, &link), positions(&first.src, &link), early)?;
+            let (scope, tracked) = match catalog == ready_catalog {
+                true => (ready_scope, early),
+                false => {
+                    let scope = scope::of(&first.src, &catalog).await?;
+                    let tracked = track::changes(&first.src, &first.tgt, &link, &scope.tables, kept).await?;
+                    (scope, tracked)
+                }
+            };
+            (scope, hashing, BTreeSet::new(), start_positions, Some(tracked))
+        }
+        None => {
+            let seeding = async {
+                match slot {
+                    Some(_) => still_seeding(&first.tgt, &link).await,
+                    None => Ok(BTreeSet::new()),
+                }
+            };
+            let (scope, hashing, seeding, start_positions) = tokio::try_join!(
+                scope::scope(&first.src, &first.tgt, &link),
+                hashing(&first.src, &first.tgt),
+                seeding,
+                positions(&first.src, &link)
+            )?;
+            (scope, hashing, seeding, start_positions, None)
         }
     };
-    let shapes = async {
-        match ready {
-            Some(ready) => Ok(ready),
-            None => tokio::try_join!(scope::scope(&first.src, &first.tgt, &link), hashing(&first.src, &first.tgt)),
-        }
-    };
-    let ((scope, hashing), seeding, start_positions) = tokio::try_join!(shapes, seeding, positions(&first.src, &link))?;
     let scoped_ms = clock.elapsed().as_millis() as u64;
     let tables: Vec<TableSpec> = scope.tables.into_iter().filter(|t| !seeding.contains(&t.display_name())).collect();
-    let tracked = match slot {
-        Some(_) => None,
-        None => Some(track::changes(&first.src, &first.tgt, &link, &tables, taken_for_window(&link).await).await?),
+    let tracked = match (slot.as_ref(), tracked) {
+        (Some(_), _) => None,
+        (None, Some(tracked)) => Some(tracked),
+        (None, None) => Some(track::changes(&first.src, &first.tgt, &link, &tables, taken_for_window(&link).await).await?),
     };
     let changes = match &tracked {
         Some(Tracked::Changes(changes)) => Some(changes),

@@ -268,6 +268,29 @@ async fn the_window_compares_only_what_changed_since_the_verification_before_the
     cleanup(&engine, &plan).await;
 }
 
+/// The window's scope is read again after the drain: a column added on the target while the drain waits
+/// (after the scope the window prepares during the drain was read) is a difference, never missed.
+#[tokio::test(flavor = "multi_thread")]
+async fn ddl_on_the_target_during_the_drain_is_a_difference() {
+    let (engine, plan) = linked("verify_drain_ddl_", SHOP).await;
+    let database = plan.database.as_str().to_owned();
+    let before = engine.prepare_cutover(&plan).await.expect("prepare").expect("a verification before the fence");
+    assert!(before.is_clean(), "{before:#?}");
+    let position = engine.fence(&plan).await.expect("fence");
+    // The fence started preparing the window (its scope included); let that finish first.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let target = connect(&servers().target_url, &database).await;
+    target.batch_execute("ALTER TABLE notes ADD COLUMN added_during_the_drain int DEFAULT 7").await.unwrap();
+    drain(&engine, &plan, position).await;
+    let finalized = engine.finalize(&plan).await.expect("finalize");
+    assert!(!finalized.is_clean(), "{finalized:#?}");
+    assert!(
+        finalized.differences.iter().any(|d| d.object.contains("notes") && d.detail.contains("added_during_the_drain")),
+        "{finalized:#?}"
+    );
+    cleanup(&engine, &plan).await;
+}
+
 /// A linked SHOP database whose verification before the fence ran under the live writer (stopped after
 /// it, the writes it made returned), proving no difference.
 async fn prepared_under_writes(prefix: &str) -> (PostgresEngine, LinkPlan, u64) {

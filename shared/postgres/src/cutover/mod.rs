@@ -55,14 +55,16 @@ use milink_core::EngineError;
 use std::time::Instant;
 use tokio_postgres::types::PgLsn;
 
-/// A transaction that flushes the server's WAL up to its own commit record when it commits (with
-/// `synchronous_commit` local or on). Taking an xid is not enough: PostgreSQL flushes at commit only when
-/// the transaction itself wrote WAL, so `BEGIN; SELECT txid_current(); COMMIT` leaves its commit record
-/// (and everything before it) to the WAL writer, up to `wal_writer_delay` (200 ms) later; measured, that
-/// was the 0–200 ms the drain waited after the fence. A transactional logical message is WAL the
-/// transaction wrote. Decoders pass over it: pgoutput sends messages only when asked to, and the
-/// verification's tracking reads only its own prefix.
-pub(crate) const FLUSH_WAL: &str = "BEGIN; SELECT pg_logical_emit_message(true, 'milink', 'flush'); COMMIT";
+/// A transaction that flushes the server's WAL up to its own commit record when it commits, locally,
+/// never waiting for a synchronous standby. Taking an xid is not enough: PostgreSQL flushes at commit only
+/// when the transaction itself wrote WAL, so `BEGIN; SELECT txid_current(); COMMIT` leaves its commit
+/// record (and everything before it) to the WAL writer, up to `wal_writer_delay` (200 ms) later; measured,
+/// that was the 0–200 ms the drain waited after the fence. A transactional logical message is WAL the
+/// transaction wrote. Its readers: pgoutput sends messages only to a subscriber that asks (milink's never
+/// do), the verification's tracking reads only its own prefix; another logical decoding consumer that
+/// asks for messages sees these, prefix `milink`, during cutovers (one per drain poll at most).
+pub(crate) const FLUSH_WAL: &str =
+    "BEGIN; SET LOCAL synchronous_commit = local; SELECT pg_logical_emit_message(true, 'milink', 'flush'); COMMIT";
 
 /// A session on the fenced database itself: ALTER SUBSCRIPTION only finds the subscriptions of the
 /// session's database, and an advisory lock taken there excludes every milink fencing that database,
@@ -90,6 +92,11 @@ pub(crate) async fn open_fence_session(plan: &LinkPlan) {
     if let Ok(admin) = admin_session(plan).await {
         opened().lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(plan.link_name(), admin);
     }
+}
+
+/// Closes the fence session opened ahead, if the fence did not take it (a failed pooler pause).
+pub(crate) fn close_fence_session(plan: &LinkPlan) {
+    opened().lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&plan.link_name());
 }
 
 async fn database_oid(admin: &Session, database: &str) -> Result<u32, EngineError> {
@@ -146,9 +153,10 @@ async fn apply_commits(plan: &LinkPlan, value: &'static str) {
 async fn fence_source(plan: &LinkPlan) -> Result<Position, EngineError> {
     let started = Instant::now();
     let ahead = opened().lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&plan.link_name());
-    let admin = match ahead.filter(|admin| !admin.client().is_closed()) {
-        Some(admin) => admin,
-        None => admin_session(plan).await?,
+    // The session opened ahead may have been ended since (another migration's fence of this database).
+    let admin = match ahead {
+        Some(admin) if admin.try_run("SELECT 1").await.is_ok() => admin,
+        _ => admin_session(plan).await?,
     };
     let database = plan.database.as_str();
     let oid = database_oid(&admin, database).await?;

@@ -59,7 +59,8 @@ fn kept() -> &'static Mutex<HashMap<String, Arc<Pair>>> {
     KEPT.get_or_init(Default::default)
 }
 
-/// Closes the sessions kept for `plan`'s link (after the switch or the unfence).
+/// Closes the sessions kept for `plan`'s link and the fence session opened ahead, and forgets the fence
+/// position (after the switch or the unfence).
 pub(crate) fn forget(plan: &LinkPlan) {
     kept().lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&plan.link_name());
     super::opened().lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&plan.link_name());
@@ -101,7 +102,8 @@ pub(crate) async fn positions(plan: &LinkPlan) -> Result<Positions, EngineError>
     let pair = sessions(plan).await?;
     let result = read(&pair, plan).await;
     if result.is_err() {
-        forget(plan); // a broken session is opened again at the next poll
+        // A broken session is opened again at the next poll (the fence position stays noted).
+        kept().lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&plan.link_name());
     }
     result
 }
@@ -145,9 +147,15 @@ async fn read(pair: &Pair, plan: &LinkPlan) -> Result<Positions, EngineError> {
         }
     }
     if let Some(applied) = applied.filter(|applied| *applied > confirmed) {
-        // Durable before it counts: flushes the target's WAL up to here.
-        pair.target.run("flushing the target's WAL", super::FLUSH_WAL).await?;
-        target = applied;
+        // Durable before it counts: flushes the target's WAL up to here. Without that flush (a role that
+        // may not call pg_logical_emit_message), only the slot's confirmed position counts.
+        match pair.target.try_run(super::FLUSH_WAL).await {
+            Ok(()) => target = applied,
+            Err(error) => {
+                let _ = pair.target.try_run("ROLLBACK").await;
+                tracing::debug!(error = %error, "could not flush the target's WAL; the drain waits for the slot's confirmed position");
+            }
+        }
     }
     Ok(Positions { source: Position(current), target: Position(target) })
 }

@@ -104,12 +104,31 @@ fn difference(kind: DifferenceKind, object: String, detail: &str, remediation: &
     Difference { kind, object, detail: detail.into(), remediation: remediation.into() }
 }
 
+/// What decides the scope: both sides' tables with their columns, and the link's publication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Catalog {
+    source: Shapes,
+    target: Shapes,
+    in_link: BTreeSet<(String, String)>,
+}
+
+/// Reads both catalogs' part of the scope (three statements, at once).
+pub(super) async fn catalog(src: &Session, tgt: &Session, publication: &str) -> Result<Catalog, EngineError> {
+    let (source, target, in_link) = tokio::try_join!(shapes(src), shapes(tgt), published(src, publication))?;
+    Ok(Catalog { source, target, in_link })
+}
+
 /// Reads both catalogs and returns the tables to compare plus every scope difference.
 pub(super) async fn scope(src: &Session, tgt: &Session, publication: &str) -> Result<Scope, EngineError> {
-    let (source_shapes, target_shapes, in_link) = tokio::try_join!(shapes(src), shapes(tgt), published(src, publication))?;
+    of(src, &catalog(src, tgt, publication).await?).await
+}
+
+/// The scope a [`Catalog`] makes (each comparable table's key and hash functions read from the source).
+pub(super) async fn of(src: &Session, catalog: &Catalog) -> Result<Scope, EngineError> {
+    let Catalog { source: source_shapes, target: target_shapes, in_link } = catalog;
     let mut differences = Vec::new();
     let mut comparable = Vec::new();
-    for (key, columns) in &source_shapes {
+    for (key, columns) in source_shapes {
         let object = format!("{}.{}", key.0, key.1);
         if !in_link.contains(key) {
             differences.push(difference(

@@ -407,7 +407,7 @@ async fn read_stream(session: &Session, link: &str, tables: &[TableSpec], consum
         false => None,
     };
     let prefix = format!("message: transactional: 1 prefix: {PREFIX}, sz: ");
-    let upto = flushed_end(session).await;
+    let upto = flushed_end(session).await?;
     for row in session.rows("reading the changes since the verification", &sql, &[&slot_name(link), &upto]).await? {
         let line: String = row.get(0);
         if let Some(content) = line.strip_prefix(&prefix) {
@@ -429,22 +429,33 @@ async fn read_stream(session: &Session, link: &str, tables: &[TableSpec], consum
 /// pointer, which the WAL writer leaves inside a record whenever it flushes a partial page, and the read
 /// then waits until the rest of that record is flushed, up to `wal_writer_delay` (200 ms) on a server
 /// whose commits are asynchronous (the target: the apply worker commits with `synchronous_commit` off)
-/// or fenced. Measured, reads of an empty target stream took 165–192 ms. Never waits for a standby
-/// (`synchronous_commit = local`, against the cutover's synchronous hold). None when it cannot: the read
-/// is then unbounded, as right, maybe slower.
-async fn flushed_end(session: &Session) -> Option<tokio_postgres::types::PgLsn> {
+/// or fenced. Measured, reads of an empty target stream took 165–192 ms. It also makes the read complete:
+/// an unbounded read stops at the flush pointer, before commits made with `synchronous_commit = off` that
+/// are already visible but not yet flushed. Never waits for a standby (`synchronous_commit = local`,
+/// against the cutover's synchronous hold). An error when it cannot: the callers then fall back as for
+/// any failed read (the window compares everything).
+async fn flushed_end(session: &Session) -> Result<tokio_postgres::types::PgLsn, EngineError> {
     let sql = "BEGIN; SET LOCAL synchronous_commit = local; \
                SELECT pg_logical_emit_message(true, 'milink', 'flush')::text; COMMIT";
+    let failed = |detail: String| {
+        EngineError::transient(
+            "flush_failed",
+            format!("{}: could not flush the WAL before reading the verification's changes: {detail}", session.place().label()),
+            "milink compares every row instead; check that the role may call pg_logical_emit_message.",
+        )
+    };
     match session.client().simple_query(sql).await {
-        Ok(messages) => messages.iter().find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).and_then(|lsn| lsn.parse().ok()),
-            _ => None,
-        }),
+        Ok(messages) => messages
+            .iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).and_then(|lsn| lsn.parse().ok()),
+                _ => None,
+            })
+            .ok_or_else(|| failed("no position returned".into())),
         Err(error) => {
             // A failed statement leaves the transaction block open and aborted.
             let _ = session.try_run("ROLLBACK").await;
-            tracing::debug!(error = %error, "could not flush before reading a tracking stream; the read is unbounded");
-            None
+            Err(failed(crate::errors::classify(&error, session.place(), "flushing the WAL").message))
         }
     }
 }
@@ -479,7 +490,11 @@ async fn read(src: &Session, tgt: &Session, link: &str, tables: &[TableSpec], co
                 }
             };
             let (rest, own) = tokio::join!(read_stream(src, link, tables, false, false), target);
-            (rest?, Some(own?))
+            match own {
+                Ok(own) => (rest?, Some(own)),
+                // Without the target's writes the window cannot trust anything it did not compare.
+                Err(error) => return Ok(Tracked::Untracked(format!("the target's own writes could not be read ({})", error.message))),
+            }
         }
     };
     let mut changes = Changes::default();
