@@ -5,8 +5,9 @@
 //! link's publication and on the target with the same column names and types, and the target must have no
 //! extra table; each violation is a `Difference`, so a table created on the source after the link can
 //! never let a cutover pass. Then content, per table: the primary key (or replica identity index) cuts
-//! the table into chunks of ~50k rows, boundaries computed once on the source (`chunks`; when both sides
-//! are static the whole table is compared first and cut only if it differs); per chunk both sides compute `count(*)` and `sum(hash of the row)` (`sql`), with the columns listed by name so
+//! the table into chunks of ~50k rows (~5k for a single integer key without tracking: `chunks::plan`),
+//! boundaries computed once on the source (`chunks`; when both sides are static the whole table is
+//! compared first and cut only if it differs); per chunk both sides compute `count(*)` and `sum(hash of the row)` (`sql`), with the columns listed by name so
 //! physical column order does not matter, and identical session settings on both sides (UTC, ISO dates,
 //! exact floats, hex bytea) so text forms match. Each value is hashed by its type's own hash function
 //! (values equal by their type's equality hash alike, so e.g. numeric `1.0` and `1.00` are equal), a
@@ -61,10 +62,13 @@
 //!
 //! **Cost.** A live batch of an integer key's chunks is summed by one grouped statement per side
 //! (`sql::grouped_checksum`: a parallel sequential scan with JIT, about half the cost per row of 50k-row
-//! index range scans, which stay below the JIT threshold), up to 200 chunks (10 M rows) per pair of
+//! index range scans, which stay below the JIT threshold), up to 10 M rows per pair of
 //! matched snapshots; other keys read 8 chunks per pair. Per row both sides hash every column (about
 //! 2× a `count(*)` of the same rows on an idle server, per side), so on one machine running both servers
 //! the floor is near 2–2.5× `count(*)`; measured with `cargo bench -p milink-e2e --bench pg_verify`.
+//! Measured by hand at pgbench scale 50, idle, one side: `count(*)` 160–215 ms, the whole table's checksum
+//! 287–301 ms, the grouped checksum of 1,001 chunks 480–507 ms (JIT on or off alike): the grouping, not
+//! the hashing, is most of a live verification's extra cost per row.
 mod catch_up;
 mod chunks;
 mod narrow;
@@ -90,8 +94,8 @@ const WORKERS: usize = 3;
 /// Chunks per source snapshot while the link syncs (one wait for the link per batch).
 const LIVE_BATCH: usize = 8;
 /// The same for a single integer key, whose chunks one grouped scan sums (`sql::grouped_checksum`):
-/// up to 10 M rows per pair of matched snapshots.
-const LIVE_GROUPED_BATCH: usize = 200;
+/// up to 10 M rows per pair of matched snapshots (chunks of 5,000 or 50,000 rows, `chunks::plan`).
+const LIVE_GROUPED_BATCH: usize = 2_000;
 
 /// One source and one target session, with the verification's settings.
 pub(super) struct Pair {
@@ -481,7 +485,7 @@ async fn compare(
             }
             continue;
         }
-        let ranges = chunks::plan(&first.src, table).await?;
+        let ranges = chunks::plan(&first.src, table, !before_fence).await?;
         for (n, group) in ranges.chunks(batch_size).enumerate() {
             queue.push_back(Batch { table: index, first_chunk: n * batch_size, ranges: group.to_vec(), whole: false, keys: None });
         }
