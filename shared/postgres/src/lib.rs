@@ -220,6 +220,7 @@ impl Engine for PostgresEngine {
         }
         scrubbed(plan, link::drop_link(plan, drop_target, &self.watches.seeders).await)?;
         self.watches.forget(&plan.link_name());
+        cutover::forget(plan); // a fence session opened ahead of a cutover that never fenced
         verify::forget_taken(&plan.link_name());
         Ok(())
     }

@@ -327,7 +327,7 @@ async fn remove_link(plan: &LinkPlan, seeders: &seed::Seeders, kept: Option<std:
         }
     };
     // Both run to their end (a future dropped between the seeding lock's take and release would leave the
-    // lock on a kept session); the first error wins.
+    // lock on a kept session); the holder's error is reported first.
     let (abandoned, subscription) = tokio::join!(seed::abandon(admin, &name), subscription);
     abandoned?;
     let subscription = subscription?;

@@ -93,9 +93,9 @@ use std::sync::Mutex;
 const WORKERS: usize = 3;
 /// Chunks per source snapshot while the link syncs (one wait for the link per batch).
 const LIVE_BATCH: usize = 8;
-/// The same for a single integer key, whose chunks one grouped scan sums (`sql::grouped_checksum`):
-/// up to 10 M rows per pair of matched snapshots (chunks of 5,000 or 50,000 rows, `chunks::plan`).
-const LIVE_GROUPED_BATCH: usize = 2_000;
+/// Rows per pair of matched snapshots for a single integer key, whose chunks one grouped scan sums
+/// (`sql::grouped_checksum`): 2,000 chunks of ~5,000 rows, or 200 of ~50,000 (`chunks::plan`).
+const LIVE_GROUPED_ROWS: usize = 10_000_000;
 
 /// One source and one target session, with the verification's settings.
 pub(super) struct Pair {
@@ -460,7 +460,7 @@ async fn compare(
     let mut queue = VecDeque::new();
     let mut incremental = BTreeMap::new();
     for (index, table) in tables.iter().enumerate() {
-        let batch_size = if sql::integer_key(table) { LIVE_GROUPED_BATCH } else { LIVE_BATCH };
+        let batch_size = if sql::integer_key(table) { LIVE_GROUPED_ROWS / chunks::rows_per_chunk(table, !before_fence) } else { LIVE_BATCH };
         let whole = Batch { table: index, first_chunk: 0, ranges: vec![Default::default()], whole: true, keys: None };
         if slot.is_none() {
             match changes.map(|c| c.recheck(table)) {

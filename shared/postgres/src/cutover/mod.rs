@@ -63,8 +63,8 @@ use tokio_postgres::types::PgLsn;
 /// transaction wrote. Its readers: pgoutput sends messages only to a subscriber that asks (milink's never
 /// do), the verification's tracking reads only its own prefix; another logical decoding consumer that
 /// asks for messages sees these, prefix `milink`, during cutovers (one per drain poll at most).
-pub(crate) const FLUSH_WAL: &str =
-    "BEGIN; SET LOCAL synchronous_commit = local; SELECT pg_logical_emit_message(true, 'milink', 'flush'); COMMIT";
+/// One query string, so an implicit transaction block: `SET LOCAL` holds in it, and a failure ends it.
+pub(crate) const FLUSH_WAL: &str = "SET LOCAL synchronous_commit = local; SELECT pg_logical_emit_message(true, 'milink', 'flush')";
 
 /// A session on the fenced database itself: ALTER SUBSCRIPTION only finds the subscriptions of the
 /// session's database, and an advisory lock taken there excludes every milink fencing that database,

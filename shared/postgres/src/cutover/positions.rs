@@ -10,7 +10,8 @@
 //!   before F comes before F in the stream. So once it records a position ≥ F (in practice the walsender's
 //!   keepalive, sent as soon as it has decoded past the fence's record), it has applied and committed
 //!   every such transaction. A flush of our own on the target (`FLUSH_WAL`), after that read, makes them
-//!   durable there too (the WAL is flushed in order). This one needs no feedback round trip.
+//!   durable on the target server (the WAL is flushed in order; the target's own standbys, if any, are not
+//!   waited for). This one needs no feedback round trip.
 //!
 //! The target position reported is the larger of the two. A worker that restarts loses its row until it
 //! receives again, which only makes the second fact arrive later.
@@ -87,7 +88,6 @@ async fn sessions(plan: &LinkPlan) -> Result<Arc<Pair>, EngineError> {
     source.run("making the drain's source commits local", "SET synchronous_commit = local; SET default_transaction_read_only = off").await?;
     // The target may be fenced (the source, subscribing over a reverse link); its flush must commit.
     writable(&target).await?;
-    target.run("making the drain's commits synchronous", "SET synchronous_commit = on").await?;
     let pair = Arc::new(Pair { source, target });
     kept().lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(link, pair.clone());
     Ok(pair)
@@ -142,9 +142,7 @@ async fn read(pair: &Pair, plan: &LinkPlan) -> Result<Positions, EngineError> {
     if fence.is_some_and(|fence| applied.unwrap_or(0).max(confirmed) < fence) {
         // Wakes the walsender (module doc); the maintenance database is never fenced.
         // Never fatal: without it the drain waits for the WAL writer, as before.
-        if pair.source.try_run(super::FLUSH_WAL).await.is_err() {
-            let _ = pair.source.try_run("ROLLBACK").await; // leaves no aborted transaction behind
-        }
+        let _ = pair.source.try_run(super::FLUSH_WAL).await;
     }
     if let Some(applied) = applied.filter(|applied| *applied > confirmed) {
         // Durable before it counts: flushes the target's WAL up to here. Without that flush (a role that
@@ -152,7 +150,6 @@ async fn read(pair: &Pair, plan: &LinkPlan) -> Result<Positions, EngineError> {
         match pair.target.try_run(super::FLUSH_WAL).await {
             Ok(()) => target = applied,
             Err(error) => {
-                let _ = pair.target.try_run("ROLLBACK").await;
                 tracing::debug!(error = %error, "could not flush the target's WAL; the drain waits for the slot's confirmed position");
             }
         }

@@ -76,6 +76,12 @@ pub(super) async fn round(plan: &LinkPlan, source: &Server, target: &Server, pai
     if let Some(Recheck::Whole(why)) = changes.changed.get("") {
         carried.insert(String::new(), Recheck::Whole(why));
     }
+    // Changes of tables outside the scope now (a scope difference refuses the cutover anyway) are carried
+    // whole: consumed here, they would be lost should the table come back into scope.
+    let in_scope: BTreeSet<String> = tables.iter().map(|t| t.display_name()).collect();
+    for name in changes.changed.keys().filter(|name| !name.is_empty() && !in_scope.contains(*name)) {
+        carried.insert(name.clone(), Recheck::Whole("changed while outside the verification's scope"));
+    }
     let keys: usize = groups.values().map(Vec::len).sum();
     let mut carry = |index: usize, n: usize, groups: &mut BTreeMap<(usize, usize), Vec<sql::KeyValues>>| {
         if let Some(group) = groups.remove(&(index, n)) {

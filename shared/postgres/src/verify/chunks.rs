@@ -24,10 +24,14 @@ const FINE_CHUNK_ROWS: f64 = 5_000.0;
 /// Sampled keys per chunk, for non-integer keys.
 const SAMPLES_PER_CHUNK: f64 = 20.0;
 
+/// Rows per chunk the boundaries of `table` aim at (`fine`: see [`FINE_CHUNK_ROWS`]).
+pub(super) fn rows_per_chunk(table: &TableSpec, fine: bool) -> usize {
+    if fine && sql::integer_key(table) { FINE_CHUNK_ROWS as usize } else { CHUNK_ROWS as usize }
+}
+
 /// The chunks of a table (`fine`: see [`FINE_CHUNK_ROWS`]).
 pub(super) async fn plan(src: &Session, table: &TableSpec, fine: bool) -> Result<Vec<KeyRange>, EngineError> {
-    let per_chunk = if fine && sql::integer_key(table) { FINE_CHUNK_ROWS } else { CHUNK_ROWS };
-    let chunks = (table.estimated_rows / per_chunk).ceil() as i64;
+    let chunks = (table.estimated_rows / rows_per_chunk(table, fine) as f64).ceil() as i64;
     if table.key.is_empty() || chunks <= 1 {
         return Ok(vec![KeyRange::default()]);
     }
@@ -37,7 +41,9 @@ pub(super) async fn plan(src: &Session, table: &TableSpec, fine: bool) -> Result
         let (Some(min), Some(max)) = (bounds.0.and_then(|v| v.parse::<i64>().ok()), bounds.1.and_then(|v| v.parse::<i64>().ok())) else {
             return Ok(vec![KeyRange::default()]);
         };
-        even_boundaries(min, max, chunks).into_iter().map(|b| vec![b.to_string()]).collect()
+        // No more chunks than keys in the span (a chunk of width 0 cannot be cut).
+        let span = i128::from(max) - i128::from(min) + 1;
+        even_boundaries(min, max, i128::from(chunks).min(span) as i64).into_iter().map(|b| vec![b.to_string()]).collect()
     } else {
         let percent = (100.0 * chunks as f64 * SAMPLES_PER_CHUNK / table.estimated_rows.max(1.0)).min(100.0);
         let sample: Vec<KeyValues> =

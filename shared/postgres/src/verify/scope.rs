@@ -104,18 +104,38 @@ fn difference(kind: DifferenceKind, object: String, detail: &str, remediation: &
     Difference { kind, object, detail: detail.into(), remediation: remediation.into() }
 }
 
-/// What decides the scope: both sides' tables with their columns, and the link's publication.
+/// What decides the scope: both sides' tables with their columns, the link's publication, and each
+/// source table's kind and key (what [`of`] reads besides the column types).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Catalog {
     source: Shapes,
     target: Shapes,
     in_link: BTreeSet<(String, String)>,
+    keys: Shapes,
 }
 
-/// Reads both catalogs' part of the scope (three statements, at once).
+/// Reads both catalogs' part of the scope (four statements, at once).
 pub(super) async fn catalog(src: &Session, tgt: &Session, publication: &str) -> Result<Catalog, EngineError> {
-    let (source, target, in_link) = tokio::try_join!(shapes(src), shapes(tgt), published(src, publication))?;
-    Ok(Catalog { source, target, in_link })
+    let (source, target, in_link, keys) = tokio::try_join!(shapes(src), shapes(tgt), published(src, publication), keys(src))?;
+    Ok(Catalog { source, target, in_link, keys })
+}
+
+/// (schema, table) → its kind and key columns (primary key, else replica identity index), in key order.
+async fn keys(session: &Session) -> Result<Shapes, EngineError> {
+    let sql = format!(
+        "SELECT n.nspname::text, c.relname::text,
+                c.relkind::text || ' ' || coalesce((
+                  SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY u.position)
+                  FROM (SELECT i.indkey FROM pg_index i WHERE i.indrelid = c.oid AND (i.indisprimary OR i.indisreplident)
+                        ORDER BY i.indisprimary DESC LIMIT 1) k,
+                       unnest(k.indkey) WITH ORDINALITY AS u(attnum, position)
+                  JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = u.attnum), '')
+         FROM pg_class c
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE {USER_RELATION} AND c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence = 'p'"
+    );
+    let rows = session.rows("reading table keys for the verification", &sql, &[]).await?;
+    Ok(rows.iter().map(|row| ((row.get(0), row.get(1)), row.get(2))).collect())
 }
 
 /// Reads both catalogs and returns the tables to compare plus every scope difference.
@@ -125,7 +145,7 @@ pub(super) async fn scope(src: &Session, tgt: &Session, publication: &str) -> Re
 
 /// The scope a [`Catalog`] makes (each comparable table's key and hash functions read from the source).
 pub(super) async fn of(src: &Session, catalog: &Catalog) -> Result<Scope, EngineError> {
-    let Catalog { source: source_shapes, target: target_shapes, in_link } = catalog;
+    let Catalog { source: source_shapes, target: target_shapes, in_link, .. } = catalog;
     let mut differences = Vec::new();
     let mut comparable = Vec::new();
     for (key, columns) in source_shapes {

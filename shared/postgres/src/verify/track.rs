@@ -435,8 +435,9 @@ async fn read_stream(session: &Session, link: &str, tables: &[TableSpec], consum
 /// against the cutover's synchronous hold). An error when it cannot: the callers then fall back as for
 /// any failed read (the window compares everything).
 async fn flushed_end(session: &Session) -> Result<tokio_postgres::types::PgLsn, EngineError> {
-    let sql = "BEGIN; SET LOCAL synchronous_commit = local; \
-               SELECT pg_logical_emit_message(true, 'milink', 'flush')::text; COMMIT";
+    // One query string: an implicit transaction block (SET LOCAL holds in it; a failure ends it, so no
+    // aborted transaction is left on a session other reads are pipelined on).
+    let sql = "SET LOCAL synchronous_commit = local; SELECT pg_logical_emit_message(true, 'milink', 'flush')::text";
     let failed = |detail: String| {
         EngineError::transient(
             "flush_failed",
@@ -452,11 +453,7 @@ async fn flushed_end(session: &Session) -> Result<tokio_postgres::types::PgLsn, 
                 _ => None,
             })
             .ok_or_else(|| failed("no position returned".into())),
-        Err(error) => {
-            // A failed statement leaves the transaction block open and aborted.
-            let _ = session.try_run("ROLLBACK").await;
-            Err(failed(crate::errors::classify(&error, session.place(), "flushing the WAL").message))
-        }
+        Err(error) => Err(failed(crate::errors::classify(&error, session.place(), "flushing the WAL").message)),
     }
 }
 
@@ -533,7 +530,12 @@ pub(super) async fn changed_keys(src: &Session, tgt: &Session, link: &str, table
         if !tracking_slot(session, link).await? {
             return Ok(None);
         }
-        let part = read_stream(session, link, std::slice::from_ref(table), false, local).await?;
+        let part = match read_stream(session, link, std::slice::from_ref(table), false, local).await {
+            Ok(part) => part,
+            // Nothing is excused: the chunk is narrowed instead.
+            Err(error) if error.code == "flush_failed" => return Ok(None),
+            Err(error) => return Err(error),
+        };
         merge(&mut changed, part.changed.into_iter().collect());
     }
     if changed.contains_key("") {
@@ -573,7 +575,12 @@ fn note(changed: &mut HashMap<String, Recheck>, line: &str, tables: &HashMap<Str
         return 1;
     }
     let name = names.remove(0);
-    let Some(table) = tables.get(&name) else { return 1 };
+    let Some(table) = tables.get(&name) else {
+        // A consumed change of a table outside this read's scope is gone once consumed: should the table
+        // come back into scope (DDL undone), it must be compared whole, not trusted.
+        changed.insert(name, Recheck::Whole("changed while outside the verification's scope"));
+        return 1;
+    };
     let entry = changed.entry(name).or_insert_with(|| Recheck::Keys(BTreeSet::new()));
     let Recheck::Keys(keys) = entry else { return 1 };
     if table.key.is_empty() {
@@ -758,6 +765,13 @@ mod tests {
             &[odd],
         );
         assert_eq!(changed["public.Odd \"t\""], keys(&[&["1", "x'y z"], &["2", "x'y z"], &["7", "w"]]));
+    }
+
+    #[test]
+    fn a_change_of_a_table_outside_the_scope_makes_it_whole() {
+        let known = spec("public", "known", &["id"]);
+        let changed = decode(&["table public.gone: UPDATE: id[integer]:3 v[text]:'x'"], &[known]);
+        assert!(matches!(changed["public.gone"], Recheck::Whole(_)), "{changed:?}");
     }
 
     #[test]
