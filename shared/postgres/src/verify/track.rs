@@ -435,9 +435,6 @@ async fn read_stream(session: &Session, link: &str, tables: &[TableSpec], consum
 /// against the cutover's synchronous hold). An error when it cannot: the callers then fall back as for
 /// any failed read (the window compares everything).
 async fn flushed_end(session: &Session) -> Result<tokio_postgres::types::PgLsn, EngineError> {
-    // One query string: an implicit transaction block (SET LOCAL holds in it; a failure ends it, so no
-    // aborted transaction is left on a session other reads are pipelined on).
-    let sql = "SET LOCAL synchronous_commit = local; SELECT pg_logical_emit_message(true, 'milink', 'flush')::text";
     let failed = |detail: String| {
         EngineError::transient(
             "flush_failed",
@@ -445,7 +442,9 @@ async fn flushed_end(session: &Session) -> Result<tokio_postgres::types::PgLsn, 
             "milink compares every row instead; check that the role may call pg_logical_emit_message.",
         )
     };
-    match session.client().simple_query(sql).await {
+    // The cutover's flush (one query string: a failure leaves no aborted block on a session other reads
+    // are pipelined on); the simple protocol returns its position as text.
+    match session.client().simple_query(crate::cutover::FLUSH_WAL).await {
         Ok(messages) => messages
             .iter()
             .find_map(|m| match m {
