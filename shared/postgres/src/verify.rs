@@ -71,6 +71,7 @@
 //! the hashing, is most of a live verification's extra cost per row.
 mod catch_up;
 mod chunks;
+mod moved;
 mod narrow;
 mod read;
 mod scope;
@@ -94,7 +95,9 @@ const WORKERS: usize = 3;
 /// Chunks per source snapshot while the link syncs (one wait for the link per batch).
 const LIVE_BATCH: usize = 8;
 /// Rows per pair of matched snapshots for a single integer key, whose chunks one grouped scan sums
-/// (`sql::grouped_checksum`): 2,000 chunks of ~5,000 rows, or 200 of ~50,000 (`chunks::plan`).
+/// (`sql::grouped_checksum`): 2,000 chunks of ~5,000 rows, or 200 of ~50,000 (`chunks::plan`). Also the
+/// largest table compared whole while the link syncs when the rows that moved can be named (`moved`):
+/// a bigger one would hold both snapshots open for as long as its scan, and its stream of moved keys grow.
 const LIVE_GROUPED_ROWS: usize = 10_000_000;
 
 /// One source and one target session, with the verification's settings.
@@ -119,6 +122,9 @@ pub(super) struct Context {
     /// chunk that differs only at such keys is equal for it (`chunks::excuse`); the catch-up rounds and
     /// the window compare those keys again.
     tracked: Option<Tracking>,
+    /// On demand while the link syncs: the stream naming the rows that move between matched snapshots,
+    /// so a whole table is compared by one checksum per side (`moved`); None when the source has none.
+    moved: Option<moved::Moved>,
 }
 
 /// Where to read the tracking streams from (sessions of their own, outside the matched snapshots).
@@ -403,6 +409,7 @@ async fn compare(
         None => (open_pair(&source, &target, database, before_fence).await?, None),
     };
     let connected_ms = clock.elapsed().as_millis() as u64;
+    let mut moved = None;
     // Independent reads, pipelined on the two sessions (inside the window, every round trip counts).
     let (scope, hashing, seeding, start_positions, tracked) = match ready {
         // The streams are read with the scope made ready while the catalog is read again (doc of
@@ -428,12 +435,21 @@ async fn compare(
                     None => Ok(BTreeSet::new()),
                 }
             };
-            let (scope, hashing, seeding, start_positions) = tokio::try_join!(
+            // Created before any snapshot of the verification is taken (see `moved`).
+            let moving = async {
+                match slot.is_some() && !before_fence {
+                    true => Ok(moved::start(&source, database).await),
+                    false => Ok(None),
+                }
+            };
+            let (scope, hashing, seeding, start_positions, moving) = tokio::try_join!(
                 scope::scope(&first.src, &first.tgt, &link),
                 hashing(&first.src, &first.tgt),
                 seeding,
-                positions(&first.src, &link)
+                positions(&first.src, &link),
+                moving
             )?;
+            moved = moving;
             (scope, hashing, seeding, start_positions, None)
         }
     };
@@ -485,6 +501,12 @@ async fn compare(
             }
             continue;
         }
+        // Whole while the link syncs when the rows that move between snapshots can be named: by the
+        // temporary slot (on demand), or by the tracking slots (before the fence).
+        if !table.key.is_empty() && table.estimated_rows <= LIVE_GROUPED_ROWS as f64 && (moved.is_some() || before_fence) {
+            queue.push_back(whole);
+            continue;
+        }
         let ranges = chunks::plan(&first.src, table, !before_fence).await?;
         for (n, group) in ranges.chunks(batch_size).enumerate() {
             queue.push_back(Batch { table: index, first_chunk: n * batch_size, ranges: group.to_vec(), whole: false, keys: None });
@@ -500,6 +522,7 @@ async fn compare(
     let context = Context {
         hashing,
         tracked,
+        moved,
         slot,
         listed: tables.iter().map(|_| AtomicUsize::new(0)).collect(),
         candidates: tables.iter().map(|_| AtomicUsize::new(0)).collect(),

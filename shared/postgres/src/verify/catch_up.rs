@@ -96,6 +96,7 @@ pub(super) async fn round(plan: &LinkPlan, source: &Server, target: &Server, pai
             hashing: super::hashing(&pair.src, &pair.tgt).await?,
             slot: Some(link.clone()),
             tracked: None,
+            moved: None,
             listed: tables.iter().map(|_| AtomicUsize::new(0)).collect(),
             candidates: tables.iter().map(|_| AtomicUsize::new(0)).collect(),
         };

@@ -134,6 +134,16 @@ pub(super) async fn compare_batch(pair: &Pair, context: &Context, tables: &[Tabl
             excuse(pair, context, table, &batch.ranges, &sources, &mut targets).await?;
         }
         let mut found = Vec::new();
+        if batch.whole && keyed && context.slot.is_some() && sources[0] != targets[0] {
+            if let Some(entries) = without_moved(pair, context, tables, table, &sources[0], &targets[0]).await? {
+                match context.tracked.is_some() {
+                    // Before the fence the moved keys are in the tracking streams: the catch-up rounds and
+                    // the window compare them again (as `excuse`).
+                    true => targets[0] = sources[0].clone(),
+                    false => found.push((0, vec![narrow::Found::Rows(entries)])),
+                }
+            }
+        }
         for (n, range) in batch.ranges.iter().enumerate() {
             if sources[n] != targets[n] && keyed && !batch.whole {
                 let sides = (sources[n].clone(), targets[n].clone());
@@ -149,7 +159,7 @@ pub(super) async fn compare_batch(pair: &Pair, context: &Context, tables: &[Tabl
     let Some((sources, targets, found)) = read else {
         return Ok((0..batch.ranges.len()).map(|n| ChunkOutcome { unsettled: Some(LAG), ..outcome(n, 0, 0) }).collect());
     };
-    if batch.whole && keyed && sources[0] != targets[0] {
+    if batch.whole && keyed && sources[0] != targets[0] && found.is_empty() {
         let chunks = Batch { table: batch.table, first_chunk: 0, ranges: plan(&pair.src, table, context.tracked.is_none()).await?, whole: false, keys: None };
         return Box::pin(compare_batch(pair, context, tables, chunks)).await;
     }
@@ -172,8 +182,57 @@ pub(super) async fn compare_batch(pair: &Pair, context: &Context, tables: &[Tabl
     Ok(out)
 }
 
-/// Keys changed in one chunk past which the chunk is narrowed instead of excused.
+/// Keys changed in one chunk past which the chunk is narrowed instead of excused (and a whole table
+/// compared live is cut into chunks instead of compared without its moved rows).
 const MAX_EXCUSED_KEYS: usize = 20_000;
+
+/// A whole table compared live whose checksums differ (`source`, `target`): when the rows of the keys
+/// that can have moved between the two snapshots account for the whole difference, those rows of both
+/// sides, merged in key order (every other row is equal); None otherwise, and the table is cut into
+/// chunks. A checksum is a sum of row hashes, so the whole table's minus these rows' is the checksum of
+/// every other row, on each side; the rows are read in the same snapshots, by the same predicate.
+async fn without_moved(
+    pair: &Pair,
+    context: &Context,
+    tables: &[TableSpec],
+    table: &TableSpec,
+    source: &Sums,
+    target: &Sums,
+) -> Result<Option<Vec<narrow::Entry>>, EngineError> {
+    let Some(keys) = moved_keys(context, tables, table).await? else { return Ok(None) };
+    if keys.is_empty() || keys.len() > MAX_EXCUSED_KEYS {
+        return Ok(None);
+    }
+    let keys: Vec<KeyValues> = keys.into_iter().collect();
+    let (on_source, on_target) = tokio::try_join!(
+        read::row_hashes_by_key(&pair.src, table, &keys, context.hashing),
+        read::row_hashes_by_key(&pair.tgt, table, &keys, context.hashing)
+    )?;
+    let rest = |whole: &Sums, rows: &read::RowHashes| {
+        let sum = whole.sum.parse::<i128>().ok()? - rows.iter().map(|(_, hash)| i128::from(*hash)).sum::<i128>();
+        Some((whole.rows.checked_sub(rows.len() as u64)?, sum))
+    };
+    match rest(source, &on_source) {
+        Some(rest_of_source) if Some(rest_of_source) == rest(target, &on_target) => Ok(Some(narrow::merge(on_source, on_target))),
+        _ => Ok(None),
+    }
+}
+
+/// The keys of `table` that can have moved between a live pair's snapshots (read after both were taken):
+/// from the temporary slot on demand (`moved`), from the tracking slots before the fence (which also name
+/// the target's own writes). None when no stream names them all.
+async fn moved_keys(context: &Context, tables: &[TableSpec], table: &TableSpec) -> Result<Option<std::collections::BTreeSet<KeyValues>>, EngineError> {
+    if let Some(moved) = &context.moved {
+        return Ok(moved.keys(table, tables).await);
+    }
+    let Some(tracking) = &context.tracked else { return Ok(None) };
+    let _turn = tracking.reading.lock().await;
+    let (src, tgt) = tokio::try_join!(
+        tracking.source.connect(Some(&tracking.database)),
+        tracking.target.connect(Some(&tracking.database))
+    )?;
+    super::track::changed_keys(&src, &tgt, &tracking.link, table).await
+}
 
 /// Before the fence: a chunk that differs only at keys changed since the verification's tracking began
 /// is equal for this verification (its target checksum is set to the source's). Those keys are in the

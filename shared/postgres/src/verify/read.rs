@@ -70,6 +70,12 @@ pub(super) async fn rows_by_key(
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
+/// The rows of `keys` (at least one) as (key values, row hash), in key order.
+pub(super) async fn row_hashes_by_key(session: &Session, table: &TableSpec, keys: &[KeyValues], hashing: Hashing) -> Result<RowHashes, EngineError> {
+    let rows = session.rows("reading rows by key", &sql::rows_by_key_in_order(table, keys, hashing), &[]).await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
 /// Runs `work` with both sides in matched snapshots: a REPEATABLE READ snapshot on the source whose WAL
 /// insert position L is noted as its first statement (every transaction it sees committed before L),
 /// then, as soon as the target has applied L, a REPEATABLE READ snapshot on the target; `work` then

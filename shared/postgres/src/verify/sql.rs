@@ -193,6 +193,11 @@ pub(super) fn rows_by_key(table: &TableSpec, keys: &[KeyValues], hashing: Hashin
     format!("SELECT {}, {} FROM {} WHERE {}", key_texts(&table.key), row_hash(table, hashing), relation(table), key_among(table, keys, true))
 }
 
+/// [`rows_by_key`] in key order (as [`row_hashes`], so two sides' lists can be merged).
+pub(super) fn rows_by_key_in_order(table: &TableSpec, keys: &[KeyValues], hashing: Hashing) -> String {
+    format!("{} ORDER BY {}", rows_by_key(table, keys, hashing), key_list(&table.key))
+}
+
 /// `(key) IN (...)` (or NOT IN). A single integer key is matched against one array literal instead
 /// (`id = ANY('{1,2,3}'::int4[])`): one constant to parse instead of a thousand casts, the same index scan.
 fn key_among(table: &TableSpec, keys: &[KeyValues], among: bool) -> String {

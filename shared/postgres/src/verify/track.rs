@@ -248,7 +248,7 @@ fn parse_record(content: &str) -> Option<Record> {
 }
 
 /// Adds what a record carried to what the stream changed: keys join the table's keys, whole wins.
-fn merge(changed: &mut HashMap<String, Recheck>, carried: BTreeMap<String, Recheck>) {
+pub(super) fn merge(changed: &mut HashMap<String, Recheck>, carried: BTreeMap<String, Recheck>) {
     for (name, recheck) in carried {
         match (changed.get_mut(&name), recheck) {
             (Some(Recheck::Whole(_)), _) => {}
@@ -348,6 +348,11 @@ impl SourcePart {
     pub(super) fn decoded(&self) -> u64 {
         self.decoded
     }
+
+    /// What the changes were, per table (display name; "" for a line that could not be read).
+    pub(super) fn into_changed(self) -> HashMap<String, Recheck> {
+        self.changed
+    }
 }
 
 /// Takes both streams up to now, consuming them (a catch-up round before the fence): what it returns
@@ -394,6 +399,19 @@ pub(super) async fn take_source(src: &Session, link: &str, tables: &[TableSpec])
 /// record in it (only the source's holds records). `local`: only what the side wrote itself (the
 /// target's own writes, not the link's).
 async fn read_stream(session: &Session, link: &str, tables: &[TableSpec], consume: bool, local: bool) -> Result<SourcePart, EngineError> {
+    let from = match consume {
+        true => confirmed(session, link).await?,
+        false => None,
+    };
+    let mut part = read_slot(session, &slot_name(link), tables, consume, local).await?;
+    if consume {
+        part.consumed = Some((from, confirmed(session, link).await?));
+    }
+    Ok(part)
+}
+
+/// [`read_stream`] of any `test_decoding` slot (also a live verification's temporary one: `moved`).
+pub(super) async fn read_slot(session: &Session, slot: &str, tables: &[TableSpec], consume: bool, local: bool) -> Result<SourcePart, EngineError> {
     let function = if consume { "pg_logical_slot_get_changes" } else { "pg_logical_slot_peek_changes" };
     let sql = format!(
         "SELECT data FROM {function}($1, $2, NULL, 'skip-empty-xacts', '1', 'include-xids', '0'{})",
@@ -402,13 +420,9 @@ async fn read_stream(session: &Session, link: &str, tables: &[TableSpec], consum
     let keys: HashMap<String, &TableSpec> = tables.iter().map(|t| (t.display_name(), t)).collect();
     let roots = partition_roots(session).await?;
     let mut part = SourcePart::default();
-    let from = match consume {
-        true => confirmed(session, link).await?,
-        false => None,
-    };
     let prefix = format!("message: transactional: 1 prefix: {PREFIX}, sz: ");
     let upto = flushed_end(session).await?;
-    for row in session.rows("reading the changes since the verification", &sql, &[&slot_name(link), &upto]).await? {
+    for row in session.rows("reading the changes since the verification", &sql, &[&slot, &upto]).await? {
         let line: String = row.get(0);
         if let Some(content) = line.strip_prefix(&prefix) {
             // The last record wins: a catch-up round's supersedes the verification's.
@@ -416,9 +430,6 @@ async fn read_stream(session: &Session, link: &str, tables: &[TableSpec], consum
             continue;
         }
         part.decoded += note(&mut part.changed, &line, &keys, &roots);
-    }
-    if consume {
-        part.consumed = Some((from, confirmed(session, link).await?));
     }
     Ok(part)
 }

@@ -1,0 +1,110 @@
+//! The keys of rows that moved between a live verification's two snapshots, so a whole table can be
+//! compared by one checksum per side under a write load.
+//!
+//! Matched snapshots (`read::matched`) are close, never equal: the target's is taken once it has applied
+//! the source's position, so it also holds the few commits applied in between, and the source's misses
+//! the commits that were finishing as it was taken. Under load a whole table's checksum therefore always
+//! differs a little, which used to mean cutting the table into chunks and summing each (one grouped scan
+//! per side, about 1.6× the cost of one sum measured by hand at pgbench scale 50), then narrowing the
+//! chunks that differed. Instead, a temporary logical slot (`test_decoding`) is created on the source
+//! before the verification's first snapshot: every commit one snapshot holds and the other does not
+//! comes after its consistent point, so the slot's stream, read after the target's snapshot, names
+//! every key that can have moved (and more: whatever changed since). Both sides' rows of those keys are
+//! read in the same snapshots; a checksum is a sum of row hashes, so the whole table's checksum minus
+//! those rows' hashes is the checksum of every other row, and when the two sides agree on that, every
+//! other row is equal (with the same strength as any checksum here). The keys' own rows are compared row
+//! by row and the differing ones settled like any candidate (`narrow::conclude`). When the rest differs
+//! too (a real difference elsewhere, or the stream could not name a change), the table is cut into
+//! chunks as before: never less.
+//!
+//! Temporary: the slot belongs to its session and is gone when the verification drops it, or when the
+//! session or the server ends, so a crash leaves nothing holding WAL. Best effort: a server that cannot
+//! create one (no free replication slot, no REPLICATION role, a transaction running longer than
+//! [`CREATE_WAIT`], PostgreSQL before 12) leaves the verification as it was, chunked.
+use super::scope::TableSpec;
+use super::sql::KeyValues;
+use super::track::{self, Recheck};
+use crate::connect::{Server, Session};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// How long creating the slot may wait for the transactions running on the source to end (a logical
+/// slot starts where none of them runs). Past it the verification goes on without the slot.
+const CREATE_WAIT: &str = "5s";
+
+/// The stream of a temporary slot on the source, read by one worker at a time.
+pub(super) struct Moved {
+    state: tokio::sync::Mutex<State>,
+}
+
+struct State {
+    session: Session,
+    slot: String,
+    /// Everything the stream held so far, per table (consumed as read: each read decodes only what is new).
+    changed: HashMap<String, Recheck>,
+    /// A read failed: the stream may have lost changes, nothing is named from now on.
+    broken: bool,
+}
+
+/// Creates the slot; None when the source cannot (the verification then cuts tables into chunks).
+pub(super) async fn start(source: &Server, database: &str) -> Option<Moved> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let slot = format!("milink_moved_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    let session = match source.connect(Some(database)).await {
+        Ok(session) => session,
+        Err(error) => {
+            tracing::debug!(error = %error.message, "no session for the moved rows' slot; tables are cut into chunks");
+            return None;
+        }
+    };
+    let created = async {
+        if session.version_num().await? < 120_000 {
+            return Ok(false); // `track` maps partitions to their root with pg_partition_root (12+)
+        }
+        session.run("bounding the slot's creation", &format!("SET statement_timeout = '{CREATE_WAIT}'")).await?;
+        session
+            .row(
+                "creating a temporary slot for the rows that move during the verification",
+                "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'test_decoding', true)",
+                &[&slot],
+            )
+            .await?;
+        session.run("restoring the statement timeout", "SET statement_timeout = 0").await?;
+        Ok::<_, milink_core::EngineError>(true)
+    };
+    match created.await {
+        Ok(true) => Some(Moved { state: tokio::sync::Mutex::new(State { session, slot, changed: HashMap::new(), broken: false }) }),
+        Ok(false) => None,
+        Err(error) => {
+            tracing::debug!(error = %error.message, "could not create the moved rows' slot; tables are cut into chunks");
+            None
+        }
+    }
+}
+
+impl Moved {
+    /// The keys of `table` changed since the slot was created, read up to now (call it after both
+    /// snapshots were taken); None when they cannot all be named (the table was truncated, a line could
+    /// not be read, too many keys, a read failed).
+    pub(super) async fn keys(&self, table: &TableSpec, tables: &[TableSpec]) -> Option<BTreeSet<KeyValues>> {
+        let mut state = self.state.lock().await;
+        if !state.broken {
+            let State { session, slot, .. } = &*state;
+            match track::read_slot(session, slot, tables, true, false).await {
+                Ok(part) => track::merge(&mut state.changed, part.into_changed().into_iter().collect()),
+                Err(error) => {
+                    tracing::debug!(error = %error.message, "could not read the moved rows' slot; tables are cut into chunks");
+                    state.broken = true;
+                }
+            }
+        }
+        if state.broken || state.changed.contains_key("") {
+            return None;
+        }
+        match state.changed.get(&table.display_name()) {
+            None => Some(BTreeSet::new()),
+            Some(Recheck::Keys(keys)) => Some(keys.clone()),
+            Some(Recheck::Whole(_)) => None,
+        }
+    }
+}
