@@ -1,7 +1,7 @@
 //! Benchmark: content verification of a pgbench database, on demand under write load and at cutover.
 //!
-//! Run: `cargo bench -p milink-e2e --bench pg_verify -- [--scale N] [--rounds K]` (defaults: scale 10,
-//! 3 rounds of each timing).
+//! Run: `cargo bench -p milink-e2e --bench pg_verify -- [--scale N] [--rounds K] [--log]` (defaults:
+//! scale 10, 3 rounds of each timing; `--log` prints the engine's own step timings on stderr).
 //!
 //! Method: a fresh source database is filled by `pgbench -i -s N` (pgbench_history gets a primary key, as
 //! milink refuses tables without one) and linked to the target by the engine itself (no binary: the
@@ -164,6 +164,10 @@ fn stop(mut load: Child) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if std::env::args().any(|a| a == "--log") {
+        // The engine's own step timings (`verified content`, `compared a table whole`), on stderr.
+        tracing_subscriber::fmt().with_env_filter("milink_postgres=debug").with_writer(std::io::stderr).init();
+    }
     let scale = arg("--scale", 10);
     let rounds = arg("--rounds", 3).max(1);
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);

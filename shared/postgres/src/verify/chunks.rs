@@ -127,6 +127,10 @@ pub(super) async fn compare_batch(pair: &Pair, context: &Context, tables: &[Tabl
         };
         return Ok(vec![ChunkOutcome { differing, ..outcome(0, source_rows, target_rows) }]);
     }
+    if batch.whole && keyed && context.slot.is_some() {
+        // Boxed: its future is large (the split snapshots), and a worker holds one per batch.
+        return Box::pin(compare_whole_live(pair, context, tables, batch)).await;
+    }
     // Checksums, and the descent into every differing chunk, in one pair of matched snapshots when live.
     let work = async {
         let (sources, mut targets) = narrow::checksums(pair, context, table, &batch.ranges).await?;
@@ -134,16 +138,6 @@ pub(super) async fn compare_batch(pair: &Pair, context: &Context, tables: &[Tabl
             excuse(pair, context, table, &batch.ranges, &sources, &mut targets).await?;
         }
         let mut found = Vec::new();
-        if batch.whole && keyed && context.slot.is_some() && sources[0] != targets[0] {
-            if let Some(entries) = without_moved(pair, context, tables, table, &sources[0], &targets[0]).await? {
-                match context.tracked.is_some() {
-                    // Before the fence the moved keys are in the tracking streams: the catch-up rounds and
-                    // the window compare them again (as `excuse`).
-                    true => targets[0] = sources[0].clone(),
-                    false => found.push((0, vec![narrow::Found::Rows(entries)])),
-                }
-            }
-        }
         for (n, range) in batch.ranges.iter().enumerate() {
             if sources[n] != targets[n] && keyed && !batch.whole {
                 let sides = (sources[n].clone(), targets[n].clone());
@@ -159,7 +153,7 @@ pub(super) async fn compare_batch(pair: &Pair, context: &Context, tables: &[Tabl
     let Some((sources, targets, found)) = read else {
         return Ok((0..batch.ranges.len()).map(|n| ChunkOutcome { unsettled: Some(LAG), ..outcome(n, 0, 0) }).collect());
     };
-    if batch.whole && keyed && sources[0] != targets[0] && found.is_empty() {
+    if batch.whole && keyed && sources[0] != targets[0] {
         let chunks = Batch { table: batch.table, first_chunk: 0, ranges: plan(&pair.src, table, context.tracked.is_none()).await?, whole: false, keys: None };
         return Box::pin(compare_batch(pair, context, tables, chunks)).await;
     }
@@ -186,36 +180,81 @@ pub(super) async fn compare_batch(pair: &Pair, context: &Context, tables: &[Tabl
 /// compared live is cut into chunks instead of compared without its moved rows).
 const MAX_EXCUSED_KEYS: usize = 20_000;
 
-/// A whole table compared live whose checksums differ (`source`, `target`): when the rows of the keys
-/// that can have moved between the two snapshots account for the whole difference, those rows of both
-/// sides, merged in key order (every other row is equal); None otherwise, and the table is cut into
-/// chunks. A checksum is a sum of row hashes, so the whole table's minus these rows' is the checksum of
-/// every other row, on each side; the rows are read in the same snapshots, by the same predicate.
-async fn without_moved(
-    pair: &Pair,
-    context: &Context,
-    tables: &[TableSpec],
-    table: &TableSpec,
-    source: &Sums,
-    target: &Sums,
-) -> Result<Option<Vec<narrow::Entry>>, EngineError> {
-    let Some(keys) = moved_keys(context, tables, table).await? else { return Ok(None) };
-    if keys.is_empty() || keys.len() > MAX_EXCUSED_KEYS {
-        return Ok(None);
-    }
-    let keys: Vec<KeyValues> = keys.into_iter().collect();
-    let (on_source, on_target) = tokio::try_join!(
-        read::row_hashes_by_key(&pair.src, table, &keys, context.hashing),
-        read::row_hashes_by_key(&pair.tgt, table, &keys, context.hashing)
-    )?;
+/// A whole table compared while the link syncs, in one pair of matched snapshots: the source's checksum
+/// starts with its snapshot, during the wait for the link (`read::matched_split`); the target's once its
+/// snapshot is taken, beside the read of the keys that can have moved between the two (`moved_keys`), whose
+/// rows both sides then read in the same snapshots, by the same predicate. When the checksums differ and
+/// those rows account for the whole difference (a checksum is a sum of row hashes, so the whole table's
+/// minus these rows' is the checksum of every other row, on each side), every other row is equal and the
+/// rows themselves are compared by key: settled like any candidate on demand (`narrow::conclude`), or,
+/// before the fence, left to the catch-up rounds and the window, whose streams name them (as `excuse`).
+/// Otherwise the table is cut into chunks, compared in fresh snapshots: never less.
+async fn compare_whole_live(pair: &Pair, context: &Context, tables: &[TableSpec], batch: Batch) -> Result<Vec<ChunkOutcome>, EngineError> {
+    let table = &tables[batch.table];
+    let slot = context.slot.as_deref().unwrap_or_default();
+    let whole = [KeyRange::default()];
+    let outcome = |source_rows: u64, target_rows: u64| ChunkOutcome {
+        table: batch.table,
+        chunk: 0,
+        source_rows,
+        target_rows,
+        differing: Vec::new(),
+        unsettled: None,
+    };
+    let clock = std::time::Instant::now();
+    let head = read::checksums(&pair.src, table, &whole, context.hashing);
+    let work = async {
+        let snapshots = clock.elapsed();
+        let (target, keys) = tokio::try_join!(read::checksums(&pair.tgt, table, &whole, context.hashing), moved_keys(context, tables, table))?;
+        let rows = match keys.filter(|keys| !keys.is_empty() && keys.len() <= MAX_EXCUSED_KEYS) {
+            Some(keys) => {
+                let keys: Vec<KeyValues> = keys.into_iter().collect();
+                Some(tokio::try_join!(
+                    read::row_hashes_by_key(&pair.src, table, &keys, context.hashing),
+                    read::row_hashes_by_key(&pair.tgt, table, &keys, context.hashing)
+                )?)
+            }
+            None => None,
+        };
+        Ok((target, rows, snapshots))
+    };
+    let Some((mut sources, (mut targets, rows, snapshots))) = read::matched_split(pair, slot, context.moved.as_ref(), head, work).await? else {
+        return Ok(vec![ChunkOutcome { unsettled: Some(LAG), ..outcome(0, 0) }]);
+    };
+    let (source, target) = (sources.remove(0), targets.remove(0));
+    let read_ms = clock.elapsed().as_millis() as u64;
     let rest = |whole: &Sums, rows: &read::RowHashes| {
         let sum = whole.sum.parse::<i128>().ok()? - rows.iter().map(|(_, hash)| i128::from(*hash)).sum::<i128>();
         Some((whole.rows.checked_sub(rows.len() as u64)?, sum))
     };
-    match rest(source, &on_source) {
-        Some(rest_of_source) if Some(rest_of_source) == rest(target, &on_target) => Ok(Some(narrow::merge(on_source, on_target))),
-        _ => Ok(None),
+    let moved = match rows {
+        Some((on_source, on_target)) if source != target && rest(&source, &on_source).is_some_and(|r| Some(r) == rest(&target, &on_target)) => {
+            Some((on_source, on_target))
+        }
+        _ => None,
+    };
+    tracing::debug!(
+        table = %table.display_name(),
+        snapshots_ms = snapshots.as_millis() as u64,
+        read_ms,
+        equal = source == target,
+        moved = moved.as_ref().map(|(s, t)| s.len().max(t.len())),
+        "compared a table whole"
+    );
+    if source == target {
+        return Ok(vec![outcome(source.rows, target.rows)]);
     }
+    let Some((on_source, on_target)) = moved else {
+        let chunks = Batch { table: batch.table, first_chunk: 0, ranges: plan(&pair.src, table, context.tracked.is_none()).await?, whole: false, keys: None };
+        return Box::pin(compare_batch(pair, context, tables, chunks)).await;
+    };
+    if context.tracked.is_some() {
+        return Ok(vec![outcome(source.rows, source.rows)]);
+    }
+    let found = vec![vec![narrow::Found::Rows(narrow::merge(on_source, on_target))]];
+    let narrowed = narrow::conclude(pair, context, batch.table, table, found).await?.remove(0);
+    let target_rows = narrowed.row_delta.map_or(target.rows, |delta| (source.rows as i64 + delta).max(0) as u64);
+    Ok(vec![ChunkOutcome { differing: narrowed.ranges, unsettled: narrowed.unsettled, ..outcome(source.rows, target_rows) }])
 }
 
 /// The keys of `table` that can have moved between a live pair's snapshots (read after both were taken):
