@@ -167,7 +167,7 @@ pub(super) async fn compare_batch(pair: &Pair, context: &Context, tables: &[Tabl
         }
     }
     let (chunks, found): (Vec<usize>, Vec<Vec<narrow::Found>>) = found.into_iter().unzip();
-    for (n, narrowed) in chunks.into_iter().zip(narrow::conclude(pair, context, batch.table, table, found).await?) {
+    for (n, narrowed) in chunks.into_iter().zip(narrow::conclude(pair, context, batch.table, table, found, None).await?) {
         let (source, target) = (&sources[n], &targets[n]);
         let target_rows = narrowed.row_delta.map_or(target.rows, |delta| (source.rows as i64 + delta).max(0) as u64);
         out.push(ChunkOutcome { differing: narrowed.ranges, unsettled: narrowed.unsettled, ..outcome(n, source.rows, target_rows) });
@@ -205,8 +205,18 @@ async fn compare_whole_live(pair: &Pair, context: &Context, tables: &[TableSpec]
     let head = read::checksums(&pair.src, table, &whole, context.hashing);
     let work = async {
         let snapshots = clock.elapsed();
-        let (target, keys) = tokio::try_join!(read::checksums(&pair.tgt, table, &whole, context.hashing), moved_keys(context, tables, table))?;
-        let rows = match keys.filter(|keys| !keys.is_empty() && keys.len() <= MAX_EXCUSED_KEYS) {
+        // On demand, the source's rows of those keys are also read at once, outside the snapshots, for
+        // settling the ones that differ without another wait for the link (`narrow::conclude`).
+        let keys_and_early = async {
+            let keys = moved_keys(context, tables, table).await?.filter(|keys| !keys.is_empty() && keys.len() <= MAX_EXCUSED_KEYS);
+            let early = match (&context.moved, &keys) {
+                (Some(moved), Some(keys)) => moved.rows(table, &keys.iter().cloned().collect::<Vec<_>>(), context.hashing).await,
+                _ => None,
+            };
+            Ok((keys, early))
+        };
+        let (target, (keys, early)) = tokio::try_join!(read::checksums(&pair.tgt, table, &whole, context.hashing), keys_and_early)?;
+        let rows = match keys {
             Some(keys) => {
                 let keys: Vec<KeyValues> = keys.into_iter().collect();
                 Some(tokio::try_join!(
@@ -216,9 +226,9 @@ async fn compare_whole_live(pair: &Pair, context: &Context, tables: &[TableSpec]
             }
             None => None,
         };
-        Ok((target, rows, snapshots))
+        Ok((target, rows, early, snapshots))
     };
-    let Some((mut sources, (mut targets, rows, snapshots))) = read::matched_split(pair, slot, context.moved.as_ref(), head, work).await? else {
+    let Some((mut sources, (mut targets, rows, early, snapshots))) = read::matched_split(pair, slot, context.moved.as_ref(), head, work).await? else {
         return Ok(vec![ChunkOutcome { unsettled: Some(LAG), ..outcome(0, 0) }]);
     };
     let (source, target) = (sources.remove(0), targets.remove(0));
@@ -252,7 +262,7 @@ async fn compare_whole_live(pair: &Pair, context: &Context, tables: &[TableSpec]
         return Ok(vec![outcome(source.rows, source.rows)]);
     }
     let found = vec![vec![narrow::Found::Rows(narrow::merge(on_source, on_target))]];
-    let narrowed = narrow::conclude(pair, context, batch.table, table, found).await?.remove(0);
+    let narrowed = narrow::conclude(pair, context, batch.table, table, found, early).await?.remove(0);
     let target_rows = narrowed.row_delta.map_or(target.rows, |delta| (source.rows as i64 + delta).max(0) as u64);
     Ok(vec![ChunkOutcome { differing: narrowed.ranges, unsettled: narrowed.unsettled, ..outcome(source.rows, target_rows) }])
 }

@@ -50,6 +50,7 @@ struct State {
 pub(super) async fn start(source: &Server, database: &str) -> Option<Moved> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let slot = format!("milink_moved_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    let clock = std::time::Instant::now();
     let session = match source.connect(Some(database)).await {
         Ok(session) => session,
         Err(error) => {
@@ -57,6 +58,7 @@ pub(super) async fn start(source: &Server, database: &str) -> Option<Moved> {
             return None;
         }
     };
+    let connected_ms = clock.elapsed().as_millis() as u64;
     let created = async {
         if session.version_num().await? < 120_000 {
             return Ok(false); // `track` maps partitions to their root with pg_partition_root (12+)
@@ -70,9 +72,13 @@ pub(super) async fn start(source: &Server, database: &str) -> Option<Moved> {
             )
             .await?;
         session.run("restoring the statement timeout", "SET statement_timeout = 0").await?;
+        // Its reads of rows hash them as the pair's sessions do (`Moved::rows`).
+        session.run("setting the verification's session settings", super::sql::SESSION_SETTINGS).await?;
         Ok::<_, milink_core::EngineError>(true)
     };
-    match created.await {
+    let created = created.await;
+    tracing::debug!(connected_ms, ms = clock.elapsed().as_millis() as u64, created = matches!(created, Ok(true)), "the moved rows' slot");
+    match created {
         Ok(true) => Some(Moved { state: tokio::sync::Mutex::new(State { session, slot, changed: HashMap::new(), broken: false }) }),
         Ok(false) => None,
         Err(error) => {
@@ -83,6 +89,21 @@ pub(super) async fn start(source: &Server, database: &str) -> Option<Moved> {
 }
 
 impl Moved {
+    /// The source's rows of `keys` now, with the WAL position noted after the snapshot they were read in
+    /// (as `read::matched`'s source side); None when the read fails (settling then waits for the link).
+    pub(super) async fn rows(&self, table: &TableSpec, keys: &[KeyValues], hashing: super::sql::Hashing) -> Option<super::read::Early> {
+        let state = self.state.lock().await;
+        let session = &state.session;
+        let read = async {
+            session.run("opening a snapshot on the source", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
+            let rows = super::read::rows_by_key(session, table, keys, hashing).await;
+            let position = session.row("noting the snapshot's position", "SELECT pg_current_wal_insert_lsn()", &[]).await;
+            session.run("closing the snapshot", "ROLLBACK").await?;
+            Ok::<_, milink_core::EngineError>(super::read::Early { position: u64::from(position?.get::<_, tokio_postgres::types::PgLsn>(0)), rows: rows? })
+        };
+        read.await.map_err(|error| tracing::debug!(error = %error.message, "could not read the moved rows early")).ok()
+    }
+
     /// The link's confirmed position, read on this session (the verification's own source session may be
     /// busy with a scan: `read::matched_split`); None while another worker reads the stream on it (a
     /// wait for the link must not wait for that too: the target would apply on, and the snapshots drift

@@ -135,7 +135,14 @@ async fn unlisted(pair: &Pair, table: &TableSpec, range: &KeyRange, source: &Sum
 
 /// Turns what the descents of several chunks found into their reports; while the link syncs, all their
 /// candidate keys are settled together first (one wait for the link per round).
-pub(super) async fn conclude(pair: &Pair, context: &Context, index: usize, table: &TableSpec, chunks: Vec<Vec<Found>>) -> Result<Vec<Narrowed>, EngineError> {
+pub(super) async fn conclude(
+    pair: &Pair,
+    context: &Context,
+    index: usize,
+    table: &TableSpec,
+    chunks: Vec<Vec<Found>>,
+    early: Option<read::Early>,
+) -> Result<Vec<Narrowed>, EngineError> {
     let mut why = None;
     let mut chunks = chunks;
     if context.slot.is_some() {
@@ -159,7 +166,7 @@ pub(super) async fn conclude(pair: &Pair, context: &Context, index: usize, table
             })
             .collect();
         let all: Vec<usize> = (0..flat.len()).collect();
-        why = settle(pair, context, table, &mut flat, all).await?;
+        why = settle(pair, context, table, &mut flat, all, early).await?;
         for (&(c, f, n), settled) in candidates.iter().zip(flat) {
             if let Found::Rows(entries) = &mut chunks[c][f] {
                 entries[n] = settled;
@@ -257,7 +264,17 @@ pub(super) fn report(context: &Context, index: usize, table: &TableSpec, entries
 
 /// Settles the `candidates` (indexes into `entries`) at matched positions; entries found equal are
 /// updated to equal, real differences keep their sides. Returns why some stayed unsettled, if any did.
-async fn settle(pair: &Pair, context: &Context, table: &TableSpec, entries: &mut [Entry], mut candidates: Vec<usize>) -> Result<Option<&'static str>, EngineError> {
+/// `early`: the source's rows of every candidate, read at a noted position while the caller still
+/// compared (`read::Early`); the first round then reads only the target, as soon as it has applied that
+/// position (by then it usually has: no wait for the link), and the source once more.
+async fn settle(
+    pair: &Pair,
+    context: &Context,
+    table: &TableSpec,
+    entries: &mut [Entry],
+    mut candidates: Vec<usize>,
+    mut early: Option<read::Early>,
+) -> Result<Option<&'static str>, EngineError> {
     let slot = context.slot.as_deref().unwrap_or_default();
     let hashing = context.hashing;
     for _ in 0..SETTLE_ROUNDS {
@@ -265,10 +282,19 @@ async fn settle(pair: &Pair, context: &Context, table: &TableSpec, entries: &mut
             return Ok(None);
         }
         let keys: Vec<KeyValues> = candidates.iter().map(|&n| entries[n].key.clone()).collect();
-        let both = async {
-            tokio::try_join!(read::rows_by_key(&pair.src, table, &keys, hashing), read::rows_by_key(&pair.tgt, table, &keys, hashing))
+        let read = match early.take() {
+            Some(early) => match read::wait_for_link(pair, slot, context.moved.as_ref(), early.position).await? {
+                true => Some((early.rows, read::rows_by_key(&pair.tgt, table, &keys, hashing).await?)),
+                false => None,
+            },
+            None => {
+                let both = async {
+                    tokio::try_join!(read::rows_by_key(&pair.src, table, &keys, hashing), read::rows_by_key(&pair.tgt, table, &keys, hashing))
+                };
+                read::matched(pair, slot, both).await?
+            }
         };
-        let Some((first, target)) = read::matched(pair, slot, both).await? else {
+        let Some((first, target)) = read else {
             return Ok(Some(LAG));
         };
         let again = read::rows_by_key(&pair.src, table, &keys, hashing).await?;

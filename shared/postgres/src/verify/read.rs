@@ -156,6 +156,19 @@ where
     Ok(value)
 }
 
+/// The source's rows of some keys read at a noted position, outside any pair of snapshots (`moved`), to
+/// settle candidates with (`narrow::settle`): the target is read once it has applied `position`.
+pub(super) struct Early {
+    pub(super) position: u64,
+    pub(super) rows: HashMap<KeyValues, i64>,
+}
+
+/// Waits until the target has applied `position` (as [`matched`] does); false past the live limit.
+pub(super) async fn wait_for_link(pair: &Pair, slot: &str, moved: Option<&super::moved::Moved>, position: u64) -> Result<bool, EngineError> {
+    let limit = if pair.before_fence { super::BEFORE_FENCE_LINK_WAIT } else { WAIT_LIMIT };
+    wait_applied(pair, slot, moved, position, limit).await
+}
+
 /// The slot's confirmed position (what the target has applied and flushed).
 pub(super) async fn confirmed(src: &Session, slot: &str) -> Result<u64, EngineError> {
     let row = src
