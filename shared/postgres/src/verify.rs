@@ -438,7 +438,7 @@ async fn compare(
             // Created before any snapshot of the verification is taken (see `moved`).
             let moving = async {
                 match slot.is_some() && !before_fence {
-                    true => Ok(moved::start(&source, database).await),
+                    true => Ok(moved::start(&source, database, &link).await),
                     false => Ok(None),
                 }
             };
