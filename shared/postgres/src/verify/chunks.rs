@@ -167,7 +167,7 @@ pub(super) async fn compare_batch(pair: &Pair, context: &Context, tables: &[Tabl
         }
     }
     let (chunks, found): (Vec<usize>, Vec<Vec<narrow::Found>>) = found.into_iter().unzip();
-    for (n, narrowed) in chunks.into_iter().zip(narrow::conclude(pair, context, batch.table, table, found, None).await?) {
+    for (n, narrowed) in chunks.into_iter().zip(narrow::conclude(pair, context, batch.table, table, found, None, None).await?) {
         let (source, target) = (&sources[n], &targets[n]);
         let target_rows = narrowed.row_delta.map_or(target.rows, |delta| (source.rows as i64 + delta).max(0) as u64);
         out.push(ChunkOutcome { differing: narrowed.ranges, unsettled: narrowed.unsettled, ..outcome(n, source.rows, target_rows) });
@@ -180,18 +180,21 @@ pub(super) async fn compare_batch(pair: &Pair, context: &Context, tables: &[Tabl
 /// compared live is cut into chunks instead of compared without its moved rows).
 const MAX_EXCUSED_KEYS: usize = 20_000;
 
-/// A whole table compared while the link syncs, in one pair of matched snapshots: the source's checksum
-/// starts with its snapshot, during the wait for the link (`read::matched_split`); the target's once its
-/// snapshot is taken, beside the read of the keys that can have moved between the two (`moved_keys`), whose
-/// rows both sides then read in the same snapshots, by the same predicate. When the checksums differ and
-/// those rows account for the whole difference (a checksum is a sum of row hashes, so the whole table's
-/// minus these rows' is the checksum of every other row, on each side), every other row is equal and the
-/// rows themselves are compared by key: settled like any candidate on demand (`narrow::conclude`), or,
+/// A whole table compared while the link syncs, by one checksum per side, in two snapshots taken at once
+/// and *not* matched (`read::unmatched`: no wait for the link), the rows that may differ between them
+/// named by a stream that began before both: the temporary copy of the link's slot on demand (`moved`:
+/// from the link's confirmed position, so every commit the target had not applied when either snapshot
+/// was taken), the tracking slots before the fence (once the target has applied past where they began). Beside the target's checksum the stream is read up to
+/// now and both sides' rows of the keys it names are read in the same snapshots, by the same predicate.
+/// A checksum is a sum of row hashes, so the whole table's minus these rows' is the checksum of every
+/// other row, on each side: when those agree, every other row is equal (with the strength of any
+/// checksum here), whatever the lag, and the named rows are compared by key: settled like any candidate
+/// on demand (`narrow::conclude`: the source's side read early, so no wait for the link either), or,
 /// before the fence, left to the catch-up rounds and the window, whose streams name them (as `excuse`).
-/// Otherwise the table is cut into chunks, compared in fresh snapshots: never less.
+/// Otherwise (a real difference elsewhere, a stream that cannot name everything, more than
+/// [`MAX_EXCUSED_KEYS`] keys) the table is cut into chunks, compared in matched snapshots: never less.
 async fn compare_whole_live(pair: &Pair, context: &Context, tables: &[TableSpec], batch: Batch) -> Result<Vec<ChunkOutcome>, EngineError> {
     let table = &tables[batch.table];
-    let slot = context.slot.as_deref().unwrap_or_default();
     let whole = [KeyRange::default()];
     let outcome = |source_rows: u64, target_rows: u64| ChunkOutcome {
         table: batch.table,
@@ -228,9 +231,15 @@ async fn compare_whole_live(pair: &Pair, context: &Context, tables: &[TableSpec]
         };
         Ok((target, rows, early, snapshots))
     };
-    let Some((mut sources, (mut targets, rows, early, snapshots))) = read::matched_split(pair, slot, context.moved.as_ref(), head, work).await? else {
-        return Ok(vec![ChunkOutcome { unsettled: Some(LAG), ..outcome(0, 0) }]);
-    };
+    if context.tracked.is_some() {
+        // The tracking streams began when the tracking slots were made, not at the link's confirmed
+        // position: the target must have applied past that first, or a commit the target still lacks
+        // could be in neither stream (the table would then be cut into chunks: slower, never less).
+        let now = pair.src.row("noting the source's position", "SELECT pg_current_wal_insert_lsn()", &[]).await?;
+        let slot = context.slot.as_deref().unwrap_or_default();
+        read::wait_for_link(pair, slot, u64::from(now.get::<_, tokio_postgres::types::PgLsn>(0))).await?;
+    }
+    let (mut sources, (mut targets, rows, early, snapshots)) = read::unmatched(pair, head, work).await?;
     let (source, target) = (sources.remove(0), targets.remove(0));
     let read_ms = clock.elapsed().as_millis() as u64;
     let rest = |whole: &Sums, rows: &read::RowHashes| {
@@ -262,7 +271,8 @@ async fn compare_whole_live(pair: &Pair, context: &Context, tables: &[TableSpec]
         return Ok(vec![outcome(source.rows, source.rows)]);
     }
     let found = vec![vec![narrow::Found::Rows(narrow::merge(on_source, on_target))]];
-    let narrowed = narrow::conclude(pair, context, batch.table, table, found, early).await?.remove(0);
+    // As many candidates as keys named (all may differ by the link's lag), each settled by key.
+    let narrowed = narrow::conclude(pair, context, batch.table, table, found, early, Some(MAX_EXCUSED_KEYS)).await?.remove(0);
     let target_rows = narrowed.row_delta.map_or(target.rows, |delta| (source.rows as i64 + delta).max(0) as u64);
     Ok(vec![ChunkOutcome { differing: narrowed.ranges, unsettled: narrowed.unsettled, ..outcome(source.rows, target_rows) }])
 }

@@ -136,15 +136,6 @@ impl Moved {
         read.await.map_err(|error| tracing::debug!(error = %error.message, "could not read the moved rows early")).ok()
     }
 
-    /// The link's confirmed position, read on this session (the verification's own source session may be
-    /// busy with a scan: `read::matched_split`); None while another worker reads the stream on it (a
-    /// wait for the link must not wait for that too: the target would apply on, and the snapshots drift
-    /// apart).
-    pub(super) async fn confirmed(&self, link_slot: &str) -> Result<Option<u64>, milink_core::EngineError> {
-        let Ok(state) = self.state.try_lock() else { return Ok(None) };
-        super::read::confirmed(&state.session, link_slot).await.map(Some)
-    }
-
     /// The keys of `table` changed since the slot was created, read up to now (call it after both
     /// snapshots were taken); None when they cannot all be named (the table was truncated, a line could
     /// not be read, too many keys, a read failed).

@@ -134,7 +134,8 @@ async fn unlisted(pair: &Pair, table: &TableSpec, range: &KeyRange, source: &Sum
 }
 
 /// Turns what the descents of several chunks found into their reports; while the link syncs, all their
-/// candidate keys are settled together first (one wait for the link per round).
+/// candidate keys are settled together first (one wait for the link per round), at most `limit` per
+/// table ([`MAX_CANDIDATES`] unless said), past which the rest is called unsettled.
 pub(super) async fn conclude(
     pair: &Pair,
     context: &Context,
@@ -142,6 +143,7 @@ pub(super) async fn conclude(
     table: &TableSpec,
     chunks: Vec<Vec<Found>>,
     early: Option<read::Early>,
+    limit: Option<usize>,
 ) -> Result<Vec<Narrowed>, EngineError> {
     let mut why = None;
     let mut chunks = chunks;
@@ -155,7 +157,7 @@ pub(super) async fn conclude(
             }
         }
         let before = context.candidates[index].fetch_add(candidates.len(), Ordering::SeqCst);
-        if before + candidates.len() > MAX_CANDIDATES {
+        if before + candidates.len() > limit.unwrap_or(MAX_CANDIDATES) {
             return Ok(chunks.iter().map(|_| Narrowed { unsettled: Some(HOT), ..Narrowed::default() }).collect());
         }
         let mut flat: Vec<Entry> = candidates
@@ -283,7 +285,7 @@ async fn settle(
         }
         let keys: Vec<KeyValues> = candidates.iter().map(|&n| entries[n].key.clone()).collect();
         let read = match early.take() {
-            Some(early) => match read::wait_for_link(pair, slot, context.moved.as_ref(), early.position).await? {
+            Some(early) => match read::wait_for_link(pair, slot, early.position).await? {
                 true => Some((early.rows, read::rows_by_key(&pair.tgt, table, &keys, hashing).await?)),
                 false => None,
             },

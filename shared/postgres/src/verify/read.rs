@@ -86,74 +86,63 @@ pub(super) async fn matched<'a, R, F>(pair: &'a Pair, slot: &'a str, work: F) ->
 where
     F: Future<Output = Result<R, EngineError>> + 'a,
 {
-    Ok(matched_split(pair, slot, None, async { Ok(()) }, work).await?.map(|((), r)| r))
-}
-
-/// [`matched`] with `head`, work on the source's session alone, started as soon as the source's
-/// snapshot is taken, while the link catches up with it, and `work` once the target's is (a whole
-/// table's source checksum runs during the wait for the link). `moved` is a session of its own to ask
-/// the link's confirmed position on (the source's is busy with `head`); without it `head` waits for the
-/// target's snapshot too, as a check queued behind it could keep an idle source's link waiting.
-pub(super) async fn matched_split<'a, H, G, R, F>(
-    pair: &'a Pair,
-    slot: &'a str,
-    moved: Option<&'a super::moved::Moved>,
-    head: H,
-    work: F,
-) -> Result<Option<(G, R)>, EngineError>
-where
-    H: Future<Output = Result<G, EngineError>> + 'a,
-    F: Future<Output = Result<R, EngineError>> + 'a,
-{
-    // On the heap: the callers' futures are large and nest (a descent compares in snapshots of its own).
-    let (head, work) = (Box::pin(head), Box::pin(work));
     pair.src.run("opening a snapshot on the source", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
     let result = async {
         let row = pair.src.row("noting the snapshot's position", "SELECT pg_current_wal_insert_lsn()", &[]).await?;
         let position = u64::from(row.get::<_, PgLsn>(0));
         let limit = if pair.before_fence { super::BEFORE_FENCE_LINK_WAIT } else { WAIT_LIMIT };
-        let target_snapshot = async {
-            if !wait_applied(pair, slot, moved, position, limit).await? {
-                if pair.before_fence {
-                    return Err(EngineError::transient(
-                        "verification_link_behind",
-                        format!("the link did not apply the source's position within {} s", limit.as_secs()),
-                        "the cutover compares every row after the fence instead",
-                    ));
-                }
-                return Ok(false);
+        if !wait_applied(pair, slot, position, limit).await? {
+            if pair.before_fence {
+                return Err(EngineError::transient(
+                    "verification_link_behind",
+                    format!("the link did not apply the source's position within {} s", limit.as_secs()),
+                    "the cutover compares every row after the fence instead",
+                ));
             }
-            pair.tgt.run("opening a snapshot on the target", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
-            pair.tgt.row("taking the target's snapshot", "SELECT 1", &[]).await?;
-            Ok(true)
-        };
-        match moved {
-            None => {
-                if !target_snapshot.await? {
-                    return Ok(None);
-                }
-                Ok(Some(tokio::try_join!(head, work)?))
-            }
-            Some(_) => {
-                let rest = async {
-                    match target_snapshot.await? {
-                        true => Ok(Some(work.await?)),
-                        false => Ok(None),
-                    }
-                };
-                let (head, rest) = tokio::try_join!(head, rest)?;
-                Ok(rest.map(|rest| (head, rest)))
-            }
+            return Ok(None);
         }
+        pair.tgt.run("opening a snapshot on the target", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
+        pair.tgt.row("taking the target's snapshot", "SELECT 1", &[]).await?;
+        Ok(Some(work.await?))
     }
     .await;
-    // Read-only: ending with ROLLBACK is the same as COMMIT, and harmless when no transaction is open
-    // (a failed read leaves one aborted; this keeps the sessions usable either way).
-    let ends = tokio::join!(pair.src.run("closing the snapshot", "ROLLBACK"), pair.tgt.run("closing the snapshot", "ROLLBACK"));
-    let value = result?;
-    ends.0?;
-    ends.1?;
+    let closed = close(pair).await;
+    let value = result?; // the first error wins
+    closed?;
     Ok(value)
+}
+
+/// Runs `head` on the source's session and `work` (both sessions) at once, in REPEATABLE READ snapshots
+/// taken one after the other, *not* matched: the target's is wherever the link is, behind or past the
+/// source's. For a caller that names every row the link's lag can make differ between the two
+/// (`chunks::compare_whole_live`, from a stream that began before both snapshots): no wait for the link.
+pub(super) async fn unmatched<'a, H, G, R, F>(pair: &'a Pair, head: H, work: F) -> Result<(G, R), EngineError>
+where
+    H: Future<Output = Result<G, EngineError>> + 'a,
+    F: Future<Output = Result<R, EngineError>> + 'a,
+{
+    // On the heap: the callers' futures are large and nest (cutting into chunks compares in snapshots of its own).
+    let (head, work) = (Box::pin(head), Box::pin(work));
+    let result = async {
+        pair.src.run("opening a snapshot on the source", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
+        pair.src.row("taking the source's snapshot", "SELECT 1", &[]).await?;
+        pair.tgt.run("opening a snapshot on the target", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
+        pair.tgt.row("taking the target's snapshot", "SELECT 1", &[]).await?;
+        tokio::try_join!(head, work)
+    }
+    .await;
+    let closed = close(pair).await;
+    let value = result?; // the first error wins
+    closed?;
+    Ok(value)
+}
+
+/// Ends both sessions' snapshots. Read-only: ROLLBACK is the same as COMMIT, and harmless when no
+/// transaction is open (a failed read leaves one aborted; this keeps the sessions usable either way).
+async fn close(pair: &Pair) -> Result<(), EngineError> {
+    let ends = tokio::join!(pair.src.run("closing the snapshot", "ROLLBACK"), pair.tgt.run("closing the snapshot", "ROLLBACK"));
+    ends.0?;
+    ends.1
 }
 
 /// The source's rows of some keys read at a noted position, outside any pair of snapshots (`moved`), to
@@ -164,9 +153,9 @@ pub(super) struct Early {
 }
 
 /// Waits until the target has applied `position` (as [`matched`] does); false past the live limit.
-pub(super) async fn wait_for_link(pair: &Pair, slot: &str, moved: Option<&super::moved::Moved>, position: u64) -> Result<bool, EngineError> {
+pub(super) async fn wait_for_link(pair: &Pair, slot: &str, position: u64) -> Result<bool, EngineError> {
     let limit = if pair.before_fence { super::BEFORE_FENCE_LINK_WAIT } else { WAIT_LIMIT };
-    wait_applied(pair, slot, moved, position, limit).await
+    wait_applied(pair, slot, position, limit).await
 }
 
 /// The slot's confirmed position (what the target has applied and flushed).
@@ -205,18 +194,13 @@ async fn applied(tgt: &Session, subscription: &str) -> Result<u64, EngineError> 
 
 /// Waits until the target has applied `position` (or the slot confirmed it: an idle source sends no
 /// commit past it, and only the slot moves then); false when it did not within [`WAIT_LIMIT`].
-async fn wait_applied(pair: &Pair, slot: &str, moved: Option<&super::moved::Moved>, position: u64, limit: Duration) -> Result<bool, EngineError> {
+async fn wait_applied(pair: &Pair, slot: &str, position: u64, limit: Duration) -> Result<bool, EngineError> {
     let started = Instant::now();
     for poll in 0u32.. {
         if applied(&pair.tgt, slot).await? >= position {
             return Ok(true);
         }
-        let confirmed = match moved {
-            _ if poll % 20 != 0 => 0,
-            Some(moved) => moved.confirmed(slot).await?.unwrap_or(0),
-            None => confirmed(&pair.src, slot).await?,
-        };
-        if confirmed >= position {
+        if poll % 20 == 0 && confirmed(&pair.src, slot).await? >= position {
             return Ok(true);
         }
         if started.elapsed() > limit {
