@@ -4,10 +4,13 @@
 //! **What is compared.** Scope first (`scope`): every permanent user table of the source must be in the
 //! link's publication and on the target with the same column names and types, and the target must have no
 //! extra table; each violation is a `Difference`, so a table created on the source after the link can
-//! never let a cutover pass. Then content, per table: the primary key (or replica identity index) cuts
+//! never let a cutover pass. Then content, per table: a table with a key is compared whole first (one
+//! checksum per side), and cut only where it differs: when both sides are static, and while the link
+//! syncs whenever the rows its lag can make differ are named by a stream (`moved`, up to 10 M rows: see
+//! Consistency); otherwise, and to narrow a difference, the primary key (or replica identity index) cuts
 //! the table into chunks of ~50k rows (~5k for a single integer key without tracking: `chunks::plan`),
-//! boundaries computed once on the source (`chunks`; when both sides are static the whole table is
-//! compared first and cut only if it differs); per chunk both sides compute `count(*)` and `sum(hash of the row)` (`sql`), with the columns listed by name so
+//! boundaries computed once on the source (`chunks`); per chunk both sides compute `count(*)` and
+//! `sum(hash of the row)` (`sql`), with the columns listed by name so
 //! physical column order does not matter, and identical session settings on both sides (UTC, ISO dates,
 //! exact floats, hex bytea) so text forms match. Each value is hashed by its type's own hash function
 //! (values equal by their type's equality hash alike, so e.g. numeric `1.0` and `1.00` are equal), a
@@ -18,8 +21,12 @@
 //! parent without ONLY (its key ranges span every partition), so it is one entry of the report.
 //!
 //! **Consistency.** In `finalize` both sides are static (source fenced, link drained), so one read each,
-//! at once, is exact. While the link syncs the sides are at different positions, so every comparison
-//! reads *matched snapshots* (`read::matched`): a REPEATABLE READ snapshot on the source whose WAL insert
+//! at once, is exact. While the link syncs the sides are at different positions. A whole table is read
+//! in two snapshots taken at once (`read::unmatched`), with a stream that began before both (a temporary
+//! copy of the link's slot on demand, the tracking slots before the fence) naming every key a commit
+//! held by one snapshot and not the other can have changed: the whole checksum minus those rows' hashes
+//! proves every other row equal, and those rows are compared by key (`chunks::compare_whole_live`).
+//! Everything else reads *matched snapshots* (`read::matched`): a REPEATABLE READ snapshot on the source whose WAL insert
 //! position L is noted; the target's replication origin is polled until its apply worker has committed
 //! L (this moves at each applied commit, not at the slot's flush feedback, so the wait is the link's lag
 //! and the target's snapshot lands at most one poll past L); then a REPEATABLE READ snapshot on the
@@ -60,15 +67,15 @@
 //! target refused a slot) the window compares every table in full, as safe and slower, and the report says why
 //! (`Verification::window`).
 //!
-//! **Cost.** A live batch of an integer key's chunks is summed by one grouped statement per side
-//! (`sql::grouped_checksum`: a parallel sequential scan with JIT, about half the cost per row of 50k-row
-//! index range scans, which stay below the JIT threshold), up to 10 M rows per pair of
-//! matched snapshots; other keys read 8 chunks per pair. Per row both sides hash every column (about
-//! 2× a `count(*)` of the same rows on an idle server, per side), so on one machine running both servers
-//! the floor is near 2–2.5× `count(*)`; measured with `cargo bench -p milink-e2e --bench pg_verify`.
-//! Measured by hand at pgbench scale 50, idle, one side: `count(*)` 160–215 ms, the whole table's checksum
-//! 287–301 ms, the grouped checksum of 1,001 chunks 480–507 ms (JIT on or off alike): the grouping, not
-//! the hashing, is most of a live verification's extra cost per row.
+//! **Cost.** A table compared whole is one parallel sequential scan per side (with JIT), both sides at
+//! once, plus key lookups of the rows the stream names (a few thousand under the benchmark's load). Per
+//! row both sides hash every column (about 1.5–1.8× a `count(*)` of the same rows on an idle server, per
+//! side), so on one machine running both servers the floor is near 2–2.5× `count(*)`; measured with
+//! `cargo bench -p milink-e2e --bench pg_verify` (on demand under load at pgbench scale 50: 2.3–2.9×
+//! per round). Measured by hand at scale 50, idle, one side: `count(*)` 160–215 ms, the whole table's
+//! checksum 287–356 ms, the grouped checksum of 1,001 chunks 480–507 ms. Chunked batches: an integer key's
+//! chunks are summed by one grouped statement per side (`sql::grouped_checksum`), up to 10 M rows per pair
+//! of matched snapshots; other keys read 8 chunks per pair.
 mod catch_up;
 mod chunks;
 mod moved;

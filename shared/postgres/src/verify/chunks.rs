@@ -231,13 +231,20 @@ async fn compare_whole_live(pair: &Pair, context: &Context, tables: &[TableSpec]
         };
         Ok((target, rows, early, snapshots))
     };
-    if context.tracked.is_some() {
-        // The tracking streams began when the tracking slots were made, not at the link's confirmed
-        // position: the target must have applied past that first, or a commit the target still lacks
-        // could be in neither stream (the table would then be cut into chunks: slower, never less).
-        let now = pair.src.row("noting the source's position", "SELECT pg_current_wal_insert_lsn()", &[]).await?;
-        let slot = context.slot.as_deref().unwrap_or_default();
-        read::wait_for_link(pair, slot, u64::from(now.get::<_, tokio_postgres::types::PgLsn>(0))).await?;
+    // A stream that began after the link's confirmed position (the tracking slots, a created slot) names
+    // only commits after its beginning: the target must have applied past it first, or a commit it still
+    // lacks could be in neither snapshot's stream (the table would then be cut into chunks: slower, never
+    // less). The tracking slots began before this verification: any position now is past them.
+    let begins = match (&context.moved, &context.tracked) {
+        (Some(moved), _) => moved.begins_at(),
+        (None, Some(_)) => {
+            let now = pair.src.row("noting the source's position", "SELECT pg_current_wal_insert_lsn()", &[]).await?;
+            Some(u64::from(now.get::<_, tokio_postgres::types::PgLsn>(0)))
+        }
+        (None, None) => None,
+    };
+    if let Some(position) = begins {
+        read::wait_for_link(pair, context.slot.as_deref().unwrap_or_default(), position).await?;
     }
     let (mut sources, (mut targets, rows, early, snapshots)) = read::unmatched(pair, head, work).await?;
     let (source, target) = (sources.remove(0), targets.remove(0));

@@ -1,26 +1,25 @@
-//! The keys of rows that moved between a live verification's two snapshots, so a whole table can be
-//! compared by one checksum per side under a write load.
+//! The keys of rows that can differ between a live verification's two snapshots because of the link's
+//! lag, so a whole table can be compared by one checksum per side under a write load.
 //!
-//! Matched snapshots (`read::matched`) are close, never equal: the target's is taken once it has applied
-//! the source's position, so it also holds the few commits applied in between, and the source's misses
-//! the commits that were finishing as it was taken. Under load a whole table's checksum therefore always
-//! differs a little, which used to mean cutting the table into chunks and summing each (one grouped scan
-//! per side, about 1.6× the cost of one sum measured by hand at pgbench scale 50), then narrowing the
-//! chunks that differed. Instead, a temporary logical slot (`test_decoding`) is created on the source
-//! before the verification's first snapshot: every commit one snapshot holds and the other does not
-//! comes after its consistent point, so the slot's stream, read after the target's snapshot, names
-//! every key that can have moved (and more: whatever changed since). Both sides' rows of those keys are
-//! read in the same snapshots; a checksum is a sum of row hashes, so the whole table's checksum minus
-//! those rows' hashes is the checksum of every other row, and when the two sides agree on that, every
-//! other row is equal (with the same strength as any checksum here). The keys' own rows are compared row
-//! by row and the differing ones settled like any candidate (`narrow::conclude`). When the rest differs
-//! too (a real difference elsewhere, or the stream could not name a change), the table is cut into
-//! chunks as before: never less.
+//! While the link syncs, the target's snapshot is never at the source's position: behind it by the
+//! link's lag, or, matched (`read::matched`), just past it. Under load a whole table's checksum therefore
+//! always differs a little, which used to mean cutting the table into chunks and summing each (one
+//! grouped scan per side, about 1.6× the cost of one sum, measured by hand at pgbench scale 50), then
+//! narrowing the chunks that differed. Instead, before the verification's first snapshot, the link's
+//! slot is copied (`pg_copy_logical_replication_slot`, temporary, with `test_decoding`): the copy starts
+//! at the link's confirmed position, which the target has applied, so its stream, read after both
+//! snapshots, names every key a commit that one snapshot holds and the other does not can have changed
+//! (and more: whatever changed since). `chunks::compare_whole_live` then takes the whole table's
+//! checksum minus those rows' hashes on each side, and compares the rows themselves by key. Where the
+//! link's slot is far behind (a copy decodes from its restart point) a fresh slot is created instead; it
+//! names the commits after its consistent point, so the comparison then waits for the target to pass it.
 //!
 //! Temporary: the slot belongs to its session and is gone when the verification drops it, or when the
-//! session or the server ends, so a crash leaves nothing holding WAL. Best effort: a server that cannot
-//! create one (no free replication slot, no REPLICATION role, a transaction running longer than
-//! [`CREATE_WAIT`], PostgreSQL before 12) leaves the verification as it was, chunked.
+//! session or the server ends, so a crash leaves nothing holding WAL. Best effort: a server that can do
+//! neither (no free replication slot, no REPLICATION role, a creation waiting more than [`CREATE_WAIT`]
+//! for running transactions, PostgreSQL before 12) leaves the verification cutting tables into chunks
+//! as before. Whatever the stream names, a difference it misses makes the rest differ, and the table is
+//! then cut into chunks: the stream can make a verification faster, never weaker.
 use super::scope::TableSpec;
 use super::sql::KeyValues;
 use super::track::{self, Recheck};
@@ -35,6 +34,9 @@ const CREATE_WAIT: &str = "5s";
 /// The stream of a temporary slot on the source, read by one worker at a time.
 pub(super) struct Moved {
     state: tokio::sync::Mutex<State>,
+    /// Where a created slot's stream begins (its consistent point); None for a copy of the link's slot,
+    /// whose stream begins where the target has already applied.
+    begins_at: Option<u64>,
 }
 
 struct State {
@@ -61,7 +63,7 @@ pub(super) async fn start(source: &Server, database: &str, link_slot: &str) -> O
     let connected_ms = clock.elapsed().as_millis() as u64;
     let created = async {
         if session.version_num().await? < 120_000 {
-            return Ok(false); // `track` maps partitions to their root with pg_partition_root (12+)
+            return Ok(None); // `track` maps partitions to their root with pg_partition_root (12+)
         }
         session.run("bounding the slot's creation", &format!("SET statement_timeout = '{CREATE_WAIT}'")).await?;
         let copied = match copyable(&session, link_slot).await {
@@ -76,25 +78,29 @@ pub(super) async fn start(source: &Server, database: &str, link_slot: &str) -> O
                 .is_ok(),
             false => false,
         };
+        let mut begins_at = None;
         if !copied {
-            session
+            let row = session
                 .row(
                     "creating a temporary slot for the rows that move during the verification",
-                    "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'test_decoding', true)",
+                    "SELECT lsn FROM pg_create_logical_replication_slot($1, 'test_decoding', true)",
                     &[&slot],
                 )
                 .await?;
+            begins_at = Some(u64::from(row.get::<_, tokio_postgres::types::PgLsn>(0)));
         }
         session.run("restoring the statement timeout", "SET statement_timeout = 0").await?;
         // Its reads of rows hash them as the pair's sessions do (`Moved::rows`).
         session.run("setting the verification's session settings", super::sql::SESSION_SETTINGS).await?;
-        Ok::<_, milink_core::EngineError>(true)
+        Ok::<_, milink_core::EngineError>(Some(begins_at))
     };
     let created = created.await;
-    tracing::debug!(connected_ms, ms = clock.elapsed().as_millis() as u64, created = matches!(created, Ok(true)), "the moved rows' slot");
+    tracing::debug!(connected_ms, ms = clock.elapsed().as_millis() as u64, made = matches!(created, Ok(Some(_))), "the moved rows' slot");
     match created {
-        Ok(true) => Some(Moved { state: tokio::sync::Mutex::new(State { session, slot, changed: HashMap::new(), broken: false }) }),
-        Ok(false) => None,
+        Ok(Some(begins_at)) => {
+            Some(Moved { state: tokio::sync::Mutex::new(State { session, slot, changed: HashMap::new(), broken: false }), begins_at })
+        }
+        Ok(None) => None,
         Err(error) => {
             tracing::debug!(error = %error.message, "could not create the moved rows' slot; tables are cut into chunks");
             None
@@ -121,6 +127,11 @@ async fn copyable(session: &Session, link_slot: &str) -> bool {
 const COPY_BEHIND: f64 = 64.0 * 1024.0 * 1024.0;
 
 impl Moved {
+    /// Where the stream begins when the target may not have applied that far (a created slot).
+    pub(super) fn begins_at(&self) -> Option<u64> {
+        self.begins_at
+    }
+
     /// The source's rows of `keys` now, with the WAL position noted after the snapshot they were read in
     /// (as `read::matched`'s source side); None when the read fails (settling then waits for the link).
     pub(super) async fn rows(&self, table: &TableSpec, keys: &[KeyValues], hashing: super::sql::Hashing) -> Option<super::read::Early> {
