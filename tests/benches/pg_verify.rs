@@ -43,6 +43,12 @@
 //! count(*) 620 ms, on-demand verify 3,893 ms (6.3×), verification before the fence 5.7 s (13.8 s before);
 //! idle count(*) 285 ms, verify 1,108 ms (3.9×); in the window with writes until the fence 79 ms (487 ms
 //! before), untracked (full) 714 ms.
+//!
+//! Measured 2026-12-01 (next session, same machine), scale 50, 5 rounds, after a whole table is compared
+//! by one checksum per side with the rows that moved named by a temporary copy of the link's slot
+//! (`verify::moved`): under load count(*) 664 ms, on-demand verify 1,915 ms (2.9×; rounds 2.3–3.3×),
+//! verification before the fence 5.1 s (3.5 s in the run before, also 2.9×); idle count(*) 289 ms, verify
+//! 805 ms (2.8×); in the window with writes until the fence 79 ms, untracked (full) 784 ms.
 use milink_core::config::{Endpoint, Secret};
 use milink_core::migration::{LinkPhase, Settings, Verification};
 use milink_core::ports::{Engine, LinkPlan};
