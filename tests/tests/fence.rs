@@ -82,6 +82,9 @@ async fn an_abandoned_cutover_never_unfences_another_migrations_fence() -> anyho
     assert_eq!(status, 202, "{body}");
     milink.wait_status(&other, "Completed", Duration::from_secs(120)).await?;
     assert!(!source_writable(&database).await?, "a completed cutover leaves the source read-only");
+    // The other cutover wrote to the shared source (its fence, its records): the held link catches up
+    // with that before its migration is ready again (seen once on a loaded CI machine: CatchingUp here).
+    milink.wait_status(&held, "ReadyForCutover", READY_TIMEOUT).await?;
 
     // The held migration's drain cannot finish: its target's apply waits behind a lock on products, and a
     // change to products (made by a superuser turning read-only off) is on its way.

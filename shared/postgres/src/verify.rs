@@ -49,11 +49,12 @@
 //! SHA-256 rows pays for that). Values equal by their type's equality hash alike (`1.0` and `1.00`).
 //!
 //! **The cutover's write-downtime window.** Before the fence (`before_fence`, called by the engine's
-//! `prepare_cutover` while the source still takes writes) every table is verified in full as above, at
-//! matched positions, after logical slots (`test_decoding`) were created on both servers (`track`). A
-//! chunk that differs there only at keys those slots name as changed since (rows that moved between the
-//! two snapshots under load) is equal for this verification: checksums without those keys, in the same
-//! snapshots, prove the rest (`chunks::excuse`), and the changed keys are compared later. Its outcome,
+//! `prepare_cutover` while the source still takes writes) every table is verified in full as above,
+//! after logical slots (`test_decoding`) were created on both servers (`track`). A table (compared whole)
+//! or a chunk that differs there only at keys those slots name as changed since (rows that moved between
+//! the two snapshots under load) is equal for this verification: checksums without those keys' rows, in
+//! the same snapshots, prove the rest (`chunks::compare_whole_live`, `chunks::excuse`), and the changed
+//! keys are compared later. Its outcome,
 //! the tables found equal, is written into the source's WAL. A difference it proves refuses the cutover
 //! there, before anything is fenced. Then catch-up rounds (`catch_up`) take the streams, compare the keys
 //! changed during the verification in matched snapshots, and write what they could not prove into a new
@@ -71,8 +72,8 @@
 //! once, plus key lookups of the rows the stream names (a few thousand under the benchmark's load). Per
 //! row both sides hash every column (about 1.5–1.8× a `count(*)` of the same rows on an idle server, per
 //! side), so on one machine running both servers the floor is near 2–2.5× `count(*)`; measured with
-//! `cargo bench -p milink-e2e --bench pg_verify` (on demand under load at pgbench scale 50: 2.3–2.9×
-//! per round). Measured by hand at scale 50, idle, one side: `count(*)` 160–215 ms, the whole table's
+//! `cargo bench -p milink-e2e --bench pg_verify` (on demand under load at pgbench scale 50: 2.9× the
+//! median `count(*)` in two runs, rounds 2.3–3.3×). Measured by hand at scale 50, idle, one side: `count(*)` 160–215 ms, the whole table's
 //! checksum 287–356 ms, the grouped checksum of 1,001 chunks 480–507 ms. Chunked batches: an integer key's
 //! chunks are summed by one grouped statement per side (`sql::grouped_checksum`), up to 10 M rows per pair
 //! of matched snapshots; other keys read 8 chunks per pair.
@@ -102,10 +103,12 @@ const WORKERS: usize = 3;
 /// Chunks per source snapshot while the link syncs (one wait for the link per batch).
 const LIVE_BATCH: usize = 8;
 /// Rows per pair of matched snapshots for a single integer key, whose chunks one grouped scan sums
-/// (`sql::grouped_checksum`): 2,000 chunks of ~5,000 rows, or 200 of ~50,000 (`chunks::plan`). Also the
-/// largest table compared whole while the link syncs when the rows that moved can be named (`moved`):
-/// a bigger one would hold both snapshots open for as long as its scan, and its stream of moved keys grow.
+/// (`sql::grouped_checksum`): 2,000 chunks of ~5,000 rows, or 200 of ~50,000 (`chunks::plan`).
 const LIVE_GROUPED_ROWS: usize = 10_000_000;
+/// The largest table (estimated rows) compared whole while the link syncs, when the rows that can differ
+/// between its two snapshots are named (`moved`, the tracking slots): a bigger one would hold both
+/// snapshots open for as long as its scan, and the stream of keys to name grow with it.
+const LIVE_WHOLE_ROWS: f64 = 10_000_000.0;
 
 /// One source and one target session, with the verification's settings.
 pub(super) struct Pair {
@@ -129,8 +132,8 @@ pub(super) struct Context {
     /// chunk that differs only at such keys is equal for it (`chunks::excuse`); the catch-up rounds and
     /// the window compare those keys again.
     tracked: Option<Tracking>,
-    /// On demand while the link syncs: the stream naming the rows that move between matched snapshots,
-    /// so a whole table is compared by one checksum per side (`moved`); None when the source has none.
+    /// On demand while the link syncs: the stream naming the rows that can differ between a whole table's
+    /// two snapshots, so it is compared by one checksum per side (`moved`); None when the source has none.
     moved: Option<moved::Moved>,
 }
 
@@ -174,7 +177,7 @@ pub(crate) async fn verify(plan: &LinkPlan) -> Result<Verification, EngineError>
 }
 
 /// Before the fence, while the link syncs: starts tracking changes (`track`), verifies every table in
-/// full at matched positions, and records which tables it found equal, so the cutover's comparison after
+/// full (whole tables, or chunks at matched positions: `chunks`), and records which tables it found equal, so the cutover's comparison after
 /// the fence ([`compare_static`]) re-reads only what changed since.
 pub(crate) async fn before_fence(plan: &LinkPlan) -> Result<Verification, EngineError> {
     let (source, target) = (Server::new("source", &plan.source)?, Server::new("target", &plan.target)?);
@@ -462,6 +465,9 @@ async fn compare(
     };
     let scoped_ms = clock.elapsed().as_millis() as u64;
     let tables: Vec<TableSpec> = scope.tables.into_iter().filter(|t| !seeding.contains(&t.display_name())).collect();
+    // Before the fence a whole table needs the target's stream too (its own writes): without it, a
+    // table that differs under load would be read whole and then again in chunks.
+    let target_tracked = before_fence && track::tracking_slot(&first.tgt, &link).await?;
     let tracked = match (slot.as_ref(), tracked) {
         (Some(_), _) => None,
         (None, Some(tracked)) => Some(tracked),
@@ -510,7 +516,7 @@ async fn compare(
         }
         // Whole while the link syncs when the rows that move between snapshots can be named: by the
         // temporary slot (on demand), or by the tracking slots (before the fence).
-        if !table.key.is_empty() && table.estimated_rows <= LIVE_GROUPED_ROWS as f64 && (moved.is_some() || before_fence) {
+        if !table.key.is_empty() && table.estimated_rows <= LIVE_WHOLE_ROWS && (moved.is_some() || target_tracked) {
             queue.push_back(whole);
             continue;
         }
@@ -588,7 +594,8 @@ async fn run_workers(
         loop {
             let next = queue.lock().map(|mut q| q.pop_front()).unwrap_or(None);
             let Some(batch) = next else { return Ok::<_, EngineError>(out) };
-            out.extend(chunks::compare_batch(pair, context, tables, batch).await?);
+            // Boxed: a batch's future is large (whole tables, their fallback to chunks, descents).
+            out.extend(Box::pin(chunks::compare_batch(pair, context, tables, batch)).await?);
         }
     });
     let results = futures::future::try_join_all(work).await?;

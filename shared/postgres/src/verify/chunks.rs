@@ -94,7 +94,9 @@ pub(super) struct Batch {
     pub(super) first_chunk: usize,
     pub(super) ranges: Vec<KeyRange>,
     /// The whole table as one range, cut into chunks only if it differs: when both sides are static
-    /// and equal, as they should be at cutover, one sequential (parallel) scan per side is the cheapest.
+    /// and equal, as they should be at cutover, one sequential (parallel) scan per side is the cheapest;
+    /// while the link syncs, with the rows that can differ between the snapshots named
+    /// (`compare_whole_live`).
     pub(super) whole: bool,
     /// Instead of ranges, these keys: the keys changed since the verification before the fence (inside
     /// the cutover's window, static; in a catch-up round before the fence, live).
@@ -176,9 +178,11 @@ pub(super) async fn compare_batch(pair: &Pair, context: &Context, tables: &[Tabl
     Ok(out)
 }
 
-/// Keys changed in one chunk past which the chunk is narrowed instead of excused (and a whole table
-/// compared live is cut into chunks instead of compared without its moved rows).
+/// Keys changed in one chunk past which the chunk is narrowed instead of excused.
 const MAX_EXCUSED_KEYS: usize = 20_000;
+/// Keys named by the stream past which a whole table compared live is cut into chunks instead of
+/// compared without their rows (and candidates settled per table, at most).
+const MAX_MOVED_KEYS: usize = 20_000;
 
 /// A whole table compared while the link syncs, by one checksum per side, in two snapshots taken at once
 /// and *not* matched (`read::unmatched`: no wait for the link), the rows that may differ between them
@@ -189,10 +193,11 @@ const MAX_EXCUSED_KEYS: usize = 20_000;
 /// A checksum is a sum of row hashes, so the whole table's minus these rows' is the checksum of every
 /// other row, on each side: when those agree, every other row is equal (with the strength of any
 /// checksum here), whatever the lag, and the named rows are compared by key: settled like any candidate
-/// on demand (`narrow::conclude`: the source's side read early, so no wait for the link either), or,
+/// on demand (`narrow::conclude`: the source's side read early, so the link has usually passed it by
+/// then), or,
 /// before the fence, left to the catch-up rounds and the window, whose streams name them (as `excuse`).
 /// Otherwise (a real difference elsewhere, a stream that cannot name everything, more than
-/// [`MAX_EXCUSED_KEYS`] keys) the table is cut into chunks, compared in matched snapshots: never less.
+/// [`MAX_MOVED_KEYS`] keys) the table is cut into chunks, compared in matched snapshots: never less.
 async fn compare_whole_live(pair: &Pair, context: &Context, tables: &[TableSpec], batch: Batch) -> Result<Vec<ChunkOutcome>, EngineError> {
     let table = &tables[batch.table];
     let whole = [KeyRange::default()];
@@ -211,7 +216,7 @@ async fn compare_whole_live(pair: &Pair, context: &Context, tables: &[TableSpec]
         // On demand, the source's rows of those keys are also read at once, outside the snapshots, for
         // settling the ones that differ without another wait for the link (`narrow::conclude`).
         let keys_and_early = async {
-            let keys = moved_keys(context, tables, table).await?.filter(|keys| !keys.is_empty() && keys.len() <= MAX_EXCUSED_KEYS);
+            let keys = moved_keys(context, tables, table).await?.filter(|keys| !keys.is_empty() && keys.len() <= MAX_MOVED_KEYS);
             let early = match (&context.moved, &keys) {
                 (Some(moved), Some(keys)) => moved.rows(table, &keys.iter().cloned().collect::<Vec<_>>(), context.hashing).await,
                 _ => None,
@@ -237,14 +242,17 @@ async fn compare_whole_live(pair: &Pair, context: &Context, tables: &[TableSpec]
     // less). The tracking slots began before this verification: any position now is past them.
     let begins = match (&context.moved, &context.tracked) {
         (Some(moved), _) => moved.begins_at(),
-        (None, Some(_)) => {
-            let now = pair.src.row("noting the source's position", "SELECT pg_current_wal_insert_lsn()", &[]).await?;
-            Some(u64::from(now.get::<_, tokio_postgres::types::PgLsn>(0)))
-        }
+        // Where the source's tracking slot began: nothing consumes it during this verification.
+        (None, Some(tracking)) => super::track::confirmed(&pair.src, &tracking.link).await?,
         (None, None) => None,
     };
     if let Some(position) = begins {
-        read::wait_for_link(pair, context.slot.as_deref().unwrap_or_default(), position).await?;
+        if !read::wait_for_link(pair, context.slot.as_deref().unwrap_or_default(), position).await? {
+            if pair.before_fence {
+                return Err(read::link_behind());
+            }
+            return Ok(vec![ChunkOutcome { unsettled: Some(LAG), ..outcome(0, 0) }]);
+        }
     }
     let (mut sources, (mut targets, rows, early, snapshots)) = read::unmatched(pair, head, work).await?;
     let (source, target) = (sources.remove(0), targets.remove(0));
@@ -271,15 +279,23 @@ async fn compare_whole_live(pair: &Pair, context: &Context, tables: &[TableSpec]
         return Ok(vec![outcome(source.rows, target.rows)]);
     }
     let Some((on_source, on_target)) = moved else {
-        let chunks = Batch { table: batch.table, first_chunk: 0, ranges: plan(&pair.src, table, context.tracked.is_none()).await?, whole: false, keys: None };
-        return Box::pin(compare_batch(pair, context, tables, chunks)).await;
+        // Cut as `verify::compare` cuts a table it does not compare whole: an integer key's chunks in
+        // one grouped statement, others a few per pair of matched snapshots.
+        let ranges = plan(&pair.src, table, context.tracked.is_none()).await?;
+        let size = if sql::integer_key(table) { ranges.len().max(1) } else { super::LIVE_BATCH };
+        let mut out = Vec::new();
+        for (n, group) in ranges.chunks(size).enumerate() {
+            let chunks = Batch { table: batch.table, first_chunk: n * size, ranges: group.to_vec(), whole: false, keys: None };
+            out.extend(Box::pin(compare_batch(pair, context, tables, chunks)).await?);
+        }
+        return Ok(out);
     };
     if context.tracked.is_some() {
         return Ok(vec![outcome(source.rows, source.rows)]);
     }
     let found = vec![vec![narrow::Found::Rows(narrow::merge(on_source, on_target))]];
     // As many candidates as keys named (all may differ by the link's lag), each settled by key.
-    let narrowed = narrow::conclude(pair, context, batch.table, table, found, early, Some(MAX_EXCUSED_KEYS)).await?.remove(0);
+    let narrowed = narrow::conclude(pair, context, batch.table, table, found, early, Some(MAX_MOVED_KEYS)).await?.remove(0);
     let target_rows = narrowed.row_delta.map_or(target.rows, |delta| (source.rows as i64 + delta).max(0) as u64);
     Ok(vec![ChunkOutcome { differing: narrowed.ranges, unsettled: narrowed.unsettled, ..outcome(source.rows, target_rows) }])
 }
@@ -293,11 +309,23 @@ async fn moved_keys(context: &Context, tables: &[TableSpec], table: &TableSpec) 
     }
     let Some(tracking) = &context.tracked else { return Ok(None) };
     let _turn = tracking.reading.lock().await;
+    let (src, tgt) = tracking_sessions(tracking).await?;
+    super::track::changed_keys(&src, &tgt, &tracking.link, table).await
+}
+
+/// Sessions to read the tracking streams on, with the verification's settings: `test_decoding` prints
+/// key values in the reading session's DateStyle, IntervalStyle and TimeZone, and the keys read back are
+/// cast under the pair's.
+async fn tracking_sessions(tracking: &super::Tracking) -> Result<(crate::connect::Session, crate::connect::Session), EngineError> {
     let (src, tgt) = tokio::try_join!(
         tracking.source.connect(Some(&tracking.database)),
         tracking.target.connect(Some(&tracking.database))
     )?;
-    super::track::changed_keys(&src, &tgt, &tracking.link, table).await
+    tokio::try_join!(
+        src.run("setting the verification's session settings", sql::SESSION_SETTINGS),
+        tgt.run("setting the verification's session settings", sql::SESSION_SETTINGS)
+    )?;
+    Ok((src, tgt))
 }
 
 /// Before the fence: a chunk that differs only at keys changed since the verification's tracking began
@@ -315,10 +343,7 @@ async fn excuse(pair: &Pair, context: &Context, table: &TableSpec, ranges: &[Key
     }
     // Read after both snapshots were taken: every change either could have seen is in the streams.
     let _turn = tracking.reading.lock().await;
-    let (src, tgt) = tokio::try_join!(
-        tracking.source.connect(Some(&tracking.database)),
-        tracking.target.connect(Some(&tracking.database))
-    )?;
+    let (src, tgt) = tracking_sessions(tracking).await?;
     let Some(changed) = super::track::changed_keys(&src, &tgt, &tracking.link, table).await? else { return Ok(()) };
     for n in differing {
         let keys = sql::keys_in_range(table, &ranges[n], changed.iter());

@@ -34,6 +34,9 @@ const CREATE_WAIT: &str = "5s";
 /// The stream of a temporary slot on the source, read by one worker at a time.
 pub(super) struct Moved {
     state: tokio::sync::Mutex<State>,
+    /// A session of its own for reading rows early (`rows`): an error there must not end the slot's
+    /// session (a temporary slot is dropped on any error in its session), and it waits for no lock long.
+    reader: tokio::sync::Mutex<Session>,
     /// Where a created slot's stream begins (its consistent point); None for a copy of the link's slot,
     /// whose stream begins where the target has already applied.
     begins_at: Option<u64>,
@@ -51,9 +54,24 @@ struct State {
 /// Creates the slot; None when the source cannot (the verification then cuts tables into chunks).
 pub(super) async fn start(source: &Server, database: &str, link_slot: &str) -> Option<Moved> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let slot = format!("milink_moved_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    // Unique across processes too (in a container every milink may be pid 1).
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let slot = format!("milink_moved_{}_{}_{nanos:x}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
     let clock = std::time::Instant::now();
-    let session = match source.connect(Some(database)).await {
+    let reader = async {
+        let reader = source.connect(Some(database)).await?;
+        reader.run("setting the early reads' session", &format!("{}; SET lock_timeout = '{READER_LOCK_WAIT}'", super::sql::SESSION_SETTINGS)).await?;
+        Ok::<_, milink_core::EngineError>(reader)
+    };
+    let (session, reader) = tokio::join!(source.connect(Some(database)), reader);
+    let reader = match reader {
+        Ok(reader) => reader,
+        Err(error) => {
+            tracing::debug!(error = %error.message, "no session for the moved rows' early reads; tables are cut into chunks");
+            return None;
+        }
+    };
+    let session = match session {
         Ok(session) => session,
         Err(error) => {
             tracing::debug!(error = %error.message, "no session for the moved rows' slot; tables are cut into chunks");
@@ -97,9 +115,11 @@ pub(super) async fn start(source: &Server, database: &str, link_slot: &str) -> O
     let created = created.await;
     tracing::debug!(connected_ms, ms = clock.elapsed().as_millis() as u64, made = matches!(created, Ok(Some(_))), "the moved rows' slot");
     match created {
-        Ok(Some(begins_at)) => {
-            Some(Moved { state: tokio::sync::Mutex::new(State { session, slot, changed: HashMap::new(), broken: false }), begins_at })
-        }
+        Ok(Some(begins_at)) => Some(Moved {
+            state: tokio::sync::Mutex::new(State { session, slot, changed: HashMap::new(), broken: false }),
+            reader: tokio::sync::Mutex::new(reader),
+            begins_at,
+        }),
         Ok(None) => None,
         Err(error) => {
             tracing::debug!(error = %error.message, "could not create the moved rows' slot; tables are cut into chunks");
@@ -122,6 +142,10 @@ async fn copyable(session: &Session, link_slot: &str) -> bool {
     }
 }
 
+/// How long an early read waits for a lock: the pair's snapshots hold the table, so an exclusive lock
+/// queued by the application behind them would otherwise wait for this read, which waits for it.
+const READER_LOCK_WAIT: &str = "200ms";
+
 /// Bytes of WAL behind its restart point past which the link's slot is not copied (a copy's first read
 /// decodes them all, inside a table's comparison).
 const COPY_BEHIND: f64 = 64.0 * 1024.0 * 1024.0;
@@ -132,22 +156,26 @@ impl Moved {
         self.begins_at
     }
 
-    /// The source's rows of `keys` now, with the WAL position noted after the snapshot they were read in
-    /// (as `read::matched`'s source side); None when the read fails (settling then waits for the link).
+    /// The source's rows of `keys` now, in a snapshot whose WAL position is noted by its first statement
+    /// (as `read::matched`'s source side), on a session of its own; None when the read fails or waits
+    /// for a lock (settling then reads in matched snapshots, waiting for the link).
     pub(super) async fn rows(&self, table: &TableSpec, keys: &[KeyValues], hashing: super::sql::Hashing) -> Option<super::read::Early> {
-        let state = self.state.lock().await;
-        let session = &state.session;
+        let session = self.reader.lock().await;
         let read = async {
             session.run("opening a snapshot on the source", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
-            let rows = super::read::rows_by_key(session, table, keys, hashing).await;
-            let position = session.row("noting the snapshot's position", "SELECT pg_current_wal_insert_lsn()", &[]).await;
-            session.run("closing the snapshot", "ROLLBACK").await?;
-            Ok::<_, milink_core::EngineError>(super::read::Early { position: u64::from(position?.get::<_, tokio_postgres::types::PgLsn>(0)), rows: rows? })
+            let position = session.row("noting the snapshot's position", "SELECT pg_current_wal_insert_lsn()", &[]).await?;
+            let rows = super::read::rows_by_key(&session, table, keys, hashing).await?;
+            Ok::<_, milink_core::EngineError>(super::read::Early { position: u64::from(position.get::<_, tokio_postgres::types::PgLsn>(0)), rows })
         };
-        read.await.map_err(|error| tracing::debug!(error = %error.message, "could not read the moved rows early")).ok()
+        let read = read.await;
+        let closed = session.run("closing the snapshot", "ROLLBACK").await;
+        read.and_then(|early| closed.map(|()| early))
+            .map_err(|error| tracing::debug!(error = %error.message, "could not read the moved rows early; settling waits for the link"))
+            .ok()
     }
 
-    /// The keys of `table` changed since the slot was created, read up to now (call it after both
+    /// The keys of `table` changed since the stream began (a copy: the link's confirmed position; a
+    /// created slot: its consistent point), read up to now (call it after both
     /// snapshots were taken); None when they cannot all be named (the table was truncated, a line could
     /// not be read, too many keys, a read failed).
     pub(super) async fn keys(&self, table: &TableSpec, tables: &[TableSpec]) -> Option<BTreeSet<KeyValues>> {
@@ -157,7 +185,7 @@ impl Moved {
             match track::read_slot(session, slot, tables, true, false).await {
                 Ok(part) => track::merge(&mut state.changed, part.into_changed().into_iter().collect()),
                 Err(error) => {
-                    tracing::debug!(error = %error.message, "could not read the moved rows' slot; tables are cut into chunks");
+                    tracing::warn!(error = %error.message, "could not read the moved rows' slot; the tables left are cut into chunks");
                     state.broken = true;
                 }
             }

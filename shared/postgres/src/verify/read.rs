@@ -63,17 +63,30 @@ pub(super) async fn rows_by_key(
     keys: &[KeyValues],
     hashing: Hashing,
 ) -> Result<HashMap<KeyValues, i64>, EngineError> {
-    if keys.is_empty() {
-        return Ok(HashMap::new());
+    let mut out = HashMap::with_capacity(keys.len());
+    for group in keys.chunks(lookup_batch(table)) {
+        let rows = session.rows("reading rows by key", &sql::rows_by_key(table, group, hashing), &[]).await?;
+        out.extend(rows.iter().map(|r| (r.get(0), r.get(1))));
     }
-    let rows = session.rows("reading rows by key", &sql::rows_by_key(table, keys, hashing), &[]).await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    Ok(out)
+}
+
+/// Keys per lookup statement: a single integer key is one array literal whatever its length; any other
+/// key is a list of row comparisons, kept to `KEYS_PER_BATCH`.
+fn lookup_batch(table: &TableSpec) -> usize {
+    if sql::integer_key(table) { usize::MAX } else { super::KEYS_PER_BATCH }
 }
 
 /// The rows of `keys` (at least one) as (key values, row hash), in key order.
+/// (Batches of a non-integer key are each in key order, not all together: `narrow::merge` pairs keys
+/// whatever their order.)
 pub(super) async fn row_hashes_by_key(session: &Session, table: &TableSpec, keys: &[KeyValues], hashing: Hashing) -> Result<RowHashes, EngineError> {
-    let rows = session.rows("reading rows by key", &sql::rows_by_key_in_order(table, keys, hashing), &[]).await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    let mut out = Vec::with_capacity(keys.len());
+    for group in keys.chunks(lookup_batch(table)) {
+        let rows = session.rows("reading rows by key", &sql::rows_by_key_in_order(table, group, hashing), &[]).await?;
+        out.extend(rows.iter().map(|r| (r.get(0), r.get(1))));
+    }
+    Ok(out)
 }
 
 /// Runs `work` with both sides in matched snapshots: a REPEATABLE READ snapshot on the source whose WAL
@@ -86,6 +99,9 @@ pub(super) async fn matched<'a, R, F>(pair: &'a Pair, slot: &'a str, work: F) ->
 where
     F: Future<Output = Result<R, EngineError>> + 'a,
 {
+    // On the heap: the callers' futures are large and nest (a whole table cut into chunks compares them
+    // in snapshots of their own, each descending further).
+    let work = Box::pin(work);
     pair.src.run("opening a snapshot on the source", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
     let result = async {
         let row = pair.src.row("noting the snapshot's position", "SELECT pg_current_wal_insert_lsn()", &[]).await?;
@@ -93,11 +109,7 @@ where
         let limit = if pair.before_fence { super::BEFORE_FENCE_LINK_WAIT } else { WAIT_LIMIT };
         if !wait_applied(pair, slot, position, limit).await? {
             if pair.before_fence {
-                return Err(EngineError::transient(
-                    "verification_link_behind",
-                    format!("the link did not apply the source's position within {} s", limit.as_secs()),
-                    "the cutover compares every row after the fence instead",
-                ));
+                return Err(link_behind());
             }
             return Ok(None);
         }
@@ -150,6 +162,15 @@ async fn close(pair: &Pair) -> Result<(), EngineError> {
 pub(super) struct Early {
     pub(super) position: u64,
     pub(super) rows: HashMap<KeyValues, i64>,
+}
+
+/// Before the fence, a link that did not apply a position within `BEFORE_FENCE_LINK_WAIT`.
+pub(super) fn link_behind() -> EngineError {
+    EngineError::transient(
+        "verification_link_behind",
+        format!("the link did not apply the source's position within {} s", super::BEFORE_FENCE_LINK_WAIT.as_secs()),
+        "the cutover compares every row after the fence instead",
+    )
 }
 
 /// Waits until the target has applied `position` (as [`matched`] does); false past the live limit.

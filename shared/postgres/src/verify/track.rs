@@ -374,14 +374,14 @@ pub(super) struct SourcePart {
 }
 
 /// The tracking slot's confirmed position on this side.
-async fn confirmed(session: &Session, link: &str) -> Result<Option<u64>, EngineError> {
+pub(super) async fn confirmed(session: &Session, link: &str) -> Result<Option<u64>, EngineError> {
     let sql = "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()";
     let row = session.maybe_row("reading the tracking slot's position", sql, &[&slot_name(link)]).await?;
     Ok(row.and_then(|r| r.get::<_, Option<tokio_postgres::types::PgLsn>>(0)).map(u64::from))
 }
 
 /// Whether the link's tracking slot exists on this side (in this database).
-async fn tracking_slot(session: &Session, link: &str) -> Result<bool, EngineError> {
+pub(super) async fn tracking_slot(session: &Session, link: &str) -> Result<bool, EngineError> {
     let sql = "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database() AND plugin = 'test_decoding'";
     Ok(session.row("looking for the tracking slot", sql, &[&slot_name(link)]).await?.get::<_, i64>(0) > 0)
 }
