@@ -180,12 +180,14 @@ pub(super) async fn compare_batch(pair: &Pair, context: &Context, tables: &[Tabl
 
 /// Keys changed in one chunk past which the chunk is narrowed instead of excused.
 const MAX_EXCUSED_KEYS: usize = 20_000;
+/// Estimated rows under which a whole table compared live takes matched snapshots (`compare_whole_live`).
+const SMALL_TABLE_ROWS: f64 = 100_000.0;
 /// Keys named by the stream past which a whole table compared live is cut into chunks instead of
 /// compared without their rows (and candidates settled per table, at most).
 const MAX_MOVED_KEYS: usize = 20_000;
 
 /// A whole table compared while the link syncs, by one checksum per side, in two snapshots taken at once
-/// and *not* matched (`read::unmatched`: no wait for the link), the rows that may differ between them
+/// and *not* matched (`read::unmatched`: no wait for the link; matched for a small table), the rows that may differ between them
 /// named by a stream that began before both: the temporary copy of the link's slot on demand (`moved`:
 /// from the link's confirmed position, so every commit the target had not applied when either snapshot
 /// was taken), the tracking slots before the fence (once the target has applied past where they began). Beside the target's checksum the stream is read up to
@@ -254,7 +256,16 @@ async fn compare_whole_live(pair: &Pair, context: &Context, tables: &[TableSpec]
             return Ok(vec![ChunkOutcome { unsettled: Some(LAG), ..outcome(0, 0) }]);
         }
     }
-    let (mut sources, (mut targets, rows, early, snapshots)) = read::unmatched(pair, head, work).await?;
+    // A small table takes matched snapshots: its scan is short, so not waiting for the link gains little,
+    // while its rows are often the hottest (a branch updated by every transaction), and with the target
+    // a lag behind every one of them would be a candidate that keeps changing through settling.
+    let both = match table.estimated_rows < SMALL_TABLE_ROWS {
+        true => read::matched(pair, context.slot.as_deref().unwrap_or_default(), async { tokio::try_join!(head, work) }).await?,
+        false => Some(read::unmatched(pair, head, work).await?),
+    };
+    let Some((mut sources, (mut targets, rows, early, snapshots))) = both else {
+        return Ok(vec![ChunkOutcome { unsettled: Some(LAG), ..outcome(0, 0) }]);
+    };
     let (source, target) = (sources.remove(0), targets.remove(0));
     let read_ms = clock.elapsed().as_millis() as u64;
     let rest = |whole: &Sums, rows: &read::RowHashes| {
