@@ -157,7 +157,7 @@ async fn verification_names_rows_changed_on_the_target_and_ignores_lag() {
 #[tokio::test(flavor = "multi_thread")]
 async fn rows_moving_between_the_snapshots_leave_a_busy_table_compared_whole() {
     let sql = "CREATE TABLE hot (id int PRIMARY KEY, v int NOT NULL);
-               INSERT INTO hot SELECT n, 0 FROM generate_series(1, 40000) n;
+               INSERT INTO hot SELECT n, 0 FROM generate_series(1, 120000) n;
                ANALYZE;";
     let (engine, plan) = linked("verify_moved_", sql).await;
     let database = plan.database.as_str().to_owned();
@@ -169,7 +169,7 @@ async fn rows_moving_between_the_snapshots_leave_a_busy_table_compared_whole() {
                 let client = connect(&servers().source_url, &database).await;
                 let mut writes = 0u64;
                 while !stopped.load(Ordering::Relaxed) {
-                    client.batch_execute("UPDATE hot SET v = v + 1 WHERE id = 1 + (random() * 39999)::int").await.expect("writer");
+                    client.batch_execute("UPDATE hot SET v = v + 1 WHERE id = 1 + (random() * 119999)::int").await.expect("writer");
                     writes += 1;
                     // Busy, not flooding: the keys named stay well under the limit past which the table
                     // is cut into chunks (the link's lag on a loaded CI machine adds to them).
@@ -184,7 +184,8 @@ async fn rows_moving_between_the_snapshots_leave_a_busy_table_compared_whole() {
         let found = engine.verify(&plan).await.expect("verify under writes");
         let hot = table(&found, "public.hot");
         assert!(found.is_clean() && found.complete, "round {round}: {found:#?}");
-        // Cut into chunks it would be 8 of them (40,000 rows of a single integer key in ~5,000-row chunks).
+        // Cut into chunks it would be 24 of them (120,000 rows of a single integer key in ~5,000-row
+        // chunks). Over 100,000 rows, so its snapshots are taken at once, not matched.
         assert_eq!(hot.chunks, 1, "round {round}: compared whole: {found:#?}");
     }
     stop.store(true, Ordering::Relaxed);
@@ -212,7 +213,7 @@ async fn rows_moving_between_the_snapshots_leave_a_busy_table_compared_whole() {
     let found = engine.verify(&plan).await.expect("verify");
     let hot = table(&found, "public.hot");
     assert_eq!(keys(hot), ["(7)"], "{found:#?}");
-    assert_eq!((hot.chunks, hot.source_rows, hot.target_rows), (1, 40000, 39999), "{found:#?}");
+    assert_eq!((hot.chunks, hot.source_rows, hot.target_rows), (1, 120000, 119999), "{found:#?}");
 
     // The temporary slots are gone with their sessions (a backend exits just after its client closes).
     let mut left = -1;
