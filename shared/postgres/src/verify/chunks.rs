@@ -130,7 +130,7 @@ pub(super) async fn compare_batch(pair: &Pair, context: &Context, tables: &[Tabl
         return Ok(vec![ChunkOutcome { differing, ..outcome(0, source_rows, target_rows) }]);
     }
     if batch.whole && keyed && context.slot.is_some() {
-        // Boxed: its future is large (the split snapshots), and a worker holds one per batch.
+        // Boxed: its future is large (both sides' work, the fallback to chunks).
         return Box::pin(compare_whole_live(pair, context, tables, batch)).await;
     }
     // Checksums, and the descent into every differing chunk, in one pair of matched snapshots when live.
@@ -187,16 +187,16 @@ const SMALL_TABLE_ROWS: f64 = 100_000.0;
 const MAX_MOVED_KEYS: usize = 20_000;
 
 /// A whole table compared while the link syncs, by one checksum per side, in two snapshots taken at once
-/// and *not* matched (`read::unmatched`: no wait for the link; matched for a small table), the rows that may differ between them
-/// named by a stream that began before both: the temporary copy of the link's slot on demand (`moved`:
-/// from the link's confirmed position, so every commit the target had not applied when either snapshot
-/// was taken), the tracking slots before the fence (once the target has applied past where they began). Beside the target's checksum the stream is read up to
-/// now and both sides' rows of the keys it names are read in the same snapshots, by the same predicate.
-/// A checksum is a sum of row hashes, so the whole table's minus these rows' is the checksum of every
-/// other row, on each side: when those agree, every other row is equal (with the strength of any
-/// checksum here), whatever the lag, and the named rows are compared by key: settled like any candidate
-/// on demand (`narrow::conclude`: the source's side read early, so the link has usually passed it by
-/// then), or,
+/// and *not* matched (`read::unmatched`: no wait for the link; matched for a small table), the rows that
+/// may differ between them named by a stream that began before both: the temporary copy of the link's
+/// slot on demand (`moved`: from the link's confirmed position, so every commit the target had not
+/// applied when either snapshot was taken), the tracking slots before the fence (once the target has
+/// applied past where they began). Beside the target's checksum the stream is read up to now, and both
+/// sides' rows of the keys it names are read in the same snapshots, by the same predicate. A checksum is
+/// a sum of row hashes, so the whole table's minus these rows' is the checksum of every other row, on
+/// each side: when those agree, every other row is equal (with the strength of any checksum here),
+/// whatever the lag, and the named rows are compared by key: settled like any candidate on demand
+/// (`narrow::conclude`: the source's side read early, so the link has usually passed it by then), or,
 /// before the fence, left to the catch-up rounds and the window, whose streams name them (as `excuse`).
 /// Otherwise (a real difference elsewhere, a stream that cannot name everything, more than
 /// [`MAX_MOVED_KEYS`] keys) the table is cut into chunks, compared in matched snapshots: never less.
@@ -241,7 +241,7 @@ async fn compare_whole_live(pair: &Pair, context: &Context, tables: &[TableSpec]
     // A stream that began after the link's confirmed position (the tracking slots, a created slot) names
     // only commits after its beginning: the target must have applied past it first, or a commit it still
     // lacks could be in neither snapshot's stream (the table would then be cut into chunks: slower, never
-    // less). The tracking slots began before this verification: any position now is past them.
+    // less). Once it has, this costs one read of the target's applied position.
     let begins = match (&context.moved, &context.tracked) {
         (Some(moved), _) => moved.begins_at(),
         // Where the source's tracking slot began: nothing consumes it during this verification.
