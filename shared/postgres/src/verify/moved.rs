@@ -108,7 +108,8 @@ pub(super) async fn start(source: &Server, database: &str, link_slot: &str) -> O
             begins_at = Some(u64::from(row.get::<_, tokio_postgres::types::PgLsn>(0)));
         }
         session.run("restoring the statement timeout", "SET statement_timeout = 0").await?;
-        // Its reads of rows hash them as the pair's sessions do (`Moved::rows`).
+        // `test_decoding` prints key values in the reading session's DateStyle, IntervalStyle and TimeZone;
+        // the keys read back are cast under the pair's.
         session.run("setting the verification's session settings", super::sql::SESSION_SETTINGS).await?;
         Ok::<_, milink_core::EngineError>(Some(begins_at))
     };

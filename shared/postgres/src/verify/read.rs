@@ -63,12 +63,7 @@ pub(super) async fn rows_by_key(
     keys: &[KeyValues],
     hashing: Hashing,
 ) -> Result<HashMap<KeyValues, i64>, EngineError> {
-    let mut out = HashMap::with_capacity(keys.len());
-    for group in keys.chunks(lookup_batch(table)) {
-        let rows = session.rows("reading rows by key", &sql::rows_by_key(table, group, hashing), &[]).await?;
-        out.extend(rows.iter().map(|r| (r.get(0), r.get(1))));
-    }
-    Ok(out)
+    Ok(row_hashes_by_key(session, table, keys, hashing).await?.into_iter().collect())
 }
 
 /// Keys per lookup statement: a single integer key is one array literal whatever its length; any other
@@ -77,7 +72,7 @@ fn lookup_batch(table: &TableSpec) -> usize {
     if sql::integer_key(table) { usize::MAX } else { super::KEYS_PER_BATCH }
 }
 
-/// The rows of `keys` (at least one) as (key values, row hash), in key order.
+/// The rows of `keys` as (key values, row hash), in key order.
 /// (Batches of a non-integer key are each in key order, not all together: `narrow::merge` pairs keys
 /// whatever their order.)
 pub(super) async fn row_hashes_by_key(session: &Session, table: &TableSpec, keys: &[KeyValues], hashing: Hashing) -> Result<RowHashes, EngineError> {
