@@ -621,6 +621,11 @@ fn on_verify_requested(m: &mut Migration, now: DateTime<Utc>, out: &mut Vec<Comm
 fn abandon(m: &mut Migration, attempt: u32, reason: String, failure: Option<EngineError>, now: DateTime<Utc>, out: &mut Vec<Command>) {
     m.cutover.abandoned_reason = Some(reason.clone());
     m.failure = failure;
+    if m.cutover.drained_position.is_none() {
+        // The target did not confirm the fence position: ready again only once an observation after the
+        // unfence says its lag is small, not on the strength of the one from before the cutover.
+        m.ready_latched = false;
+    }
     m.phase = Phase::CuttingOver { step: CutoverStep::Unfencing };
     m.record(now, format!("cutover abandoned: {reason}"));
     out.push(Command::Unfence { attempt });

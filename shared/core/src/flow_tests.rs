@@ -79,7 +79,7 @@ fn a_drain_past_its_deadline_is_abandoned_even_if_its_message_is_lost() {
     let tr = step(&m, Event::Tick, late);
     assert_eq!(tr.commands.first(), Some(&Command::Unfence { attempt: 1 }));
     let tr = step(&tr.migration, Event::Unfenced { attempt: 1 }, late + 1);
-    assert_eq!(tr.migration.status(), Status::ReadyForCutover);
+    assert_eq!(tr.migration.status(), Status::CatchingUp, "ready again once observed caught up");
     assert!(!tr.migration.cutover.fence_active);
 }
 
@@ -212,7 +212,7 @@ fn cutover_needs_the_confirmation_and_a_ready_link() {
 }
 
 #[test]
-fn a_drain_timeout_unfences_and_returns_to_ready() {
+fn a_drain_timeout_unfences_and_returns_to_ready_once_observed_caught_up() {
     let m = ready();
     let m = step(&m, Event::CutoverRequested { confirm_traffic_stopped: true }, 10).migration;
     let m = step(&m, Event::Fenced { attempt: 1, started_at: t(10), position: Position(100) }, 11).migration;
@@ -220,8 +220,13 @@ fn a_drain_timeout_unfences_and_returns_to_ready() {
     assert_eq!(tr.commands, vec![Command::Unfence { attempt: 1 }]);
     assert_eq!(tr.migration.step().as_deref(), Some("Unfencing"));
     let tr = step(&tr.migration, Event::Unfenced { attempt: 1 }, 42);
-    assert_eq!(tr.migration.status(), Status::ReadyForCutover);
+    // The target just failed to confirm the fence: not ready until an observation says the lag is small again.
+    assert_eq!(tr.migration.status(), Status::CatchingUp);
     assert!(tr.migration.cutover.abandoned_reason.as_deref().unwrap().contains("did not confirm"));
+    let refused = decide(&tr.migration, &Event::CutoverRequested { confirm_traffic_stopped: true }, t(42));
+    assert!(matches!(refused, Err(Rejection::NotReadyForCutover { .. })), "{refused:?}");
+    let tr = step(&tr.migration, Event::Observed { observation: observation(43, LinkPhase::Streaming, 0) }, 43);
+    assert_eq!(tr.migration.status(), Status::ReadyForCutover);
     // A late answer from the abandoned attempt changes nothing.
     let late = step(&tr.migration, Event::Drained { attempt: 1, position: Position(100) }, 43);
     assert!(!late.changed);
