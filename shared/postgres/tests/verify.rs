@@ -229,6 +229,89 @@ async fn rows_moving_between_the_snapshots_leave_a_busy_table_compared_whole() {
     cleanup(&engine, &plan).await;
 }
 
+/// Where the link's slot is far behind its restart point, a copy would decode all of it: a slot of the
+/// verification's own is created instead. Its stream names only what changed after its creation, so the
+/// comparison waits for the target to pass that point; a difference made before it is not named, and the
+/// table is then cut into chunks that find it. Equal, the table is compared whole under writes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_link_slot_far_behind_gets_a_slot_of_its_own_that_names_the_rows_moving_under_writes() {
+    let sql = "CREATE TABLE hot (id int PRIMARY KEY, v int NOT NULL);
+               INSERT INTO hot SELECT n, 0 FROM generate_series(1, 120000) n;
+               ANALYZE;";
+    let (engine, plan) = linked("verify_created_", sql).await;
+    let database = plan.database.as_str().to_owned();
+    let (source, target) = (connect(&servers().source_url, &database).await, connect(&servers().target_url, &database).await);
+    let link = plan.link_name();
+    let pause = || async {
+        target.batch_execute(&format!("ALTER SUBSCRIPTION {link} DISABLE")).await.unwrap();
+        // The apply worker exits a moment after DISABLE.
+        for _ in 0..100 {
+            let sql = "SELECT count(*) FROM pg_stat_subscription WHERE subname = $1 AND pid IS NOT NULL";
+            if target.query_one(sql, &[&link]).await.unwrap().get::<_, i64>(0) == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    // With the link paused its slot cannot move: 72 MB of WAL (messages, no table's) put its restart point
+    // past the 64 MB a copy may decode. The verification starts then (the copy is refused at its start);
+    // the link resumes a moment later, under a writer, so the comparison has a point to wait for and
+    // rows that move between its snapshots.
+    let verify_far_behind = || async {
+        source
+            .batch_execute("SELECT count(pg_logical_emit_message(false, 'milink-test', repeat('x', 1024 * 1024))) FROM generate_series(1, 72)")
+            .await
+            .unwrap();
+        let sql = "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::float8 FROM pg_replication_slots WHERE slot_name = $1";
+        let behind: f64 = source.query_one(sql, &[&link]).await.unwrap().get(0);
+        assert!(behind > 64.0 * 1024.0 * 1024.0, "the link's slot is {behind} bytes behind its restart point");
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = tokio::spawn({
+            let (stopped, database) = (stop.clone(), database.clone());
+            async move {
+                let client = connect(&servers().source_url, &database).await;
+                let mut writes = 0u64;
+                while !stopped.load(Ordering::Relaxed) {
+                    client.batch_execute("UPDATE hot SET v = v + 1 WHERE id = 100 + (random() * 119000)::int").await.expect("writer");
+                    writes += 1;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                writes
+            }
+        });
+        let resume = async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            target.batch_execute(&format!("ALTER SUBSCRIPTION {link} ENABLE")).await.unwrap();
+        };
+        let (found, ()) = tokio::join!(engine.verify(&plan), resume);
+        stop.store(true, Ordering::Relaxed);
+        assert!(writer.await.unwrap() > 10, "the writer wrote during the verification");
+        found.expect("verify")
+    };
+
+    // A row deleted on the target and updated on the source while paused (the apply skips an update of
+    // a missing row), before the slot exists: not named, so the rest differs and the chunks find it.
+    pause().await;
+    target.batch_execute("DELETE FROM hot WHERE id = 7").await.unwrap();
+    source.batch_execute("UPDATE hot SET v = v + 1 WHERE id = 7").await.unwrap();
+    let found = verify_far_behind().await;
+    let hot = table(&found, "public.hot");
+    assert!(found.complete, "{found:#?}");
+    assert_eq!(keys(hot), ["(7)"], "{found:#?}");
+    // 120,000 rows of a single integer key in ~5,000-row chunks.
+    assert_eq!((hot.chunks, hot.source_rows, hot.target_rows), (24, 120000, 119999), "{found:#?}");
+
+    // Repaired, the table is compared whole: one checksum per side, the rows the writer moved named.
+    let v: i32 = source.query_one("SELECT v FROM hot WHERE id = 7", &[]).await.unwrap().get(0);
+    target.execute("INSERT INTO hot VALUES (7, $1)", &[&v]).await.unwrap();
+    pause().await;
+    let found = verify_far_behind().await;
+    let hot = table(&found, "public.hot");
+    assert!(found.is_clean() && found.complete, "{found:#?}");
+    assert_eq!(hot.chunks, 1, "compared whole: {found:#?}");
+    cleanup(&engine, &plan).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn finalize_sets_sequences_exactly_and_carries_large_objects() {
     let sql = "CREATE SEQUENCE reset_seq;
