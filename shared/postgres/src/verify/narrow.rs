@@ -8,8 +8,9 @@
 //! them apart: the candidates' rows are read in fresh matched snapshots, then once more on the source; a
 //! target row equal to either source read clears it; a source row unchanged across both reads with a
 //! target that still differs is a real difference (the target's snapshot lies between the two source
-//! reads); a source row that changed in between is read again, a few rounds, and then called unsettled,
-//! never a difference.
+//! reads); a source row that changed in between is read again, a few rounds. What still changes then
+//! (a counter updated without pause) is read once more with the source's rows locked (`read::locked`),
+//! exactly; past the lock's or the link's wait it is called unsettled, never a difference.
 use super::read::{self, RowHashes, Sums};
 use super::scope::TableSpec;
 use super::sql::{self, KeyRange, KeyValues};
@@ -28,6 +29,9 @@ const LEAF_ROWS: u64 = 6_000;
 const MAX_DEPTH: u32 = 24;
 /// Rounds of re-reading a key that differs while the source keeps changing it.
 const SETTLE_ROUNDS: usize = 5;
+/// Keys still changing after those rounds that are settled with the source's rows locked (`read::locked`);
+/// more are left unsettled rather than held.
+const MAX_LOCKED_KEYS: usize = 100;
 /// Candidate keys a live verification settles per table before giving up on the rest as unsettled.
 const MAX_CANDIDATES: usize = 10 * MAX_LISTED_KEYS;
 
@@ -317,6 +321,23 @@ async fn settle(
     }
     if candidates.is_empty() {
         return Ok(None);
+    }
+    // The last resort for rows that changed between every pair of reads (a counter): read with the
+    // source's rows locked, the two sides are at one point of the row's history, so each is equal or
+    // differs, exactly.
+    if candidates.len() <= MAX_LOCKED_KEYS {
+        let keys: Vec<KeyValues> = candidates.iter().map(|&n| entries[n].key.clone()).collect();
+        match read::locked(pair, slot, table, &keys, hashing).await {
+            Ok(Some((source, target))) => {
+                for (&n, key) in candidates.iter().zip(&keys) {
+                    entries[n].source = source.get(key).copied();
+                    entries[n].target = target.get(key).copied();
+                }
+                return Ok(None);
+            }
+            Ok(None) => tracing::debug!(table = %table.display_name(), keys = keys.len(), "the link did not pass the locked rows' position in time"),
+            Err(error) => tracing::debug!(table = %table.display_name(), error = %error.message, "could not lock the rows that kept changing"),
+        }
     }
     // Never reported as differences: they were not equal, but not proven different either.
     for n in candidates {

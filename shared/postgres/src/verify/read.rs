@@ -208,6 +208,58 @@ async fn applied(tgt: &Session, subscription: &str) -> Result<u64, EngineError> 
     Ok(row.and_then(|r| r.get::<_, Option<PgLsn>>(0)).map(u64::from).unwrap_or(0))
 }
 
+/// Both sides' rows of `keys` at one point of the source's history, for rows that changed between every
+/// other pair of reads (`narrow::settle`'s last resort). The source's rows are read with `FOR SHARE`
+/// (the share lock pt-table-checksum's chunk reads take), so nothing can change them. The target's are
+/// read until they equal them, or until the target has applied the position after the lock, which holds
+/// every commit that changed them (only commits move that position, and the writers of these rows may
+/// all be waiting for the lock). Then the lock is released. The application's writes to these rows wait
+/// meanwhile: at most [`LOCK_WAIT`] for the lock (a row being written is not waited for longer), and at
+/// most [`LOCKED_LINK_WAIT`] for the link. None when the link did not pass in time; an error (a row held
+/// past the lock wait, no UPDATE privilege, which `FOR SHARE` needs) leaves the session out of the
+/// transaction all the same.
+pub(super) async fn locked(pair: &Pair, slot: &str, table: &TableSpec, keys: &[KeyValues], hashing: Hashing) -> Result<Option<(HashMap<KeyValues, i64>, HashMap<KeyValues, i64>)>, EngineError> {
+    pair.src
+        .run(
+            "locking the rows that kept changing",
+            &format!("BEGIN ISOLATION LEVEL READ COMMITTED READ WRITE; SET LOCAL lock_timeout = '{LOCK_WAIT}'"),
+        )
+        .await?;
+    let result = async {
+        let mut source = HashMap::new();
+        for group in keys.chunks(lookup_batch(table)) {
+            let sql = format!("{} FOR SHARE", sql::rows_by_key_in_order(table, group, hashing));
+            let rows = pair.src.rows("reading the rows that kept changing, locked", &sql, &[]).await?;
+            source.extend(rows.iter().map(|r| (r.get::<_, KeyValues>(0), r.get::<_, i64>(1))));
+        }
+        let row = pair.src.row("noting the position after the lock", "SELECT pg_current_wal_insert_lsn()", &[]).await?;
+        let position = u64::from(row.get::<_, PgLsn>(0));
+        let started = Instant::now();
+        loop {
+            // Applied first: rows read after it hold at least that much.
+            let caught_up = applied(&pair.tgt, slot).await? >= position;
+            let target = rows_by_key(&pair.tgt, table, keys, hashing).await?;
+            // Equal to rows that cannot change: settled, whether or not a later commit moved the
+            // target's position (the writers of these rows wait for the lock, and may be all there is).
+            if caught_up || keys.iter().all(|key| target.get(key) == source.get(key)) {
+                return Ok(Some((source, target)));
+            }
+            if started.elapsed() > LOCKED_LINK_WAIT {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    .await;
+    pair.src.run("releasing the rows that kept changing", "ROLLBACK").await?;
+    result
+}
+
+/// How long `locked` waits for a row another transaction is writing.
+const LOCK_WAIT: &str = "100ms";
+/// How long `locked` holds its rows waiting for the link: past it the rows stay unsettled.
+const LOCKED_LINK_WAIT: Duration = Duration::from_millis(500);
+
 /// Waits until the target has applied `position` (or the slot confirmed it: an idle source sends no
 /// commit past it, and only the slot moves then); false when it did not within [`WAIT_LIMIT`].
 async fn wait_applied(pair: &Pair, slot: &str, position: u64, limit: Duration) -> Result<bool, EngineError> {
