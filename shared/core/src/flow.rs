@@ -621,9 +621,10 @@ fn on_verify_requested(m: &mut Migration, now: DateTime<Utc>, out: &mut Vec<Comm
 fn abandon(m: &mut Migration, attempt: u32, reason: String, failure: Option<EngineError>, now: DateTime<Utc>, out: &mut Vec<Command>) {
     m.cutover.abandoned_reason = Some(reason.clone());
     m.failure = failure;
-    if m.cutover.drained_position.is_none() {
+    if m.cutover.fenced_at.is_some() && m.cutover.drained_position.is_none() {
         // The target did not confirm the fence position: ready again only once an observation after the
-        // unfence says its lag is small, not on the strength of the one from before the cutover.
+        // unfence says its lag is small, not on the strength of the one from before the cutover. (A
+        // cutover abandoned before its fence, a pooler that refused to pause, left the link as it was.)
         m.ready_latched = false;
     }
     m.phase = Phase::CuttingOver { step: CutoverStep::Unfencing };

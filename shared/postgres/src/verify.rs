@@ -196,7 +196,7 @@ pub(crate) async fn before_fence(plan: &LinkPlan) -> Result<Verification, Engine
         .collect();
     let equal = verified.len();
     let record = track::Record { target_tracked: untracked_target.is_none(), verified, carried: BTreeMap::new() };
-    track::record(&pair.src, &record).await?;
+    track::record(&pair.src, &link, &record).await?;
     tracing::info!(
         database = plan.database.as_str(),
         tables = verification.tables.len(),

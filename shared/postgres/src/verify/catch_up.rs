@@ -128,7 +128,7 @@ pub(super) async fn round(plan: &LinkPlan, source: &Server, target: &Server, pai
     let carried_keys = carried.values().map(|r| if let Recheck::Keys(k) = r { k.len() } else { 0 }).sum();
     let carried_whole = carried.values().filter(|r| matches!(r, Recheck::Whole(_))).count();
     let target_tracked = true; // `take` returns changes only when the target's writes are tracked
-    track::record(&pair.src, &Record { target_tracked, verified, carried }).await?;
+    track::record(&pair.src, &link, &Record { target_tracked, verified, carried }).await?;
     Ok(Some(Round { decoded: changes.decoded, keys, carried_keys, carried_whole }))
 }
 

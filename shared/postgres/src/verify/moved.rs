@@ -134,7 +134,7 @@ pub(super) async fn start(source: &Server, database: &str, link_slot: &str) -> O
 /// point (measured under the benchmark's load with the link streaming: 100-450 ms, against 2-4 ms for a
 /// copy); it starts where the link's slot has been confirmed, so its first read also names what the link
 /// has not confirmed yet (more keys, never fewer).
-pub(super) async fn copyable(session: &Session, link_slot: &str) -> bool {
+async fn copyable(session: &Session, link_slot: &str) -> bool {
     let sql = "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::float8 FROM pg_replication_slots
                WHERE slot_name = $1 AND slot_type = 'logical' AND confirmed_flush_lsn IS NOT NULL";
     match session.maybe_row("looking at the link's slot", sql, &[&link_slot]).await {

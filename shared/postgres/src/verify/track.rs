@@ -31,6 +31,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// The message's prefix in the source's WAL.
 const PREFIX: &str = "milink_verified";
+
+/// The prefix of the records read through `slot`: every slot of the database decodes every message, and
+/// two migrations of one source database (two targets) must each trust only their own link's records.
+fn record_prefix(slot: &str) -> String {
+    format!("{PREFIX}:{slot}")
+}
 /// Keys of one table past which the window compares the table whole instead (cheaper by then).
 const MAX_KEYS_PER_TABLE: usize = 200_000;
 
@@ -109,47 +115,28 @@ pub(super) async fn stop(src: &Session, tgt: Option<&Session>, link: &str) -> Re
 /// required; the target's is not: without it the target is not tracked, which `changes` turns into a full
 /// comparison. Returns why the target is not tracked, if it is not.
 ///
-/// On the source the link's slot is copied where it can be (`moved::copyable`): a copy is made at once,
-/// where creating a slot under load waits for a consistent point (the benchmark's log: ~0.8 s for both
-/// slots one after the other). The copy begins at the link's confirmed position rather than now, so its
-/// stream also names what the link had not confirmed yet (more keys, never fewer), and the target has
-/// already applied where it begins (a whole table compared before the fence waits for that).
+/// Created, not copied from the link's slot (which `moved` does for a live verification, and which is
+/// made at once where creating waits for a consistent point under load): a copy's stream would begin at
+/// the link's confirmed position, which can lie before an earlier attempt's record, and every peek of it
+/// would decode again from the link's restart point.
 pub(super) async fn start(src: &Session, tgt: &Session, link: &str) -> Result<Option<String>, EngineError> {
     let slot = slot_name(link);
     stop(src, Some(tgt), link).await?;
     writable(src).await?;
     let clock = std::time::Instant::now();
-    let on_source = async {
-        let copy = format!(
-            "SELECT pg_copy_logical_replication_slot({}, {}, false, 'test_decoding')",
-            crate::sql::quote_literal(link),
-            crate::sql::quote_literal(&slot)
-        );
-        if super::moved::copyable(src, link).await {
-            match src.try_run(&copy).await {
-                Ok(()) => return Ok(true),
-                Err(error) => tracing::debug!(error = %error, "could not copy the link's slot for tracking; creating one"),
-            }
+    let sql = "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'test_decoding')";
+    let params: &[&(dyn tokio_postgres::types::ToSql + Sync)] = &[&slot];
+    let (on_source, on_target) = tokio::join!(
+        src.row("creating the verification's tracking slot on the source", sql, params),
+        tgt.row("creating the verification's tracking slot on the target", sql, params)
+    );
+    tracing::debug!(tracked_target = on_target.is_ok(), ms = clock.elapsed().as_millis() as u64, "tracking slots created");
+    if let Err(error) = on_source {
+        if on_target.is_ok() {
+            drop_slot(tgt, &slot).await?;
         }
-        src.row(
-            "creating the verification's tracking slot on the source",
-            "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'test_decoding')",
-            &[&slot],
-        )
-        .await
-        .map(|_| false)
-    };
-    let on_target = async {
-        tgt.row(
-            "creating the verification's tracking slot on the target",
-            "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'test_decoding')",
-            &[&slot],
-        )
-        .await
-    };
-    let (copied, on_target) = tokio::join!(on_source, on_target);
-    tracing::debug!(copied = copied.as_ref().ok(), tracked_target = on_target.is_ok(), ms = clock.elapsed().as_millis() as u64, "tracking slots made");
-    copied?;
+        return Err(error);
+    }
     Ok(on_target.err().map(|e| {
         tracing::warn!(error = %e.message, "the target's writes cannot be tracked: the cutover compares every row in its window");
         e.message
@@ -173,12 +160,12 @@ const CARRIED_WHOLE: &str = "not proven equal by the catch-up before the fence";
 /// finds it. Format `v2 target=<0|1>` then one line per entry, every name and value length-prefixed
 /// (`<bytes>:<text>`, so any character is safe): `= <rows> <name>` for a table found equal, `W <name>`
 /// for a table carried whole, `K <name> <n> <v1>…<vn>` for a carried key.
-pub(super) async fn record(src: &Session, record: &Record) -> Result<(), EngineError> {
+pub(super) async fn record(src: &Session, link: &str, record: &Record) -> Result<(), EngineError> {
     let content = encode(record);
     writable(src).await?;
     // Flushed locally, never waiting for the link (the synchronous hold may be engaged: `cutover::hold`).
     src.run("flushing the verification's record", "SET synchronous_commit = local").await?;
-    src.row("recording the verification in the source's WAL", "SELECT pg_logical_emit_message(true, $1, $2)::text", &[&PREFIX, &content])
+    src.row("recording the verification in the source's WAL", "SELECT pg_logical_emit_message(true, $1, $2)::text", &[&record_prefix(&slot_name(link)), &content])
         .await?;
     Ok(())
 }
@@ -445,7 +432,7 @@ pub(super) async fn read_slot(session: &Session, slot: &str, tables: &[TableSpec
     let keys: HashMap<String, &TableSpec> = tables.iter().map(|t| (t.display_name(), t)).collect();
     let roots = partition_roots(session).await?;
     let mut part = SourcePart::default();
-    let prefix = format!("message: transactional: 1 prefix: {PREFIX}, sz: ");
+    let prefix = format!("message: transactional: 1 prefix: {}, sz: ", record_prefix(slot));
     let upto = flushed_end(session).await?;
     for row in session.rows("reading the changes since the verification", &sql, &[&slot, &upto]).await? {
         let line: String = row.get(0);
