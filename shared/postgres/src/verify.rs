@@ -34,9 +34,11 @@
 //! snapshots; if it differs again it is narrowed to keys and each key settled (`narrow`): read again in
 //! matched snapshots, then once more on the source; a target row equal to either source read was merely
 //! lagging, one that differs from a source row unchanged across both reads is a real difference. So
-//! replication lag is never reported as a difference. What keeps changing on every read is
-//! *unsettled*: the verification is then not complete, and says which tables (rows updated many times a
-//! second; the cutover's verification settles them, the source being fenced). Tables still being seeded
+//! replication lag is never reported as a difference. What keeps changing on every read is read once
+//! more with the source's rows held `FOR SHARE` while the target catches up (`read::locked`); what even
+//! that cannot settle (a lock or the link not had in time, too many such rows) is *unsettled*: the
+//! verification is then not complete, and says which tables (the cutover's verification settles them,
+//! the source being fenced). Tables still being seeded
 //! are skipped, which also makes it incomplete. Large objects and sequences are not carried while the
 //! link syncs, so only `finalize` looks at them.
 //!

@@ -317,48 +317,65 @@ async fn a_link_slot_far_behind_gets_a_slot_of_its_own_that_names_the_rows_movin
 
 /// A row updated without pause (a counter) changes between every pair of reads, so settling it by
 /// reading both sides again never ends; the last resort holds the source's row with a share lock while
-/// the target catches up, and compares it exactly. The verification is complete, and a counter that
-/// really differs is still named.
+/// the target catches up, and compares it at that point. The verification is complete, and a hot row
+/// that really differs is named.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_row_updated_without_pause_is_settled_exactly() {
-    let sql = "CREATE TABLE counters (id int PRIMARY KEY, n bigint NOT NULL);
+    let sql = "CREATE TABLE counters (id int PRIMARY KEY, n bigint NOT NULL, note text NOT NULL DEFAULT '');
                INSERT INTO counters SELECT n, 0 FROM generate_series(1, 3) n;
-               CREATE TABLE quiet (id int PRIMARY KEY, n bigint NOT NULL);
-               INSERT INTO quiet VALUES (1, 0);
                ANALYZE;";
     let (engine, plan) = linked("verify_counter_", sql).await;
     let database = plan.database.as_str().to_owned();
-    let stop = Arc::new(AtomicBool::new(false));
-    let writers: Vec<_> = (0..2)
-        .map(|_| {
-            let (stopped, database) = (stop.clone(), database.clone());
-            tokio::spawn(async move {
-                let client = connect(&servers().source_url, &database).await;
-                let mut writes = 0u64;
-                while !stopped.load(Ordering::Relaxed) {
-                    client.batch_execute("UPDATE counters SET n = n + 1 WHERE id = 1").await.expect("writer");
-                    writes += 1;
-                }
-                writes
+    let hammer = |sql: &'static str| {
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = (0..2)
+            .map(|_| {
+                let (stopped, database) = (stop.clone(), database.clone());
+                tokio::spawn(async move {
+                    let client = connect(&servers().source_url, &database).await;
+                    let mut writes = 0u64;
+                    while !stopped.load(Ordering::Relaxed) {
+                        client.batch_execute(sql).await.expect("writer");
+                        writes += 1;
+                    }
+                    writes
+                })
             })
-        })
-        .collect();
+            .collect();
+        (stop, writers)
+    };
+    let (stop, writers) = hammer("UPDATE counters SET n = n + 1 WHERE id = 1");
     tokio::time::sleep(Duration::from_millis(300)).await;
     for round in 0..3 {
         let found = engine.verify(&plan).await.expect("verify under writes");
         assert!(found.is_clean() && found.complete, "round {round}: {found:#?}");
     }
-    // A real difference on a hot row: the target's counter moved by hand (the apply overwrites it at
-    // the next update, so the writers pause while it is compared).
     stop.store(true, Ordering::Relaxed);
     for writer in writers {
         assert!(writer.await.unwrap() > 100, "each writer wrote during the verifications");
     }
+
+    // A hot row that differs: on the target, a trigger the link's apply fires changes every version of
+    // row 2 it applies, so the two sides never hold the same row 2, whichever moment is compared.
     let target = connect(&servers().target_url, &database).await;
-    target.batch_execute("UPDATE quiet SET n = 42 WHERE id = 1").await.unwrap();
+    target
+        .batch_execute(
+            "CREATE FUNCTION tamper() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN IF NEW.id = 2 THEN NEW.note := 'tampered'; END IF; RETURN NEW; END $$;
+             CREATE TRIGGER tamper BEFORE UPDATE ON counters FOR EACH ROW EXECUTE FUNCTION tamper();
+             ALTER TABLE counters ENABLE ALWAYS TRIGGER tamper;",
+        )
+        .await
+        .unwrap();
+    let (stop, writers) = hammer("UPDATE counters SET n = n + 1 WHERE id IN (1, 2)");
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let found = engine.verify(&plan).await.expect("verify");
-    assert_eq!(keys(table(&found, "public.quiet")), ["(1)"], "{found:#?}");
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.await.unwrap();
+    }
     assert!(found.complete, "{found:#?}");
+    assert_eq!(keys(table(&found, "public.counters")), ["(2)"], "{found:#?}");
     cleanup(&engine, &plan).await;
 }
 

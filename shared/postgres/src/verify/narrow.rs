@@ -9,8 +9,10 @@
 //! target row equal to either source read clears it; a source row unchanged across both reads with a
 //! target that still differs is a real difference (the target's snapshot lies between the two source
 //! reads); a source row that changed in between is read again, a few rounds. What still changes then
-//! (a counter updated without pause) is read once more with the source's rows locked (`read::locked`),
-//! exactly; past the lock's or the link's wait it is called unsettled, never a difference.
+//! (a counter updated without pause; up to [`MAX_LOCKED_KEYS`] keys) is read once more with the source's
+//! rows locked (`read::locked`), both sides at one point of the row's history; past the lock's or the
+//! link's wait, or for a key with no source row to lock whose target row exists, it is called
+//! unsettled, never a difference.
 use super::read::{self, RowHashes, Sums};
 use super::scope::TableSpec;
 use super::sql::{self, KeyRange, KeyValues};
@@ -329,11 +331,21 @@ async fn settle(
         let keys: Vec<KeyValues> = candidates.iter().map(|&n| entries[n].key.clone()).collect();
         match read::locked(pair, slot, table, &keys, hashing).await {
             Ok(Some((source, target))) => {
+                let mut still = Vec::new();
                 for (&n, key) in candidates.iter().zip(&keys) {
-                    entries[n].source = source.get(key).copied();
-                    entries[n].target = target.get(key).copied();
+                    let (on_source, on_target) = (source.get(key).copied(), target.get(key).copied());
+                    // No row was there to lock: one inserted since may be what the target holds.
+                    if on_source.is_none() && on_target.is_some() {
+                        still.push(n);
+                        continue;
+                    }
+                    entries[n].source = on_source;
+                    entries[n].target = on_target;
                 }
-                return Ok(None);
+                if still.is_empty() {
+                    return Ok(None);
+                }
+                candidates = still;
             }
             Ok(None) => tracing::debug!(table = %table.display_name(), keys = keys.len(), "the link did not pass the locked rows' position in time"),
             Err(error) => tracing::debug!(table = %table.display_name(), error = %error.message, "could not lock the rows that kept changing"),

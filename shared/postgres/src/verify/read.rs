@@ -210,19 +210,25 @@ async fn applied(tgt: &Session, subscription: &str) -> Result<u64, EngineError> 
 
 /// Both sides' rows of `keys` at one point of the source's history, for rows that changed between every
 /// other pair of reads (`narrow::settle`'s last resort). The source's rows are read with `FOR SHARE`
-/// (the share lock pt-table-checksum's chunk reads take), so nothing can change them. The target's are
-/// read until they equal them, or until the target has applied the position after the lock, which holds
-/// every commit that changed them (only commits move that position, and the writers of these rows may
-/// all be waiting for the lock). Then the lock is released. The application's writes to these rows wait
-/// meanwhile: at most [`LOCK_WAIT`] for the lock (a row being written is not waited for longer), and at
-/// most [`LOCKED_LINK_WAIT`] for the link. None when the link did not pass in time; an error (a row held
-/// past the lock wait, no UPDATE privilege, which `FOR SHARE` needs) leaves the session out of the
-/// transaction all the same.
+/// (the share lock pt-table-checksum's chunk reads take), so no one can change them (a key with no row
+/// is not locked: an insert can still come, which the caller accounts for). The target's are read until
+/// they equal them, or until the target has applied the position after the lock, which holds every
+/// commit that changed them (only commits move that position, and the writers of these rows may all be
+/// waiting for the lock). The apply worker advances that position a moment before its commit is
+/// visible, so a target that still differs is believed only [`VISIBLE_AFTER`] after the position was
+/// seen applied. Then the lock is released.
+///
+/// The application's writes to these rows wait meanwhile: up to [`LOCK_WAIT`] while the locks are taken
+/// (a row being written is not waited for longer), then up to [`LOCKED_LINK_WAIT`] for the link. None
+/// when the link did not pass in time; an error (the locks not taken in time, no UPDATE privilege, which
+/// `FOR SHARE` needs) leaves the session out of the transaction all the same. Dropped midway, the
+/// transaction stays open on `pair.src` until the pair is dropped (every caller drops it with the failed
+/// verification), which ends the session and its locks.
 pub(super) async fn locked(pair: &Pair, slot: &str, table: &TableSpec, keys: &[KeyValues], hashing: Hashing) -> Result<Option<(HashMap<KeyValues, i64>, HashMap<KeyValues, i64>)>, EngineError> {
     pair.src
         .run(
             "locking the rows that kept changing",
-            &format!("BEGIN ISOLATION LEVEL READ COMMITTED READ WRITE; SET LOCAL lock_timeout = '{LOCK_WAIT}'"),
+            &format!("BEGIN ISOLATION LEVEL READ COMMITTED READ WRITE; SET LOCAL lock_timeout = '{LOCK_WAIT}'; SET LOCAL statement_timeout = '{LOCK_WAIT}'"),
         )
         .await?;
     let result = async {
@@ -235,13 +241,17 @@ pub(super) async fn locked(pair: &Pair, slot: &str, table: &TableSpec, keys: &[K
         let row = pair.src.row("noting the position after the lock", "SELECT pg_current_wal_insert_lsn()", &[]).await?;
         let position = u64::from(row.get::<_, PgLsn>(0));
         let started = Instant::now();
+        let mut applied_at = None;
         loop {
-            // Applied first: rows read after it hold at least that much.
-            let caught_up = applied(&pair.tgt, slot).await? >= position;
+            // Applied first: rows read after it hold at least that much (once visible).
+            if applied_at.is_none() && applied(&pair.tgt, slot).await? >= position {
+                applied_at = Some(Instant::now());
+            }
             let target = rows_by_key(&pair.tgt, table, keys, hashing).await?;
             // Equal to rows that cannot change: settled, whether or not a later commit moved the
             // target's position (the writers of these rows wait for the lock, and may be all there is).
-            if caught_up || keys.iter().all(|key| target.get(key) == source.get(key)) {
+            let visible = applied_at.is_some_and(|at| at.elapsed() >= VISIBLE_AFTER);
+            if visible || keys.iter().all(|key| target.get(key) == source.get(key)) {
                 return Ok(Some((source, target)));
             }
             if started.elapsed() > LOCKED_LINK_WAIT {
@@ -255,10 +265,13 @@ pub(super) async fn locked(pair: &Pair, slot: &str, table: &TableSpec, keys: &[K
     result
 }
 
-/// How long `locked` waits for a row another transaction is writing.
-const LOCK_WAIT: &str = "100ms";
+/// How long `locked` waits to take its locks, all of them (`lock_timeout` and `statement_timeout`).
+const LOCK_WAIT: &str = "200ms";
 /// How long `locked` holds its rows waiting for the link: past it the rows stay unsettled.
 const LOCKED_LINK_WAIT: Duration = Duration::from_millis(500);
+/// How long after the target's applied position passed the lock's a target row that differs is believed
+/// (the apply worker's commit becomes visible just after it advances that position).
+const VISIBLE_AFTER: Duration = Duration::from_millis(20);
 
 /// Waits until the target has applied `position` (or the slot confirmed it: an idle source sends no
 /// commit past it, and only the slot moves then); false when it did not within [`WAIT_LIMIT`].

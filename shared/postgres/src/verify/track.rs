@@ -133,7 +133,9 @@ pub(super) async fn start(src: &Session, tgt: &Session, link: &str) -> Result<Op
     tracing::debug!(tracked_target = on_target.is_ok(), ms = clock.elapsed().as_millis() as u64, "tracking slots created");
     if let Err(error) = on_source {
         if on_target.is_ok() {
-            drop_slot(tgt, &slot).await?;
+            if let Err(dropping) = drop_slot(tgt, &slot).await {
+                tracing::warn!(error = %dropping.message, "could not drop the target's tracking slot; the next attempt drops it");
+            }
         }
         return Err(error);
     }
