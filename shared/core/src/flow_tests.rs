@@ -236,6 +236,19 @@ fn a_drain_timeout_unfences_and_returns_to_ready_once_observed_caught_up() {
 }
 
 #[test]
+fn a_fence_that_failed_before_fencing_leaves_the_migration_ready() {
+    // A pooler that refused to pause: nothing was fenced, the link is as it was.
+    let m = ready();
+    let m = step(&m, Event::CutoverRequested { confirm_traffic_stopped: true }, 10).migration;
+    let error = EngineError::transient("pooler", "the pooler refused PAUSE", "check the pooler's admin password");
+    let tr = step(&m, Event::StepExhausted { command: Command::Fence { attempt: 1 }, error }, 11);
+    assert_eq!(tr.commands.first(), Some(&Command::Unfence { attempt: 1 }));
+    let tr = step(&tr.migration, Event::Unfenced { attempt: 1 }, 12);
+    assert_eq!(tr.migration.status(), Status::ReadyForCutover);
+    assert!(tr.migration.cutover.abandoned_reason.as_deref().is_some_and(|r| r.contains("PAUSE")));
+}
+
+#[test]
 fn a_verification_difference_unfences_and_blocks_the_next_cutover() {
     let m = ready();
     let m = step(&m, Event::CutoverRequested { confirm_traffic_stopped: true }, 10).migration;
