@@ -60,26 +60,65 @@ fn keys(count: &TableCount) -> Vec<&str> {
 }
 
 /// Updates random items (never the tampered ones) and appends to `big` on the source until stopped.
-fn start_writer(database: String) -> (Arc<AtomicBool>, tokio::task::JoinHandle<u64>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let stopped = stop.clone();
-    let task = tokio::spawn(async move {
-        let client = connect(&servers().source_url, &database).await;
-        let mut writes = 0;
-        while !stopped.load(Ordering::Relaxed) {
-            client
-                .batch_execute(
-                    "UPDATE items SET price = price + 1 WHERE id = 100 + (random() * 400)::int;
-                     INSERT INTO big SELECT coalesce(max(id), 0) + 1, 'new' FROM big;",
-                )
-                .await
-                .expect("writer");
-            writes += 1;
-            tokio::time::sleep(Duration::from_millis(2)).await;
+fn start_writer(database: &str) -> Writers {
+    let sql = "UPDATE items SET price = price + 1 WHERE id = 100 + (random() * 400)::int;
+               INSERT INTO big SELECT coalesce(max(id), 0) + 1, 'new' FROM big;";
+    Writers::start(database, 1, sql, Some(Duration::from_millis(2)))
+}
+
+/// Source writers running `sql` in a loop, `pause` between statements (none: flat out), until `stop`.
+struct Writers {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<u64>>,
+}
+
+impl Writers {
+    fn start(database: &str, count: usize, sql: &'static str, pause: Option<Duration>) -> Writers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..count)
+            .map(|_| {
+                let (stopped, database) = (stop.clone(), database.to_owned());
+                tokio::spawn(async move {
+                    let client = connect(&servers().source_url, &database).await;
+                    let mut writes = 0u64;
+                    while !stopped.load(Ordering::Relaxed) {
+                        client.batch_execute(sql).await.expect("writer");
+                        writes += 1;
+                        if let Some(pause) = pause {
+                            tokio::time::sleep(pause).await;
+                        }
+                    }
+                    writes
+                })
+            })
+            .collect();
+        Writers { stop, tasks }
+    }
+
+    /// Stops them; the writes each made.
+    async fn stop(self) -> Vec<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut writes = Vec::new();
+        for task in self.tasks {
+            writes.push(task.await.unwrap());
         }
         writes
-    });
-    (stop, task)
+    }
+}
+
+/// Disables the link's subscription and waits for its apply worker to exit (a moment after DISABLE).
+async fn pause_link(target: &tokio_postgres::Client, link: &str) {
+    target.batch_execute(&format!("ALTER SUBSCRIPTION {link} DISABLE")).await.unwrap();
+    let mut running = -1;
+    for _ in 0..100 {
+        let sql = "SELECT count(*) FROM pg_stat_subscription WHERE subname = $1 AND pid IS NOT NULL";
+        running = target.query_one(sql, &[&link]).await.unwrap().get::<_, i64>(0);
+        if running == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(running, 0, "the link's apply worker did not stop");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -113,11 +152,10 @@ async fn verification_names_rows_changed_on_the_target_and_ignores_lag() {
         .await
         .unwrap();
     // Meanwhile the application keeps writing to the same tables on the source.
-    let (stop, writer) = start_writer(database.clone());
+    let writer = start_writer(&database);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let found = engine.verify(&plan).await.expect("verify under writes");
-    stop.store(true, Ordering::Relaxed);
-    assert!(writer.await.unwrap() > 10, "the writer wrote during the verification");
+    assert!(writer.stop().await[0] > 10, "the writer wrote during the verification");
 
     let items = table(&found, "public.items");
     assert_eq!(items.source_rows, items.target_rows, "an update keeps the counts equal: {items:?}");
@@ -161,24 +199,10 @@ async fn rows_moving_between_the_snapshots_leave_a_busy_table_compared_whole() {
                ANALYZE;";
     let (engine, plan) = linked("verify_moved_", sql).await;
     let database = plan.database.as_str().to_owned();
-    let stop = Arc::new(AtomicBool::new(false));
-    let writers: Vec<_> = (0..2)
-        .map(|_| {
-            let (stopped, database) = (stop.clone(), database.clone());
-            tokio::spawn(async move {
-                let client = connect(&servers().source_url, &database).await;
-                let mut writes = 0u64;
-                while !stopped.load(Ordering::Relaxed) {
-                    client.batch_execute("UPDATE hot SET v = v + 1 WHERE id = 1 + (random() * 119999)::int").await.expect("writer");
-                    writes += 1;
-                    // Busy, not flooding: the keys named stay well under the limit past which the table
-                    // is cut into chunks (the link's lag on a loaded CI machine adds to them).
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                writes
-            })
-        })
-        .collect();
+    // Busy, not flooding: the keys named stay well under the limit past which the table is cut into
+    // chunks (the link's lag on a loaded CI machine adds to them).
+    let sql = "UPDATE hot SET v = v + 1 WHERE id = 1 + (random() * 119999)::int";
+    let writers = Writers::start(&database, 2, sql, Some(Duration::from_millis(1)));
     tokio::time::sleep(Duration::from_millis(300)).await;
     for round in 0..3 {
         let found = engine.verify(&plan).await.expect("verify under writes");
@@ -188,9 +212,8 @@ async fn rows_moving_between_the_snapshots_leave_a_busy_table_compared_whole() {
         // chunks). Over 100,000 rows, so its snapshots are taken at once, not matched.
         assert_eq!(hot.chunks, 1, "round {round}: compared whole: {found:#?}");
     }
-    stop.store(true, Ordering::Relaxed);
-    for writer in writers {
-        assert!(writer.await.unwrap() > 50, "each writer wrote during the verifications");
+    for writes in writers.stop().await {
+        assert!(writes > 50, "each writer wrote during the verifications");
     }
 
     // A row deleted on the target, then updated on the source while the link was paused (the apply skips
@@ -198,15 +221,8 @@ async fn rows_moving_between_the_snapshots_leave_a_busy_table_compared_whole() {
     // of the table still compared whole.
     let (source, target) = (connect(&servers().source_url, &database).await, connect(&servers().target_url, &database).await);
     let subscription = plan.link_name();
-    target.batch_execute(&format!("ALTER SUBSCRIPTION {subscription} DISABLE")).await.unwrap();
-    // The apply worker exits a moment after DISABLE; the update must find it gone, never applied.
-    for _ in 0..100 {
-        let sql = "SELECT count(*) FROM pg_stat_subscription WHERE subname = $1 AND pid IS NOT NULL";
-        if target.query_one(sql, &[&subscription]).await.unwrap().get::<_, i64>(0) == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // The update must find the apply worker gone, never applied.
+    pause_link(&target, &subscription).await;
     target.batch_execute("DELETE FROM hot WHERE id = 7").await.unwrap();
     source.batch_execute("UPDATE hot SET v = v + 1 WHERE id = 7").await.unwrap();
     target.batch_execute(&format!("ALTER SUBSCRIPTION {subscription} ENABLE")).await.unwrap();
@@ -242,20 +258,6 @@ async fn a_link_slot_far_behind_gets_a_slot_of_its_own_that_names_the_rows_movin
     let database = plan.database.as_str().to_owned();
     let (source, target) = (connect(&servers().source_url, &database).await, connect(&servers().target_url, &database).await);
     let link = plan.link_name();
-    let pause = || async {
-        target.batch_execute(&format!("ALTER SUBSCRIPTION {link} DISABLE")).await.unwrap();
-        // The apply worker exits a moment after DISABLE.
-        let mut running = -1;
-        for _ in 0..100 {
-            let sql = "SELECT count(*) FROM pg_stat_subscription WHERE subname = $1 AND pid IS NOT NULL";
-            running = target.query_one(sql, &[&link]).await.unwrap().get::<_, i64>(0);
-            if running == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert_eq!(running, 0, "the link's apply worker did not stop");
-    };
     // With the link paused its slot cannot move: 66 MB of WAL (messages, no table's) put its restart point
     // past the 64 MB a copy may decode. The verification starts then (the copy is refused at its start);
     // the link resumes a moment later, under a writer, so the comparison has a point to wait for and
@@ -268,33 +270,20 @@ async fn a_link_slot_far_behind_gets_a_slot_of_its_own_that_names_the_rows_movin
         let sql = "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::float8 FROM pg_replication_slots WHERE slot_name = $1";
         let behind: f64 = source.query_one(sql, &[&link]).await.unwrap().get(0);
         assert!(behind > 64.0 * 1024.0 * 1024.0, "the link's slot is {behind} bytes behind its restart point");
-        let stop = Arc::new(AtomicBool::new(false));
-        let writer = tokio::spawn({
-            let (stopped, database) = (stop.clone(), database.clone());
-            async move {
-                let client = connect(&servers().source_url, &database).await;
-                let mut writes = 0u64;
-                while !stopped.load(Ordering::Relaxed) {
-                    client.batch_execute("UPDATE hot SET v = v + 1 WHERE id = 100 + (random() * 119000)::int").await.expect("writer");
-                    writes += 1;
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-                writes
-            }
-        });
+        let sql = "UPDATE hot SET v = v + 1 WHERE id = 100 + (random() * 119000)::int";
+        let writer = Writers::start(&database, 1, sql, Some(Duration::from_millis(2)));
         let resume = async {
             tokio::time::sleep(Duration::from_millis(500)).await;
             target.batch_execute(&format!("ALTER SUBSCRIPTION {link} ENABLE")).await.unwrap();
         };
         let (found, ()) = tokio::join!(engine.verify(&plan), resume);
-        stop.store(true, Ordering::Relaxed);
-        assert!(writer.await.unwrap() > 10, "the writer wrote during the verification");
+        assert!(writer.stop().await[0] > 10, "the writer wrote during the verification");
         found.expect("verify")
     };
 
     // A row deleted on the target and updated on the source while paused (the apply skips an update of
     // a missing row), before the slot exists: not named, so the rest differs and the chunks find it.
-    pause().await;
+    pause_link(&target, &link).await;
     target.batch_execute("DELETE FROM hot WHERE id = 7").await.unwrap();
     source.batch_execute("UPDATE hot SET v = v + 1 WHERE id = 7").await.unwrap();
     let found = verify_far_behind().await;
@@ -307,7 +296,7 @@ async fn a_link_slot_far_behind_gets_a_slot_of_its_own_that_names_the_rows_movin
     // Repaired, the table is compared whole: one checksum per side, the rows the writer moved named.
     let v: i32 = source.query_one("SELECT v FROM hot WHERE id = 7", &[]).await.unwrap().get(0);
     target.execute("INSERT INTO hot VALUES (7, $1)", &[&v]).await.unwrap();
-    pause().await;
+    pause_link(&target, &link).await;
     let found = verify_far_behind().await;
     let hot = table(&found, "public.hot");
     assert!(found.is_clean() && found.complete, "{found:#?}");
@@ -326,33 +315,14 @@ async fn a_row_updated_without_pause_is_settled_exactly() {
                ANALYZE;";
     let (engine, plan) = linked("verify_counter_", sql).await;
     let database = plan.database.as_str().to_owned();
-    let hammer = |sql: &'static str| {
-        let stop = Arc::new(AtomicBool::new(false));
-        let writers: Vec<_> = (0..2)
-            .map(|_| {
-                let (stopped, database) = (stop.clone(), database.clone());
-                tokio::spawn(async move {
-                    let client = connect(&servers().source_url, &database).await;
-                    let mut writes = 0u64;
-                    while !stopped.load(Ordering::Relaxed) {
-                        client.batch_execute(sql).await.expect("writer");
-                        writes += 1;
-                    }
-                    writes
-                })
-            })
-            .collect();
-        (stop, writers)
-    };
-    let (stop, writers) = hammer("UPDATE counters SET n = n + 1 WHERE id = 1");
+    let writers = Writers::start(&database, 2, "UPDATE counters SET n = n + 1 WHERE id = 1", None);
     tokio::time::sleep(Duration::from_millis(300)).await;
     for round in 0..3 {
         let found = engine.verify(&plan).await.expect("verify under writes");
         assert!(found.is_clean() && found.complete, "round {round}: {found:#?}");
     }
-    stop.store(true, Ordering::Relaxed);
-    for writer in writers {
-        assert!(writer.await.unwrap() > 100, "each writer wrote during the verifications");
+    for writes in writers.stop().await {
+        assert!(writes > 100, "each writer wrote during the verifications");
     }
 
     // A hot row that differs: on the target, a trigger the link's apply fires changes every version of
@@ -367,13 +337,10 @@ async fn a_row_updated_without_pause_is_settled_exactly() {
         )
         .await
         .unwrap();
-    let (stop, writers) = hammer("UPDATE counters SET n = n + 1 WHERE id IN (1, 2)");
+    let writers = Writers::start(&database, 2, "UPDATE counters SET n = n + 1 WHERE id IN (1, 2)", None);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let found = engine.verify(&plan).await.expect("verify");
-    stop.store(true, Ordering::Relaxed);
-    for writer in writers {
-        writer.await.unwrap();
-    }
+    writers.stop().await;
     assert!(found.complete, "{found:#?}");
     assert_eq!(keys(table(&found, "public.counters")), ["(2)"], "{found:#?}");
     cleanup(&engine, &plan).await;
@@ -525,12 +492,11 @@ async fn ddl_on_the_target_during_the_drain_is_a_difference() {
 /// it, the writes it made returned), proving no difference.
 async fn prepared_under_writes(prefix: &str) -> (PostgresEngine, LinkPlan, u64) {
     let (engine, plan) = linked(prefix, SHOP).await;
-    let (stop, writer) = start_writer(plan.database.as_str().to_owned());
+    let writer = start_writer(plan.database.as_str());
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = engine.prepare_cutover(&plan).await.expect("prepare").expect("a verification before the fence");
     assert!(!before.proves_a_difference(), "{before:#?}");
-    stop.store(true, Ordering::Relaxed);
-    let writes = writer.await.unwrap();
+    let writes = writer.stop().await[0];
     (engine, plan, writes)
 }
 
