@@ -188,16 +188,19 @@ async fn verification_names_rows_changed_on_the_target_and_ignores_lag() {
     cleanup(&engine, &plan).await;
 }
 
+/// 120,000 rows: over the size under which a table compared whole takes matched snapshots, and 24
+/// chunks when cut.
+const HOT: &str = "CREATE TABLE hot (id int PRIMARY KEY, v int NOT NULL);
+                   INSERT INTO hot SELECT n, 0 FROM generate_series(1, 120000) n;
+                   ANALYZE;";
+
 /// Under busy writers, rows change between the verification's two snapshots (taken at once, the target's
 /// wherever the link is). Those rows are named by the verification's temporary copy of the link's slot
 /// and compared by key, so a table that differs only there is equal as a whole (one checksum per side,
 /// never cut into chunks), and a named row that really differs is still found, by key.
 #[tokio::test(flavor = "multi_thread")]
 async fn rows_moving_between_the_snapshots_leave_a_busy_table_compared_whole() {
-    let sql = "CREATE TABLE hot (id int PRIMARY KEY, v int NOT NULL);
-               INSERT INTO hot SELECT n, 0 FROM generate_series(1, 120000) n;
-               ANALYZE;";
-    let (engine, plan) = linked("verify_moved_", sql).await;
+    let (engine, plan) = linked("verify_moved_", HOT).await;
     let database = plan.database.as_str().to_owned();
     // Busy, not flooding: the keys named stay well under the limit past which the table is cut into
     // chunks (the link's lag on a loaded CI machine adds to them).
@@ -251,10 +254,7 @@ async fn rows_moving_between_the_snapshots_leave_a_busy_table_compared_whole() {
 /// table is then cut into chunks that find it. Equal, the table is compared whole under writes.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_link_slot_far_behind_gets_a_slot_of_its_own_that_names_the_rows_moving_under_writes() {
-    let sql = "CREATE TABLE hot (id int PRIMARY KEY, v int NOT NULL);
-               INSERT INTO hot SELECT n, 0 FROM generate_series(1, 120000) n;
-               ANALYZE;";
-    let (engine, plan) = linked("verify_created_", sql).await;
+    let (engine, plan) = linked("verify_created_", HOT).await;
     let database = plan.database.as_str().to_owned();
     let (source, target) = (connect(&servers().source_url, &database).await, connect(&servers().target_url, &database).await);
     let link = plan.link_name();
