@@ -137,6 +137,8 @@ pub(super) struct Context {
     /// On demand while the link syncs: the stream naming the rows that can differ between a whole table's
     /// two snapshots, so it is compared by one checksum per side (`moved`); None when the source has none.
     moved: Option<moved::Moved>,
+    /// The source, for a session of its own where one is needed (`read::locked`'s flush).
+    source: Server,
 }
 
 /// Where to read the tracking streams from (sessions of their own, outside the matched snapshots).
@@ -539,6 +541,7 @@ async fn compare(
         tracked,
         moved,
         slot,
+        source: source.clone(),
         listed: tables.iter().map(|_| AtomicUsize::new(0)).collect(),
         candidates: tables.iter().map(|_| AtomicUsize::new(0)).collect(),
     };

@@ -337,7 +337,10 @@ async fn a_row_updated_without_pause_is_settled_exactly() {
         )
         .await
         .unwrap();
-    let writers = Writers::start(&database, 2, "UPDATE counters SET n = n + 1 WHERE id IN (1, 2)", None);
+    // Row 1 then row 2, in that order in every writer (one statement over both could lock them in either
+    // order, and the writers would deadlock each other).
+    let sql = "UPDATE counters SET n = n + 1 WHERE id = 1; UPDATE counters SET n = n + 1 WHERE id = 2";
+    let writers = Writers::start(&database, 2, sql, None);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let found = engine.verify(&plan).await.expect("verify");
     writers.stop().await;

@@ -97,6 +97,7 @@ pub(super) async fn round(plan: &LinkPlan, source: &Server, target: &Server, pai
             slot: Some(link.clone()),
             tracked: None,
             moved: None,
+            source: source.clone(),
             listed: tables.iter().map(|_| AtomicUsize::new(0)).collect(),
             candidates: tables.iter().map(|_| AtomicUsize::new(0)).collect(),
         };

@@ -329,7 +329,7 @@ async fn settle(
     // differs, exactly.
     if candidates.len() <= MAX_LOCKED_KEYS {
         let keys: Vec<KeyValues> = candidates.iter().map(|&n| entries[n].key.clone()).collect();
-        match read::locked(pair, slot, table, &keys, hashing).await {
+        match read::locked(pair, slot, &context.source, table, &keys, hashing).await {
             Ok(Some((source, target))) => {
                 let mut still = Vec::new();
                 for (&n, key) in candidates.iter().zip(&keys) {

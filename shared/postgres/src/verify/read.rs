@@ -211,12 +211,14 @@ async fn applied(tgt: &Session, subscription: &str) -> Result<u64, EngineError> 
 /// Both sides' rows of `keys` at one point of the source's history, for rows that changed between every
 /// other pair of reads (`narrow::settle`'s last resort). The source's rows are read with `FOR SHARE`
 /// (the share lock pt-table-checksum's chunk reads take), so no one can change them (a key with no row
-/// is not locked: an insert can still come, which the caller accounts for). The target's are read until
-/// they equal them, or until the target has applied the position after the lock, which holds every
-/// commit that changed them (only commits move that position, and the writers of these rows may all be
-/// waiting for the lock). The apply worker advances that position a moment before its commit is
-/// visible, so a target that still differs is believed only [`VISIBLE_AFTER`] after the position was
-/// seen applied. Then the lock is released.
+/// is not locked: an insert can still come, which the caller accounts for). Then a commit of milink's
+/// own, on a session of its own (`cutover::FLUSH_WAL`), flushes the WAL past the lock: nothing else may
+/// (the writers of these rows wait for it, and may be all there is), and the walsender decodes only
+/// flushed WAL. The target's rows are read until they equal the locked ones, or until the target is past
+/// that commit: its apply worker has recorded a position past it (`received_lsn`, as the drain's proof in
+/// `cutover::positions`: the worker handles the stream in order, so every commit before it is applied
+/// and visible), or its applied position is past it (that moves a moment before the commit is visible,
+/// so a target that still differs is believed [`VISIBLE_AFTER`] later). Then the lock is released.
 ///
 /// The application's writes to these rows wait meanwhile: up to [`LOCK_WAIT`] while the locks are taken
 /// (a row being written is not waited for longer), then up to [`LOCKED_LINK_WAIT`] for the link. None
@@ -224,7 +226,16 @@ async fn applied(tgt: &Session, subscription: &str) -> Result<u64, EngineError> 
 /// `FOR SHARE` needs) leaves the session out of the transaction all the same. Dropped midway, the
 /// transaction stays open on `pair.src` until the pair is dropped (every caller drops it with the failed
 /// verification), which ends the session and its locks.
-pub(super) async fn locked(pair: &Pair, slot: &str, table: &TableSpec, keys: &[KeyValues], hashing: Hashing) -> Result<Option<(HashMap<KeyValues, i64>, HashMap<KeyValues, i64>)>, EngineError> {
+pub(super) async fn locked(
+    pair: &Pair,
+    slot: &str,
+    source: &crate::connect::Server,
+    table: &TableSpec,
+    keys: &[KeyValues],
+    hashing: Hashing,
+) -> Result<Option<(HashMap<KeyValues, i64>, HashMap<KeyValues, i64>)>, EngineError> {
+    // Before the transaction: a failed connection leaves nothing open.
+    let flusher = source.connect(Some(pair.src.database())).await?;
     pair.src
         .run(
             "locking the rows that kept changing",
@@ -232,27 +243,28 @@ pub(super) async fn locked(pair: &Pair, slot: &str, table: &TableSpec, keys: &[K
         )
         .await?;
     let result = async {
-        let mut source = HashMap::new();
+        let mut on_source = HashMap::new();
         for group in keys.chunks(lookup_batch(table)) {
             let sql = format!("{} FOR SHARE", sql::rows_by_key_in_order(table, group, hashing));
             let rows = pair.src.rows("reading the rows that kept changing, locked", &sql, &[]).await?;
-            source.extend(rows.iter().map(|r| (r.get::<_, KeyValues>(0), r.get::<_, i64>(1))));
+            on_source.extend(rows.iter().map(|r| (r.get::<_, KeyValues>(0), r.get::<_, i64>(1))));
         }
-        let row = pair.src.row("noting the position after the lock", "SELECT pg_current_wal_insert_lsn()", &[]).await?;
-        let position = u64::from(row.get::<_, PgLsn>(0));
+        let flushed = super::track::flushed_end(&flusher).await.map(u64::from)?;
         let started = Instant::now();
-        let mut applied_at = None;
+        let (mut passed_at, mut received_past) = (None, false);
         loop {
-            // Applied first: rows read after it hold at least that much (once visible).
-            if applied_at.is_none() && applied(&pair.tgt, slot).await? >= position {
-                applied_at = Some(Instant::now());
+            // The positions first: rows read after them hold at least that much.
+            if passed_at.is_none() {
+                received_past = received(&pair.tgt, slot).await? >= flushed;
+                if received_past || applied(&pair.tgt, slot).await? >= flushed {
+                    passed_at = Some(Instant::now());
+                }
             }
-            let target = rows_by_key(&pair.tgt, table, keys, hashing).await?;
-            // Equal to rows that cannot change: settled, whether or not a later commit moved the
-            // target's position (the writers of these rows wait for the lock, and may be all there is).
-            let visible = applied_at.is_some_and(|at| at.elapsed() >= VISIBLE_AFTER);
-            if visible || keys.iter().all(|key| target.get(key) == source.get(key)) {
-                return Ok(Some((source, target)));
+            let on_target = rows_by_key(&pair.tgt, table, keys, hashing).await?;
+            let believed = received_past || passed_at.is_some_and(|at| at.elapsed() >= VISIBLE_AFTER);
+            // Equal to rows that cannot change: settled, wherever the target's positions are.
+            if believed || keys.iter().all(|key| on_target.get(key) == on_source.get(key)) {
+                return Ok(Some((on_source, on_target)));
             }
             if started.elapsed() > LOCKED_LINK_WAIT {
                 return Ok(None);
@@ -265,11 +277,19 @@ pub(super) async fn locked(pair: &Pair, slot: &str, table: &TableSpec, keys: &[K
     result
 }
 
+/// The last position the target's apply worker recorded before handling a message (0 without one).
+async fn received(tgt: &Session, subscription: &str) -> Result<u64, EngineError> {
+    let sql = "SELECT s.received_lsn FROM pg_stat_subscription s JOIN pg_subscription p ON p.oid = s.subid
+               WHERE p.subname = $1 AND s.relid IS NULL AND s.received_lsn IS NOT NULL";
+    let row = tgt.maybe_row("reading the position the target's apply worker received", sql, &[&subscription]).await?;
+    Ok(row.and_then(|r| r.get::<_, Option<PgLsn>>(0)).map(u64::from).unwrap_or(0))
+}
+
 /// How long `locked` waits to take its locks, all of them (`lock_timeout` and `statement_timeout`).
 const LOCK_WAIT: &str = "200ms";
 /// How long `locked` holds its rows waiting for the link: past it the rows stay unsettled.
 const LOCKED_LINK_WAIT: Duration = Duration::from_millis(500);
-/// How long after the target's applied position passed the lock's a target row that differs is believed
+/// How long after the target's applied position passed the flush a target row that differs is believed
 /// (the apply worker's commit becomes visible just after it advances that position).
 const VISIBLE_AFTER: Duration = Duration::from_millis(20);
 

@@ -459,7 +459,7 @@ pub(super) async fn read_slot(session: &Session, slot: &str, tables: &[TableSpec
 /// are already visible but not yet flushed. Never waits for a standby (`synchronous_commit = local`,
 /// against the cutover's synchronous hold). An error when it cannot: the callers then fall back as for
 /// any failed read (the window compares everything).
-async fn flushed_end(session: &Session) -> Result<tokio_postgres::types::PgLsn, EngineError> {
+pub(super) async fn flushed_end(session: &Session) -> Result<tokio_postgres::types::PgLsn, EngineError> {
     let failed = |detail: String| {
         EngineError::transient(
             "flush_failed",
