@@ -212,20 +212,23 @@ async fn applied(tgt: &Session, subscription: &str) -> Result<u64, EngineError> 
 /// other pair of reads (`narrow::settle`'s last resort). The source's rows are read with `FOR SHARE`
 /// (the share lock pt-table-checksum's chunk reads take), so no one can change them (a key with no row
 /// is not locked: an insert can still come, which the caller accounts for). Then a commit of milink's
-/// own, on a session of its own (`cutover::FLUSH_WAL`), flushes the WAL past the lock: nothing else may
-/// (the writers of these rows wait for it, and may be all there is), and the walsender decodes only
-/// flushed WAL. The target's rows are read until they equal the locked ones, or until the target is past
-/// that commit: its apply worker has recorded a position past it (`received_lsn`, as the drain's proof in
-/// `cutover::positions`: the worker handles the stream in order, so every commit before it is applied
-/// and visible), or its applied position is past it (that moves a moment before the commit is visible,
-/// so a target that still differs is believed [`VISIBLE_AFTER`] later). Then the lock is released.
+/// own, on a session of its own (one more connection to the source, for this moment), flushes the WAL
+/// past the lock (`cutover::FLUSH_WAL`, never waiting for a standby): nothing else may (the writers of
+/// these rows wait for the lock, and may be all there is), and the walsender decodes only flushed WAL.
+/// The target's rows are read until they equal the locked ones, or until the target is past that
+/// commit: its apply worker recorded a position past it (`received_lsn`, the drain's proof in
+/// `cutover::positions`: the worker handles the stream in order), or its applied position passed it.
+/// Either way every commit before the lock, which holds all that changed these rows, is applied and
+/// visible (only the last applied commit may not be visible yet, and it began after the lock). Then the
+/// lock is released.
 ///
 /// The application's writes to these rows wait meanwhile: up to [`LOCK_WAIT`] while the locks are taken
-/// (a row being written is not waited for longer), then up to [`LOCKED_LINK_WAIT`] for the link. None
-/// when the link did not pass in time; an error (the locks not taken in time, no UPDATE privilege, which
-/// `FOR SHARE` needs) leaves the session out of the transaction all the same. Dropped midway, the
-/// transaction stays open on `pair.src` until the pair is dropped (every caller drops it with the failed
-/// verification), which ends the session and its locks.
+/// (a row being written is not waited for longer), then up to [`LOCKED_LINK_WAIT`] from the lock, the
+/// flush included (bounded by [`LOCK_WAIT`] too). None when the link did not pass in time; an error (the
+/// locks or the flush not had in time, no UPDATE privilege, which `FOR SHARE` needs, no connection
+/// left) leaves the session out of the transaction all the same. Dropped midway, the transaction stays
+/// open on `pair.src` until the pair is dropped (every caller drops it with the failed verification),
+/// which ends the session and its locks.
 pub(super) async fn locked(
     pair: &Pair,
     slot: &str,
@@ -234,8 +237,9 @@ pub(super) async fn locked(
     keys: &[KeyValues],
     hashing: Hashing,
 ) -> Result<Option<(HashMap<KeyValues, i64>, HashMap<KeyValues, i64>)>, EngineError> {
-    // Before the transaction: a failed connection leaves nothing open.
+    // Before the transaction: a failed connection leaves nothing open, and connecting holds no lock.
     let flusher = source.connect(Some(pair.src.database())).await?;
+    flusher.run("bounding the flush", &format!("SET statement_timeout = '{LOCK_WAIT}'")).await?;
     pair.src
         .run(
             "locking the rows that kept changing",
@@ -249,24 +253,17 @@ pub(super) async fn locked(
             let rows = pair.src.rows("reading the rows that kept changing, locked", &sql, &[]).await?;
             on_source.extend(rows.iter().map(|r| (r.get::<_, KeyValues>(0), r.get::<_, i64>(1))));
         }
+        let locked_at = Instant::now();
         let flushed = super::track::flushed_end(&flusher).await.map(u64::from)?;
-        let started = Instant::now();
-        let (mut passed_at, mut received_past) = (None, false);
         loop {
             // The positions first: rows read after them hold at least that much.
-            if passed_at.is_none() {
-                received_past = received(&pair.tgt, slot).await? >= flushed;
-                if received_past || applied(&pair.tgt, slot).await? >= flushed {
-                    passed_at = Some(Instant::now());
-                }
-            }
+            let past = received(&pair.tgt, slot).await? >= flushed || applied(&pair.tgt, slot).await? >= flushed;
             let on_target = rows_by_key(&pair.tgt, table, keys, hashing).await?;
-            let believed = received_past || passed_at.is_some_and(|at| at.elapsed() >= VISIBLE_AFTER);
             // Equal to rows that cannot change: settled, wherever the target's positions are.
-            if believed || keys.iter().all(|key| on_target.get(key) == on_source.get(key)) {
+            if past || keys.iter().all(|key| on_target.get(key) == on_source.get(key)) {
                 return Ok(Some((on_source, on_target)));
             }
-            if started.elapsed() > LOCKED_LINK_WAIT {
+            if locked_at.elapsed() > LOCKED_LINK_WAIT {
                 return Ok(None);
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -280,18 +277,17 @@ pub(super) async fn locked(
 /// The last position the target's apply worker recorded before handling a message (0 without one).
 async fn received(tgt: &Session, subscription: &str) -> Result<u64, EngineError> {
     let sql = "SELECT s.received_lsn FROM pg_stat_subscription s JOIN pg_subscription p ON p.oid = s.subid
-               WHERE p.subname = $1 AND s.relid IS NULL AND s.received_lsn IS NOT NULL";
+               WHERE p.subname = $1 AND p.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+                 AND s.relid IS NULL AND s.received_lsn IS NOT NULL";
     let row = tgt.maybe_row("reading the position the target's apply worker received", sql, &[&subscription]).await?;
     Ok(row.and_then(|r| r.get::<_, Option<PgLsn>>(0)).map(u64::from).unwrap_or(0))
 }
 
-/// How long `locked` waits to take its locks, all of them (`lock_timeout` and `statement_timeout`).
+/// How long `locked` waits to take its locks, all of them (`lock_timeout` and `statement_timeout`), and
+/// for its flush.
 const LOCK_WAIT: &str = "200ms";
-/// How long `locked` holds its rows waiting for the link: past it the rows stay unsettled.
+/// How long `locked` holds its rows, from the lock: past it they stay unsettled.
 const LOCKED_LINK_WAIT: Duration = Duration::from_millis(500);
-/// How long after the target's applied position passed the flush a target row that differs is believed
-/// (the apply worker's commit becomes visible just after it advances that position).
-const VISIBLE_AFTER: Duration = Duration::from_millis(20);
 
 /// Waits until the target has applied `position` (or the slot confirmed it: an idle source sends no
 /// commit past it, and only the slot moves then); false when it did not within [`WAIT_LIMIT`].
