@@ -108,18 +108,24 @@ pub(crate) async fn positions(plan: &LinkPlan) -> Result<Positions, EngineError>
     result
 }
 
-async fn read(pair: &Pair, plan: &LinkPlan) -> Result<Positions, EngineError> {
-    let name = plan.link_name();
-    let applied = pair
-        .target
+/// The last position the link's apply worker recorded before handling a message (module doc: every
+/// transaction committed before it is applied), on a session in the target's database; None without one.
+pub(crate) async fn received(target: &Session, subscription: &str) -> Result<Option<u64>, EngineError> {
+    let row = target
         .maybe_row(
             "reading what the link's apply worker has handled",
             "SELECT s.received_lsn FROM pg_stat_subscription s JOIN pg_subscription p ON p.oid = s.subid
-             WHERE p.subname = $1 AND s.relid IS NULL AND s.received_lsn IS NOT NULL",
-            &[&name],
+             WHERE p.subname = $1 AND p.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+               AND s.relid IS NULL AND s.received_lsn IS NOT NULL",
+            &[&subscription],
         )
-        .await?
-        .map(|row| u64::from(row.get::<_, PgLsn>(0)));
+        .await?;
+    Ok(row.map(|row| u64::from(row.get::<_, PgLsn>(0))))
+}
+
+async fn read(pair: &Pair, plan: &LinkPlan) -> Result<Positions, EngineError> {
+    let name = plan.link_name();
+    let applied = received(&pair.target, &name).await?;
     let row = pair
         .source
         .maybe_row(

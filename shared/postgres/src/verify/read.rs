@@ -257,7 +257,8 @@ pub(super) async fn locked(
         let flushed = super::track::flushed_end(&flusher).await.map(u64::from)?;
         loop {
             // The positions first: rows read after them hold at least that much.
-            let past = received(&pair.tgt, slot).await? >= flushed || applied(&pair.tgt, slot).await? >= flushed;
+            let received = crate::cutover::positions::received(&pair.tgt, slot).await?.unwrap_or(0);
+            let past = received >= flushed || applied(&pair.tgt, slot).await? >= flushed;
             let on_target = rows_by_key(&pair.tgt, table, keys, hashing).await?;
             // Equal to rows that cannot change: settled, wherever the target's positions are.
             if past || keys.iter().all(|key| on_target.get(key) == on_source.get(key)) {
@@ -272,15 +273,6 @@ pub(super) async fn locked(
     .await;
     pair.src.run("releasing the rows that kept changing", "ROLLBACK").await?;
     result
-}
-
-/// The last position the target's apply worker recorded before handling a message (0 without one).
-async fn received(tgt: &Session, subscription: &str) -> Result<u64, EngineError> {
-    let sql = "SELECT s.received_lsn FROM pg_stat_subscription s JOIN pg_subscription p ON p.oid = s.subid
-               WHERE p.subname = $1 AND p.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-                 AND s.relid IS NULL AND s.received_lsn IS NOT NULL";
-    let row = tgt.maybe_row("reading the position the target's apply worker received", sql, &[&subscription]).await?;
-    Ok(row.and_then(|r| r.get::<_, Option<PgLsn>>(0)).map(u64::from).unwrap_or(0))
 }
 
 /// How long `locked` waits to take its locks, all of them (`lock_timeout` and `statement_timeout`), and
